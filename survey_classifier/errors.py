@@ -1,0 +1,88 @@
+"""The exception root of survey-classifier and its few specific subclasses.
+
+Every error that concerns one cutout carries the file and, where known, the HDU,
+so that the message stored against the cutout tells an astronomer exactly which
+input was wrong and how.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SurveyClassifierError",
+    "CutoutError",
+    "CutoutReadError",
+    "CutoutLimitError",
+    "StageError",
+    "StageConfigError",
+    "NotFittedError",
+    "ModelError",
+    "CatalogueError",
+    "SurveyClassifierWarning",
+    "FITSQuirkWarning",
+    "NoWCSWarning",
+]
+
+
+class SurveyClassifierError(Exception):
+    """Root of every error raised by survey-classifier."""
+
+
+class CutoutError(SurveyClassifierError):
+    """A problem with one cutout; the batch it belongs to goes on.
+
+    Parameters
+    ----------
+    path : str
+        The file the cutout came from.
+    reason : str
+        What was wrong, in words an astronomer can act on.
+    hdu : int or None
+        Index of the HDU concerned, when one was reached.
+    """
+
+    def __init__(self, path, reason, *, hdu=None):
+        self.path = str(path)
+        self.reason = reason
+        self.hdu = hdu
+        where = self.path if hdu is None else f"{self.path} [HDU {hdu}]"
+        super().__init__(f"{where}: {reason}")
+
+
+class CutoutReadError(CutoutError):
+    """The file could not be read as an image cutout."""
+
+
+class CutoutLimitError(CutoutError):
+    """The file or image is larger than the configured limits."""
+
+
+class StageError(SurveyClassifierError):
+    """A stage failed on a cutout or could not be set up."""
+
+
+class StageConfigError(StageError):
+    """A stage was configured with invalid parameters or unmet requirements."""
+
+
+class NotFittedError(StageError):
+    """A learned stage or estimator was used before being fitted or loaded."""
+
+
+class ModelError(SurveyClassifierError):
+    """A model artefact is missing, corrupted or incompatible."""
+
+
+class CatalogueError(SurveyClassifierError):
+    """An input catalogue table is unreadable or lacks the columns needed."""
+
+
+class SurveyClassifierWarning(UserWarning):
+    """Root of the warnings issued by survey-classifier."""
+
+
+class FITSQuirkWarning(SurveyClassifierWarning):
+    """A FITS file breaks the standard in a way that was tolerated."""
+
+
+class NoWCSWarning(SurveyClassifierWarning):
+    """A cutout has no usable celestial WCS; its position is unknown."""

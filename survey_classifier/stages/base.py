@@ -1,0 +1,201 @@
+"""The stage plugin API.
+
+A stage is one class with a unique ``name``, a ``version``, keyword-only
+parameters and one method, :meth:`Stage.process`, that turns a batch of
+cutouts into one result per cutout. Stages are found through the Python
+entry-point group ``survey_classifier.stages`` (see
+:mod:`survey_classifier.stages.registry`); the built-in stages register
+through that same group.
+
+What a stage provides is one of the result kinds of the results database
+(:data:`RESULT_KINDS`); each kind has required fields, and any further
+keys a stage returns are stored with the result as ``extra``.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from survey_classifier.errors import StageConfigError
+
+__all__ = ["RESULT_KINDS", "Stage", "CutoutFailure", "Requirement"]
+
+#: Fields every result of a kind must carry (more keys go to ``extra``).
+RESULT_KINDS: dict[str, tuple[str, ...]] = {
+    "measurement": (
+        "peak_flux_jy",
+        "integrated_flux_jy",
+        "n_islands",
+        "las_arcsec",
+        "centroid_offset_arcsec",
+    ),
+    "classification": ("label", "probabilities"),
+    "som": ("node_x", "node_y", "angle_deg", "flip", "distance"),
+    "anomaly": ("score", "components", "partial"),
+}
+
+#: What a stage may need from a cutout before it can run.
+Requirement = str
+_INPUT_REQUIREMENTS = ("pixels", "wcs", "beam")
+
+
+@dataclass(frozen=True)
+class CutoutFailure:
+    """Returned by :meth:`Stage.process` in place of the result of one cutout.
+
+    The reason is stored against that cutout; the rest of the batch goes on.
+    """
+
+    reason: str
+
+
+class Stage(abc.ABC):
+    """Base class of every stage, built-in or third-party.
+
+    Subclasses set the class attributes and implement :meth:`process`.
+    ``__init__`` takes keyword-only parameters and stores each under its own
+    name (as scikit-learn estimators do), so :meth:`get_params` can report
+    them and a run records exactly how each stage was configured.
+
+    Class attributes
+    ----------------
+    name : str
+        Unique name, used on the command line and in the database.
+    version : str
+        Bump it whenever the stage's outputs change for the same input;
+        results of a new version are stored beside the old ones.
+    result_kind : str
+        One of :data:`RESULT_KINDS`.
+    requires : tuple of str
+        ``"pixels"``, ``"wcs"``, ``"beam"``, or ``"stage:NAME"`` for the
+        result of an earlier stage. A cutout lacking one gets a failure
+        recorded for this stage instead of a call to :meth:`process`.
+    uses : tuple of str
+        ``"stage:NAME"`` results used when present but not required (the
+        stage is handed whatever is there). They order the stages too.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    result_kind: ClassVar[str]
+    requires: ClassVar[tuple[Requirement, ...]] = ("pixels",)
+    uses: ClassVar[tuple[Requirement, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls):
+            return
+        for attribute in ("name", "version", "result_kind"):
+            if not isinstance(getattr(cls, attribute, None), str):
+                msg = f"stage class {cls.__qualname__} must define a string {attribute!r}"
+                raise TypeError(msg)
+        if cls.result_kind not in RESULT_KINDS:
+            msg = (
+                f"stage {cls.name!r} declares result_kind {cls.result_kind!r}; "
+                f"expected one of {sorted(RESULT_KINDS)}"
+            )
+            raise TypeError(msg)
+        for requirement in (*cls.requires, *cls.uses):
+            if requirement not in _INPUT_REQUIREMENTS and not requirement.startswith("stage:"):
+                msg = (
+                    f"stage {cls.name!r} has unknown requirement {requirement!r}; use one of "
+                    f"{_INPUT_REQUIREMENTS} or 'stage:NAME'"
+                )
+                raise TypeError(msg)
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        names = []
+        for parameter in list(signature.parameters.values())[1:]:
+            if parameter.kind is parameter.VAR_KEYWORD:
+                continue
+            if parameter.kind is not parameter.KEYWORD_ONLY:
+                msg = f"stage {cls.name!r}: parameter {parameter.name!r} must be keyword-only"
+                raise TypeError(msg)
+            names.append(parameter.name)
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        """The keyword parameters this stage was built with."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    @property
+    def model_ref(self) -> str:
+        """``"name:version"`` of the model this stage runs, or ``""``.
+
+        Part of the identity of a result: a new model version stores its
+        results beside those of the old one.
+        """
+        return ""
+
+    @property
+    def stage_requirements(self) -> tuple[str, ...]:
+        """Names of the earlier stages whose results this stage needs."""
+        return tuple(r.split(":", 1)[1] for r in self.requires if r.startswith("stage:"))
+
+    @property
+    def stage_uses(self) -> tuple[str, ...]:
+        """Names of earlier stages whose results this stage takes if present."""
+        return tuple(r.split(":", 1)[1] for r in self.uses if r.startswith("stage:"))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description recorded with every run."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "result_kind": self.result_kind,
+            "model": self.model_ref,
+            "params": {k: _jsonable(v) for k, v in self.get_params().items()},
+        }
+
+    def setup(self) -> None:
+        """Load expensive resources (model sessions); called once per process.
+
+        The default does nothing. It runs before the first batch, so
+        constructing a stage stays cheap (e.g. for ``plugins list``).
+        """
+
+    @abc.abstractmethod
+    def process(self, batch: Sequence) -> list[dict[str, Any] | CutoutFailure]:
+        """Process a batch of :class:`~survey_classifier.cutout.Cutout`.
+
+        Returns one entry per cutout, in order: a dict holding the fields of
+        :data:`RESULT_KINDS` for ``result_kind`` (more keys are kept as
+        ``extra``), or a :class:`CutoutFailure`. An exception raised here is
+        caught by the pipeline, which then processes the batch one cutout at
+        a time so that only the cutout at fault is marked failed.
+
+        Earlier stages' results are in ``cutout.results[stage_name]``.
+        """
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def check_result(stage: Stage, result: Any) -> None:
+    """Raise :class:`StageConfigError` unless ``result`` fits the stage's kind."""
+    if isinstance(result, CutoutFailure):
+        return
+    if not isinstance(result, dict):
+        msg = f"stage {stage.name!r} returned {type(result).__name__}, expected a dict or CutoutFailure"
+        raise StageConfigError(msg)
+    missing = [key for key in RESULT_KINDS[stage.result_kind] if key not in result]
+    if missing:
+        msg = f"stage {stage.name!r} result lacks {missing} required for kind {stage.result_kind!r}"
+        raise StageConfigError(msg)
