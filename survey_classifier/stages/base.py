@@ -77,6 +77,9 @@ class Stage(abc.ABC):
     uses : tuple of str
         ``"stage:NAME"`` results used when present but not required (the
         stage is handed whatever is there). They order the stages too.
+    enabled_by_default : bool
+        Whether ``classify`` runs the stage when ``--stages`` is not given
+        (only for stages that need no set-up by the user).
     """
 
     name: ClassVar[str]
@@ -84,6 +87,7 @@ class Stage(abc.ABC):
     result_kind: ClassVar[str]
     requires: ClassVar[tuple[Requirement, ...]] = ("pixels",)
     uses: ClassVar[tuple[Requirement, ...]] = ()
+    enabled_by_default: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -132,6 +136,16 @@ class Stage(abc.ABC):
         results beside those of the old one.
         """
         return ""
+
+    @property
+    def preprocess_config(self):
+        """The :class:`~survey_classifier.preprocess.PreprocessConfig` this stage
+        reads through ``cutout.preprocessed(config)``, or None.
+
+        The pipeline prepares (and times) it before calling :meth:`process`,
+        and records a preprocessing failure against the cutout.
+        """
+        return None
 
     @property
     def stage_requirements(self) -> tuple[str, ...]:

@@ -1,0 +1,211 @@
+"""Tables of the results database.
+
+One row per cutout (``cutouts``), per run (``runs``) and per model
+(``models``); one table per result kind (``measurements``,
+``classifications``, ``som_placements``, ``anomaly_scores``) and one for the
+errors recorded against cutouts (``errors``).
+
+A result is identified by ``(cutout_id, stage, stage_version, model_ref)``:
+re-running the same stage version with the same model updates the row in
+place, a new stage version or model adds a row beside the old one.
+``model_ref`` is ``""`` for stages without a model (never NULL, so the
+unique constraint holds on every database).
+
+The schema is created and changed only by the Alembic migrations in
+``migrations/``; these classes must match them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+__all__ = [
+    "Base",
+    "CutoutRow",
+    "RunRow",
+    "ModelRow",
+    "MeasurementRow",
+    "ClassificationRow",
+    "SOMPlacementRow",
+    "AnomalyScoreRow",
+    "ErrorRow",
+    "RESULT_TABLES",
+    "utcnow",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class CutoutRow(Base):
+    """One input cutout, identified by its resolved path."""
+
+    __tablename__ = "cutouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    hdu: Mapped[int | None] = mapped_column(Integer)
+    ra_deg: Mapped[float | None] = mapped_column(Float)
+    dec_deg: Mapped[float | None] = mapped_column(Float, index=True)
+    pixel_scale_arcsec: Mapped[float | None] = mapped_column(Float)
+    beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
+    beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
+    shape_y: Mapped[int | None] = mapped_column(Integer)
+    shape_x: Mapped[int | None] = mapped_column(Integer)
+    catalogue_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    catalogue: Mapped[dict | None] = mapped_column(JSON)
+    warnings: Mapped[list | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RunRow(Base):
+    """One invocation of the pipeline over a set of inputs."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    executor: Mapped[str] = mapped_column(String(32), default="in-process")
+    config: Mapped[dict] = mapped_column(JSON)
+    stages: Mapped[list] = mapped_column(JSON)
+    n_cutouts: Mapped[int] = mapped_column(Integer, default=0)
+    n_processed: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ModelRow(Base):
+    """A registered model artefact (ONNX network, SOM, anomaly scorer...)."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(64), index=True)
+    artefact_path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    details: Mapped[dict | None] = mapped_column(JSON)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class _ResultColumns:
+    """Columns shared by every per-stage result table."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    stage_version: Mapped[str] = mapped_column(String(32))
+    model_ref: Mapped[str] = mapped_column(String(256), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @declared_attr
+    def cutout_id(cls) -> Mapped[int]:
+        return mapped_column(ForeignKey("cutouts.id", ondelete="CASCADE"))
+
+    @declared_attr
+    def run_id(cls) -> Mapped[int | None]:
+        return mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+
+    @declared_attr
+    def __table_args__(cls):
+        return (UniqueConstraint("cutout_id", "stage", "stage_version", "model_ref"),)
+
+
+class MeasurementRow(_ResultColumns, Base):
+    __tablename__ = "measurements"
+
+    peak_flux_jy: Mapped[float | None] = mapped_column(Float)
+    integrated_flux_jy: Mapped[float | None] = mapped_column(Float)
+    n_islands: Mapped[int | None] = mapped_column(Integer)
+    las_arcsec: Mapped[float | None] = mapped_column(Float)
+    centroid_offset_arcsec: Mapped[float | None] = mapped_column(Float)
+    extra: Mapped[dict | None] = mapped_column(JSON)
+
+
+class ClassificationRow(_ResultColumns, Base):
+    __tablename__ = "classifications"
+
+    label: Mapped[str] = mapped_column(String(128), index=True)
+    probability: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict] = mapped_column(JSON)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_dtype: Mapped[str | None] = mapped_column(String(16))
+    extra: Mapped[dict | None] = mapped_column(JSON)
+
+
+class SOMPlacementRow(_ResultColumns, Base):
+    __tablename__ = "som_placements"
+
+    node_x: Mapped[int] = mapped_column(Integer)
+    node_y: Mapped[int] = mapped_column(Integer)
+    angle_deg: Mapped[float] = mapped_column(Float)
+    flip: Mapped[bool] = mapped_column(Boolean)
+    distance: Mapped[float] = mapped_column(Float)
+    extra: Mapped[dict | None] = mapped_column(JSON)
+
+
+class AnomalyScoreRow(_ResultColumns, Base):
+    __tablename__ = "anomaly_scores"
+
+    score: Mapped[float | None] = mapped_column(Float, index=True)
+    components: Mapped[dict] = mapped_column(JSON)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    rank: Mapped[int | None] = mapped_column(Integer)
+    percentile: Mapped[float | None] = mapped_column(Float)
+    extra: Mapped[dict | None] = mapped_column(JSON)
+
+
+class ErrorRow(_ResultColumns, Base):
+    """An error recorded against one cutout for one stage (``read`` for the reader)."""
+
+    __tablename__ = "errors"
+
+    hdu: Mapped[int | None] = mapped_column(Integer)
+    error_type: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+
+
+#: Result table for each result kind of :data:`survey_classifier.stages.base.RESULT_KINDS`.
+RESULT_TABLES = {
+    "measurement": MeasurementRow,
+    "classification": ClassificationRow,
+    "som": SOMPlacementRow,
+    "anomaly": AnomalyScoreRow,
+}
+
+Index("ix_cutouts_ra_dec", CutoutRow.ra_deg, CutoutRow.dec_deg)

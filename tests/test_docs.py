@@ -1,0 +1,27 @@
+"""The plugin guide documents the hook and the exact signatures it relies on."""
+
+import inspect
+from pathlib import Path
+
+from survey_classifier.stages.base import RESULT_KINDS, Stage
+from survey_classifier.stages.registry import ENTRY_POINT_GROUP
+
+GUIDE = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+
+
+def test_entry_point_group_documented():
+    assert f'[project.entry-points."{ENTRY_POINT_GROUP}"]' in GUIDE
+
+
+def test_process_signature_documented_exactly():
+    params = list(inspect.signature(Stage.process).parameters)
+    assert params == ["self", "batch"]
+    assert "`process(self, batch: Sequence[Cutout]) -> list[dict | CutoutFailure]`" in GUIDE
+    assert "`setup(self) -> None`" in GUIDE
+
+
+def test_every_result_kind_and_field_documented():
+    for kind, fields in RESULT_KINDS.items():
+        row = next(line for line in GUIDE.splitlines() if line.startswith(f"| {kind} |"))
+        for field in fields:
+            assert field in row, f"{kind}.{field} missing from docs/plugins.md"

@@ -1,0 +1,1 @@
+"""Celery workers for bulk processing (see issue: distributed path)."""
