@@ -55,6 +55,8 @@ class Cutout:
     wcs: Any = None
     warnings: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``{stage name: (stage version, model_ref)}`` of each entry of ``results``
+    provenance: dict[str, tuple[str, str]] = field(default_factory=dict)
     _preprocessed: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property

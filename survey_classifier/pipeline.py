@@ -17,18 +17,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from survey_classifier.cutout import Cutout, CutoutSource
-from survey_classifier.db.models import RunRow, utcnow
+from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.db.store import clear_errors, store_errors, store_results, upsert_cutouts
-from survey_classifier.errors import CutoutError, StageConfigError
+from survey_classifier.errors import CutoutError, StageConfigError, SurveyClassifierError
 from survey_classifier.io.fits import ReadLimits, read_cutout
 from survey_classifier.stages.base import CutoutFailure, Stage, check_result
 from survey_classifier.stages.registry import order_stages
 
-__all__ = ["READ_STAGE", "CutoutOutcome", "BatchResult", "Pipeline", "store_batch", "RunSummary", "run_pipeline"]
+__all__ = [
+    "READ_STAGE",
+    "CutoutOutcome",
+    "BatchResult",
+    "Pipeline",
+    "store_batch",
+    "register_run",
+    "sources_for",
+    "finish_run_if_done",
+    "RunSummary",
+    "run_pipeline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +186,7 @@ class Pipeline:
                 self._fail(stage, outcome, "CutoutFailure", result.reason)
             else:
                 outcome.cutout.results[stage.name] = result
+                outcome.cutout.provenance[stage.name] = (stage.version, stage.model_ref)
 
     @staticmethod
     def _call(stage: Stage, batch: list[CutoutOutcome]) -> list:
@@ -216,10 +228,20 @@ def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:
     return row
 
 
-def store_batch(engine: Engine, run_id: int | None, stages: Sequence[Stage], batch: BatchResult) -> float:
+def store_batch(
+    engine: Engine,
+    run_id: int | None,
+    stages: Sequence[Stage],
+    batch: BatchResult,
+    *,
+    batch_id: int | None = None,
+    worker: str | None = None,
+) -> float:
     """Write one batch's cutouts, results and errors in one transaction.
 
-    Idempotent: storing the same batch twice leaves the same rows.
+    Idempotent: storing the same batch twice leaves the same rows. With
+    ``batch_id``, the ``run_batches`` row is marked done in the same
+    transaction, so a batch is either wholly stored and done or not at all.
     Returns the seconds spent.
     """
     start = time.perf_counter()
@@ -257,7 +279,127 @@ def store_batch(engine: Engine, run_id: int | None, stages: Sequence[Stage], bat
             for e in o.errors
         ]
         store_errors(connection, errors, run_id)
+        if batch_id is not None:
+            batches = RunBatchRow.__table__
+            connection.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(
+                    status="done",
+                    n_failed=sum(1 for o in outcomes if o.errors),
+                    worker=worker,
+                    finished_at=utcnow(),
+                    attempts=batches.c.attempts + 1,
+                )
+            )
     return time.perf_counter() - start
+
+
+def register_run(
+    engine: Engine,
+    sources: Sequence[CutoutSource],
+    stages: Sequence[Stage],
+    *,
+    batch_size: int,
+    config: dict,
+    executor: str,
+) -> tuple[int, list[tuple[int, list[CutoutSource]]]]:
+    """Record a run, its cutouts (by path) and its batches before processing.
+
+    A path listed twice is processed once. Returns the run id and, per
+    batch, its ``run_batches`` id and sources.
+    """
+    if batch_size < 1:
+        msg = f"batch_size must be at least 1, got {batch_size}"
+        raise ValueError(msg)
+    unique = list({source.path: source for source in reversed(sources)}.values())[::-1]
+    run_id = start_run(engine, stages, config, len(unique), executor)
+    batches = []
+    with engine.begin() as connection:
+        for index, first in enumerate(range(0, len(unique), batch_size)):
+            chunk = unique[first : first + batch_size]
+            ids = upsert_cutouts(connection, [_registration_row(s) for s in chunk])
+            cutout_ids = [ids[s.path] for s in chunk]
+            result = connection.execute(
+                RunBatchRow.__table__.insert().values(
+                    run_id=run_id,
+                    batch_index=index,
+                    cutout_ids=cutout_ids,
+                    n_cutouts=len(chunk),
+                    status="queued",
+                    attempts=0,
+                    n_failed=0,
+                    queued_at=utcnow(),
+                )
+            )
+            batches.append((int(result.inserted_primary_key[0]), chunk))
+    return run_id, batches
+
+
+def _registration_row(source: CutoutSource) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": source.path}
+    if source.catalogue_id is not None:
+        row["catalogue_id"] = source.catalogue_id
+    if source.extra:
+        row["catalogue"] = source.extra
+    if source.ra_deg is not None and source.dec_deg is not None:
+        row["ra_deg"] = source.ra_deg
+        row["dec_deg"] = source.dec_deg
+    return row
+
+
+def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]:
+    """Rebuild the sources of registered cutouts (what a worker receives)."""
+    table = CutoutRow.__table__
+    with engine.connect() as connection:
+        rows = {
+            row.id: row
+            for row in connection.execute(
+                select(table.c.id, table.c.path, table.c.catalogue_id, table.c.catalogue, table.c.ra_deg, table.c.dec_deg)
+                .where(table.c.id.in_(list(cutout_ids)))
+            )
+        }
+    missing = [i for i in cutout_ids if i not in rows]
+    if missing:
+        msg = f"cutout ids {missing[:10]} are not registered in the database"
+        raise SurveyClassifierError(msg)
+    return [
+        CutoutSource(
+            path=rows[i].path,
+            catalogue_id=rows[i].catalogue_id,
+            ra_deg=rows[i].ra_deg,
+            dec_deg=rows[i].dec_deg,
+            extra=rows[i].catalogue or {},
+        )
+        for i in cutout_ids
+    ]
+
+
+def finish_run_if_done(engine: Engine, run_id: int) -> bool:
+    """Mark the run finished, with its counts, once every batch is done."""
+    batches = RunBatchRow.__table__
+    runs = RunRow.__table__
+    with engine.begin() as connection:
+        pending, n_cutouts, n_failed = connection.execute(
+            select(
+                func.count().filter(batches.c.status != "done"),
+                func.coalesce(func.sum(batches.c.n_cutouts), 0),
+                func.coalesce(func.sum(batches.c.n_failed), 0),
+            ).where(batches.c.run_id == run_id)
+        ).one()
+        if pending:
+            return False
+        connection.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(
+                status="finished",
+                finished_at=utcnow(),
+                n_processed=int(n_cutouts) - int(n_failed),
+                n_failed=int(n_failed),
+            )
+        )
+    return True
 
 
 @dataclass
@@ -320,13 +462,12 @@ def run_pipeline(
     progress : callable, optional
         Called with the number of cutouts finished after each batch.
     """
-    if batch_size < 1:
-        msg = f"batch_size must be at least 1, got {batch_size}"
-        raise ValueError(msg)
     pipeline = Pipeline(stages, limits=limits)
     started = time.perf_counter()
     run_config = {"batch_size": batch_size, "pid": os.getpid(), **(config or {})}
-    run_id = start_run(engine, pipeline.stages, run_config, len(sources), "in-process")
+    run_id, batches = register_run(
+        engine, sources, pipeline.stages, batch_size=batch_size, config=run_config, executor="in-process"
+    )
     timings: dict[str, float] = defaultdict(float)
     failures: list[tuple[str, str, str]] = []
     n_processed = n_failed = 0
@@ -335,11 +476,11 @@ def run_pipeline(
         start = time.perf_counter()
         pipeline.setup()
         timings["setup"] += time.perf_counter() - start
-        for first in range(0, len(sources), batch_size):
-            batch = pipeline.process_batch(sources[first : first + batch_size])
+        for batch_id, batch_sources in batches:
+            batch = pipeline.process_batch(batch_sources)
             for step, seconds in batch.timings.items():
                 timings[step] += seconds
-            timings["database"] += store_batch(engine, run_id, pipeline.stages, batch)
+            timings["database"] += store_batch(engine, run_id, pipeline.stages, batch, batch_id=batch_id)
             for outcome in batch.outcomes:
                 if outcome.errors:
                     n_failed += 1
@@ -349,12 +490,15 @@ def run_pipeline(
             _update_run(engine, run_id, n_processed=n_processed, n_failed=n_failed)
             if progress is not None:
                 progress(len(batch.outcomes))
+        with engine.begin() as connection:
+            for stage in pipeline.stages:
+                stage.after_run(connection, run_id)
         status = "finished"
     finally:
         _update_run(engine, run_id, status=status, finished_at=utcnow())
     return RunSummary(
         run_id=run_id,
-        n_cutouts=len(sources),
+        n_cutouts=sum(len(chunk) for _, chunk in batches),
         n_processed=n_processed,
         n_failed=n_failed,
         failures=failures,

@@ -5,24 +5,41 @@ for every stage with results, that stage's columns prefixed by its name
 (``measure_peak_flux_jy``, ``cnn_label``, ``som_node_x`` ...). Where a stage
 has results of several versions or models, the most recent is shown unless
 ``versions`` picks one.
+
+Cone searches use the HEALPix pixel stored with each cutout
+(``cutouts.healpix``): the cone becomes a few ranges of one indexed integer
+column, and exact separations are computed on what those ranges return.
+Every value reaches the database as a bound parameter.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import angular_separation
 from astropy.table import MaskedColumn, Table
-from sqlalchemy import and_, exists, or_, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import exists, func, or_, select, tuple_
+from sqlalchemy.engine import Connection, Engine
 
+from survey_classifier.db._healpix import cone_ranges
 from survey_classifier.db.models import RESULT_TABLES, CutoutRow, ErrorRow, RunRow
 from survey_classifier.errors import SurveyClassifierError
 
-__all__ = ["query_results", "query_errors", "cone_prefilter", "EXPORT_FORMATS", "write_table"]
+__all__ = [
+    "Variant",
+    "find_variants",
+    "query_results",
+    "top_anomalies",
+    "query_errors",
+    "cone_prefilter",
+    "cone_search",
+    "EXPORT_FORMATS",
+    "write_table",
+]
 
 #: ``--format`` name -> (astropy writer format, file suffix)
 EXPORT_FORMATS = {
@@ -32,10 +49,27 @@ EXPORT_FORMATS = {
     "fits": ("fits", ".fits"),
 }
 
+#: Longest list of cutout ids sent to the database as one ``IN`` condition.
+_MAX_ID_LIST = 5000
+
 _SKIP = {"id", "cutout_id", "stage", "updated_at", "embedding", "extra", "components", "probabilities"}
 
 
+class Variant(NamedTuple):
+    """The results of one stage shown by a query: its kind, table, version and model."""
+
+    kind: str
+    row_class: type
+    version: str
+    model: str
+    updated_at: object = None
+
+
 def _check_cone(ra: float, dec: float, radius: float) -> None:
+    for name, value in (("RA", ra), ("Dec", dec), ("radius", radius)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            msg = f"cone search {name} must be a finite number of degrees, got {value!r}"
+            raise SurveyClassifierError(msg)
     if not (0.0 <= ra < 360.0 or math.isclose(ra, 360.0)):
         msg = f"cone search RA must be in [0, 360) degrees, got {ra}"
         raise SurveyClassifierError(msg)
@@ -50,35 +84,114 @@ def _check_cone(ra: float, dec: float, radius: float) -> None:
 def cone_prefilter(ra: float, dec: float, radius: float):
     """SQL condition on ``cutouts`` that keeps every source within ``radius`` deg.
 
-    A declination band and, away from the poles, a right-ascension window
-    widened by 1/cos(dec) (wrapping at 0/360). Exact separations are
-    computed afterwards.
+    Ranges of the nested HEALPix pixel column covering the cone (some
+    sources outside the cone pass too; exact separations are computed
+    afterwards).
     """
+    _check_cone(ra, dec, radius)
     c = CutoutRow.__table__.c
-    dec_lo, dec_hi = dec - radius, dec + radius
-    condition = c.dec_deg.between(dec_lo, dec_hi)
-    if dec_hi >= 90.0 or dec_lo <= -90.0:
-        return condition
-    half_width = radius / max(math.cos(math.radians(max(abs(dec_lo), abs(dec_hi)))), 1e-12)
-    if half_width >= 180.0:
-        return condition
-    ra_lo, ra_hi = (ra - half_width) % 360.0, (ra + half_width) % 360.0
-    if ra_lo <= ra_hi:
-        return and_(condition, c.ra_deg.between(ra_lo, ra_hi))
-    return and_(condition, or_(c.ra_deg >= ra_lo, c.ra_deg <= ra_hi))
+    ranges = cone_ranges(ra % 360.0, dec, radius)
+    return or_(*[c.healpix.between(low, high) for low, high in ranges])
 
 
-def _latest_variant(connection, row_class, stage: str, pick: str | None):
-    """(stage_version, model_ref) to show for ``stage``: ``pick`` or the newest."""
-    table = row_class.__table__
-    query = select(table.c.stage_version, table.c.model_ref).where(table.c.stage == stage)
-    if pick:
-        version, _, model = pick.partition("@")
-        query = query.where(table.c.stage_version == version)
-        if model:
-            query = query.where(table.c.model_ref == model)
-    row = connection.execute(query.order_by(table.c.updated_at.desc()).limit(1)).first()
-    return None if row is None else tuple(row)
+def cone_search(connection: Connection, ra: float, dec: float, radius: float) -> dict[int, float]:
+    """``{cutout_id: separation_deg}`` of every cutout within ``radius`` deg of (``ra``, ``dec``)."""
+    c = CutoutRow.__table__.c
+    rows = connection.execute(select(c.id, c.ra_deg, c.dec_deg).where(cone_prefilter(ra, dec, radius))).all()
+    if not rows:
+        return {}
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    positions = np.radians(np.array([(r[1], r[2]) for r in rows], dtype=float))
+    separation = np.degrees(
+        angular_separation(math.radians(ra), math.radians(dec), positions[:, 0], positions[:, 1])
+    )
+    inside = separation <= radius
+    return dict(zip(ids[inside].tolist(), separation[inside].tolist()))
+
+
+def _distinct_variants(connection: Connection, table) -> list[tuple[str, str, str]]:
+    """The (stage, stage_version, model_ref) present in ``table``, one index seek each."""
+    key = (table.c.stage, table.c.stage_version, table.c.model_ref)
+    found: list[tuple[str, str, str]] = []
+    query = select(*key).order_by(*key).limit(1)
+    while True:
+        where = query if not found else query.where(tuple_(*key) > tuple_(*found[-1]))
+        row = connection.execute(where).first()
+        if row is None:
+            return found
+        found.append(tuple(row))
+
+
+def find_variants(connection: Connection, versions: Mapping[str, str] | None = None) -> dict[str, Variant]:
+    """The variant of each stage a query shows: the one ``versions`` picks, or the newest.
+
+    ``versions`` maps a stage to ``"VERSION"`` or ``"VERSION@MODEL"``; a pick
+    that matches no stored result is refused, naming what is stored.
+    """
+    versions = dict(versions or {})
+    by_stage: dict[str, list[Variant]] = {}
+    for kind, row_class in RESULT_TABLES.items():
+        for stage, version, model in _distinct_variants(connection, row_class.__table__):
+            by_stage.setdefault(stage, []).append(Variant(kind, row_class, version, model))
+    chosen = {}
+    for stage, variants in by_stage.items():
+        pick = versions.get(stage)
+        if pick:
+            version, _, model = pick.partition("@")
+            matching = [v for v in variants if v.version == version and (not model or v.model == model)]
+            if not matching:
+                stored = sorted(f"{v.version}@{v.model}" if v.model else v.version for v in variants)
+                msg = f"no results of stage {stage!r} version {pick!r}; stored: {stored}"
+                raise SurveyClassifierError(msg)
+            variants = matching
+        if len(variants) > 1:  # the newest written (an index seek each)
+            variants = [v._replace(updated_at=_newest(connection, stage, v)) for v in variants]
+            chosen[stage] = max(variants, key=lambda v: (v.updated_at is not None, v.updated_at or 0))
+        else:
+            chosen[stage] = variants[0]
+    unknown = sorted(set(versions) - set(by_stage))
+    if unknown:
+        msg = f"no results of stage(s) {unknown} in this database; stages with results: {sorted(by_stage)}"
+        raise SurveyClassifierError(msg)
+    return chosen
+
+
+def _newest(connection: Connection, stage: str, variant: Variant):
+    table = variant.row_class.__table__
+    return connection.execute(select(func.max(table.c.updated_at)).where(*_variant_condition(table, stage, variant))).scalar()
+
+
+def _variant_condition(table, stage: str, variant: Variant) -> list:
+    return [table.c.stage == stage, table.c.stage_version == variant.version, table.c.model_ref == variant.model]
+
+
+def _stage_of_kind(variants: Mapping[str, Variant], kind: str, stage: str | None, what: str) -> str:
+    """``stage`` (checked to be of ``kind``) or the only/first stage of that kind."""
+    if stage is None:
+        stage = next((n for n, v in sorted(variants.items()) if v.kind == kind), None)
+        if stage is None:
+            msg = f"no {kind} results in this database to filter on {what}"
+            raise SurveyClassifierError(msg)
+    elif stage not in variants:
+        msg = f"no results of stage {stage!r} in this database; stages with results: {sorted(variants)}"
+        raise SurveyClassifierError(msg)
+    elif variants[stage].kind != kind:
+        msg = f"stage {stage!r} gives {variants[stage].kind} results; {what} filters need a {kind} stage"
+        raise SurveyClassifierError(msg)
+    return stage
+
+
+def _check_range(name: str, low, high, *, lowest=None, highest=None) -> None:
+    for value in (low, high):
+        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+            msg = f"{name} must be a finite number, got {value!r}"
+            raise SurveyClassifierError(msg)
+        if value is not None and ((lowest is not None and value < lowest) or (highest is not None and value > highest)):
+            msg = f"{name} must be in [{lowest}, {highest}], got {value}"
+            raise SurveyClassifierError(msg)
+    if low is not None and high is not None and low > high:
+        msg = f"{name} range is empty: minimum {low} is above maximum {high}"
+        raise SurveyClassifierError(msg)
 
 
 def query_results(
@@ -93,64 +206,101 @@ def query_results(
     radius: float | None = None,
     versions: Mapping[str, str] | None = None,
     limit: int | None = None,
+    max_probability: float | None = None,
+    som_node: tuple[int, int] | None = None,
+    som_stage: str | None = None,
+    anomaly_ranks: tuple[int, int] | None = None,
+    anomaly_stage: str | None = None,
+    cutout_ids: Sequence[int] | None = None,
+    offset: int = 0,
+    after_id: int | None = None,
+    _variants: Mapping[str, Variant] | None = None,
 ) -> Table:
-    """Cutouts and their results as one table.
+    """Cutouts and their results as one table, ordered by cutout id.
 
     Parameters
     ----------
     engine : Engine
     stage : str, optional
-        Keep cutouts with a result of this stage; ``label`` and
-        ``min_probability`` apply to it (default: the classification stage
+        Keep cutouts with a result of this stage; ``label`` and the
+        probability range apply to it (default: the classification stage
         present, when those filters are given).
-    label, min_probability : optional
-        Filters on a classification stage.
+    label : str, optional
+        Keep this class label.
+    min_probability, max_probability : float, optional
+        Range of the probability of the predicted label.
     run_id : int, optional
         Keep cutouts with a result or error written by this run.
     ra, dec, radius : float, optional
-        Cone search, all in degrees (ICRS as stored).
+        Cone search, all in degrees (ICRS as stored); adds ``separation_arcsec``.
     versions : mapping, optional
         ``{stage: "VERSION"}`` or ``{stage: "VERSION@MODEL"}``.
     limit : int, optional
+        At most this many rows.
+    som_node : (int, int), optional
+        Keep cutouts placed on this SOM node (x, y) by ``som_stage``.
+    anomaly_ranks : (int, int), optional
+        Keep cutouts whose anomaly rank (1 = highest score of
+        ``anomaly_stage``) is in this inclusive range.
+    cutout_ids : sequence of int, optional
+        Keep these cutouts.
+    offset : int
+        Skip this many rows (page ``n`` of size ``limit`` has offset ``n * limit``).
+    after_id : int, optional
+        Keyset pagination: only cutouts with an id above this one.
     """
-    versions = dict(versions or {})
     cone = (ra, dec, radius)
     if any(v is not None for v in cone) and any(v is None for v in cone):
         msg = "a cone search needs all of --ra, --dec and --radius"
         raise SurveyClassifierError(msg)
     if radius is not None:
         _check_cone(ra, dec, radius)
+    _check_range("probability", min_probability, max_probability, lowest=0.0, highest=1.0)
+    if limit is not None and limit < 0:
+        msg = f"limit must be zero or more, got {limit}"
+        raise SurveyClassifierError(msg)
+    if offset < 0:
+        msg = f"offset must be zero or more, got {offset}"
+        raise SurveyClassifierError(msg)
     c = CutoutRow.__table__.c
     with engine.connect() as connection:
-        variants = {}
-        for kind, row_class in RESULT_TABLES.items():
-            table = row_class.__table__
-            for (name,) in connection.execute(select(table.c.stage).distinct()):
-                variant = _latest_variant(connection, row_class, name, versions.get(name))
-                if variant is not None:
-                    variants[name] = (kind, row_class, variant)
-        if (label is not None or min_probability is not None) and stage is None:
-            stage = next((n for n, (k, _, _) in variants.items() if k == "classification"), None)
-            if stage is None:
-                msg = "no classification results in this database to filter on label or probability"
-                raise SurveyClassifierError(msg)
-        query = select(CutoutRow.__table__)
+        variants = dict(_variants) if _variants is not None else find_variants(connection, versions)
+        conditions = []
+        if label is not None or min_probability is not None or max_probability is not None:
+            stage = _stage_of_kind(variants, "classification", stage, "label or probability")
         if stage is not None:
             if stage not in variants:
                 msg = f"no results of stage {stage!r} in this database; stages with results: {sorted(variants)}"
                 raise SurveyClassifierError(msg)
-            kind, row_class, (version, model) = variants[stage]
-            t = row_class.__table__
-            condition = [t.c.cutout_id == c.id, t.c.stage == stage, t.c.stage_version == version, t.c.model_ref == model]
-            if label is not None or min_probability is not None:
-                if kind != "classification":
-                    msg = f"stage {stage!r} gives {kind} results; label and probability filters need a classifier"
-                    raise SurveyClassifierError(msg)
-                if label is not None:
-                    condition.append(t.c.label == label)
-                if min_probability is not None:
-                    condition.append(t.c.probability >= min_probability)
-            query = query.where(exists().where(*condition))
+            t = variants[stage].row_class.__table__
+            condition = [t.c.cutout_id == c.id, *_variant_condition(t, stage, variants[stage])]
+            if label is not None:
+                condition.append(t.c.label == label)
+            if min_probability is not None:
+                condition.append(t.c.probability >= min_probability)
+            if max_probability is not None:
+                condition.append(t.c.probability <= max_probability)
+            conditions.append(exists().where(*condition))
+        if som_node is not None:
+            som_stage = _stage_of_kind(variants, "som", som_stage, "SOM node")
+            t = variants[som_stage].row_class.__table__
+            node_x, node_y = (int(v) for v in som_node)
+            conditions.append(
+                exists().where(
+                    t.c.cutout_id == c.id,
+                    *_variant_condition(t, som_stage, variants[som_stage]),
+                    t.c.node_x == node_x,
+                    t.c.node_y == node_y,
+                )
+            )
+        if anomaly_ranks is not None:
+            first, last = (int(v) for v in anomaly_ranks)
+            if first < 1 or last < first:
+                msg = f"anomaly rank range must be 1 <= first <= last, got {first}..{last}"
+                raise SurveyClassifierError(msg)
+            anomaly_stage = _stage_of_kind(variants, "anomaly", anomaly_stage, "anomaly rank")
+            ranked = _ranked_anomalies(variants, anomaly_stage).offset(first - 1).limit(last - first + 1)
+            conditions.append(c.id.in_(ranked.scalar_subquery()))
         if run_id is not None:
             if connection.execute(select(RunRow.id).where(RunRow.id == run_id)).first() is None:
                 msg = f"no run with id {run_id} in this database"
@@ -159,22 +309,62 @@ def query_results(
                 exists().where(rc.__table__.c.cutout_id == c.id, rc.__table__.c.run_id == run_id)
                 for rc in (*RESULT_TABLES.values(), ErrorRow)
             ]
-            query = query.where(or_(*touched))
+            conditions.append(or_(*touched))
+        if cutout_ids is not None:
+            conditions.append(c.id.in_([int(i) for i in cutout_ids]))
+        if after_id is not None:
+            conditions.append(c.id > int(after_id))
+        separations = None
+        page_in_sql = True
         if radius is not None:
-            query = query.where(cone_prefilter(ra, dec, radius))
-        query = query.order_by(c.id)
+            separations = cone_search(connection, ra, dec, radius)
+            if len(separations) <= _MAX_ID_LIST:
+                conditions.append(c.id.in_(list(separations)))
+            else:  # a wide cone: filter on the pixel ranges, then on the exact separations here
+                conditions.append(cone_prefilter(ra, dec, radius))
+                page_in_sql = False
+        query = select(CutoutRow.__table__).where(*conditions).order_by(c.id)
+        if page_in_sql and offset:
+            query = query.offset(offset)
+        if page_in_sql and limit is not None:
+            query = query.limit(limit)
         rows = [dict(r._mapping) for r in connection.execute(query)]
-        if radius is not None and rows:
-            centre = SkyCoord(ra * u.deg, dec * u.deg)
-            found = SkyCoord([r["ra_deg"] for r in rows] * u.deg, [r["dec_deg"] for r in rows] * u.deg)
-            separation = centre.separation(found).deg
-            rows = [dict(r, separation_deg=float(s)) for r, s in zip(rows, separation) if s <= radius]
-        if limit is not None:
-            rows = rows[:limit]
-        table = _cutout_table(rows, with_separation=radius is not None)
+        if separations is not None:
+            rows = [dict(r, separation_deg=separations[r["id"]]) for r in rows if r["id"] in separations]
+        if not page_in_sql:
+            rows = rows[offset:] if limit is None else rows[offset : offset + limit]
+        table = _cutout_table(rows, with_separation=separations is not None)
         ids = [r["id"] for r in rows]
-        for name, (kind, row_class, (version, model)) in sorted(variants.items()):
-            _add_stage_columns(connection, table, ids, name, kind, row_class, version, model)
+        for name, variant in sorted(variants.items()):
+            _add_stage_columns(connection, table, ids, name, variant)
+    return table
+
+
+def _ranked_anomalies(variants: Mapping[str, Variant], stage: str):
+    """Cutout ids of ``stage``'s anomaly scores, highest first (ties by cutout id)."""
+    t = variants[stage].row_class.__table__
+    return (
+        select(t.c.cutout_id)
+        .where(*_variant_condition(t, stage, variants[stage]), t.c.score.is_not(None))
+        .order_by(t.c.score.desc(), t.c.cutout_id)
+    )
+
+
+def top_anomalies(
+    engine: Engine, n: int = 100, *, stage: str | None = None, versions: Mapping[str, str] | None = None
+) -> Table:
+    """The ``n`` cutouts with the highest anomaly scores, highest first, with ``anomaly_rank``."""
+    if not isinstance(n, int) or n < 1:
+        msg = f"the number of anomalies must be a positive integer, got {n!r}"
+        raise SurveyClassifierError(msg)
+    with engine.connect() as connection:
+        variants = find_variants(connection, versions)
+        stage = _stage_of_kind(variants, "anomaly", stage, "anomaly rank")
+        ids = connection.execute(_ranked_anomalies(variants, stage).limit(n)).scalars().all()
+    table = query_results(engine, cutout_ids=ids, _variants=variants)
+    order = {cutout_id: rank for rank, cutout_id in enumerate(ids, start=1)}
+    table["anomaly_rank"] = np.array([order[i] for i in table["cutout_id"]], dtype=np.int64)
+    table.sort("anomaly_rank")
     return table
 
 
@@ -214,25 +404,21 @@ def _column(values: list):
     return MaskedColumn(data, mask=mask) if any(mask) else data
 
 
-def _add_stage_columns(connection, table: Table, ids, name, kind, row_class, version, model) -> None:
-    t = row_class.__table__
+def _add_stage_columns(connection, table: Table, ids, name: str, variant: Variant) -> None:
+    t = variant.row_class.__table__
     by_cutout = {}
     for start in range(0, len(ids), 10000):
         chunk = ids[start : start + 10000]
-        rows = connection.execute(
-            select(t).where(
-                t.c.stage == name, t.c.stage_version == version, t.c.model_ref == model, t.c.cutout_id.in_(chunk)
-            )
-        )
+        rows = connection.execute(select(t).where(*_variant_condition(t, name, variant), t.c.cutout_id.in_(chunk)))
         by_cutout.update({r.cutout_id: dict(r._mapping) for r in rows})
     columns = [col.name for col in t.columns if col.name not in _SKIP]
     for column in columns:
         table[f"{name}_{column}"] = _column([by_cutout.get(i, {}).get(column) for i in ids])
-    if kind == "classification":
+    if variant.kind == "classification":
         classes = sorted({k for r in by_cutout.values() for k in r["probabilities"]})
         for cls in classes:
             table[f"{name}_p_{cls}"] = _column([by_cutout.get(i, {}).get("probabilities", {}).get(cls) for i in ids])
-    if kind == "anomaly":
+    if variant.kind == "anomaly":
         parts = sorted({k for r in by_cutout.values() for k in r["components"]})
         for part in parts:
             table[f"{name}_{part}"] = _column([by_cutout.get(i, {}).get("components", {}).get(part) for i in ids])
@@ -268,10 +454,14 @@ def write_table(table: Table, path: str, fmt: str | None = None) -> str:
     if fmt not in EXPORT_FORMATS:
         msg = f"cannot tell the export format of {path!r}; use one of {sorted(EXPORT_FORMATS)}"
         raise SurveyClassifierError(msg)
+    _prepare_for(table, fmt).write(path, format=EXPORT_FORMATS[fmt][0], overwrite=True)
+    return fmt
+
+
+def _prepare_for(table: Table, fmt: str) -> Table:
     out = table.copy()
     if fmt in ("fits", "votable"):
         for name in out.colnames:
             if out[name].dtype.kind == "b" and hasattr(out[name], "mask"):
                 out[name] = out[name].filled(False)
-    out.write(path, format=EXPORT_FORMATS[fmt][0], overwrite=True)
-    return fmt
+    return out

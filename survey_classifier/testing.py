@@ -34,6 +34,7 @@ def _fresh(cutouts: Sequence[Cutout]) -> list[Cutout]:
     for cutout in cutouts:
         clone = copy.copy(cutout)
         clone.results = dict(cutout.results)
+        clone.provenance = dict(cutout.provenance)
         clone._preprocessed = {}
         copies.append(clone)
     return copies

@@ -98,7 +98,7 @@ def test_bad_inputs_recorded_and_batch_goes_on(inputs, engine):
                 select(CutoutRow.path, ErrorRow.stage, ErrorRow.message).join(ErrorRow, ErrorRow.cutout_id == CutoutRow.id)
             )
         }
-        run = connection.execute(select(RunRow)).scalar_one()
+        run = connection.execute(select(RunRow.__table__)).one()
     assert set(errors) == {"zero.fits", "notfits.fits", "missing.fits"}
     assert all(stage == "read" for stage, _ in errors.values())
     assert "empty" in errors["zero.fits"][1].lower() or "zero" in errors["zero.fits"][1].lower()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -39,6 +40,7 @@ __all__ = [
     "Base",
     "CutoutRow",
     "RunRow",
+    "RunBatchRow",
     "ModelRow",
     "MeasurementRow",
     "ClassificationRow",
@@ -46,8 +48,12 @@ __all__ = [
     "AnomalyScoreRow",
     "ErrorRow",
     "RESULT_TABLES",
+    "HEALPIX_ORDER",
     "utcnow",
 ]
+
+#: HEALPix order of ``cutouts.healpix`` (nested scheme; nside = 2**14, pixels of ~13 arcsec).
+HEALPIX_ORDER = 14
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -77,6 +83,9 @@ class CutoutRow(Base):
     hdu: Mapped[int | None] = mapped_column(Integer)
     ra_deg: Mapped[float | None] = mapped_column(Float)
     dec_deg: Mapped[float | None] = mapped_column(Float, index=True)
+    #: HEALPix pixel of (ra_deg, dec_deg), nested scheme, order :data:`HEALPIX_ORDER`; filled by
+    #: :func:`survey_classifier.db.store.upsert_cutouts`, used by cone searches.
+    healpix: Mapped[int | None] = mapped_column(BigInteger, index=True)
     pixel_scale_arcsec: Mapped[float | None] = mapped_column(Float)
     beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
     beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
@@ -103,6 +112,25 @@ class RunRow(Base):
     n_cutouts: Mapped[int] = mapped_column(Integer, default=0)
     n_processed: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RunBatchRow(Base):
+    """One batch of a run: the unit of work queued, retried and tracked."""
+
+    __tablename__ = "run_batches"
+    __table_args__ = (UniqueConstraint("run_id", "batch_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    batch_index: Mapped[int] = mapped_column(Integer)
+    cutout_ids: Mapped[list] = mapped_column(JSON)
+    n_cutouts: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(256))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ModelRow(Base):
@@ -209,3 +237,30 @@ RESULT_TABLES = {
 }
 
 Index("ix_cutouts_ra_dec", CutoutRow.ra_deg, CutoutRow.dec_deg)
+
+# Variant look-ups (the newest stage version/model of each stage), top-N anomalies and SOM nodes
+# are index seeks even with millions of result rows.
+for _row_class in (MeasurementRow, ClassificationRow, SOMPlacementRow, AnomalyScoreRow):
+    Index(
+        f"ix_{_row_class.__tablename__}_variant_updated",
+        _row_class.stage,
+        _row_class.stage_version,
+        _row_class.model_ref,
+        _row_class.updated_at,
+    )
+del _row_class
+Index(
+    "ix_anomaly_scores_variant_score",
+    AnomalyScoreRow.stage,
+    AnomalyScoreRow.stage_version,
+    AnomalyScoreRow.model_ref,
+    AnomalyScoreRow.score,
+)
+Index(
+    "ix_som_placements_variant_node",
+    SOMPlacementRow.stage,
+    SOMPlacementRow.stage_version,
+    SOMPlacementRow.model_ref,
+    SOMPlacementRow.node_x,
+    SOMPlacementRow.node_y,
+)

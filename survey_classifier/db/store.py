@@ -53,20 +53,41 @@ def upsert_rows(connection: Connection, table, rows: Sequence[dict], key: Sequen
 def upsert_cutouts(connection: Connection, rows: Sequence[dict]) -> dict[str, int]:
     """Upsert cutout rows keyed by ``path``; returns ``{path: id}``.
 
-    A row may carry only ``path`` (a file that could not be read): existing
-    fields of a cutout already stored are then left as they were.
+    Only the columns a row carries are written: a row holding just ``path``
+    (a file that could not be read) leaves what is already stored as it was.
     """
     table = CutoutRow.__table__
     now = utcnow()
-    full = [dict(row, updated_at=now) for row in rows if "sha256" in row]
-    bare = [{"path": row["path"], "updated_at": now} for row in rows if "sha256" not in row]
-    upsert_rows(connection, table, full, key=("path",))
-    if bare:
-        insert = _insert_for(connection)
-        connection.execute(insert(table).values(bare).on_conflict_do_nothing(index_elements=["path"]))
+    rows = _with_healpix(rows)
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(dict(row, updated_at=now))
+    for group in groups.values():
+        upsert_rows(connection, table, group, key=("path",))
     paths = [row["path"] for row in rows]
-    found = connection.execute(select(table.c.path, table.c.id).where(table.c.path.in_(paths)))
-    return dict(found.all())
+    ids: dict[str, int] = {}
+    for start in range(0, len(paths), _UPSERT_CHUNK):
+        chunk = paths[start : start + _UPSERT_CHUNK]
+        ids.update(connection.execute(select(table.c.path, table.c.id).where(table.c.path.in_(chunk))).all())
+    return ids
+
+
+def _with_healpix(rows: Sequence[dict]) -> list[dict]:
+    """Rows carrying a position get its HEALPix pixel (``healpix``), for cone searches."""
+    from survey_classifier.db._healpix import healpix_of
+
+    placed = [i for i, row in enumerate(rows) if "ra_deg" in row or "dec_deg" in row]
+    if not placed:
+        return list(rows)
+    coordinates = [(rows[i].get("ra_deg"), rows[i].get("dec_deg")) for i in placed]
+    pixels = healpix_of(
+        [np.nan if ra is None else ra for ra, _ in coordinates],
+        [np.nan if dec is None else dec for _, dec in coordinates],
+    )
+    rows = list(rows)
+    for i, pixel in zip(placed, pixels.tolist()):
+        rows[i] = dict(rows[i], healpix=pixel if pixel >= 0 else None)
+    return rows
 
 
 def _result_row(kind: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -174,6 +174,13 @@ class Stage(abc.ABC):
         constructing a stage stays cheap (e.g. for ``plugins list``).
         """
 
+    def after_run(self, connection, run_id: int) -> None:
+        """Called once when every batch of a run is stored, inside a transaction.
+
+        For results that depend on the whole run (e.g. anomaly ranks and
+        percentiles). The default does nothing.
+        """
+
     @abc.abstractmethod
     def process(self, batch: Sequence) -> list[dict[str, Any] | CutoutFailure]:
         """Process a batch of :class:`~survey_classifier.cutout.Cutout`.

@@ -12,7 +12,7 @@ from survey_classifier.db import downgrade, make_engine, upgrade
 from survey_classifier.db.engine import current_revision
 from survey_classifier.db.models import Base
 
-TABLES = {"cutouts", "runs", "models", "measurements", "classifications", "som_placements", "anomaly_scores", "errors"}
+TABLES = {"cutouts", "runs", "run_batches", "models", "measurements", "classifications", "som_placements", "anomaly_scores", "errors"}
 
 
 def _roundtrip(url):
@@ -52,4 +52,4 @@ def test_alembic_command_line_uses_x_db(tmp_path, sqlite_url):
             text=True,
         )
         assert done.returncode == 0, done.stderr
-    assert "Running downgrade 0001" in done.stderr
+    assert "Running downgrade 0001" in done.stderr and "Running downgrade 0002" in done.stderr

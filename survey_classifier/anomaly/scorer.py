@@ -1,0 +1,249 @@
+"""The fitted anomaly scorer: reference statistics and the combined score.
+
+Components (each stored, each optional):
+
+``som_distance``
+    Distance to the best-matching SOM neuron divided by the distance typical
+    of *that* neuron in the reference catalogue (its median, shrunk towards
+    the map-wide median for neurons with few hits, so sparsely populated
+    nodes do not dominate), as done with PINK maps for Radio Galaxy Zoo,
+    LoTSS and RACS.
+``cnn_entropy``
+    Entropy of the CNN class probabilities over log(number of classes):
+    0 for a certain prediction, 1 for a uniform one.
+``embedding_knn``
+    Mean Euclidean distance to the ``k`` nearest reference embeddings
+    (penultimate layer of the CNN).
+``embedding_iforest``
+    Isolation-forest anomaly score (``-score_samples``) in the embedding
+    space, fitted on the reference embeddings with a fixed seed.
+
+The combined ``score`` is the mean, over the components present, of each
+component's percentile within the reference catalogue (0-1). A cutout
+lacking a component (its SOM mapping failed, say) is scored on the others
+and flagged ``partial``; with no component at all it gets no score.
+
+The fitted state is a plain ``.npz`` (no pickle); the isolation forest is
+refitted deterministically from the stored reference embeddings on load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from survey_classifier.errors import ModelError, NotFittedError
+
+__all__ = ["AnomalyScorer", "COMPONENTS", "SCORER_FORMAT"]
+
+COMPONENTS = ("som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest")
+SCORER_FORMAT = "survey-classifier-anomaly-scorer/1"
+
+
+def _entropy(probabilities: dict) -> float:
+    p = np.clip(np.asarray(list(probabilities.values()), dtype=float), 1e-12, 1.0)
+    p = p / p.sum()
+    return float(-(p * np.log(p)).sum() / np.log(len(p))) if len(p) > 1 else 0.0
+
+
+class AnomalyScorer:
+    """Fit reference statistics on a catalogue's SOM and CNN results, score new ones.
+
+    Parameters
+    ----------
+    som_ref, cnn_ref : str
+        ``"stage_version@model_ref"`` of the SOM and CNN results it is fitted
+        on; scoring results of other versions is refused.
+    k : int
+        Neighbours for ``embedding_knn``.
+    shrinkage : float
+        Pseudo-count pulling a node's typical distance towards the map-wide
+        median (a node with ``shrinkage`` hits is weighted half and half).
+    n_estimators : int
+        Trees of the isolation forest.
+    seed : int
+    """
+
+    def __init__(self, *, som_ref="", cnn_ref="", k=10, shrinkage=5.0, n_estimators=200, seed=0):
+        self.som_ref = som_ref
+        self.cnn_ref = cnn_ref
+        self.k = k
+        self.shrinkage = shrinkage
+        self.n_estimators = n_estimators
+        self.seed = seed
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, som_results=(), cnn_results=()):
+        """Fit on reference results.
+
+        Parameters
+        ----------
+        som_results : sequence of dict
+            ``node_x``, ``node_y``, ``distance`` per reference cutout.
+        cnn_results : sequence of dict
+            ``probabilities`` and optionally ``embedding`` per reference cutout.
+        """
+        som_results = list(som_results)
+        cnn_results = list(cnn_results)
+        if not som_results and not cnn_results:
+            msg = "an anomaly scorer needs SOM or CNN results of a reference catalogue to fit on"
+            raise ValueError(msg)
+        if som_results:
+            nodes = np.array([(r["node_x"], r["node_y"]) for r in som_results], dtype=np.int64)
+            distances = np.array([r["distance"] for r in som_results], dtype=np.float64)
+            self.global_median_ = float(np.median(distances))
+            shape = nodes.max(axis=0) + 1
+            self.node_median_ = np.full(shape, self.global_median_)
+            self.node_hits_ = np.zeros(shape, dtype=np.int64)
+            for (x, y) in {tuple(n) for n in nodes}:
+                selected = distances[(nodes[:, 0] == x) & (nodes[:, 1] == y)]
+                self.node_hits_[x, y] = len(selected)
+                self.node_median_[x, y] = float(np.median(selected))
+        embeddings = [r["embedding"] for r in cnn_results if r.get("embedding") is not None]
+        self.embeddings_ = np.asarray(embeddings, dtype=np.float32) if embeddings else np.zeros((0, 0), np.float32)
+        if 0 < len(self.embeddings_) <= self.k:
+            msg = f"need more than k={self.k} reference embeddings, got {len(self.embeddings_)}"
+            raise ValueError(msg)
+        self._build_models()
+        reference = {name: [] for name in COMPONENTS}
+        for i, result in enumerate(som_results):
+            reference["som_distance"].append(self._som_component(result))
+        for result in cnn_results:
+            reference["cnn_entropy"].append(_entropy(result["probabilities"]))
+        if len(self.embeddings_):
+            knn, iforest = self._embedding_components(self.embeddings_, exclude_self=True)
+            reference["embedding_knn"] = list(knn)
+            reference["embedding_iforest"] = list(iforest)
+        self.reference_ = {name: np.sort(np.asarray(v, dtype=np.float64)) for name, v in reference.items() if v}
+        return self
+
+    def _build_models(self):
+        self._knn = self._forest = None
+        if len(self.embeddings_):
+            from sklearn.ensemble import IsolationForest
+            from sklearn.neighbors import NearestNeighbors
+
+            self._knn = NearestNeighbors(n_neighbors=self.k + 1).fit(self.embeddings_)
+            self._forest = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(self.embeddings_)
+
+    def _check_fitted(self):
+        if not hasattr(self, "reference_"):
+            msg = "this AnomalyScorer is not fitted yet: call fit() or AnomalyScorer.load()"
+            raise NotFittedError(msg)
+
+    def _som_component(self, result) -> float:
+        x, y = int(result["node_x"]), int(result["node_y"])
+        inside = hasattr(self, "node_median_") and x < self.node_median_.shape[0] and y < self.node_median_.shape[1]
+        hits = self.node_hits_[x, y] if inside else 0
+        node = self.node_median_[x, y] if inside else self.global_median_
+        typical = (hits * node + self.shrinkage * self.global_median_) / (hits + self.shrinkage)
+        return float(result["distance"]) / max(typical, 1e-12)
+
+    def _embedding_components(self, embeddings, *, exclude_self=False):
+        distances, _ = self._knn.kneighbors(embeddings, n_neighbors=self.k + 1)
+        distances = distances[:, 1:] if exclude_self else distances[:, : self.k]
+        return distances.mean(axis=1), -self._forest.score_samples(embeddings)
+
+    # ---------------------------------------------------------------- score
+    def score(self, som_results, cnn_results):
+        """Score cutouts; ``som_results``/``cnn_results`` hold a dict or None each.
+
+        Returns a list of ``{"score", "components", "percentiles", "partial"}``.
+        """
+        self._check_fitted()
+        n = len(som_results)
+        if len(cnn_results) != n:
+            msg = f"got {n} SOM results but {len(cnn_results)} CNN results"
+            raise ValueError(msg)
+        components = [dict() for _ in range(n)]
+        for i, (som, cnn) in enumerate(zip(som_results, cnn_results)):
+            if som is not None and "som_distance" in self.reference_:
+                components[i]["som_distance"] = self._som_component(som)
+            if cnn is not None and "cnn_entropy" in self.reference_:
+                components[i]["cnn_entropy"] = _entropy(cnn["probabilities"])
+        with_embedding = [
+            i for i, cnn in enumerate(cnn_results) if cnn is not None and cnn.get("embedding") is not None
+        ]
+        if with_embedding and self._knn is not None:
+            embeddings = np.asarray([cnn_results[i]["embedding"] for i in with_embedding], dtype=np.float32)
+            if embeddings.shape[1] != self.embeddings_.shape[1]:
+                msg = (
+                    f"embeddings of length {embeddings.shape[1]} do not match the scorer's "
+                    f"{self.embeddings_.shape[1]}; was it fitted on another CNN?"
+                )
+                raise ModelError(msg)
+            knn, iforest = self._embedding_components(embeddings)
+            for j, i in enumerate(with_embedding):
+                components[i]["embedding_knn"] = float(knn[j])
+                components[i]["embedding_iforest"] = float(iforest[j])
+        expected = set(self.reference_)
+        out = []
+        for parts in components:
+            percentiles = {
+                name: float(np.searchsorted(self.reference_[name], value, side="right") / len(self.reference_[name]))
+                for name, value in parts.items()
+            }
+            score = float(np.mean(list(percentiles.values()))) if percentiles else None
+            out.append(
+                {
+                    "score": score,
+                    "components": parts,
+                    "percentiles": percentiles,
+                    "partial": set(parts) != expected,
+                    "missing": sorted(expected - set(parts)),
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path) -> Path:
+        """Write the fitted scorer to ``path`` (``.npz``, no pickle)."""
+        self._check_fitted()
+        path = Path(path)
+        meta = {
+            "format": SCORER_FORMAT,
+            "params": {
+                "som_ref": self.som_ref,
+                "cnn_ref": self.cnn_ref,
+                "k": self.k,
+                "shrinkage": self.shrinkage,
+                "n_estimators": self.n_estimators,
+                "seed": self.seed,
+            },
+            "components": sorted(self.reference_),
+            "global_median": getattr(self, "global_median_", None),
+        }
+        arrays = {f"reference_{name}": values for name, values in self.reference_.items()}
+        if hasattr(self, "node_median_"):
+            arrays["node_median"] = self.node_median_
+            arrays["node_hits"] = self.node_hits_
+        with open(path, "wb") as handle:
+            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                     embeddings=self.embeddings_, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path) -> AnomalyScorer:
+        """Read a scorer written by :meth:`save`."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(archive["meta"].tobytes().decode())
+                arrays = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, KeyError) as exc:
+            msg = f"{path}: not an anomaly scorer file ({exc})"
+            raise ModelError(msg) from exc
+        if meta.get("format") != SCORER_FORMAT:
+            msg = f"{path}: scorer format {meta.get('format')!r} is not {SCORER_FORMAT!r}"
+            raise ModelError(msg)
+        scorer = cls(**meta["params"])
+        scorer.embeddings_ = arrays["embeddings"]
+        scorer.reference_ = {name: arrays[f"reference_{name}"] for name in meta["components"]}
+        if "node_median" in arrays:
+            scorer.node_median_ = arrays["node_median"]
+            scorer.node_hits_ = arrays["node_hits"]
+            scorer.global_median_ = meta["global_median"]
+        scorer._build_models()
+        return scorer

@@ -1,0 +1,63 @@
+"""HEALPix pixels of cutout positions, and pixel ranges covering a cone.
+
+Cutouts store the nested-scheme pixel of their position at order
+:data:`~survey_classifier.db.models.HEALPIX_ORDER`. In the nested scheme the
+pixels of order ``k`` inside one pixel ``p`` of a coarser order ``j`` are the
+contiguous run ``[p * 4**(k-j), (p+1) * 4**(k-j))``, so a cone covered by a
+few coarse pixels becomes a few ``BETWEEN`` ranges on one indexed integer
+column.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from astropy import units as u
+from astropy_healpix import HEALPix
+
+from survey_classifier.db.models import HEALPIX_ORDER
+
+__all__ = ["healpix_of", "cone_ranges"]
+
+
+def healpix_of(ra_deg, dec_deg, order: int = HEALPIX_ORDER) -> np.ndarray:
+    """Nested HEALPix pixel of each position (``-1`` where RA or Dec is missing)."""
+    ra = np.asarray(ra_deg, dtype=float)
+    dec = np.asarray(dec_deg, dtype=float)
+    pixels = np.full(ra.shape, -1, dtype=np.int64)
+    good = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
+    if good.any():
+        grid = HEALPix(nside=2**order, order="nested")
+        pixels[good] = grid.lonlat_to_healpix(ra[good] * u.deg, dec[good] * u.deg)
+    return pixels
+
+
+def _coarse_order(radius_deg: float, fine_order: int) -> int:
+    """Order whose pixels are about a quarter of the radius across (a few tens cover the cone)."""
+    # pixel size at order k is about 58.6 deg / 2**k
+    order = int(math.floor(math.log2(58.6 / max(radius_deg / 4.0, 1e-9))))
+    return max(0, min(fine_order, order))
+
+
+def cone_ranges(ra_deg: float, dec_deg: float, radius_deg: float, order: int = HEALPIX_ORDER) -> list[tuple[int, int]]:
+    """Inclusive ranges of order-``order`` nested pixels covering a cone.
+
+    Every position within ``radius_deg`` of (``ra_deg``, ``dec_deg``) has its
+    pixel in one of the ranges; some positions outside do too (the caller
+    computes exact separations afterwards).
+    """
+    coarse = _coarse_order(radius_deg, order)
+    grid = HEALPix(nside=2**coarse, order="nested")
+    # pad by a whole coarse pixel so that pixels only touching the cone are kept
+    pad = 1.5 * grid.pixel_resolution.to_value(u.deg)
+    pixels = grid.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, (radius_deg + pad) * u.deg)
+    shift = 4 ** (order - coarse)
+    ranges: list[tuple[int, int]] = []
+    for pixel in np.unique(pixels).tolist():
+        low, high = pixel * shift, (pixel + 1) * shift - 1
+        if ranges and ranges[-1][1] + 1 == low:
+            ranges[-1] = (ranges[-1][0], high)
+        else:
+            ranges.append((low, high))
+    return ranges

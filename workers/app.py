@@ -1,0 +1,76 @@
+"""The Celery application, configured once, from the environment.
+
+==========================================  ===================================  ==========================
+variable                                    meaning                              default
+==========================================  ===================================  ==========================
+``SURVEY_CLASSIFIER_BROKER``                broker URL                           ``redis://127.0.0.1:6379/0``
+``SURVEY_CLASSIFIER_DB``                    results database URL                 the SQLite default
+``SURVEY_CLASSIFIER_SOFT_TIME_LIMIT``       seconds before a batch is told to    ``600``
+                                            stop (SoftTimeLimitExceeded)
+``SURVEY_CLASSIFIER_TIME_LIMIT``            seconds before its process is killed ``900``
+``SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT``    seconds before a message taken by a  ``3600``
+                                            worker that died is delivered again
+``SURVEY_CLASSIFIER_RESTORE_INTERVAL``      seconds between sweeps for such      ``30``
+                                            messages
+==========================================  ===================================  ==========================
+
+Messages are JSON only (pickle is refused), acknowledged late (after the
+batch is stored), rejected back to the queue when the worker process is
+lost, and prefetched one at a time, so a killed worker loses no batch and
+a slow batch does not hold others hostage.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+__all__ = ["app", "QUEUES", "broker_url", "use_broker"]
+
+QUEUES = ("cpu", "gpu")
+
+
+def broker_url() -> str:
+    return os.environ.get("SURVEY_CLASSIFIER_BROKER", "redis://127.0.0.1:6379/0")
+
+
+app = Celery("survey_classifier", include=["survey_classifier.workers.tasks"])
+app.conf.update(
+    broker_url=broker_url(),
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    event_serializer="json",
+    task_ignore_result=True,
+    result_backend=None,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=int(os.environ.get("SURVEY_CLASSIFIER_SOFT_TIME_LIMIT", "600")),
+    task_time_limit=int(os.environ.get("SURVEY_CLASSIFIER_TIME_LIMIT", "900")),
+    task_queues=[Queue(name) for name in QUEUES],
+    task_default_queue="cpu",
+    broker_transport_options={
+        "visibility_timeout": int(os.environ.get("SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT", "3600")),
+        # sweep for messages of dead workers every interval seconds (not every 10 x interval)
+        "unacked_restore_interval": int(os.environ.get("SURVEY_CLASSIFIER_RESTORE_INTERVAL", "30")),
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "health_check_interval": 10,
+    },
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+)
+
+
+def use_broker(url: str) -> None:
+    """Send this process's messages to ``url`` from now on (CLI ``--broker``, tests)."""
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
