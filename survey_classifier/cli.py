@@ -218,17 +218,31 @@ def _safe_url(url: str) -> str:
 @click.option("--version", "versions", multiple=True, help="STAGE=VERSION[@MODEL] to show instead of the newest.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--errors", "show_errors", is_flag=True, help="List the errors stored against cutouts instead.")
+@click.option("--top-anomalies", type=click.IntRange(min=1), default=None,
+              help="Only the N most anomalous cutouts, most anomalous first.")
+@click.option("--gallery", type=click.Path(file_okay=False), default=None,
+              help="With --top-anomalies: write gallery.png and index.html to this folder.")
 @click.option("-o", "--output", default=None, help="Write to a file instead of printing.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "ecsv", "votable", "fits"]), default=None)
-def query(db_url, stage, label, min_probability, run_id, ra, dec, radius, versions, limit, show_errors, output, fmt):
+def query(db_url, stage, label, min_probability, run_id, ra, dec, radius, versions, limit, show_errors,
+          top_anomalies, gallery, output, fmt):
     """Print or export results, one row per cutout."""
     from survey_classifier.db import make_engine
     from survey_classifier.query import query_errors, query_results, write_table
 
     engine = make_engine(db_url)
+    if gallery and not top_anomalies:
+        _fail("--gallery needs --top-anomalies N")
     try:
         if show_errors:
             table = query_errors(engine, run_id=run_id)
+        elif top_anomalies:
+            from survey_classifier.anomaly.report import make_gallery, top_anomalies as top
+
+            table = top(engine, top_anomalies, run_id=run_id)
+            if gallery:
+                png, page = make_gallery(table, gallery)
+                click.echo(f"gallery: {png} and {page}")
         else:
             picks = dict(v.split("=", 1) for v in versions if "=" in v)
             table = query_results(
@@ -441,6 +455,75 @@ def worker(db_url, broker, queues, concurrency, hostname, loglevel):
 @main.group()
 def train():
     """Train models (CNN, SOM, anomaly scorer)."""
+
+
+@train.command("anomaly")
+@db_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Scorer file to write (.npz).")
+@click.option("--run", "run_id", type=int, default=None, help="Fit on this run's results only.")
+@click.option("--som-stage", default="som", show_default=True)
+@click.option("--cnn-stage", default="cnn", show_default=True)
+@click.option("-k", "--neighbours", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed):
+    """Fit the anomaly scorer on a catalogue already run through som and cnn."""
+    from survey_classifier.anomaly.fit import fit_from_database
+    from survey_classifier.db import make_engine
+
+    try:
+        scorer, path = fit_from_database(
+            make_engine(db_url), output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage,
+            k=neighbours, seed=seed,
+        )
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+    sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
+    click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
+
+
+@main.group()
+def evaluate():
+    """Evaluate stages on labelled catalogues."""
+
+
+@evaluate.command("anomaly")
+@db_option
+@click.option("--run", "run_id", type=int, default=None, help="Evaluate this run's cutouts (default: all).")
+@click.option("--rare", "rules", multiple=True, required=True,
+              help="COLUMN=VALUE or COLUMN!=VALUE marking rare sources (any rule matches); repeatable.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("-o", "--output", default=None, help="Also write the table (ECSV, CSV ...).")
+def evaluate_anomaly(db_url, run_id, rules, seed, output):
+    """AUROC and precision at k of each anomaly component, the combined score and baselines."""
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    from survey_classifier.anomaly.report import evaluate_scores, image_statistics, rare_mask
+    from survey_classifier.db import make_engine
+    from survey_classifier.query import query_results, write_table
+
+    engine = make_engine(db_url)
+    try:
+        table = query_results(engine, run_id=run_id)
+        if "anomaly_score" not in table.colnames:
+            _fail("no anomaly scores in this database; run classify with the anomaly stage first")
+        rare = rare_mask(table, list(rules))
+        scores = {}
+        for column in table.colnames:
+            if column.startswith("anomaly_") and column.endswith(("_distance", "_entropy", "_knn", "_iforest")):
+                scores[column.removeprefix("anomaly_")] = np.ma.filled(table[column].astype(float), np.nan)
+        scores["combined"] = np.ma.filled(table["anomaly_score"].astype(float), np.nan)
+        scores["random baseline"] = np.random.default_rng(seed).random(len(table))
+        features = image_statistics(list(table["path"]))
+        forest = IsolationForest(n_estimators=200, random_state=seed).fit(features)
+        scores["iforest on image statistics"] = -forest.score_samples(features)
+        result = evaluate_scores(scores, rare)
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+    click.echo(f"{result.meta['n_rare']} rare of {result.meta['n_total']} cutouts ({' or '.join(rules)})")
+    result.pprint(max_lines=-1, max_width=-1)
+    if output:
+        write_table(result, output)
 
 
 if __name__ == "__main__":

@@ -85,12 +85,19 @@ class Pipeline:
         Ordered by their requirements on construction.
     limits : ReadLimits, optional
         Size limits applied when reading each file.
+    blas_threads : int or None
+        BLAS threads while a batch is processed (default 1: the pipeline
+        scales with processes, and on small cutouts multi-threaded BLAS
+        spends far more time synchronising than computing). None leaves
+        the library's setting alone.
     """
 
-    def __init__(self, stages: Sequence[Stage], *, limits: ReadLimits | None = None):
+    def __init__(self, stages: Sequence[Stage], *, limits: ReadLimits | None = None, blas_threads: int | None = 1):
         self.stages = order_stages(list(stages))
         self.limits = limits or ReadLimits()
+        self.blas_threads = blas_threads
         self._ready = False
+        self._blas = None
 
     def setup(self) -> None:
         """Load each stage's resources once (model sessions, maps)."""
@@ -126,6 +133,16 @@ class Pipeline:
     def process_batch(self, sources: Sequence[CutoutSource]) -> BatchResult:
         """Read and process a batch; touches no database."""
         self.setup()
+        if self.blas_threads is None:
+            return self._process_batch(sources)
+        if self._blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
+        with self._blas.limit(limits=self.blas_threads, user_api="blas"):
+            return self._process_batch(sources)
+
+    def _process_batch(self, sources: Sequence[CutoutSource]) -> BatchResult:
         timings: dict[str, float] = defaultdict(float)
         start = time.perf_counter()
         outcomes = [self.read(source) for source in sources]

@@ -7,7 +7,9 @@ so a model never sees pixels prepared differently from those it learned on.
 The default recipe follows the MiraBest preparation (Porter & Scaife):
 
 1. background: the sigma-clipped median of the finite pixels is subtracted
-   and the sigma-clipped standard deviation is the noise estimate;
+   and the sigma-clipped standard deviation is the noise estimate (3 sigma,
+   5 passes: the statistics of ``astropy.stats.sigma_clipped_stats``,
+   computed by :func:`survey_classifier.stats.clipped_background`);
 2. clipping: pixels below ``clip_sigma`` times the noise are set to zero
    (blank pixels too);
 3. crop: the central ``crop`` x ``crop`` pixels are kept (optional);
@@ -27,7 +29,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from astropy.stats import sigma_clipped_stats
+
+from survey_classifier.stats import clipped_background
 
 __all__ = [
     "PREPROCESS_VERSION",
@@ -170,7 +173,7 @@ def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> np.
         raise ValueError(msg)
     work = np.where(finite, image, np.float32(0.0))
     if config.background == "sigma_clip":
-        _, median, std = sigma_clipped_stats(image[finite], sigma=3.0, maxiters=5)
+        median, std = clipped_background(image[finite], sigma=3.0, maxiters=5)
         work = np.where(finite, work - np.float32(median), np.float32(0.0))
         if config.clip_sigma is not None:
             work[work < config.clip_sigma * std] = 0.0

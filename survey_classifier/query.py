@@ -22,7 +22,7 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import angular_separation
 from astropy.table import MaskedColumn, Table
-from sqlalchemy import exists, func, or_, select, tuple_
+from sqlalchemy import ARRAY, BigInteger, any_, bindparam, exists, func, or_, select, tuple_, union_all
 from sqlalchemy.engine import Connection, Engine
 
 from survey_classifier.db._healpix import cone_ranges
@@ -81,23 +81,36 @@ def _check_cone(ra: float, dec: float, radius: float) -> None:
         raise SurveyClassifierError(msg)
 
 
-def cone_prefilter(ra: float, dec: float, radius: float):
-    """SQL condition on ``cutouts`` that keeps every source within ``radius`` deg.
+def _cone_candidates(ra: float, dec: float, radius: float, *columns):
+    """``columns`` of the cutouts in the HEALPix ranges covering the cone.
 
-    Ranges of the nested HEALPix pixel column covering the cone (some
-    sources outside the cone pass too; exact separations are computed
-    afterwards).
+    One ``SELECT`` per range joined by ``UNION ALL`` (the ranges are
+    disjoint): each is a scan of one slice of the ``(healpix, ra_deg,
+    dec_deg, id)`` index, a plan no planner can turn into a table scan, as
+    it may a long ``OR``.
     """
     _check_cone(ra, dec, radius)
     c = CutoutRow.__table__.c
     ranges = cone_ranges(ra % 360.0, dec, radius)
-    return or_(*[c.healpix.between(low, high) for low, high in ranges])
+    selects = [select(*columns).where(c.healpix.between(low, high)) for low, high in ranges]
+    return selects[0] if len(selects) == 1 else union_all(*selects)
+
+
+def cone_prefilter(ra: float, dec: float, radius: float):
+    """SQL condition on ``cutouts`` that keeps every source within ``radius`` deg.
+
+    The cutouts whose HEALPix pixel lies in the ranges covering the cone
+    (some sources outside the cone pass too; exact separations are computed
+    afterwards).
+    """
+    c = CutoutRow.__table__.c
+    return c.id.in_(_cone_candidates(ra, dec, radius, c.id))
 
 
 def cone_search(connection: Connection, ra: float, dec: float, radius: float) -> dict[int, float]:
     """``{cutout_id: separation_deg}`` of every cutout within ``radius`` deg of (``ra``, ``dec``)."""
     c = CutoutRow.__table__.c
-    rows = connection.execute(select(c.id, c.ra_deg, c.dec_deg).where(cone_prefilter(ra, dec, radius))).all()
+    rows = connection.execute(_cone_candidates(ra, dec, radius, c.id, c.ra_deg, c.dec_deg)).all()
     if not rows:
         return {}
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -154,6 +167,14 @@ def find_variants(connection: Connection, versions: Mapping[str, str] | None = N
         msg = f"no results of stage(s) {unknown} in this database; stages with results: {sorted(by_stage)}"
         raise SurveyClassifierError(msg)
     return chosen
+
+
+def _id_in(connection: Connection, column, ids):
+    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, one bound parameter however many ids."""
+    ids = [int(i) for i in ids]
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, ids, type_=ARRAY(BigInteger)))
+    return column.in_(ids)
 
 
 def _newest(connection: Connection, stage: str, variant: Variant):
@@ -311,7 +332,7 @@ def query_results(
             ]
             conditions.append(or_(*touched))
         if cutout_ids is not None:
-            conditions.append(c.id.in_([int(i) for i in cutout_ids]))
+            conditions.append(_id_in(connection, c.id, cutout_ids))
         if after_id is not None:
             conditions.append(c.id > int(after_id))
         separations = None
@@ -319,7 +340,7 @@ def query_results(
         if radius is not None:
             separations = cone_search(connection, ra, dec, radius)
             if len(separations) <= _MAX_ID_LIST:
-                conditions.append(c.id.in_(list(separations)))
+                conditions.append(_id_in(connection, c.id, separations))
             else:  # a wide cone: filter on the pixel ranges, then on the exact separations here
                 conditions.append(cone_prefilter(ra, dec, radius))
                 page_in_sql = False
@@ -407,10 +428,13 @@ def _column(values: list):
 def _add_stage_columns(connection, table: Table, ids, name: str, variant: Variant) -> None:
     t = variant.row_class.__table__
     by_cutout = {}
-    for start in range(0, len(ids), 10000):
-        chunk = ids[start : start + 10000]
-        rows = connection.execute(select(t).where(*_variant_condition(t, name, variant), t.c.cutout_id.in_(chunk)))
-        by_cutout.update({r.cutout_id: dict(r._mapping) for r in rows})
+    wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
+    for start in range(0, len(ids), _MAX_ID_LIST):
+        chunk = ids[start : start + _MAX_ID_LIST]
+        rows = connection.execute(
+            select(*wanted).where(*_variant_condition(t, name, variant), _id_in(connection, t.c.cutout_id, chunk))
+        )
+        by_cutout.update({r.cutout_id: r._asdict() for r in rows})
     columns = [col.name for col in t.columns if col.name not in _SKIP]
     for column in columns:
         table[f"{name}_{column}"] = _column([by_cutout.get(i, {}).get(column) for i in ids])

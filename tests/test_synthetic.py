@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from survey_classifier.io import expand_inputs, read_cutout
-from survey_classifier.stages.measure import clipped_background
+from survey_classifier.stats import clipped_background
 from survey_classifier.synthetic import (
     BEAM_FWHM_ARCSEC,
     KINDS,

@@ -1,7 +1,8 @@
 """HEALPix pixel of each cutout for cone searches; indexes for top-N anomalies and SOM nodes.
 
-Adds ``cutouts.healpix`` (nested scheme, order 14, indexed) and fills it for
-the cutouts already stored; adds ``(stage, stage_version, model_ref,
+Adds ``cutouts.healpix`` (nested scheme, order 14) and fills it for the
+cutouts already stored, with the index ``(healpix, ra_deg, dec_deg, id)``
+that answers the candidates of a cone search by itself; adds ``(stage, stage_version, model_ref,
 updated_at)`` on every result table (the newest variant of a stage by index
 seeks), ``(stage, stage_version, model_ref, score)``
 on ``anomaly_scores`` and ``(stage, stage_version, model_ref, node_x,
@@ -59,7 +60,9 @@ _VARIANT = ['stage', 'stage_version', 'model_ref']
 def upgrade() -> None:
     with op.batch_alter_table('cutouts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('healpix', sa.BigInteger(), nullable=True))
-        batch_op.create_index(batch_op.f('ix_cutouts_healpix'), ['healpix'], unique=False)
+        batch_op.create_index(
+            'ix_cutouts_healpix_position', ['healpix', 'ra_deg', 'dec_deg', 'id'], unique=False
+        )
     _fill_healpix()
     for table in _RESULT_TABLES:
         with op.batch_alter_table(table, schema=None) as batch_op:
@@ -83,5 +86,5 @@ def downgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(f'ix_{table}_variant_updated')
     with op.batch_alter_table('cutouts', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_cutouts_healpix'))
+        batch_op.drop_index('ix_cutouts_healpix_position')
         batch_op.drop_column('healpix')

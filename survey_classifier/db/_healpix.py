@@ -34,30 +34,39 @@ def healpix_of(ra_deg, dec_deg, order: int = HEALPIX_ORDER) -> np.ndarray:
 
 
 def _coarse_order(radius_deg: float, fine_order: int) -> int:
-    """Order whose pixels are about a quarter of the radius across (a few tens cover the cone)."""
-    # pixel size at order k is about 58.6 deg / 2**k
-    order = int(math.floor(math.log2(58.6 / max(radius_deg / 4.0, 1e-9))))
+    """Order whose pixels are about a sixth of the radius across (a few hundred cover the cone)."""
+    # pixels of order k are about 58.6 deg / 2**k across
+    order = int(math.ceil(math.log2(58.6 * 6.0 / max(radius_deg, 1e-9))))
     return max(0, min(fine_order, order))
 
 
-def cone_ranges(ra_deg: float, dec_deg: float, radius_deg: float, order: int = HEALPIX_ORDER) -> list[tuple[int, int]]:
+def cone_ranges(
+    ra_deg: float, dec_deg: float, radius_deg: float, order: int = HEALPIX_ORDER, max_ranges: int = 48
+) -> list[tuple[int, int]]:
     """Inclusive ranges of order-``order`` nested pixels covering a cone.
 
     Every position within ``radius_deg`` of (``ra_deg``, ``dec_deg``) has its
     pixel in one of the ranges; some positions outside do too (the caller
-    computes exact separations afterwards).
+    computes exact separations afterwards). At most ``max_ranges`` ranges:
+    beyond that the closest ones are bridged.
     """
     coarse = _coarse_order(radius_deg, order)
     grid = HEALPix(nside=2**coarse, order="nested")
-    # pad by a whole coarse pixel so that pixels only touching the cone are kept
-    pad = 1.5 * grid.pixel_resolution.to_value(u.deg)
+    # pad by the largest centre-to-corner distance of a pixel (1.044 times the
+    # resolution, measured over the sphere) so that a pixel touching the cone
+    # is kept even if only its centre is tested
+    pad = 1.05 * grid.pixel_resolution.to_value(u.deg)
     pixels = grid.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, (radius_deg + pad) * u.deg)
     shift = 4 ** (order - coarse)
-    ranges: list[tuple[int, int]] = []
+    ranges: list[list[int]] = []
     for pixel in np.unique(pixels).tolist():
         low, high = pixel * shift, (pixel + 1) * shift - 1
         if ranges and ranges[-1][1] + 1 == low:
-            ranges[-1] = (ranges[-1][0], high)
+            ranges[-1][1] = high
         else:
-            ranges.append((low, high))
-    return ranges
+            ranges.append([low, high])
+    while len(ranges) > max_ranges:  # bridge the smallest gap (a little more sky, fewer ranges)
+        gaps = [ranges[i + 1][0] - ranges[i][1] for i in range(len(ranges) - 1)]
+        i = int(np.argmin(gaps))
+        ranges[i][1] = ranges.pop(i + 1)[1]
+    return [(low, high) for low, high in ranges]

@@ -85,7 +85,7 @@ class CutoutRow(Base):
     dec_deg: Mapped[float | None] = mapped_column(Float, index=True)
     #: HEALPix pixel of (ra_deg, dec_deg), nested scheme, order :data:`HEALPIX_ORDER`; filled by
     #: :func:`survey_classifier.db.store.upsert_cutouts`, used by cone searches.
-    healpix: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    healpix: Mapped[int | None] = mapped_column(BigInteger)
     pixel_scale_arcsec: Mapped[float | None] = mapped_column(Float)
     beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
     beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
@@ -237,6 +237,8 @@ RESULT_TABLES = {
 }
 
 Index("ix_cutouts_ra_dec", CutoutRow.ra_deg, CutoutRow.dec_deg)
+# Cone searches read (id, ra, dec) of the candidates from this index alone (an index-only scan).
+Index("ix_cutouts_healpix_position", CutoutRow.healpix, CutoutRow.ra_deg, CutoutRow.dec_deg, CutoutRow.id)
 
 # Variant look-ups (the newest stage version/model of each stage), top-N anomalies and SOM nodes
 # are index seeks even with millions of result rows.

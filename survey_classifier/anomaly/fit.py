@@ -1,0 +1,72 @@
+"""Fit an anomaly scorer from results already in the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from survey_classifier.anomaly.scorer import AnomalyScorer
+from survey_classifier.db.models import ClassificationRow, SOMPlacementRow
+from survey_classifier.errors import SurveyClassifierError
+
+__all__ = ["latest_variant", "load_reference", "fit_from_database"]
+
+
+def latest_variant(engine: Engine, row_class, stage: str, run_id: int | None = None) -> tuple[str, str] | None:
+    """``(stage_version, model_ref)`` of the newest results of ``stage``."""
+    table = row_class.__table__
+    query = select(table.c.stage_version, table.c.model_ref).where(table.c.stage == stage)
+    if run_id is not None:
+        query = query.where(table.c.run_id == run_id)
+    with engine.connect() as connection:
+        row = connection.execute(query.order_by(table.c.updated_at.desc()).limit(1)).first()
+    return None if row is None else (row[0], row[1])
+
+
+def _rows(engine, row_class, stage, variant, run_id):
+    table = row_class.__table__
+    query = select(table).where(
+        table.c.stage == stage, table.c.stage_version == variant[0], table.c.model_ref == variant[1]
+    )
+    if run_id is not None:
+        query = query.where(table.c.run_id == run_id)
+    with engine.connect() as connection:
+        return {row.cutout_id: row._mapping for row in connection.execute(query.order_by(table.c.cutout_id))}
+
+
+def load_reference(engine: Engine, *, som_stage="som", cnn_stage="cnn", run_id=None):
+    """SOM and CNN results of the reference catalogue, with their versions."""
+    som_variant = latest_variant(engine, SOMPlacementRow, som_stage, run_id)
+    cnn_variant = latest_variant(engine, ClassificationRow, cnn_stage, run_id)
+    if som_variant is None and cnn_variant is None:
+        msg = (
+            f"no results of stages {som_stage!r} or {cnn_stage!r} in this database"
+            + (f" for run {run_id}" if run_id is not None else "")
+            + "; run `survey-classifier classify --stages measure,som,cnn` on the reference catalogue first"
+        )
+        raise SurveyClassifierError(msg)
+    som = _rows(engine, SOMPlacementRow, som_stage, som_variant, run_id) if som_variant else {}
+    cnn = _rows(engine, ClassificationRow, cnn_stage, cnn_variant, run_id) if cnn_variant else {}
+    som_results = [{"node_x": r["node_x"], "node_y": r["node_y"], "distance": r["distance"]} for r in som.values()]
+    cnn_results = []
+    for row in cnn.values():
+        embedding = None
+        if row["embedding"] is not None:
+            embedding = np.frombuffer(row["embedding"], dtype=np.dtype(row["embedding_dtype"] or "<f4"))
+        cnn_results.append({"probabilities": row["probabilities"], "embedding": embedding})
+    refs = {
+        "som_ref": f"{som_variant[0]}@{som_variant[1]}" if som_variant else "",
+        "cnn_ref": f"{cnn_variant[0]}@{cnn_variant[1]}" if cnn_variant else "",
+    }
+    return som_results, cnn_results, refs
+
+
+def fit_from_database(engine: Engine, output, *, run_id=None, som_stage="som", cnn_stage="cnn", **params) -> tuple[AnomalyScorer, Path]:
+    """Fit a scorer on the database's SOM and CNN results and save it to ``output``."""
+    som_results, cnn_results, refs = load_reference(engine, som_stage=som_stage, cnn_stage=cnn_stage, run_id=run_id)
+    scorer = AnomalyScorer(**refs, **params).fit(som_results, cnn_results)
+    path = scorer.save(output)
+    return scorer, path

@@ -1,0 +1,224 @@
+"""Top anomalies, their gallery (PNG and HTML) and the evaluation on labelled data."""
+
+from __future__ import annotations
+
+import html
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from survey_classifier.db.models import AnomalyScoreRow, CutoutRow
+from survey_classifier.errors import SurveyClassifierError
+
+__all__ = ["top_anomalies", "make_gallery", "rare_mask", "image_statistics", "evaluate_scores"]
+
+
+def top_anomalies(engine: Engine, n: int, *, run_id: int | None = None, stage: str = "anomaly") -> Table:
+    """The ``n`` highest anomaly scores (newest scorer), most anomalous first.
+
+    The table has every column :func:`survey_classifier.query.query_results`
+    gives, for those cutouts only, sorted by ``anomaly_score``.
+    """
+    from survey_classifier.query import query_results
+
+    if n < 1:
+        msg = f"the number of top anomalies must be at least 1, got {n}"
+        raise SurveyClassifierError(msg)
+    table = AnomalyScoreRow.__table__
+    with engine.connect() as connection:
+        variant = connection.execute(
+            select(table.c.stage_version, table.c.model_ref)
+            .where(table.c.stage == stage)
+            .order_by(table.c.updated_at.desc())
+            .limit(1)
+        ).first()
+        if variant is None:
+            msg = f"no results of stage {stage!r} in this database; run classify with --stages ...,{stage}"
+            raise SurveyClassifierError(msg)
+        query = (
+            select(table.c.cutout_id)
+            .where(
+                table.c.stage == stage,
+                table.c.stage_version == variant[0],
+                table.c.model_ref == variant[1],
+                table.c.score.is_not(None),
+            )
+            .order_by(table.c.score.desc(), table.c.cutout_id)
+            .limit(n)
+        )
+        if run_id is not None:
+            query = query.where(table.c.run_id == run_id)
+        ids = list(connection.execute(query).scalars())
+    result = query_results(engine, run_id=run_id, cutout_ids=ids)
+    order = {cutout_id: i for i, cutout_id in enumerate(ids)}
+    result = result[np.argsort([order[i] for i in result["cutout_id"]], kind="stable")]
+    return result
+
+
+def _stretched(path: str) -> np.ndarray | None:
+    from survey_classifier.io.fits import read_cutout
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = read_cutout(path).data
+    except Exception:
+        return None
+    data = np.nan_to_num(data, nan=0.0)
+    noise = max(float(np.median(np.abs(data - np.median(data)))) * 1.4826, 1e-12)
+    return np.arcsinh(np.clip(data, 0, None) / (3 * noise))
+
+
+def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tuple[Path, Path]:
+    """Write ``gallery.png`` (a grid) and ``index.html`` (a table with each cutout).
+
+    ``table`` is the output of :func:`top_anomalies`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    (directory / "cutouts").mkdir(parents=True, exist_ok=True)
+    n = len(table)
+    columns = min(5, max(n, 1))
+    rows = max(1, int(np.ceil(n / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.3 * rows), squeeze=False)
+    entries = []
+    for i, (axis, row) in enumerate(zip(axes.flat, table)):
+        image = _stretched(str(row["path"]))
+        label = _text(row, "cnn_label")
+        node = f"({_text(row, 'som_node_x')},{_text(row, 'som_node_y')})"
+        caption = f"#{i + 1} score {float(row['anomaly_score']):.3f}\n{label} node {node}"
+        if image is not None:
+            axis.imshow(image, origin="lower", cmap="inferno")
+            single = directory / "cutouts" / f"{i + 1:04d}.png"
+            plt.imsave(single, image, origin="lower", cmap="inferno")
+        axis.set_title(caption, fontsize=8)
+        axis.set_axis_off()
+        entries.append((i + 1, row, image is not None))
+    for axis in list(axes.flat)[n:]:
+        axis.set_axis_off()
+    figure.suptitle(title)
+    figure.tight_layout()
+    png = directory / "gallery.png"
+    figure.savefig(png, dpi=90)
+    plt.close(figure)
+    component_columns = [c for c in table.colnames if c.startswith("anomaly_") and not c.endswith("_pct")
+                         and c not in ("anomaly_score", "anomaly_stage_version", "anomaly_model_ref", "anomaly_run_id")]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["rank", "cutout", "name", "score", "label", "SOM node", *component_columns])
+    body = []
+    for rank, row, has_image in entries:
+        image = f'<img src="cutouts/{rank:04d}.png" width="128">' if has_image else "unreadable"
+        cells = [
+            str(rank),
+            image,
+            html.escape(Path(str(row["path"])).name),
+            f"{float(row['anomaly_score']):.3f}",
+            html.escape(_text(row, "cnn_label")),
+            f"({_text(row, 'som_node_x')}, {_text(row, 'som_node_y')})",
+            *[html.escape(_text(row, c)) for c in component_columns],
+        ]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px;font-size:13px}"
+        "table{border-collapse:collapse}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><p><img src='gallery.png' width='100%'></p>"
+        f"<table><tr>{head}</tr>{''.join(body)}</table></body></html>"
+    )
+    index = directory / "index.html"
+    index.write_text(page)
+    return png, index
+
+
+def _text(row, column) -> str:
+    if column not in row.colnames:
+        return "-"
+    value = row[column]
+    if np.ma.is_masked(value):
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def rare_mask(table: Table, rules: list[str]) -> np.ndarray:
+    """Rows matching any rule ``COLUMN=VALUE`` or ``COLUMN!=VALUE``."""
+    mask = np.zeros(len(table), dtype=bool)
+    for rule in rules:
+        negate = "!=" in rule
+        column, _, value = rule.partition("!=" if negate else "=")
+        if column not in table.colnames:
+            msg = f"rare-source rule {rule!r}: no column {column!r}; columns: {table.colnames}"
+            raise SurveyClassifierError(msg)
+        values = np.array([str(v) for v in np.ma.filled(table[column].astype(str), "")])
+        mask |= (values != value) if negate else (values == value)
+    return mask
+
+
+def image_statistics(paths) -> np.ndarray:
+    """Simple per-image statistics (the Astronomaly-style baseline features).
+
+    From the shared preprocessing (64x64, background removed, clipped at 3
+    sigma, scaled to [0, 1]): mean, standard deviation, skewness, kurtosis,
+    fraction of pixels above zero, the image's second moments (size and
+    ellipticity) and the offset of its brightness centroid.
+    """
+    from scipy import stats
+
+    from survey_classifier.io.fits import read_cutout
+    from survey_classifier.preprocess import PreprocessConfig, preprocess
+
+    config = PreprocessConfig(size=64)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    features = []
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = preprocess(read_cutout(path).data, config).astype(np.float64)
+        flat = image.ravel()
+        total = max(image.sum(), 1e-12)
+        cx, cy = (image * xx).sum() / total, (image * yy).sum() / total
+        mxx = (image * (xx - cx) ** 2).sum() / total
+        myy = (image * (yy - cy) ** 2).sum() / total
+        mxy = (image * (xx - cx) * (yy - cy)).sum() / total
+        spread = np.sqrt(max((mxx - myy) ** 2 + 4 * mxy**2, 0))
+        major, minor = (mxx + myy + spread) / 2, max((mxx + myy - spread) / 2, 1e-12)
+        features.append(
+            [flat.mean(), flat.std(), stats.skew(flat), stats.kurtosis(flat), (flat > 0).mean(),
+             np.sqrt(major), 1 - np.sqrt(minor / max(major, 1e-12)), np.hypot(cx, cy)]
+        )
+    return np.nan_to_num(np.asarray(features))
+
+
+def evaluate_scores(scores: dict[str, np.ndarray], rare: np.ndarray, *, ks=(20, 50)) -> Table:
+    """AUROC and precision at k of each score (higher = more anomalous) for ``rare``.
+
+    Missing scores (NaN) are ranked last; ``coverage`` says how many were scored.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if rare.all() or not rare.any():
+        msg = f"the evaluation needs both rare and common sources; got {int(rare.sum())} rare of {len(rare)}"
+        raise SurveyClassifierError(msg)
+    rows = []
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=float)
+        filled = np.where(np.isfinite(values), values, -np.inf)
+        order = np.argsort(-filled, kind="stable")
+        ranked_finite = np.where(np.isfinite(filled), filled, np.nanmin(values[np.isfinite(values)]) - 1)
+        row = {"score": name, "auroc": float(roc_auc_score(rare, ranked_finite)), "coverage": float(np.isfinite(values).mean())}
+        for k in ks:
+            row[f"precision_at_{k}"] = float(rare[order[:k]].mean())
+        row["rare_in_top_20"] = int(rare[order[:20]].sum())
+        rows.append(row)
+    table = Table(rows=rows)
+    table.meta["n_rare"] = int(rare.sum())
+    table.meta["n_total"] = len(rare)
+    return table

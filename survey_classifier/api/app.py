@@ -1,0 +1,340 @@
+"""The FastAPI application of the results service.
+
+Read-only by default: every ``GET`` reads the database through SQLAlchemy
+with bound parameters, and the few endpoints that write (making a model the
+default of its stage, retiring a model) need ``Authorization: Bearer
+TOKEN`` with the token the app was created with; without one they are
+refused. Every parameter is validated: a malformed coordinate, an
+oversized page or a filter value outside its pattern is answered with a
+4xx and a message naming the parameter, never a 500.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import StringConstraints
+from sqlalchemy import select
+
+from survey_classifier.db.models import CutoutRow, ErrorRow
+from survey_classifier.errors import CutoutError, SurveyClassifierError
+
+__all__ = ["create_app", "MAX_PAGE"]
+
+#: Largest page of rows one request may ask for.
+MAX_PAGE = 1000
+#: Largest id (the id columns are 32-bit integers).
+MAX_ID = 2**31 - 1
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+_LABEL = r"^[A-Za-z0-9][A-Za-z0-9 _.:+/()-]{0,127}$"
+_PICK = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}=[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,255}$"
+
+Picks = Annotated[
+    list[Annotated[str, StringConstraints(pattern=_PICK)]] | None,
+    Query(description="STAGE=VERSION[@MODEL]: the results of that version (and model) instead of the newest."),
+]
+Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name, e.g. cnn.")]
+Format = Annotated[Literal["json", "csv", "votable", "fits"], Query(description="Response format.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")]
+
+
+def _finite(name: str, low: float, high: float, *, low_open=False, high_open=False, description=""):
+    """A float query parameter within [low, high]; NaN and infinities refused."""
+    bounds = {"gt" if low_open else "ge": low, "lt" if high_open else "le": high}
+    return Annotated[float | None, Query(allow_inf_nan=False, description=description, **bounds)]
+
+
+RA = _finite("ra", 0.0, 360.0, description="Cone centre right ascension, degrees [0, 360].")
+Dec = _finite("dec", -90.0, 90.0, description="Cone centre declination, degrees [-90, 90].")
+Radius = _finite("radius", 0.0, 10.0, low_open=True, description="Cone radius, degrees (0, 10].")
+Probability = _finite("probability", 0.0, 1.0, description="Probability of the predicted label, [0, 1].")
+
+
+def create_app(
+    db_url: str | None = None,
+    *,
+    write_token: str | None = None,
+    som_image: str | Path | None = None,
+    engine=None,
+) -> FastAPI:
+    """Build the results service over the database at ``db_url``.
+
+    Parameters
+    ----------
+    db_url : str, optional
+        SQLAlchemy URL (default: ``$SURVEY_CLASSIFIER_DB`` or the SQLite default).
+    write_token : str, optional
+        Bearer token that the writing endpoints require; none: read-only.
+    som_image : str or Path, optional
+        PNG of the SOM prototypes (written with the SOM artefact), served at
+        ``/som/image.png``; a hit map of the placements otherwise.
+    engine : Engine, optional
+        An engine to use instead of one made from ``db_url``.
+    """
+    from survey_classifier.db import make_engine
+
+    engine = engine if engine is not None else make_engine(db_url)
+    if write_token is not None and len(write_token) < 16:
+        msg = "the write token must be at least 16 characters long"
+        raise SurveyClassifierError(msg)
+    som_path = Path(som_image) if som_image is not None else None
+    if som_path is not None and not som_path.is_file():
+        msg = f"SOM prototype image {som_path} not found"
+        raise SurveyClassifierError(msg)
+
+    app = FastAPI(
+        title="survey-classifier results",
+        description="Classifications, SOM placements, anomaly scores and measurements of radio survey cutouts.",
+        version="1",
+    )
+    app.state.engine = engine
+    static = files("survey_classifier.api") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(SurveyClassifierError)
+    async def _refused(request: Request, exc: SurveyClassifierError):
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        if write_token is None:
+            raise HTTPException(403, "this service is read-only; start it with a write token to change models")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), write_token.encode()):
+            raise HTTPException(401, "a valid 'Authorization: Bearer TOKEN' header is needed to change models",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/results", summary="Cutouts and their results, filtered, one page at a time")
+    def results(
+        stage: Stage = None,
+        label: Annotated[str | None, Query(pattern=_LABEL, description="Class label of `stage`.")] = None,
+        min_probability: Probability = None,
+        max_probability: Probability = None,
+        run: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run id.")] = None,
+        version: Picks = None,
+        som_x: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+        som_y: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+        som_stage: Stage = None,
+        anomaly_rank_min: Annotated[int | None, Query(ge=1, le=10**9)] = None,
+        anomaly_rank_max: Annotated[int | None, Query(ge=1, le=10**9)] = None,
+        anomaly_stage: Stage = None,
+        ra: RA = None,
+        dec: Dec = None,
+        radius: Radius = None,
+        limit: Limit = 100,
+        offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
+        after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Keyset pagination.")] = None,
+        format: Format = "json",
+    ):
+        from survey_classifier.query import query_results
+
+        if (som_x is None) != (som_y is None):
+            raise HTTPException(422, "a SOM node needs both som_x and som_y")
+        ranks = None
+        if anomaly_rank_min is not None or anomaly_rank_max is not None:
+            ranks = (anomaly_rank_min or 1, anomaly_rank_max or (anomaly_rank_min or 1) + MAX_PAGE - 1)
+        cone = (ra, dec, radius)
+        if any(v is not None for v in cone) and any(v is None for v in cone):
+            raise HTTPException(422, "a cone search needs all of ra, dec and radius")
+        table = query_results(
+            engine, stage=stage, label=label, min_probability=min_probability, max_probability=max_probability,
+            run_id=run, versions=_picks(version), som_node=None if som_x is None else (som_x, som_y),
+            som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, ra=ra, dec=dec, radius=radius,
+            limit=limit, offset=offset, after_id=after_id,
+        )
+        return _respond(table, format, "results", limit=limit, offset=offset)
+
+    @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage")
+    def cutout(cutout_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+        from survey_classifier.api._tables import table_rows
+        from survey_classifier.query import query_results
+
+        table = query_results(engine, cutout_ids=[cutout_id])
+        if len(table) == 0:
+            raise HTTPException(404, f"no cutout with id {cutout_id}")
+        e = ErrorRow.__table__
+        with engine.connect() as connection:
+            errors = connection.execute(
+                select(e.c.stage, e.c.stage_version, e.c.model_ref, e.c.hdu, e.c.error_type, e.c.message)
+                .where(e.c.cutout_id == cutout_id)
+            )
+            error_list = [dict(r._mapping) for r in errors]
+        return {"cutout": table_rows(table)[0], "errors": error_list}
+
+    @app.get("/cutouts/{cutout_id}/image.png", summary="The cutout rendered as PNG (asinh stretch)",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def cutout_image(
+        cutout_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+        size: Annotated[int, Query(ge=16, le=1024, description="Pixels across.")] = 150,
+        cmap: Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()] = "inferno",
+    ):
+        from survey_classifier.api.images import cutout_png
+
+        c = CutoutRow.__table__.c
+        with engine.connect() as connection:
+            row = connection.execute(select(c.path, c.sha256).where(c.id == cutout_id)).first()
+        if row is None:
+            raise HTTPException(404, f"no cutout with id {cutout_id}")
+        try:
+            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap)
+        except CutoutError as exc:
+            raise HTTPException(404, f"cutout {cutout_id}: {exc}") from exc
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/anomalies", summary="The most anomalous cutouts, highest score first")
+    def anomalies(
+        top: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        stage: Stage = None,
+        version: Picks = None,
+        format: Format = "json",
+    ):
+        from survey_classifier.query import top_anomalies
+
+        table = top_anomalies(engine, top, stage=stage, versions=_picks(version))
+        return _respond(table, format, "anomalies", limit=top, offset=0, keyset=False)
+
+    @app.get("/labels", summary="Cutouts per label of a classification stage")
+    def labels(stage: Stage = None, version: Picks = None):
+        from survey_classifier.api._summaries import label_counts
+        from survey_classifier.query import _stage_of_kind, find_variants
+
+        with engine.connect() as connection:
+            variants = find_variants(connection, _picks(version))
+            stage = _stage_of_kind(variants, "classification", stage, "label")
+            counts = label_counts(connection, stage, variants[stage])
+        v = variants[stage]
+        return {"stage": stage, "stage_version": v.version, "model_ref": v.model, "labels": counts}
+
+    @app.get("/stages", summary="Stages with results, and the version/model shown by default")
+    def stages():
+        from survey_classifier.api._summaries import describe_variants
+        from survey_classifier.query import find_variants
+
+        with engine.connect() as connection:
+            return {"stages": describe_variants(find_variants(connection))}
+
+    @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each")
+    def som(stage: Stage = None, version: Picks = None):
+        from survey_classifier.api._summaries import som_grid
+        from survey_classifier.query import _stage_of_kind, find_variants
+
+        with engine.connect() as connection:
+            variants = find_variants(connection, _picks(version))
+            stage = _stage_of_kind(variants, "som", stage, "SOM node")
+            grid = som_grid(connection, stage, variants[stage])
+        grid["prototype_image"] = "/som/image.png"
+        grid["has_prototypes"] = som_path is not None
+        return grid
+
+    @app.get("/som/image.png", summary="The SOM prototypes (or, without them, its hit map) as PNG",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def som_image_png(stage: Stage = None):
+        import numpy as np
+
+        from survey_classifier.api._summaries import som_grid
+        from survey_classifier.api.images import hit_map_png
+        from survey_classifier.query import _stage_of_kind, find_variants
+
+        if som_path is not None:
+            return FileResponse(str(som_path), media_type="image/png")
+        with engine.connect() as connection:
+            variants = find_variants(connection)
+            stage = _stage_of_kind(variants, "som", stage, "SOM node")
+            grid = som_grid(connection, stage, variants[stage])
+        counts = np.zeros((grid["height"], grid["width"]))
+        for node in grid["nodes"]:
+            counts[node["y"], node["x"]] = node["count"]
+        return Response(hit_map_png(counts), media_type="image/png")
+
+    @app.get("/runs", summary="Pipeline runs, newest first")
+    def runs(limit: Limit = 100):
+        from survey_classifier.api._summaries import list_runs
+
+        with engine.connect() as connection:
+            return {"runs": list_runs(connection, limit)}
+
+    @app.get("/models", summary="Registered models")
+    def models(stage: Stage = None):
+        from survey_classifier.api._tables import table_rows
+        from survey_classifier.registry import list_models
+
+        return {"models": table_rows(list_models(engine, stage=stage))}
+
+    @app.get("/models/{model_id}", summary="One registered model, with its metrics and card")
+    def model(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+        return _model_or_404(model_id)
+
+    @app.post("/models/{model_id}/default", summary="Make a model its stage's default (needs the token)",
+              dependencies=[Depends(require_token)])
+    def model_default(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+        from survey_classifier.registry import set_default
+
+        found = _model_or_404(model_id)
+        return set_default(engine, found["name"], found["version"])
+
+    @app.post("/models/{model_id}/retire", summary="Retire a model (needs the token)",
+              dependencies=[Depends(require_token)])
+    def model_retire(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+        from survey_classifier.registry import retire_model
+
+        found = _model_or_404(model_id)
+        return retire_model(engine, found["name"], found["version"])
+
+    @app.get("/compare", summary="Agreement matrix between two versions/models of a classification stage")
+    def compare(
+        stage: Annotated[str, Query(pattern=_NAME)],
+        a: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:+@-]{1,256}$", description="VERSION[@MODEL]")],
+        b: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:+@-]{1,256}$", description="VERSION[@MODEL]")],
+        stage_b: Stage = None,
+    ):
+        from survey_classifier.api._tables import table_rows
+        from survey_classifier.compare import agreement_matrix
+
+        matrix = agreement_matrix(engine, stage, a, b, stage_b=stage_b)
+        meta = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in matrix.meta.items()}
+        return {"meta": meta, "matrix": table_rows(matrix)}
+
+    def _model_or_404(model_id: int) -> dict:
+        from survey_classifier.errors import ModelError
+        from survey_classifier.registry import get_model
+
+        try:
+            found = get_model(engine, id=model_id)
+        except ModelError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        found.pop("artefact_path", None)  # where the store lives is the server's business
+        return found
+
+    return app
+
+
+def _picks(values: list[str] | None) -> dict[str, str]:
+    picks: dict[str, str] = {}
+    for value in values or []:
+        stage, _, pick = value.partition("=")
+        if stage in picks:
+            raise HTTPException(422, f"version given twice for stage {stage!r}")
+        picks[stage] = pick
+    return picks
+
+
+def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: bool = True):
+    from survey_classifier.api._tables import export_response, table_rows
+
+    if fmt != "json":
+        return export_response(table, fmt, stem)
+    rows = table_rows(table)
+    next_after = rows[-1]["cutout_id"] if keyset and rows and len(rows) == limit else None
+    return {"count": len(rows), "limit": limit, "offset": offset, "next_after_id": next_after,
+            "columns": table.colnames, "rows": rows}

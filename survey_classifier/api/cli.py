@@ -1,0 +1,37 @@
+"""``survey-classifier serve``: the results API and web page under uvicorn."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--db", "db_url", default=None,
+              help="Database URL (default: $SURVEY_CLASSIFIER_DB or sqlite:///survey-classifier.db).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--som-image", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PNG of the SOM prototypes to show under the node grid.")
+@click.option("--write-token-env", default="SURVEY_CLASSIFIER_API_TOKEN", show_default=True,
+              help="Environment variable holding the bearer token that writing endpoints require "
+                   "(unset: the service is read-only).")
+def serve(db_url, host, port, som_image, write_token_env):
+    """Serve the results (REST API, OpenAPI docs at /docs, web page at /)."""
+    import uvicorn
+
+    from survey_classifier.api import create_app
+    from survey_classifier.db.engine import resolve_db_url
+    from survey_classifier.errors import SurveyClassifierError
+
+    token = os.environ.get(write_token_env) or None
+    try:
+        app = create_app(resolve_db_url(db_url), write_token=token, som_image=som_image)
+    except SurveyClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+    mode = "read-write (token required)" if token else "read-only"
+    click.echo(f"serving {mode} on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="info")

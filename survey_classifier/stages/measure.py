@@ -1,0 +1,215 @@
+"""The ``measure`` stage: simple flux and size measurements of a radio cutout.
+
+For each cutout the background and noise come from sigma-clipped statistics
+of its finite pixels (median and standard deviation, clipped at 3σ, at most
+5 iterations: the arithmetic of :func:`astropy.stats.sigma_clipped_stats`,
+recomputed here on one flat array because astropy's general implementation
+costs some 2 ms per 150x150 cutout). Pixels more than ``threshold_sigma``
+times the noise above the background are "above threshold"; they form
+islands (connected regions), and only islands whose brightest pixel reaches
+``seed_sigma`` times the noise are kept (flood at 3σ, seed at 5σ, as source
+finders such as PyBDSF and Aegean do: a 150x150 image of pure noise has some
+30 pixels above 3σ but almost never one above 5σ). From the pixels of the
+kept islands:
+
+``peak_flux_jy``
+    Brightest background-subtracted pixel (Jy/beam), whether or not it is
+    above the threshold.
+``integrated_flux_jy``
+    Sum of the background-subtracted pixels above threshold divided by the
+    beam area in pixels, ``pi * bmaj * bmin / (4 ln 2) / scale**2`` (Jy).
+    Flux in the wings below the threshold is left out: for a point source
+    the fraction lost equals threshold / peak (3% at 100σ), so faint
+    sources are biased low.
+``n_islands``
+    Number of kept islands (``connectivity`` 8 counts diagonal neighbours
+    as connected, 4 does not).
+``las_arcsec``
+    Largest angular size: the largest distance between the centres of two
+    pixels above threshold (found on their convex hull), in arcsec; 0 for a
+    single pixel.
+``centroid_offset_arcsec``
+    Distance from the flux-weighted centroid of the pixels above threshold
+    to the centre of the cutout, in arcsec.
+
+When no island is kept, ``n_islands`` is 0, ``integrated_flux_jy``
+0.0, and ``las_arcsec`` and ``centroid_offset_arcsec`` are None. Extra keys:
+``noise_jy``, ``background_jy``, ``threshold_jy``, ``beam_used`` ([major,
+minor] in arcsec) and ``beam_from_header``. A cutout without a pixel scale
+(no celestial WCS) or with zero noise (a constant image) gets a
+:class:`~survey_classifier.stages.base.CutoutFailure`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from survey_classifier.errors import StageConfigError
+from survey_classifier.stages.base import CutoutFailure, Stage
+from survey_classifier.stats import clipped_background
+
+__all__ = ["MeasureStage"]
+
+_FWHM_AREA = math.pi / (4.0 * math.log(2.0))  # Gaussian beam area / (bmaj * bmin)
+_STRUCTURES = {
+    4: ndimage.generate_binary_structure(2, 1),
+    8: ndimage.generate_binary_structure(2, 2),
+}
+
+
+class MeasureStage(Stage):
+    """Peak and integrated flux, islands, largest angular size, centroid offset.
+
+    Parameters
+    ----------
+    threshold_sigma : float
+        Pixels brighter than the background by this many times the
+        sigma-clipped noise are above threshold.
+    seed_sigma : float or None
+        An island is kept only if its peak reaches this many times the
+        noise; None keeps every island above ``threshold_sigma``.
+    default_beam_arcsec : tuple of float
+        Beam FWHM (major, minor) in arcsec used when the cutout carries no
+        BMAJ/BMIN; the default is the FIRST beam, 5.4".
+    connectivity : {8, 4}
+        Neighbourhood of the island labelling.
+
+    Examples
+    --------
+    >>> from survey_classifier.stages.measure import MeasureStage
+    >>> stage = MeasureStage(threshold_sigma=5.0)
+    >>> stage.get_params()
+    {'threshold_sigma': 5.0, 'seed_sigma': 5.0, 'default_beam_arcsec': (5.4, 5.4), 'connectivity': 8}
+    """
+
+    name = "measure"
+    version = "1"
+    result_kind = "measurement"
+    requires = ("pixels",)
+    enabled_by_default = True
+
+    def __init__(
+        self, *, threshold_sigma=3.0, seed_sigma=5.0, default_beam_arcsec=(5.4, 5.4), connectivity=8
+    ):
+        self.threshold_sigma = threshold_sigma
+        self.seed_sigma = seed_sigma
+        self.default_beam_arcsec = tuple(default_beam_arcsec)
+        self.connectivity = connectivity
+        self._validate()
+
+    def _validate(self):
+        if not (isinstance(self.threshold_sigma, (int, float)) and self.threshold_sigma > 0):
+            msg = f"measure: threshold_sigma must be a positive number, got {self.threshold_sigma!r}"
+            raise StageConfigError(msg)
+        seed = self.seed_sigma
+        if seed is not None and not (isinstance(seed, (int, float)) and seed >= self.threshold_sigma):
+            msg = (
+                f"measure: seed_sigma must be None or at least threshold_sigma "
+                f"({self.threshold_sigma}), got {seed!r}"
+            )
+            raise StageConfigError(msg)
+        beam = self.default_beam_arcsec
+        if len(beam) != 2 or not all(isinstance(b, (int, float)) and b > 0 for b in beam):
+            msg = (
+                "measure: default_beam_arcsec must be two positive FWHM values "
+                f"(major, minor) in arcsec, got {beam!r}"
+            )
+            raise StageConfigError(msg)
+        if self.connectivity not in _STRUCTURES:
+            msg = f"measure: connectivity must be 4 or 8, got {self.connectivity!r}"
+            raise StageConfigError(msg)
+
+    def process(self, batch):
+        return [self.measure(cutout) for cutout in batch]
+
+    def measure(self, cutout):
+        """The measurement of one cutout (a dict), or a CutoutFailure."""
+        scale = cutout.pixel_scale_arcsec
+        if scale is None or not scale > 0:
+            return CutoutFailure(
+                "no pixel scale (the cutout has no celestial WCS), so fluxes in Jy "
+                "and sizes in arcsec cannot be measured"
+            )
+        image = np.asarray(cutout.data, dtype=np.float32)
+        finite = np.isfinite(image)
+        if not finite.any():
+            return CutoutFailure("all pixels are blank (NaN)")
+        background, noise = clipped_background(image[finite])
+        if not noise > 0:
+            return CutoutFailure("the sigma-clipped noise is zero (constant image); no threshold can be set")
+        if cutout.beam_major_arcsec and cutout.beam_minor_arcsec:
+            beam = (float(cutout.beam_major_arcsec), float(cutout.beam_minor_arcsec))
+            beam_from_header = True
+        else:
+            beam = tuple(float(b) for b in self.default_beam_arcsec)
+            beam_from_header = False
+        beam_area_pixels = _FWHM_AREA * beam[0] * beam[1] / scale**2
+        threshold = self.threshold_sigma * noise
+
+        signal = np.where(finite, image - np.float32(background), np.float32(0.0))
+        islands, n_islands = ndimage.label(signal > threshold, structure=_STRUCTURES[self.connectivity])
+        if n_islands and self.seed_sigma is not None:
+            seeded = np.zeros(n_islands + 1, dtype=bool)
+            seeded[islands[signal >= self.seed_sigma * noise]] = True
+            seeded[0] = False  # background
+            n_islands = int(seeded.sum())
+            above = seeded[islands]
+        else:
+            above = islands > 0
+        result = {
+            "peak_flux_jy": float(signal[finite].max()),
+            "integrated_flux_jy": 0.0,
+            "n_islands": 0,
+            "las_arcsec": None,
+            "centroid_offset_arcsec": None,
+            "noise_jy": noise,
+            "background_jy": background,
+            "threshold_jy": threshold,
+            "beam_used": list(beam),
+            "beam_from_header": beam_from_header,
+        }
+        rows, columns = np.nonzero(above)
+        if rows.size == 0:
+            return result
+        weights = signal[rows, columns].astype(np.float64)
+        total = weights.sum()
+        ny, nx = image.shape
+        centroid_x = float((weights * columns).sum()) / total  # no BLAS: tiny vectors
+        centroid_y = float((weights * rows).sum()) / total
+        offset = math.hypot(centroid_x - (nx - 1) / 2.0, centroid_y - (ny - 1) / 2.0)
+        result.update(
+            integrated_flux_jy=float(total / beam_area_pixels),
+            n_islands=int(n_islands),
+            las_arcsec=_largest_separation(rows, columns) * scale,
+            centroid_offset_arcsec=offset * scale,
+        )
+        return result
+
+
+def _largest_separation(rows, columns) -> float:
+    """Largest distance (pixels) between two of the given pixel centres.
+
+    The convex hull of a set of pixels is that of each row's leftmost and
+    rightmost pixels, so only those (at most two per row) are handed to
+    Qhull; the diameter is then found among the hull's vertices.
+    """
+    # np.nonzero lists pixels row by row, columns increasing within a row
+    new_row = np.flatnonzero(np.diff(rows)) + 1
+    starts = np.concatenate(([0], new_row))
+    ends = np.concatenate((new_row - 1, [rows.size - 1]))
+    wide = ends != starts
+    x = np.concatenate((columns[starts], columns[ends[wide]])).astype(np.float64)
+    y = np.concatenate((rows[starts], rows[ends[wide]])).astype(np.float64)
+    points = np.column_stack((x, y))
+    if len(points) > 3:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except QhullError:  # all on one line: keep every candidate
+            pass
+    differences = points[:, None, :] - points[None, :, :]
+    return float(np.sqrt((differences**2).sum(axis=-1).max()))

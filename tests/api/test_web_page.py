@@ -1,0 +1,133 @@
+"""The results page in headless Chromium (Debian's package, driven by Playwright), over a live server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from astropy.coordinates import SkyCoord
+
+from survey_classifier.query import query_results
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _chromium() -> str:
+    path = os.environ.get("SURVEY_CLASSIFIER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    problem = None
+    if not Path(path).exists():
+        problem = f"no Chromium at {path} (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is not installed (pip install playwright)"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test is required in CI: {problem}")
+        pytest.skip(problem)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="off")
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uvicorn_server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the API server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 1400})
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server + "/")
+        yield page
+        browser.close()
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def _images_loaded(page, selector) -> bool:
+    return page.eval_on_selector_all(selector, "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_page_shows_labels_som_and_anomalies(page, service_db):
+    page.wait_for_selector("#labels .bar-row")
+    labels = page.eval_on_selector_all("#labels .bar-row", "rows => rows.map(r => r.dataset.label)")
+    assert set(labels) <= {"bright", "faint"} and labels
+    page.wait_for_selector("#som-grid .som-cell img")
+    placements = service_db["placements"]
+    width = 1 + max(p["node_x"] for p in placements.values())
+    height = 1 + max(p["node_y"] for p in placements.values())
+    assert page.locator("#som-grid .som-cell").count() == width * height
+    page.wait_for_function("document.querySelectorAll('#anomalies .card').length === 24")
+    page.wait_for_function("[...document.querySelectorAll('#anomalies img')].every(i => i.complete)")
+    assert _images_loaded(page, "#anomalies img")
+
+
+def test_clicking_a_som_node_lists_its_cutouts(page, service_db):
+    placements = service_db["placements"]
+    node = max({(p["node_x"], p["node_y"]) for p in placements.values()},
+               key=lambda n: sum((p["node_x"], p["node_y"]) == n for p in placements.values()))
+    members = sorted(i for i, p in placements.items() if (p["node_x"], p["node_y"]) == node)
+    page.click(f'#som-grid .som-cell[data-x="{node[0]}"][data-y="{node[1]}"]')
+    page.wait_for_function(f"document.querySelectorAll('#node-cutouts .card').length === {len(members)}")
+    shown = page.eval_on_selector_all("#node-cutouts .card", "cards => cards.map(c => Number(c.dataset.cutout))")
+    assert shown == members
+    assert f"node ({node[0]}, {node[1]}): {len(members)} cutouts" in page.inner_text("#node-title")
+
+
+def test_cone_search_form(page, service_db, tmp_path):
+    table = query_results(service_db["engine"])
+    coords = SkyCoord(table["ra_deg"], table["dec_deg"])
+    centre = coords[7]
+    expected = set(table["cutout_id"][centre.separation(coords).deg <= 8.0].tolist())
+    page.fill("#ra", f"{centre.ra.deg:.5f}")
+    page.fill("#dec", f"{centre.dec.deg:.5f}")
+    page.fill("#radius", "8")
+    page.click("#cone-submit")
+    page.wait_for_selector("#cone-results tbody tr")
+    shown = page.eval_on_selector_all("#cone-results tbody tr", "rows => rows.map(r => Number(r.dataset.cutout))")
+    assert set(shown) == expected
+    page.wait_for_function("[...document.querySelectorAll('#cone-results img')].every(i => i.complete)")
+    assert _images_loaded(page, "#cone-results img")
+    assert page.locator("#cone-downloads a").count() == 3
+    shot = tmp_path / "results-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    keep = os.environ.get("SURVEY_CLASSIFIER_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    # a malformed coordinate is refused with the API's message, shown in the page
+    page.fill("#ra", "12h30m")
+    page.click("#cone-submit")
+    page.wait_for_selector("#cone-status.error")
+    assert "ra" in page.inner_text("#cone-status")
+    assert page.locator("#cone-results").is_hidden()

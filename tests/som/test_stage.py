@@ -1,0 +1,74 @@
+"""The ``som`` mapping stage, through the conformance kit and directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from survey_classifier.errors import StageConfigError
+from survey_classifier.stages.som import DEFAULT_SOM, SOMStage
+from survey_classifier.testing import check_stage
+
+
+@pytest.fixture(scope="module")
+def som_file(tmp_path_factory, small_som):
+    return str(small_som.save(tmp_path_factory.mktemp("som") / "som.npz"))
+
+
+def test_conformance(som_file, som_cutouts):
+    check_stage(SOMStage(model=som_file), som_cutouts[:6])
+
+
+def test_results_match_the_estimator(som_file, small_som, som_cutouts, som_images):
+    stage = SOMStage(model=som_file)
+    stage.setup()
+    results = stage.process(som_cutouts[:8])
+    mapping = small_som.map(som_images[:8])
+    for row, result in enumerate(results):
+        assert (result["node_x"], result["node_y"]) == (mapping["node_x"][row], mapping["node_y"][row])
+        assert result["flip"] == bool(mapping["flip"][row])
+        assert result["angle_deg"] == pytest.approx(mapping["angle_deg"][row])
+        assert result["distance"] == pytest.approx(mapping["distance"][row], rel=1e-5)
+    assert stage.model_ref.startswith("som:") and "@" in stage.model_ref
+
+
+def test_distance_map_artefact(tmp_path, som_file, som_cutouts):
+    stage = SOMStage(model=som_file, distance_map_dir=str(tmp_path / "maps"))
+    results = stage.process(som_cutouts[:3])
+    for cutout, result in zip(som_cutouts[:3], results, strict=True):
+        distances = np.load(result["distance_map"])
+        assert result["distance_map"].endswith(f"{cutout.sha256}.npy")
+        assert distances.shape == (16,)
+        assert distances.min() == pytest.approx(result["distance"], rel=1e-5)
+
+
+def test_blank_cutout_fails_alone(som_file, som_cutouts):
+    import copy
+
+    blank = copy.copy(som_cutouts[0])
+    blank.data = np.full_like(som_cutouts[0].data, np.nan)
+    blank._preprocessed = {}
+    results = SOMStage(model=som_file).process([blank, som_cutouts[1]])
+    assert "no finite pixels" in results[0].reason and som_cutouts[0].path in results[0].reason
+    assert isinstance(results[1], dict)
+
+
+def test_mismatched_settings_refused(som_file, tmp_path):
+    with pytest.raises(StageConfigError, match="n_rotations=360"):
+        SOMStage(model=som_file, n_rotations=360).setup()
+    with pytest.raises(StageConfigError, match="region_shape='square'"):
+        SOMStage(model=som_file, region_shape="square").setup()
+    SOMStage(model=som_file, n_rotations=60, flip=True, region_diameter=45).setup()
+    bogus = tmp_path / "bogus.npz"
+    bogus.write_bytes(b"PK not really")
+    with pytest.raises(StageConfigError, match="bogus.npz"):
+        SOMStage(model=str(bogus)).setup()
+
+
+def test_shipped_som(som_cutouts):
+    assert DEFAULT_SOM.is_file(), f"the shipped SOM is missing: {DEFAULT_SOM}"
+    stage = SOMStage()
+    results = stage.process(som_cutouts[:20])
+    assert all(isinstance(r, dict) for r in results)
+    assert len({(r["node_x"], r["node_y"]) for r in results}) > 5  # spread over the map
+    assert "som-mirabest" in stage.model_ref
