@@ -35,19 +35,23 @@ def _insert_for(connection: Connection):
 
 
 def upsert_rows(connection: Connection, table, rows: Sequence[dict], key: Sequence[str]) -> None:
-    """Insert ``rows`` into ``table``, updating those whose ``key`` exists."""
+    """Insert ``rows`` into ``table``, updating those whose ``key`` exists.
+
+    Rows must share their keys. One statement is compiled (and cached by
+    SQLAlchemy) per table and column set, then executed for all rows.
+    """
     if not rows:
         return
     insert = _insert_for(connection)
     columns = [c for c in rows[0] if c not in key]
+    statement = insert(table)
+    update = {c: statement.excluded[c] for c in columns}
+    if update:
+        statement = statement.on_conflict_do_update(index_elements=list(key), set_=update)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(key))
     for start in range(0, len(rows), _UPSERT_CHUNK):
-        statement = insert(table).values(list(rows[start : start + _UPSERT_CHUNK]))
-        update = {c: statement.excluded[c] for c in columns}
-        if update:
-            statement = statement.on_conflict_do_update(index_elements=list(key), set_=update)
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(key))
-        connection.execute(statement)
+        connection.execute(statement, list(rows[start : start + _UPSERT_CHUNK]))
 
 
 def upsert_cutouts(connection: Connection, rows: Sequence[dict]) -> dict[str, int]:

@@ -140,10 +140,11 @@ class TensorFlowSOM:
         flips, nodes, shifts, _ = self._best(self.distances(spectra))
         theta = lr * self._neighbourhood(tf.gather(self.grid_distances, nodes), width)  # (b, nodes)
         rotated = self._rotate(spectra, flips, shifts)  # (b, k, m)
-        b = tf.cast(tf.shape(spectra)[0], tf.float32)
-        pulled = tf.linalg.matmul(tf.transpose(rotated, (2, 1, 0)), tf.cast(theta, tf.complex64))
-        keep = tf.cast(1.0 - tf.reduce_sum(theta, axis=0) / b, tf.complex64)
-        self.neurons.assign(self.neurons * keep + pulled / tf.cast(b, tf.complex64))
+        total = tf.reduce_sum(theta, axis=0)
+        scale = 1.0 / tf.maximum(tf.abs(total) / lr, 1.0)
+        pulled = tf.linalg.matmul(tf.transpose(rotated, (2, 1, 0)), tf.cast(theta * scale, tf.complex64))
+        keep = tf.cast(1.0 - total * scale, tf.complex64)
+        self.neurons.assign(self.neurons * keep + pulled)
 
     def train_epoch(self, images, *, batch_size=None, order=None):
         """One epoch over ``images``; schedules and step counter follow ``som``.

@@ -104,8 +104,10 @@ class RotationInvariantSOM:
     n_epochs : int
     batch_size : int
         1 for online updates (one image at a time, as PINK); larger for
-        mini-batches (the BMUs of a batch are found with the same neurons
-        and the averaged update is applied once).
+        mini-batches: the BMUs of a batch are found with the same neurons,
+        then each neuron moves toward the neighbourhood-weighted mean of its
+        images' rotated copies, ``W += lr * sum_b theta_b (x_b - W) /
+        max(sum_b theta_b, 1)`` (the online rule for one image).
     init : {"samples", "random"} or ndarray
         Neurons start as randomly drawn training images, uniform noise, or
         the given (n_nodes, neuron_size, neuron_size) images.
@@ -401,10 +403,15 @@ class RotationInvariantSOM:
             distance = image_norms[0] - score[0, flips[0], :, shifts[0]].astype(np.float64)
             self._online_update(rotated[0], theta[0], image_norms[0], distance)
         else:
+            # W += sum_b lr theta_b (x_b - W) / max(|sum_b theta_b / lr|, 1): a neuron
+            # pulled by several images moves toward their weighted mean, by lr
+            # at most; with one image this is the online rule.
             self._bake_scales()
-            pulled = np.matmul(rotated.transpose(2, 1, 0), theta.astype(np.complex64))
-            self._values *= (1.0 - theta.sum(axis=0) / n).astype(np.float32)
-            self._values += pulled / np.float32(n)
+            total = theta.sum(axis=0)
+            scale = 1.0 / np.maximum(np.abs(total) / lr, 1.0)
+            pulled = np.matmul(rotated.transpose(2, 1, 0), (theta * scale).astype(np.complex64))
+            self._values *= (1.0 - total * scale).astype(np.float32)
+            self._values += pulled
             self._refresh_norms()
         self.step_ += n
 
