@@ -76,6 +76,8 @@ def catalogue_options(function):
             click.option("--id-column", default=None, help="Catalogue column with the source id."),
             click.option("--ra-column", default=None, help="Catalogue column with RA in degrees."),
             click.option("--dec-column", default=None, help="Catalogue column with Dec in degrees."),
+            click.option("--base-dir", default=None, type=click.Path(file_okay=False),
+                         help="Folder that relative file names in a catalogue refer to (default: the catalogue's)."),
         ]
     ):
         function = option(function)

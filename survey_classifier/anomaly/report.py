@@ -53,10 +53,11 @@ def top_anomalies(engine: Engine, n: int, *, run_id: int | None = None, stage: s
         if run_id is not None:
             query = query.where(table.c.run_id == run_id)
         ids = list(connection.execute(query).scalars())
-    result = query_results(engine, run_id=run_id, cutout_ids=ids)
+    result = query_results(engine, run_id=run_id)
     order = {cutout_id: i for i, cutout_id in enumerate(ids)}
-    result = result[np.argsort([order[i] for i in result["cutout_id"]], kind="stable")]
-    return result
+    keep = np.array([i in order for i in result["cutout_id"]], dtype=bool)
+    result = result[keep]
+    return result[np.argsort([order[i] for i in result["cutout_id"]], kind="stable")]
 
 
 def _stretched(path: str) -> np.ndarray | None:
