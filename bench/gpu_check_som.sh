@@ -21,5 +21,5 @@ fi
 if [ -z "${SURVEY_CLASSIFIER_DATA:-}" ] && [ -d shared/data ]; then
   export SURVEY_CLASSIFIER_DATA="$PWD/shared/data"
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "nvidia-smi not available"
+if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; else echo "nvidia-smi not available"; fi
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" bench/gpu_check_som.py "$@"

@@ -17,6 +17,29 @@ __all__ = ["main"]
 log = logging.getLogger("survey_classifier")
 
 
+class LazyGroup(click.Group):
+    """A group whose listed subcommands are imported only when used.
+
+    Keeps ``survey-classifier --help`` and light commands fast: training
+    commands import TensorFlow or SciPy, the service imports FastAPI.
+    """
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            import importlib
+
+            module, _, attribute = self.lazy[name].partition(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
 def _fail(message: str) -> None:
     raise click.ClickException(message)
 
@@ -454,7 +477,14 @@ def worker(db_url, broker, queues, concurrency, hostname, loglevel):
     app.worker_main(argv)
 
 
-@main.group()
+@main.group(
+    cls=LazyGroup,
+    lazy={
+        "cnn": "survey_classifier.cnn.cli:train_cnn",
+        "cnn-table": "survey_classifier.cnn.cli:cnn_table",
+        "som": "survey_classifier.som.cli:train_som",
+    },
+)
 def train():
     """Train models (CNN, SOM, anomaly scorer)."""
 
@@ -481,6 +511,11 @@ def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed
         _fail(str(exc))
     sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
     click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
+
+
+@main.group(cls=LazyGroup, lazy={"som": "survey_classifier.som.cli:show_som"})
+def show():
+    """Show the pictures of a trained model (SOM prototypes, hits, best matches)."""
 
 
 @main.group()

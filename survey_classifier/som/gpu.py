@@ -141,7 +141,7 @@ class TensorFlowSOM:
         theta = lr * self._neighbourhood(tf.gather(self.grid_distances, nodes), width)  # (b, nodes)
         rotated = self._rotate(spectra, flips, shifts)  # (b, k, m)
         total = tf.reduce_sum(theta, axis=0)
-        scale = 1.0 / tf.maximum(tf.abs(total) / lr, 1.0)
+        scale = 1.0 / tf.maximum(tf.abs(total) / tf.maximum(lr, 1e-12), 1.0)
         pulled = tf.linalg.matmul(tf.transpose(rotated, (2, 1, 0)), tf.cast(theta * scale, tf.complex64))
         keep = tf.cast(1.0 - total * scale, tf.complex64)
         self.neurons.assign(self.neurons * keep + pulled)

@@ -408,7 +408,7 @@ class RotationInvariantSOM:
             # at most; with one image this is the online rule.
             self._bake_scales()
             total = theta.sum(axis=0)
-            scale = 1.0 / np.maximum(np.abs(total) / lr, 1.0)
+            scale = 1.0 / np.maximum(np.abs(total) / max(lr, 1e-12), 1.0)
             pulled = np.matmul(rotated.transpose(2, 1, 0), (theta * scale).astype(np.complex64))
             self._values *= (1.0 - total * scale).astype(np.float32)
             self._values += pulled
