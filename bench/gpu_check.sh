@@ -11,8 +11,12 @@
 #    preprocessed, and the whole stage including preprocessing).
 # Then runs bench/gpu_check_som.sh if it is present.
 #
-# Needs: python with the package installed (onnxruntime-gpu, CUDA 12 and
-# cuDNN 9 libraries); data in $SURVEY_CLASSIFIER_DATA or ../shared/data.
+# Needs: python with the package installed (onnxruntime-gpu; version 1.31
+# wants the CUDA 13 and cuDNN 9 libraries on the library path, e.g. from the
+# nvidia-*-cu13 wheels); data in $SURVEY_CLASSIFIER_DATA or ../shared/data.
+# Exits non-zero on any failure. Not yet run on a GPU; on a machine without
+# one it reports ONNX Runtime's fallback to the CPU and fails, and
+# GPU_CHECK_PROVIDER=CPUExecutionProvider runs the rest of it as a dry run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -36,7 +40,8 @@ if len(files) < BATCH:
     sys.exit(f"FAIL: need {BATCH} MiraBest FITS files under {data}/mirabest/fits, found {len(files)}")
 print("onnxruntime", ort.__version__, "available providers:", ort.get_available_providers())
 
-gpu = CNNStage(embedding=True, batch_size=BATCH, providers=["CUDAExecutionProvider"])
+PROVIDER = os.environ.get("GPU_CHECK_PROVIDER", "CUDAExecutionProvider")  # CPU: dry run of the logic
+gpu = CNNStage(embedding=True, batch_size=BATCH, providers=[PROVIDER])
 cpu = CNNStage(embedding=True, batch_size=BATCH, providers=["CPUExecutionProvider"])
 try:
     gpu.setup()
@@ -44,7 +49,7 @@ except Exception as exc:
     sys.exit(f"FAIL: the CUDA provider could not load the model: {exc}")
 cpu.setup()
 print("model", gpu.model_ref, "- GPU session runs on", gpu.session_.get_providers())
-if gpu.session_.get_providers()[0] != "CUDAExecutionProvider":
+if gpu.session_.get_providers()[0] != PROVIDER:
     sys.exit("FAIL: ONNX Runtime fell back to " + gpu.session_.get_providers()[0])
 
 images = load_images(files, gpu.preprocess_config_)

@@ -74,7 +74,11 @@ def _build_stages(names: str | None, params: dict[str, dict]):
     return [load_stage(name, **params.get(name, {})) for name in chosen]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy={"models": "survey_classifier.registry_cli:models", "serve": "survey_classifier.api.cli:serve"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="survey-classifier")
 def main(verbose: int) -> None:

@@ -32,6 +32,7 @@ from survey_classifier.errors import SurveyClassifierError
 __all__ = [
     "Variant",
     "find_variants",
+    "stage_of_kind",
     "query_results",
     "top_anomalies",
     "query_errors",
@@ -186,7 +187,7 @@ def _variant_condition(table, stage: str, variant: Variant) -> list:
     return [table.c.stage == stage, table.c.stage_version == variant.version, table.c.model_ref == variant.model]
 
 
-def _stage_of_kind(variants: Mapping[str, Variant], kind: str, stage: str | None, what: str) -> str:
+def stage_of_kind(variants: Mapping[str, Variant], kind: str, stage: str | None, what: str) -> str:
     """``stage`` (checked to be of ``kind``) or the only/first stage of that kind."""
     if stage is None:
         stage = next((n for n, v in sorted(variants.items()) if v.kind == kind), None)
@@ -288,7 +289,7 @@ def query_results(
         variants = dict(_variants) if _variants is not None else find_variants(connection, versions)
         conditions = []
         if label is not None or min_probability is not None or max_probability is not None:
-            stage = _stage_of_kind(variants, "classification", stage, "label or probability")
+            stage = stage_of_kind(variants, "classification", stage, "label or probability")
         if stage is not None:
             if stage not in variants:
                 msg = f"no results of stage {stage!r} in this database; stages with results: {sorted(variants)}"
@@ -303,7 +304,7 @@ def query_results(
                 condition.append(t.c.probability <= max_probability)
             conditions.append(exists().where(*condition))
         if som_node is not None:
-            som_stage = _stage_of_kind(variants, "som", som_stage, "SOM node")
+            som_stage = stage_of_kind(variants, "som", som_stage, "SOM node")
             t = variants[som_stage].row_class.__table__
             node_x, node_y = (int(v) for v in som_node)
             conditions.append(
@@ -319,7 +320,7 @@ def query_results(
             if first < 1 or last < first:
                 msg = f"anomaly rank range must be 1 <= first <= last, got {first}..{last}"
                 raise SurveyClassifierError(msg)
-            anomaly_stage = _stage_of_kind(variants, "anomaly", anomaly_stage, "anomaly rank")
+            anomaly_stage = stage_of_kind(variants, "anomaly", anomaly_stage, "anomaly rank")
             ranked = _ranked_anomalies(variants, anomaly_stage).offset(first - 1).limit(last - first + 1)
             conditions.append(c.id.in_(ranked.scalar_subquery()))
         if run_id is not None:
@@ -380,7 +381,7 @@ def top_anomalies(
         raise SurveyClassifierError(msg)
     with engine.connect() as connection:
         variants = find_variants(connection, versions)
-        stage = _stage_of_kind(variants, "anomaly", stage, "anomaly rank")
+        stage = stage_of_kind(variants, "anomaly", stage, "anomaly rank")
         ids = connection.execute(_ranked_anomalies(variants, stage).limit(n)).scalars().all()
     table = query_results(engine, cutout_ids=ids, _variants=variants)
     order = {cutout_id: rank for rank, cutout_id in enumerate(ids, start=1)}

@@ -18,6 +18,8 @@ def test_process_signature_documented_exactly():
     assert params == ["self", "batch"]
     assert "`process(self, batch: Sequence[Cutout]) -> list[dict | CutoutFailure]`" in GUIDE
     assert "`setup(self) -> None`" in GUIDE
+    assert list(inspect.signature(Stage.after_run).parameters) == ["self", "connection", "run_id"]
+    assert "`after_run(self, connection, run_id: int) -> None`" in GUIDE
 
 
 def test_every_result_kind_and_field_documented():

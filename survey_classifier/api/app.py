@@ -207,11 +207,11 @@ def create_app(
     @app.get("/labels", summary="Cutouts per label of a classification stage")
     def labels(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import label_counts
-        from survey_classifier.query import _stage_of_kind, find_variants
+        from survey_classifier.query import stage_of_kind, find_variants
 
         with engine.connect() as connection:
             variants = find_variants(connection, _picks(version))
-            stage = _stage_of_kind(variants, "classification", stage, "label")
+            stage = stage_of_kind(variants, "classification", stage, "label")
             counts = label_counts(connection, stage, variants[stage])
         v = variants[stage]
         return {"stage": stage, "stage_version": v.version, "model_ref": v.model, "labels": counts}
@@ -227,11 +227,11 @@ def create_app(
     @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each")
     def som(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import som_grid
-        from survey_classifier.query import _stage_of_kind, find_variants
+        from survey_classifier.query import stage_of_kind, find_variants
 
         with engine.connect() as connection:
             variants = find_variants(connection, _picks(version))
-            stage = _stage_of_kind(variants, "som", stage, "SOM node")
+            stage = stage_of_kind(variants, "som", stage, "SOM node")
             grid = som_grid(connection, stage, variants[stage])
         grid["prototype_image"] = "/som/image.png"
         grid["has_prototypes"] = som_path is not None
@@ -244,13 +244,13 @@ def create_app(
 
         from survey_classifier.api._summaries import som_grid
         from survey_classifier.api.images import hit_map_png
-        from survey_classifier.query import _stage_of_kind, find_variants
+        from survey_classifier.query import stage_of_kind, find_variants
 
         if som_path is not None:
             return FileResponse(str(som_path), media_type="image/png")
         with engine.connect() as connection:
             variants = find_variants(connection)
-            stage = _stage_of_kind(variants, "som", stage, "SOM node")
+            stage = stage_of_kind(variants, "som", stage, "SOM node")
             grid = som_grid(connection, stage, variants[stage])
         counts = np.zeros((grid["height"], grid["width"]))
         for node in grid["nodes"]:
@@ -336,5 +336,6 @@ def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: boo
         return export_response(table, fmt, stem)
     rows = table_rows(table)
     next_after = rows[-1]["cutout_id"] if keyset and rows and len(rows) == limit else None
-    return {"count": len(rows), "limit": limit, "offset": offset, "next_after_id": next_after,
-            "columns": table.colnames, "rows": rows}
+    # plain values already: skip FastAPI's per-value encoder, slow on pages of a thousand rows
+    return JSONResponse({"count": len(rows), "limit": limit, "offset": offset, "next_after_id": next_after,
+                         "columns": table.colnames, "rows": rows})

@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pytest
-from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table

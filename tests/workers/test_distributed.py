@@ -35,6 +35,13 @@ def batches_done(engine, run_id: int) -> int:
         ).scalar_one()
 
 
+def wait_for_batches(engine, run_id: int, n: int, timeout_s: float = 120) -> None:
+    """Block until ``n`` batches of the run are done: the fault comes mid-run."""
+    deadline = time.monotonic() + timeout_s
+    while batches_done(engine, run_id) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def pg(postgres_url):
     upgrade(postgres_url)
@@ -68,9 +75,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(pg, broker_url, wo
     sources = [CutoutSource(str(p)) for p in mirabest_files[:120]]
     stage = load_stage("slow_measure", delay_s=0.05)
     run_id, n_batches = submit_run(engine, sources, [stage], batch_size=20)
-    deadline = time.monotonic() + 120
-    while batches_done(engine, run_id) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_batches(engine, run_id, 2)
     time.sleep(0.3)  # well inside the next one-second batch
     first.kill()
     done_at_kill = batches_done(engine, run_id)
@@ -90,9 +95,7 @@ def test_redis_restart_mid_run(pg, own_redis, workers, mirabest_files, slow_plug
         worker.wait_ready()
     sources = [CutoutSource(str(p)) for p in mirabest_files[:200]]
     run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.02)], batch_size=10)
-    deadline = time.monotonic() + 120
-    while batches_done(engine, run_id) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_batches(engine, run_id, 3)
     own_redis.stop()
     time.sleep(2)
     own_redis.start()
@@ -112,9 +115,7 @@ def test_postgres_unreachable_for_a_few_seconds(pg, broker_url, workers, pg_prox
     worker.wait_ready()
     sources = [CutoutSource(str(p)) for p in mirabest_files[:150]]
     run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.02)], batch_size=10)
-    deadline = time.monotonic() + 120
-    while batches_done(engine, run_id) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_batches(engine, run_id, 2)
     outage = threading.Thread(target=pg_proxy.outage, args=(5.0,))
     outage.start()
     outage.join()

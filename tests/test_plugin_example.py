@@ -1,0 +1,77 @@
+"""The example plugin in plugins/ installs as its own distribution and just works.
+
+A fresh virtual environment gets survey-classifier's dependencies through a
+.pth file (no download), the plugin is pip-installed into it from its
+folder, and then: the core discovers it, the core's conformance kit passes
+on it (the plugin's own tests), and a real `classify` stores its results.
+"""
+
+import os
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "plugins" / "survey-classifier-first4"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("plugin-venv")
+    venv.EnvBuilder(with_pip=True).create(home)
+    python = home / "bin" / "python"
+    target = Path(subprocess.check_output([python, "-c", "import site; print(site.getsitepackages()[0])"], text=True).strip())
+    (target / "survey_classifier_core.pth").write_text("\n".join(site.getsitepackages()) + "\n" + str(REPO) + "\n")
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(PLUGIN)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return python
+
+
+def run(python, *args, **kwargs):
+    environment = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([str(python), *args], capture_output=True, text=True, env=environment, timeout=600, **kwargs)
+
+
+def test_core_discovers_the_installed_plugin(plugin_env):
+    done = run(plugin_env, "-m", "survey_classifier.cli", "plugins", "list")
+    assert done.returncode == 0, done.stderr
+    line = next(l for l in done.stdout.splitlines() if l.startswith("first4 "))
+    assert "classification" in line and "survey-classifier-first4" in line
+
+
+def test_plugin_passes_the_conformance_kit(plugin_env):
+    done = run(plugin_env, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
+               str(PLUGIN / "tests"), cwd=PLUGIN)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "3 passed" in done.stdout
+
+
+def test_classify_with_the_plugin(plugin_env, tmp_path, mirabest_files):
+    url = f"sqlite:///{tmp_path / 'plugin.db'}"
+    files = [str(p) for p in mirabest_files[:12]]
+    done = run(plugin_env, "-m", "survey_classifier.cli", "classify", *files, "--db", url, "--stages", "measure,first4", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "12 processed, 0 failed" in done.stdout
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT label, model_ref FROM classifications WHERE stage = 'first4'")).all()
+    engine.dispose()
+    assert len(rows) == 12 and {r.label for r in rows} <= {"FRI", "FRII", "Compact", "Bent"}
+    assert {r.model_ref for r in rows} == {"first4-cnn:1"}
+
+
+def test_plugin_is_not_importable_from_the_core_environment():
+    """Plugins load only from installed entry points: not installed here, not found here."""
+    from survey_classifier.stages.registry import available_stages
+
+    assert "first4" not in available_stages()
