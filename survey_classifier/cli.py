@@ -501,20 +501,34 @@ def train():
 @click.option("--cnn-stage", default="cnn", show_default=True)
 @click.option("-k", "--neighbours", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
-def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed):
+@click.option("--name", default="anomaly-scorer", show_default=True, help="Registry name of the scorer.")
+@click.option("--model-version", default="1", show_default=True, help="Registry version of the scorer.")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="Record the scorer in the model registry of this database.")
+def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed, name, model_version, register):
     """Fit the anomaly scorer on a catalogue already run through som and cnn."""
     from survey_classifier.anomaly.fit import fit_from_database
     from survey_classifier.db import make_engine
 
+    engine = make_engine(db_url)
     try:
         scorer, path = fit_from_database(
-            make_engine(db_url), output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage,
-            k=neighbours, seed=seed,
+            engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage,
+            k=neighbours, seed=seed, name=name, version=model_version,
         )
+        sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
+        click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
+        if register:
+            from survey_classifier.registry import register_model
+
+            row = register_model(
+                engine, path, stage="anomaly", name=name, version=model_version,
+                details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "components": sorted(scorer.reference_),
+                         "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
+            )
+            click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...) at {row['artefact_path']}")
     except SurveyClassifierError as exc:
         _fail(str(exc))
-    sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
-    click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
 
 
 @main.group(cls=LazyGroup, lazy={"som": "survey_classifier.som.cli:show_som"})

@@ -64,9 +64,16 @@ class AnomalyScorer:
     n_estimators : int
         Trees of the isolation forest.
     seed : int
+    name, version : str
+        Registry identity; ``name:version`` is the ``model_ref`` of the
+        scores it makes.
     """
 
-    def __init__(self, *, som_ref="", cnn_ref="", k=10, shrinkage=5.0, n_estimators=200, seed=0):
+    def __init__(
+        self, *, som_ref="", cnn_ref="", k=10, shrinkage=5.0, n_estimators=200, seed=0, name="anomaly-scorer", version="1"
+    ):
+        self.name = name
+        self.version = version
         self.som_ref = som_ref
         self.cnn_ref = cnn_ref
         self.k = k
@@ -205,6 +212,8 @@ class AnomalyScorer:
         meta = {
             "format": SCORER_FORMAT,
             "params": {
+                "name": self.name,
+                "version": self.version,
                 "som_ref": self.som_ref,
                 "cnn_ref": self.cnn_ref,
                 "k": self.k,
@@ -224,20 +233,15 @@ class AnomalyScorer:
                      embeddings=self.embeddings_, **arrays)
         return path
 
+    @staticmethod
+    def read_meta(path) -> dict:
+        """The JSON metadata of a saved scorer (identity, versions fitted on)."""
+        return _read(path, arrays=False)[0]
+
     @classmethod
     def load(cls, path) -> AnomalyScorer:
         """Read a scorer written by :meth:`save`."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                meta = json.loads(archive["meta"].tobytes().decode())
-                arrays = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, KeyError) as exc:
-            msg = f"{path}: not an anomaly scorer file ({exc})"
-            raise ModelError(msg) from exc
-        if meta.get("format") != SCORER_FORMAT:
-            msg = f"{path}: scorer format {meta.get('format')!r} is not {SCORER_FORMAT!r}"
-            raise ModelError(msg)
+        meta, arrays = _read(path, arrays=True)
         scorer = cls(**meta["params"])
         scorer.embeddings_ = arrays["embeddings"]
         scorer.reference_ = {name: arrays[f"reference_{name}"] for name in meta["components"]}
@@ -247,3 +251,18 @@ class AnomalyScorer:
             scorer.global_median_ = meta["global_median"]
         scorer._build_models()
         return scorer
+
+
+def _read(path, *, arrays: bool):
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode())
+            content = {name: archive[name] for name in archive.files} if arrays else {}
+    except (OSError, ValueError, KeyError) as exc:
+        msg = f"{path}: not an anomaly scorer file ({exc})"
+        raise ModelError(msg) from exc
+    if meta.get("format") != SCORER_FORMAT:
+        msg = f"{path}: scorer format {meta.get('format')!r} is not {SCORER_FORMAT!r}"
+        raise ModelError(msg)
+    return meta, content

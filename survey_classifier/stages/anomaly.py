@@ -48,12 +48,12 @@ class AnomalyStage(Stage):
 
     @property
     def model_ref(self) -> str:
-        from survey_classifier.cnn.export import file_sha256
+        from survey_classifier.anomaly.scorer import AnomalyScorer
 
-        path = self.scorer_path
-        if not path.exists():
-            return f"{path.stem}:missing"
-        return f"{path.stem}:{file_sha256(path)[:12]}"
+        if not self.scorer_path.exists():
+            return f"{self.scorer_path.stem}:missing"
+        params = AnomalyScorer.read_meta(self.scorer_path)["params"]
+        return f"{params.get('name', 'anomaly-scorer')}:{params.get('version', '1')}"
 
     def setup(self) -> None:
         from survey_classifier.anomaly.scorer import AnomalyScorer

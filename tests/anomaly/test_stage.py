@@ -83,3 +83,23 @@ def test_anomaly_stage_conforms(reference):
     batch = pipeline.process_batch(sources[:6])
     cutouts = [outcome.cutout for outcome in batch.outcomes]
     check_stage(load_stage("anomaly", scorer=str(path)), cutouts)
+
+
+def test_train_anomaly_command_registers_a_versioned_scorer(reference, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from survey_classifier.cli import main
+    from survey_classifier.registry import resolve_model
+
+    engine, sources, upstream, path = reference
+    monkeypatch.setenv("SURVEY_CLASSIFIER_HOME", str(tmp_path / "home"))
+    url = engine.url.render_as_string(hide_password=False)
+    out = tmp_path / "scorer.npz"
+    result = CliRunner().invoke(main, ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5", "--model-version", "7"])
+    assert result.exit_code == 0, result.output
+    assert "registered anomaly-scorer:7" in result.output
+    stored, row = resolve_model(engine, "anomaly", "anomaly-scorer", "7")
+    assert row["details"]["som_ref"].startswith("1@") and row["details"]["cnn_ref"].startswith("1@fr-cnn:")
+    assert load_stage("anomaly", scorer=str(stored)).model_ref == "anomaly-scorer:7"
+    again = CliRunner().invoke(main, ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5", "--model-version", "7"])
+    assert again.exit_code != 0 and "anomaly-scorer" in again.output

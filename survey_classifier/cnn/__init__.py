@@ -1,0 +1,15 @@
+"""Training and export of the transfer-learned CNN (the ``[train]`` extra).
+
+- :mod:`~survey_classifier.cnn.data`: labelled catalogues, checks, the split;
+- :mod:`~survey_classifier.cnn.backbones`: base networks;
+- :mod:`~survey_classifier.cnn.train`: the transfer-learning recipe;
+- :mod:`~survey_classifier.cnn.export`: verified ONNX export and the model record;
+- :mod:`~survey_classifier.cnn.table`: the transfer-learning table;
+- :mod:`~survey_classifier.cnn.cli`: ``survey-classifier train cnn`` and ``cnn-table``.
+
+Inference lives in :mod:`survey_classifier.stages.cnn` and needs only ONNX
+Runtime. Importing this package does not import TensorFlow; the modules
+that need it import it inside their functions.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,263 @@
+"""Base networks for transfer learning.
+
+A backbone maps a ``(size, size, 1)`` image in [0, 1] to a feature vector.
+Three kinds are understood by :func:`build_backbone`:
+
+- ``"compact"``: the project's own small network (:func:`compact_network`),
+  trained offline on a base task such as the four FIRST classes;
+- the name of any ``keras.applications`` model (``"MobileNetV2"``,
+  ``"ResNet50"``, ...), fed the grey image as three identical channels,
+  scaled to the range that family expects;
+- the path of a saved Keras model (``.keras``/``.h5``): its layer named
+  ``"embedding"`` (or the input of its last layer) is the feature vector.
+
+Weights are ``"imagenet"`` (``keras.applications`` only; Keras' normal
+cache under ``~/.keras/models`` is used, and offline a missing file is
+reported by name), the path of a local weights file, or ``None``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from survey_classifier.errors import ModelError, StageConfigError
+
+__all__ = [
+    "EMBEDDING_LAYER",
+    "build_backbone",
+    "compact_network",
+    "keras_cache_dir",
+    "list_applications",
+]
+
+#: Name of the feature layer of the project's networks (kept by exports).
+EMBEDDING_LAYER = "embedding"
+
+# Input scaling of keras.applications families, as (scale, offset) applied
+# to [0, 1] pixels or a ("caffe"/"torch") mean/std normalisation.
+_RANGE_255 = ("scale", 255.0, 0.0)
+_RANGE_PM1 = ("scale", 2.0, -1.0)
+_CAFFE = ("normalize", (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), 255.0)
+_TORCH = ("normalize", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0)
+_FAMILY_SCALING = {
+    "vgg": _CAFFE,
+    "resnet50": _CAFFE,
+    "resnet101": _CAFFE,
+    "resnet152": _CAFFE,
+    "densenet": _TORCH,
+    "resnet50v2": _RANGE_PM1,
+    "resnet101v2": _RANGE_PM1,
+    "resnet152v2": _RANGE_PM1,
+    "mobilenet": _RANGE_PM1,
+    "mobilenetv2": _RANGE_PM1,
+    "inception": _RANGE_PM1,
+    "inceptionv3": _RANGE_PM1,
+    "xception": _RANGE_PM1,
+    "nasnet": _RANGE_PM1,
+}
+
+
+def list_applications() -> list[str]:
+    """Names of the model constructors in ``keras.applications``."""
+    import keras
+
+    return sorted(
+        name for name in dir(keras.applications) if name[:1].isupper() and callable(
+            getattr(keras.applications, name)
+        )
+    )
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras caches downloaded weights: ``<keras home>/models``.
+
+    The Keras home is ``$KERAS_HOME`` as set when Keras was imported, by
+    default ``~/.keras``. The file name within differs per family and is
+    taken from Keras' own download error when offline.
+    """
+    import os
+
+    try:
+        from keras.src.backend.config import keras_home
+    except ImportError:  # a Keras without this helper: its documented default
+        return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return Path(keras_home()) / "models"
+
+
+def _scaling_for(name: str):
+    key = name.lower()
+    for family in sorted(_FAMILY_SCALING, key=len, reverse=True):
+        if key == family or key.startswith(family) and not key[len(family):].startswith("v"):
+            return _FAMILY_SCALING[family]
+    # EfficientNet, ConvNeXt, RegNet, MobileNetV3 rescale inside the model.
+    return _RANGE_255
+
+
+def compact_network(size: int, *, width: int = 16, name: str = "compact"):
+    """The project's small CNN: four conv blocks and global max pooling.
+
+    Widths ``width, 2 width, 4 width, 4 width``; one 3x3 convolution with
+    ReLU per block (two in the last), each block followed by 2x2 max
+    pooling; about 0.1 M parameters and 15 MFLOP per 64x64 image at
+    ``width=16``, so it trains in minutes on a laptop CPU. Global *max*
+    pooling suits radio cutouts, which are mostly empty sky around a
+    compact source. There is no batch normalisation: with a few hundred
+    sparse images its moving statistics lag far behind the batch ones.
+    The output layer is named :data:`EMBEDDING_LAYER`.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 1), name="image")
+    x = inputs
+    widths = (width, 2 * width, 4 * width, 4 * width)
+    for block, filters in enumerate(widths):
+        for conv in range(2 if block == len(widths) - 1 else 1):
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                              name=f"block{block}_conv{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = layers.GlobalMaxPooling2D(name=EMBEDDING_LAYER)(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_backbone(backbone: str, size: int, *, weights=None):
+    """A Keras model from a ``(size, size, 1)`` image to a feature vector.
+
+    Parameters
+    ----------
+    backbone : str
+        ``"compact"`` (or ``"compact:WIDTH"``, default width 16), a
+        ``keras.applications`` model name, or the path of a saved Keras model.
+    size : int
+        Input image side in pixels (from the preprocessing configuration).
+    weights : str or None
+        ``"imagenet"``, the path of a weights file, or None.
+
+    Raises
+    ------
+    StageConfigError
+        Unknown backbone name, or an input size the saved model cannot take.
+    ModelError
+        Weights that cannot be found or loaded; offline ImageNet weights
+        name the cache file Keras looked for.
+    """
+    import keras
+
+    path = Path(str(backbone)).expanduser()
+    if backbone == "compact" or str(backbone).startswith("compact:"):
+        width = int(backbone.split(":", 1)[1]) if ":" in backbone else 16
+        model = compact_network(size, width=width)
+        if weights == "imagenet":
+            msg = "ImageNet weights exist only for keras.applications backbones, not 'compact'"
+            raise StageConfigError(msg)
+    elif path.suffix in (".keras", ".h5") or path.exists():
+        model = _saved_backbone(path, size)
+    elif hasattr(keras.applications, backbone):
+        # keras.applications take "imagenet", None or a weights file themselves.
+        if weights not in (None, "imagenet") and not Path(weights).expanduser().exists():
+            msg = f"weights file {Path(weights).expanduser()} not found"
+            raise ModelError(msg)
+        return _application_backbone(backbone, size, weights)
+    else:
+        msg = (
+            f"unknown backbone {backbone!r}: use 'compact', a keras.applications name "
+            f"(e.g. {', '.join(list_applications()[:5])}, ...) or the path of a saved "
+            ".keras model"
+        )
+        raise StageConfigError(msg)
+    if weights is not None and weights != "imagenet":
+        _load_weights(model, weights)
+    return model
+
+
+def _load_weights(model, weights) -> None:
+    weights_path = Path(weights).expanduser()
+    if not weights_path.exists():
+        msg = f"weights file {weights_path} not found"
+        raise ModelError(msg)
+    try:
+        model.load_weights(weights_path)
+    except Exception as exc:
+        msg = f"{weights_path}: cannot load these weights into the backbone: {exc}"
+        raise ModelError(msg) from exc
+
+
+def _saved_backbone(path: Path, size: int):
+    import keras
+
+    if not path.exists():
+        msg = f"saved backbone {path} not found"
+        raise ModelError(msg)
+    try:
+        saved = keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        msg = f"{path}: cannot load the saved Keras model: {exc}"
+        raise ModelError(msg) from exc
+    shape = tuple(saved.input_shape[1:])
+    if shape[:2] not in ((size, size), (None, None)) or shape[-1] != 1:
+        msg = (
+            f"{path}: the saved base network takes images of shape {shape}, but the "
+            f"preprocessing makes ({size}, {size}, 1); train the base with --size {size}"
+        )
+        raise StageConfigError(msg)
+    names = [layer.name for layer in saved.layers]
+    if EMBEDDING_LAYER in names:
+        features = saved.get_layer(EMBEDDING_LAYER).output
+    else:
+        features = saved.layers[-1].input
+    return keras.Model(saved.input, features, name=f"base_{saved.name}")
+
+
+def _application_backbone(name: str, size: int, weights):
+    import keras
+    from keras import layers
+
+    constructor = getattr(keras.applications, name)
+    inputs = keras.Input((size, size, 1), name="image")
+    x = layers.Concatenate(name="grey_to_rgb")([inputs, inputs, inputs])
+    scaling = _scaling_for(name)
+    if scaling[0] == "scale":
+        x = layers.Rescaling(scaling[1], offset=scaling[2], name="input_scaling")(x)
+    else:
+        _, mean, std, factor = scaling
+        x = layers.Rescaling(factor, name="input_scaling")(x)
+        x = layers.Normalization(
+            mean=list(mean), variance=[s * s for s in std], name="input_normalization"
+        )(x)
+    try:
+        base = constructor(
+            include_top=False,
+            weights=weights if weights in (None, "imagenet") else str(Path(weights).expanduser()),
+            input_shape=(size, size, 3),
+            pooling="avg",
+        )
+    except Exception as exc:  # urllib/HTTP errors when offline, bad shapes, bad files
+        if weights not in (None, "imagenet"):
+            msg = f"{weights}: cannot load these weights into keras.applications.{name}: {exc}"
+            raise ModelError(msg) from exc
+        if weights is None or isinstance(exc, ValueError):
+            msg = f"keras.applications.{name} cannot be built for {size}x{size} inputs: {exc}"
+            raise StageConfigError(msg) from exc
+        cache = keras_cache_dir()
+        origin = getattr(exc, "url", None) or ""
+        looked_for = _expected_weights_name(exc)
+        msg = (
+            f"ImageNet weights for keras.applications.{name} are not in the Keras cache "
+            f"({cache / looked_for if looked_for else cache}) and could not be downloaded "
+            f"({type(exc).__name__}: {exc}) {origin}. Copy the weights file there from a "
+            "machine that is online, pass a local weights file with --weights PATH, or "
+            "use --weights none or the offline base network (see docs/cnn.md)."
+        )
+        raise ModelError(msg) from exc
+    features = base(x)
+    features = layers.Identity(name=EMBEDDING_LAYER)(features)
+    return keras.Model(inputs, features, name=f"base_{name.lower()}")
+
+
+def _expected_weights_name(exc: Exception) -> str:
+    """The weights file name Keras was fetching, taken from its error text."""
+    import re
+
+    text = str(exc)
+    match = re.search(r"[\w.\-]+\.(?:h5|keras)", text)
+    return match.group(0) if match else ""

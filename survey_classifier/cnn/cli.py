@@ -1,0 +1,243 @@
+"""Click commands for CNN training, mounted under ``survey-classifier train``.
+
+``train cnn``
+    train a classifier (or a base network) from a labelled catalogue and
+    export it to ONNX with its record;
+``train cnn-table``
+    the transfer-learning table: scratch / frozen / fine-tuned over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["train_cnn", "cnn_table"]
+
+
+def _parse_where(values) -> dict:
+    where = {}
+    for item in values:
+        if "=" not in item:
+            msg = f"--where expects COLUMN=VALUE, got {item!r}"
+            raise click.BadParameter(msg)
+        column, value = item.split("=", 1)
+        values = [v.strip() for v in value.split(",")]
+        where[column.strip()] = values if len(values) > 1 else values[0]
+    return where
+
+
+def _command_line() -> str:
+    """``survey-classifier train cnn ...`` as this process was invoked."""
+    args = sys.argv[1:]
+    if "cnn" in args:
+        args = args[args.index("cnn") + 1:]
+    return "survey-classifier train cnn " + " ".join(shlex.quote(a) for a in args)
+
+
+def _parse_freeze(value: str):
+    if value == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"--freeze expects 'all' or a number of layers, got {value!r}"
+        raise click.BadParameter(msg) from None
+
+
+def _parse_head(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        msg = f"--head expects comma-separated layer widths such as 64 or 128,32, got {value!r}"
+        raise click.BadParameter(msg) from None
+
+
+def _catalogue_options(function):
+    options = [
+        click.option("--catalogue", "catalogue", required=True, type=click.Path(exists=True, dir_okay=False),
+                     help="Labelled table (CSV, ECSV, VOTable, FITS) with file and label columns."),
+        click.option("--file-column", default="file", show_default=True),
+        click.option("--label-column", default="label", show_default=True),
+        click.option("--image-dir", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Directory of the images (default: beside the catalogue, or its fits/ or png/)."),
+        click.option("--classes", default=None, help="Comma-separated task classes, in output order."),
+        click.option("--where", multiple=True, metavar="COLUMN=VALUE",
+                     help="Keep only rows where COLUMN equals VALUE, or one of VALUE1,VALUE2 (repeatable)."),
+        click.option("--split-column", default=None, help="Column with a predefined train/valid/test split."),
+        click.option("--min-per-class", default=10, show_default=True, type=int),
+        click.option("--size", default=64, show_default=True, type=int, help="Model input side (pixels)."),
+        click.option("--crop", default=100, show_default=True, type=int,
+                     help="Central crop (pixels) before resizing; 0 keeps the whole image."),
+        click.option("--clip-sigma", default=3.0, show_default=True, type=float),
+        click.option("--head", default="64", show_default=True, help="Widths of the new dense layers."),
+        click.option("--dropout", default=0.3, show_default=True, type=float),
+        click.option("--head-epochs", default=30, show_default=True, type=int),
+        click.option("--head-lr", default=1e-3, show_default=True, type=float),
+        click.option("--fine-tune-epochs", default=0, show_default=True, type=int),
+        click.option("--fine-tune-lr", default=1e-4, show_default=True, type=float),
+        click.option("--batch-size", default=32, show_default=True, type=int),
+        click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced",
+                     show_default=True),
+        click.option("--augment/--no-augment", default=True, show_default=True,
+                     help="Random rotations and flips of the training images."),
+        click.option("--test-fraction", default=0.2, show_default=True, type=float),
+        click.option("--valid-fraction", default=0.15, show_default=True, type=float),
+        click.option("--split-seed", default=0, show_default=True, type=int),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Keep preprocessed images here between runs."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _load(options):
+    from survey_classifier.cnn.data import read_catalogue
+    from survey_classifier.errors import SurveyClassifierError
+    from survey_classifier.preprocess import PreprocessConfig
+
+    try:
+        config = PreprocessConfig(
+            size=options["size"], crop=options["crop"] or None, clip_sigma=options["clip_sigma"]
+        )
+        dataset = read_catalogue(
+            options["catalogue"],
+            file_column=options["file_column"],
+            label_column=options["label_column"],
+            image_dir=options["image_dir"],
+            classes=options["classes"].split(",") if options["classes"] else None,
+            where=_parse_where(options["where"]),
+            split_column=options["split_column"],
+            min_per_class=options["min_per_class"],
+        )
+    except (SurveyClassifierError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return dataset, config
+
+
+def _training_config(options, **overrides):
+    from survey_classifier.cnn.train import TrainingConfig
+
+    values = dict(
+        head=_parse_head(options["head"]),
+        dropout=options["dropout"],
+        head_epochs=options["head_epochs"],
+        head_learning_rate=options["head_lr"],
+        fine_tune_epochs=options["fine_tune_epochs"],
+        fine_tune_learning_rate=options["fine_tune_lr"],
+        batch_size=options["batch_size"],
+        class_weight=options["class_weight"],
+        augment=options["augment"],
+        test_fraction=options["test_fraction"],
+        valid_fraction=options["valid_fraction"],
+        split_seed=options["split_seed"],
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+@click.command("cnn")
+@_catalogue_options
+@click.option("--backbone", default="compact", show_default=True,
+              help="'compact', a keras.applications name (e.g. MobileNetV2) or a saved .keras base network.")
+@click.option("--weights", default="none", show_default=True,
+              help="'imagenet', a local weights file, or 'none'.")
+@click.option("--freeze", default="all", show_default=True,
+              help="Base layers kept frozen while the head trains: 'all' or a number (0 trains all).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Directory for model.keras, model.onnx, model.json, metrics and curves.")
+@click.option("--name", default=None, help="Model name (default: the output directory name).")
+@click.option("--model-version", default="1", show_default=True)
+@click.option("--export/--no-export", default=True, show_default=True, help="Write the verified ONNX model.")
+def train_cnn(**options):
+    """Train a CNN classifier by transfer learning from a labelled catalogue.
+
+    Writes model.keras, model.onnx (verified against Keras), model.json
+    (the registry record), metrics.json, history.json, curves.png and
+    split.csv into --output. The shipped FR I / FR II model (docs/cnn.md):
+
+    \b
+      survey-classifier train cnn --catalogue $DATA/mirabest/labels.csv \\
+        --label-column fr_class --where confidence=confident \\
+        --where fr_class=FRI,FRII --classes FRI,FRII \\
+        --backbone first4-base/model.keras --freeze all --head-epochs 15 \\
+        --fine-tune-epochs 120 --fine-tune-lr 3e-4 --output fr-cnn
+    """
+    from survey_classifier.cnn.export import export_onnx, write_model_record
+    from survey_classifier.cnn.train import save_training, train_cnn as run_training
+    from survey_classifier.errors import SurveyClassifierError
+
+    dataset, preprocess_config = _load(options)
+    weights = None if options["weights"] in ("none", "", None) else options["weights"]
+    config = _training_config(
+        options, backbone=options["backbone"], weights=weights,
+        freeze=_parse_freeze(options["freeze"]), seed=options["seed"],
+    )
+    output = Path(options["output"])
+    name = options["name"] or output.resolve().name
+    command = _command_line()
+    try:
+        result = run_training(dataset, preprocess_config, config, progress=click.echo,
+                              cache_dir=options["cache_dir"])
+        files = save_training(result, output, name=name)
+        click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+        if options["export"]:
+            check = result.images["test"] if len(result.images["test"]) else result.images["valid"]
+            if not len(check):
+                check = result.images["train"]
+            export_check = export_onnx(
+                result.model, output / "model.onnx", classes=result.classes,
+                preprocess_config=preprocess_config, name=name,
+                version=options["model_version"], check_images=check[:256],
+            )
+            record = write_model_record(
+                output / "model.onnx", name=name, version=options["model_version"],
+                classes=result.classes, preprocess_config=preprocess_config,
+                metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch")},
+                training={**config.to_dict(), "catalogue": dataset.catalogue,
+                          "selection": dataset.selection, "seconds": round(result.seconds, 1)},
+                export_check=export_check, command=command,
+            )
+            click.echo(
+                f"wrote {output / 'model.onnx'} and {record} (ONNX vs Keras max |dp| "
+                f"{export_check['max_abs_diff_probabilities']:.2g} on {export_check['n_checked']} images)"
+            )
+    except SurveyClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("cnn-table")
+@_catalogue_options
+@click.option("--base", "base", required=True, type=click.Path(exists=True),
+              help="The saved base network (.keras) to transfer.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds.")
+@click.option("--output", "output", default=None, type=click.Path(dir_okay=False),
+              help="Write the table and every run as JSON here.")
+def cnn_table(**options):
+    """Transfer-learning table: from scratch, frozen base + head, fine-tuned.
+
+    Every setting is trained on the same split with each seed; the test
+    accuracy is printed as mean ± std (Markdown).
+    """
+    from survey_classifier.cnn.table import format_table, transfer_table
+    from survey_classifier.errors import SurveyClassifierError
+
+    dataset, preprocess_config = _load(options)
+    config = _training_config(options)
+    seeds = [int(s) for s in options["seeds"].split(",") if s.strip()]
+    try:
+        table = transfer_table(
+            dataset, preprocess_config, options["base"], config=config, seeds=seeds,
+            progress=click.echo, cache_dir=options["cache_dir"],
+        )
+    except SurveyClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_table(table))
+    if options["output"]:
+        Path(options["output"]).write_text(json.dumps(table, indent=2) + "\n")

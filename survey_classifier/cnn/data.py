@@ -1,0 +1,395 @@
+"""Labelled catalogues for CNN training: reading, checking, splitting.
+
+A labelled catalogue is any table astropy can read (CSV, ECSV, VOTable,
+FITS) with a column naming the image file and a column holding the label.
+Images are FITS cutouts (Jy/beam) or PNG images (8-bit); both go through
+the shared :func:`survey_classifier.preprocess.preprocess`, with the same
+:class:`~survey_classifier.preprocess.PreprocessConfig` the model will
+store, so training and inference see identical pixels.
+
+Every problem a catalogue can have before training (labels unknown to the
+task, unreadable images, classes with too few examples) is collected and
+reported at once in one :class:`~survey_classifier.errors.CatalogueError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from survey_classifier.errors import CatalogueError, CutoutError
+from survey_classifier.preprocess import PreprocessConfig, preprocess
+
+__all__ = [
+    "PNG_SUFFIXES",
+    "LabelledSet",
+    "read_catalogue",
+    "read_image",
+    "load_images",
+    "source_groups",
+    "split_indices",
+]
+
+PNG_SUFFIXES = (".png", ".jpg", ".jpeg")
+_SPLIT_NAMES = ("train", "valid", "test")
+
+
+@dataclass
+class LabelledSet:
+    """Image paths, labels and optional positions from a labelled catalogue.
+
+    Attributes
+    ----------
+    paths : list of Path
+        Resolved image files, one per row.
+    labels : ndarray of str
+        The label of each row.
+    classes : list of str
+        The classes of the task, in the order the model outputs them.
+    ra_deg, dec_deg : ndarray or None
+        Positions when the catalogue has them (used for source-disjoint
+        splits).
+    split : ndarray of str or None
+        A predefined split ("train", "valid", "test") when asked for.
+    catalogue : str
+        The catalogue file, for messages and model cards.
+    """
+
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    ra_deg: np.ndarray | None = None
+    dec_deg: np.ndarray | None = None
+    split: np.ndarray | None = None
+    catalogue: str = ""
+    selection: dict = field(default_factory=dict)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Integer class index of each row."""
+        lookup = {name: index for index, name in enumerate(self.classes)}
+        return np.array([lookup[label] for label in self.labels], dtype=np.int64)
+
+    def subset(self, index) -> LabelledSet:
+        index = np.asarray(index)
+        pick = lambda values: None if values is None else values[index]  # noqa: E731
+        return LabelledSet(
+            paths=[self.paths[i] for i in index],
+            labels=self.labels[index],
+            classes=list(self.classes),
+            ra_deg=pick(self.ra_deg),
+            dec_deg=pick(self.dec_deg),
+            split=pick(self.split),
+            catalogue=self.catalogue,
+            selection=dict(self.selection),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_catalogue(
+    path,
+    *,
+    file_column: str = "file",
+    label_column: str = "label",
+    image_dir=None,
+    classes=None,
+    where: dict[str, str] | None = None,
+    split_column: str | None = None,
+    min_per_class: int = 10,
+    check_images: bool = True,
+) -> LabelledSet:
+    """Read and check a labelled catalogue.
+
+    Parameters
+    ----------
+    path : str or Path
+        The table (any format :meth:`astropy.table.Table.read` reads).
+    file_column, label_column : str
+        Columns holding the image file (relative to ``image_dir``) and label.
+    image_dir : str or Path, optional
+        Where relative file names are found. Defaults to the catalogue's
+        directory, then its ``fits/`` or ``png/`` subdirectory.
+    classes : sequence of str, optional
+        The classes of the task, in output order. Defaults to the sorted
+        distinct labels. A row whose label is not one of them is an error.
+    where : dict, optional
+        ``{column: value}`` or ``{column: [values]}`` row selection applied
+        before anything else (e.g. ``{"confidence": "confident",
+        "fr_class": ["FRI", "FRII"]}``).
+    split_column : str, optional
+        Column holding a predefined split (train/valid/test).
+    min_per_class : int
+        Fewest examples a class may have.
+    check_images : bool
+        Open every image to find unreadable ones now rather than mid-training.
+
+    Raises
+    ------
+    CatalogueError
+        Listing every problem found: missing columns, unknown labels,
+        missing or unreadable images, classes with too few examples.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    try:
+        table = Table.read(path, format=_table_format(path))
+    except Exception as exc:
+        msg = f"{path}: cannot read the catalogue table: {exc}"
+        raise CatalogueError(msg) from exc
+    where = dict(where or {})
+    wanted = [file_column, label_column, *where, *([split_column] if split_column else [])]
+    missing = [name for name in wanted if name not in table.colnames]
+    if missing:
+        msg = f"{path}: the catalogue has no column(s) {missing}; it has {table.colnames}"
+        raise CatalogueError(msg)
+    keep = np.ones(len(table), dtype=bool)
+    for column, value in where.items():
+        allowed = [str(v) for v in value] if isinstance(value, (list, tuple, set)) else [str(value)]
+        keep &= np.isin(np.array([str(v).strip() for v in table[column]]), allowed)
+    table = table[keep]
+    problems: list[str] = []
+    if len(table) == 0:
+        msg = f"{path}: no rows left after selecting {where}"
+        raise CatalogueError(msg)
+    labels = np.array([str(v).strip() for v in table[label_column]], dtype=object).astype(str)
+    classes = sorted({str(v) for v in labels}) if classes is None else [str(c) for c in classes]
+    unknown = sorted({str(v) for v in labels} - set(classes))
+    if unknown:
+        counts = {name: int((labels == name).sum()) for name in unknown}
+        problems.append(
+            f"labels not among the task's classes {classes}: {counts} "
+            f"(select rows with --where or name the classes with --classes)"
+        )
+    known = np.isin(labels, classes)
+    for name in classes:
+        count = int((labels == name).sum())
+        if count < min_per_class:
+            problems.append(f"class {name!r} has {count} examples, fewer than {min_per_class}")
+    image_dir = Path(image_dir) if image_dir is not None else None
+    paths = [_resolve(str(name).strip(), path.parent, image_dir) for name in table[file_column]]
+    if check_images:
+        bad = []
+        for image_path, ok in zip(paths, known):
+            if not ok:
+                continue
+            try:
+                read_image(image_path)
+            except CutoutError as exc:
+                bad.append(str(exc))
+        if bad:
+            shown = "\n    ".join(bad[:20])
+            more = f"\n    ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            problems.append(f"{len(bad)} unreadable image(s):\n    {shown}{more}")
+    split = None
+    if split_column:
+        split = np.array([str(v).strip().lower() for v in table[split_column]])
+        odd = sorted(set(split) - set(_SPLIT_NAMES))
+        if odd:
+            problems.append(f"column {split_column!r} holds {odd}; expected {_SPLIT_NAMES}")
+    if problems:
+        text = "\n  - ".join(problems)
+        msg = f"{path}: the catalogue cannot be used for training:\n  - {text}"
+        raise CatalogueError(msg)
+    ra = _float_column(table, ("ra_deg", "ra", "RA"))
+    dec = _float_column(table, ("dec_deg", "dec", "DEC", "Dec"))
+    return LabelledSet(
+        paths=paths,
+        labels=labels,
+        classes=classes,
+        ra_deg=ra,
+        dec_deg=dec,
+        split=split,
+        catalogue=str(path),
+        selection=where,
+    )
+
+
+def _table_format(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".tsv": "ascii.tab"}.get(suffix)
+
+
+def _float_column(table, names) -> np.ndarray | None:
+    for name in names:
+        if name in table.colnames:
+            return np.asarray(table[name], dtype=float)
+    return None
+
+
+def _resolve(name: str, catalogue_dir: Path, image_dir: Path | None) -> Path:
+    candidate = Path(name).expanduser()
+    if candidate.is_absolute():
+        return candidate
+    bases = [image_dir] if image_dir is not None else [
+        catalogue_dir,
+        catalogue_dir / "fits",
+        catalogue_dir / "png",
+    ]
+    for base in bases:
+        if (base / candidate).exists():
+            return base / candidate
+    return bases[0] / candidate
+
+
+def read_image(path) -> np.ndarray:
+    """Pixels of one FITS or PNG image as a 2-D float32 array.
+
+    FITS files go through :func:`survey_classifier.io.fits.read_cutout`
+    (the reader the inference pipeline uses); PNG images are read as
+    grey levels 0-255.
+
+    Raises
+    ------
+    CutoutReadError
+        Naming the file and what was wrong.
+    """
+    from survey_classifier.errors import CutoutReadError
+
+    path = Path(path)
+    if not path.exists():
+        raise CutoutReadError(path, "file not found")
+    if path.suffix.lower() in PNG_SUFFIXES:
+        return _read_png(path)
+    try:
+        from survey_classifier.io.fits import read_cutout
+    except ImportError:  # the shared reader is not installed in this tree yet
+        return _read_fits_fallback(path)
+    return np.asarray(read_cutout(path).data, dtype=np.float32)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from survey_classifier.errors import CutoutReadError
+
+    try:
+        with Image.open(path) as image:
+            grey = image.convert("L")
+            return np.asarray(grey, dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise CutoutReadError(path, f"not a readable image: {exc}") from exc
+
+
+def _read_fits_fallback(path: Path) -> np.ndarray:
+    from astropy.io import fits
+
+    from survey_classifier.errors import CutoutReadError
+
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            for index, hdu in enumerate(hdus):
+                if hdu.data is not None and hdu.data.ndim >= 2:
+                    data = np.squeeze(np.asarray(hdu.data, dtype=np.float32))
+                    if data.ndim != 2:
+                        raise CutoutReadError(path, f"image of shape {hdu.data.shape}", hdu=index)
+                    return data
+    except CutoutReadError:
+        raise
+    except Exception as exc:
+        raise CutoutReadError(path, f"not a readable FITS file: {exc}") from exc
+    raise CutoutReadError(path, "no HDU holds a 2-D image")
+
+
+def load_images(paths, config: PreprocessConfig, *, cache_dir=None) -> np.ndarray:
+    """Read and preprocess images into an (n, size, size, 1) float32 array.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+    config : PreprocessConfig
+    cache_dir : str or Path, optional
+        Where to keep a ``.npy`` of the result, keyed by the files and the
+        configuration digest (speeds up repeated runs such as the
+        transfer-learning table).
+    """
+    paths = [Path(p) for p in paths]
+    cache_file = None
+    if cache_dir is not None:
+        import hashlib
+
+        key = hashlib.sha256(
+            ("\n".join(str(p.resolve()) for p in paths) + config.digest()).encode()
+        ).hexdigest()[:20]
+        cache_file = Path(cache_dir) / f"images-{key}.npy"
+        if cache_file.exists():
+            return np.load(cache_file)
+    images = np.empty((len(paths), config.size, config.size, 1), dtype=np.float32)
+    for index, path in enumerate(paths):
+        try:
+            images[index, :, :, 0] = preprocess(read_image(path), config)
+        except ValueError as exc:
+            from survey_classifier.errors import CutoutReadError
+
+            raise CutoutReadError(path, f"cannot be preprocessed: {exc}") from exc
+    if cache_file is not None:
+        os.makedirs(cache_file.parent, exist_ok=True)
+        np.save(cache_file, images)
+    return images
+
+
+def source_groups(ra_deg, dec_deg, *, radius_arcsec: float = 60.0) -> np.ndarray:
+    """Group rows whose positions lie within ``radius_arcsec`` of each other.
+
+    Two catalogue rows of the same radio source (or overlapping cutouts)
+    get the same group, so a split by group is source-disjoint. Rows
+    without positions form a group each.
+    """
+    n = len(ra_deg) if ra_deg is not None else 0
+    groups = np.arange(n)
+    if n == 0 or dec_deg is None:
+        return groups
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse import coo_matrix
+
+    coords = SkyCoord(np.asarray(ra_deg) * u.deg, np.asarray(dec_deg) * u.deg)
+    first, second, _, _ = coords.search_around_sky(coords, radius_arcsec * u.arcsec)
+    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n))
+    _, groups = connected_components(graph, directed=False)
+    return groups
+
+
+def split_indices(
+    targets,
+    groups,
+    *,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.15,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A stratified, group-disjoint train/valid/test split.
+
+    Rows of one group always land in the same part. The test part is
+    ``test_fraction`` of the rows; ``valid_fraction`` of the rest is held
+    for validation (model choices are made there, never on the test part).
+    The same ``seed`` and inputs always give the same split.
+
+    Returns
+    -------
+    dict
+        ``{"train": index, "valid": index, "test": index}``, sorted arrays.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    targets = np.asarray(targets)
+    groups = np.asarray(groups)
+    parts: dict[str, np.ndarray] = {}
+    rest = np.arange(len(targets))
+    for name, fraction in (("test", test_fraction), ("valid", valid_fraction)):
+        if fraction <= 0:
+            parts[name] = np.array([], dtype=np.int64)
+            continue
+        n_splits = max(2, int(round(1.0 / fraction)))
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        keep, held = next(folds.split(rest, targets[rest], groups[rest]))
+        parts[name] = np.sort(rest[held])
+        rest = np.sort(rest[keep])
+    parts["train"] = rest
+    return parts
