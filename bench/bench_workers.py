@@ -38,16 +38,22 @@ def _in_process(args):
     from survey_classifier.cutout import CutoutSource
 
     engine = make_engine(url)
-    run_pipeline([CutoutSource(p) for p in paths], [load_stage(s) for s in stages], engine, batch_size=batch_size)
+    stage_list = [load_stage(s) for s in stages]
+    for stage in stage_list:
+        stage.setup()
+    start = time.time()
+    run_pipeline([CutoutSource(p) for p in paths], stage_list, engine, batch_size=batch_size)
+    end = time.time()
     engine.dispose()
+    return start, end
 
 
 def in_process(url, paths, stages, batch_size, n_proc):
+    """Wall time of n_proc processes each running the pipeline on its share (start-up excluded)."""
     chunks = [paths[i::n_proc] for i in range(n_proc)]
-    start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(n_proc) as pool:
-        pool.map(_in_process, [(url, chunk, stages, batch_size) for chunk in chunks])
-    return time.perf_counter() - start
+        spans = pool.map(_in_process, [(url, chunk, stages, batch_size) for chunk in chunks])
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 def celery(url, broker, sources, stages, batch_size, n_workers, log_dir):
@@ -70,10 +76,10 @@ def celery(url, broker, sources, stages, batch_size, n_workers, log_dir):
     engine = make_engine(url)
     # warm-up: one small run so that worker start-up is not timed
     warm, _ = submit_run(engine, sources[: batch_size * n_workers], [load_stage(s) for s in stages], batch_size=batch_size)
-    wait_for_run(engine, warm, poll_s=0.1)
+    wait_for_run(engine, warm, poll_s=0.2)
     start = time.perf_counter()
     run_id, n_batches = submit_run(engine, sources, [load_stage(s) for s in stages], batch_size=batch_size)
-    wait_for_run(engine, run_id, poll_s=0.05)
+    wait_for_run(engine, run_id, poll_s=0.25)
     elapsed = time.perf_counter() - start
     for proc in procs:
         proc.terminate()

@@ -71,7 +71,9 @@ def _build_stages(names: str | None, params: dict[str, dict]):
     unknown = sorted(set(params) - set(chosen))
     if unknown:
         _fail(f"--param given for stages not being run: {unknown}")
-    return [load_stage(name, **params.get(name, {})) for name in chosen]
+    from survey_classifier.stages.registry import order_stages
+
+    return order_stages([load_stage(name, **params.get(name, {})) for name in chosen])
 
 
 @click.group(

@@ -38,6 +38,7 @@ class AnomalyStage(Stage):
     result_kind = "anomaly"
     requires = ("pixels",)
     uses = ("stage:som", "stage:cnn")
+    enabled_by_default = True
 
     def __init__(self, *, scorer=None):
         self.scorer = scorer

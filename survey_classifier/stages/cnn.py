@@ -88,7 +88,7 @@ class CNNStage(Stage):
         Cutouts per ONNX Runtime call.
     embedding : bool
         Also return the penultimate-layer features under ``"embedding"``
-        (float32 array).
+        (float32 array; stored as bytes, used by the anomaly stage).
     providers : sequence of str, optional
         ONNX Runtime providers in order of preference; default CUDA, CPU.
     intra_op_threads, inter_op_threads : int, optional
@@ -99,6 +99,7 @@ class CNNStage(Stage):
     version = "1"
     result_kind = "classification"
     requires = ("pixels",)
+    enabled_by_default = True
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class CNNStage(Stage):
         model=None,
         sha256=None,
         batch_size=64,
-        embedding=False,
+        embedding=True,
         providers=None,
         intra_op_threads=None,
         inter_op_threads=None,

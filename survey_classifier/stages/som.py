@@ -46,6 +46,7 @@ class SOMStage(Stage):
     version = "1"
     result_kind = "som"
     requires = ("pixels",)
+    enabled_by_default = True
 
     def __init__(
         self,
