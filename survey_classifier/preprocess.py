@@ -107,8 +107,14 @@ class PreprocessConfig:
         return cls(**known)
 
     def digest(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """Short stable hash of the parameters (cache key, model metadata)."""
+        return _digest(self)
+
+
+@lru_cache(maxsize=256)
+def _digest(config: PreprocessConfig) -> str:
+    text = json.dumps(config.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=64)

@@ -18,7 +18,7 @@ def clipped_background(values, *, sigma=3.0, maxiters=5):
     median are dropped until none is or ``maxiters`` passes are done), found
     several times faster: the values are sorted once, so the kept values are
     always a contiguous slice, whose median is its middle element and whose
-    standard deviation comes from cumulative sums.
+    standard deviation comes from one sum and one dot product over it.
 
     Parameters
     ----------
@@ -40,15 +40,14 @@ def clipped_background(values, *, sigma=3.0, maxiters=5):
         return math.nan, math.nan
     pivot = float(data[data.size // 2])
     centred = data.astype(np.float64) - pivot  # keeps the sums of squares accurate
-    sums = np.concatenate(([0.0], np.cumsum(centred)))
-    squares = np.concatenate(([0.0], np.cumsum(centred * centred)))
 
     def median_std(low, high):
         count = high - low
         middle = low + count // 2
         median = data[middle] if count % 2 else 0.5 * (float(data[middle - 1]) + float(data[middle]))
-        mean = (sums[high] - sums[low]) / count
-        variance = (squares[high] - squares[low]) / count - mean * mean
+        kept = centred[low:high]
+        mean = float(kept.sum()) / count
+        variance = float(np.dot(kept, kept)) / count - mean * mean
         return float(median), math.sqrt(max(variance, 0.0))
 
     low, high = 0, data.size
