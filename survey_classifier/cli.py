@@ -60,7 +60,8 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, dict]:
     return params
 
 
-def _build_stages(names: str | None, params: dict[str, dict]):
+def _build_stages(names: str | None, params: dict[str, dict], engine=None):
+    """The stages to run, with registry defaults for models not named in ``params``."""
     from survey_classifier.stages.registry import available_stages, load_stage
 
     installed = available_stages()
@@ -71,9 +72,33 @@ def _build_stages(names: str | None, params: dict[str, dict]):
     unknown = sorted(set(params) - set(chosen))
     if unknown:
         _fail(f"--param given for stages not being run: {unknown}")
+    if engine is not None:
+        params = _with_registry_defaults(engine, {n: installed[n] for n in chosen if n in installed}, params)
     from survey_classifier.stages.registry import order_stages
 
     return order_stages([load_stage(name, **params.get(name, {})) for name in chosen])
+
+
+def _with_registry_defaults(engine, classes, params):
+    """Fill each stage's model parameter with the registry's default, if any."""
+    from sqlalchemy import select
+
+    from survey_classifier.db.models import ModelRow
+    from survey_classifier.registry import resolve_model
+
+    with engine.connect() as connection:
+        stages = set(
+            connection.execute(
+                select(ModelRow.stage).where(ModelRow.is_default.is_(True), ModelRow.retired.is_(False))
+            ).scalars()
+        )
+    params = {name: dict(values) for name, values in params.items()}
+    for name, cls in classes.items():
+        if cls.model_param and name in stages and cls.model_param not in params.get(name, {}):
+            path, row = resolve_model(engine, name)
+            params.setdefault(name, {})[cls.model_param] = str(path)
+            log.info("stage %s: registry default %s (%s)", name, row["model_ref"], path)
+    return params
 
 
 @click.group(
@@ -137,13 +162,13 @@ def classify(inputs, db_url, stages, params, batch_size, max_bytes, max_pixels, 
     from survey_classifier.pipeline import run_pipeline
 
     try:
-        stage_list = _build_stages(stages, _parse_params(params))
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        stage_list = _build_stages(stages, _parse_params(params), engine)
         sources = expand_inputs(list(inputs), **columns)
         if not sources:
             _fail(f"no cutouts found in {list(inputs)}")
         limits = ReadLimits(**{k: v for k, v in {"max_bytes": max_bytes, "max_pixels": max_pixels}.items() if v})
-        upgrade(db_url)
-        engine = make_engine(db_url)
         config = {"inputs": list(inputs), "params": _parse_params(params)}
         with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
             summary = run_pipeline(
@@ -384,12 +409,12 @@ def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, q
 
     _use_services(db_url, broker)
     try:
-        stage_list = _build_stages(stages, _parse_params(params))
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        stage_list = _build_stages(stages, _parse_params(params), engine)
         sources = expand_inputs(list(inputs), **columns)
         if not sources:
             _fail(f"no cutouts found in {list(inputs)}")
-        upgrade(db_url)
-        engine = make_engine(db_url)
         start = time.perf_counter()
         run_id, n_batches = submit_run(
             engine, sources, stage_list, batch_size=batch_size, queue=queue,

@@ -39,6 +39,7 @@ class AnomalyStage(Stage):
     requires = ("pixels",)
     uses = ("stage:som", "stage:cnn")
     enabled_by_default = True
+    model_param = "scorer"
 
     def __init__(self, *, scorer=None):
         self.scorer = scorer

@@ -80,6 +80,11 @@ class Stage(abc.ABC):
     enabled_by_default : bool
         Whether ``classify`` runs the stage when ``--stages`` is not given
         (only for stages that need no set-up by the user).
+    model_param : str or None
+        The keyword parameter that takes the path of the stage's model
+        artefact. When it is not given, ``classify`` and ``submit`` pass the
+        stage's default from the model registry (sha256-checked), if the
+        database has one, else the stage uses its built-in default.
     """
 
     name: ClassVar[str]
@@ -88,6 +93,7 @@ class Stage(abc.ABC):
     requires: ClassVar[tuple[Requirement, ...]] = ("pixels",)
     uses: ClassVar[tuple[Requirement, ...]] = ()
     enabled_by_default: ClassVar[bool] = False
+    model_param: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

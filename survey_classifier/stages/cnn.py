@@ -100,6 +100,7 @@ class CNNStage(Stage):
     result_kind = "classification"
     requires = ("pixels",)
     enabled_by_default = True
+    model_param = "model"
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ class SOMStage(Stage):
     result_kind = "som"
     requires = ("pixels",)
     enabled_by_default = True
+    model_param = "model"
 
     def __init__(
         self,
