@@ -18,5 +18,5 @@ def test_compose_file_is_valid():
         pytest.skip("docker-compose not installed")
     done = subprocess.run([binary, "-f", str(REPO / "docker-compose.yml"), "config"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    for service in ("redis", "postgres", "migrate", "worker-cpu", "worker-gpu", "flower"):
+    for service in ("redis", "postgres", "migrate", "worker-cpu", "worker-gpu", "flower", "api"):
         assert f"  {service}:" in done.stdout
