@@ -51,7 +51,10 @@ def test_shipped_model_classifies_real_cutouts(cutouts):
         assert set(result["probabilities"]) == {"FRI", "FRII"}
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
-        assert "embedding" not in result
+        assert result["embedding"].dtype == np.float32 and result["embedding"].ndim == 1  # on by default
+    bare = CNNStage(embedding=False)
+    bare.setup()
+    assert all("embedding" not in result for result in bare.process(cutouts))
 
 
 def test_shipped_model_reproduces_its_recorded_test_accuracy(mirabest_dir):
