@@ -68,7 +68,8 @@ def _build_stages(names: str | None, params: dict[str, dict], engine=None):
     if names:
         chosen = [n.strip() for n in names.split(",") if n.strip()]
     else:
-        chosen = [name for name, cls in sorted(installed.items()) if cls.enabled_by_default]
+        defaults = [cls for cls in installed.values() if cls.enabled_by_default]
+        chosen = [cls.name for cls in sorted(defaults, key=lambda c: (len(c.requires) + len(c.uses), c.name))]
     unknown = sorted(set(params) - set(chosen))
     if unknown:
         _fail(f"--param given for stages not being run: {unknown}")
@@ -359,8 +360,15 @@ def demo(directory, n_cutouts, seed, stages):
     summary = run_pipeline(sources, stage_list, engine, config={"demo": True, "seed": seed})
     _print_summary(summary, stage_list)
     table = query_results(engine, run_id=summary.run_id)
-    keep = [n for n in table.colnames if n not in ("path", "sha256", "pixel_scale_arcsec")]
-    table[keep].pprint(max_lines=-1, max_width=-1)
+    wanted = ["cutout_id", "ra_deg", "dec_deg", "kind", "flux_jy", "measure_peak_flux_jy", "measure_integrated_flux_jy",
+              "measure_n_islands", "measure_las_arcsec", "cnn_label", "cnn_probability", "som_node_x", "som_node_y",
+              "anomaly_score", "anomaly_rank"]
+    shown = table[[n for n in wanted if n in table.colnames]]
+    for name in shown.colnames:
+        if shown[name].dtype.kind == "f":
+            shown[name].format = ".4g"
+    click.echo("the synthetic truth (kind, flux_jy) beside what the stages found:")
+    shown.pprint(max_lines=-1, max_width=-1)
     out = folder / "results.ecsv"
     table.write(out, format="ascii.ecsv", overwrite=True)
     click.echo(f"results: {out}; database: {url}")
