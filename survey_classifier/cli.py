@@ -294,7 +294,8 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, radius, versio
         if show_errors:
             table = query_errors(engine, run_id=run_id)
         elif top_anomalies:
-            from survey_classifier.anomaly.report import make_gallery, top_anomalies as top
+            from survey_classifier.anomaly.report import make_gallery
+            from survey_classifier.query import top_anomalies as top
 
             table = top(engine, top_anomalies, run_id=run_id)
             if gallery:

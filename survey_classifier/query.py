@@ -373,16 +373,27 @@ def _ranked_anomalies(variants: Mapping[str, Variant], stage: str):
 
 
 def top_anomalies(
-    engine: Engine, n: int = 100, *, stage: str | None = None, versions: Mapping[str, str] | None = None
+    engine: Engine,
+    n: int = 100,
+    *,
+    stage: str | None = None,
+    versions: Mapping[str, str] | None = None,
+    run_id: int | None = None,
 ) -> Table:
-    """The ``n`` cutouts with the highest anomaly scores, highest first, with ``anomaly_rank``."""
+    """The ``n`` cutouts with the highest anomaly scores, highest first, with ``anomaly_rank``.
+
+    With ``run_id``, only the scores that run wrote (ranked within it).
+    """
     if not isinstance(n, int) or n < 1:
         msg = f"the number of anomalies must be a positive integer, got {n!r}"
         raise SurveyClassifierError(msg)
     with engine.connect() as connection:
         variants = find_variants(connection, versions)
         stage = stage_of_kind(variants, "anomaly", stage, "anomaly rank")
-        ids = connection.execute(_ranked_anomalies(variants, stage).limit(n)).scalars().all()
+        ranked = _ranked_anomalies(variants, stage)
+        if run_id is not None:
+            ranked = ranked.where(variants[stage].row_class.__table__.c.run_id == run_id)
+        ids = connection.execute(ranked.limit(n)).scalars().all()
     table = query_results(engine, cutout_ids=ids, _variants=variants)
     order = {cutout_id: rank for rank, cutout_id in enumerate(ids, start=1)}
     table["anomaly_rank"] = np.array([order[i] for i in table["cutout_id"]], dtype=np.int64)

@@ -8,56 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
 
-from survey_classifier.db.models import AnomalyScoreRow, CutoutRow
 from survey_classifier.errors import SurveyClassifierError
 
-__all__ = ["top_anomalies", "make_gallery", "rare_mask", "image_statistics", "evaluate_scores"]
-
-
-def top_anomalies(engine: Engine, n: int, *, run_id: int | None = None, stage: str = "anomaly") -> Table:
-    """The ``n`` highest anomaly scores (newest scorer), most anomalous first.
-
-    The table has every column :func:`survey_classifier.query.query_results`
-    gives, for those cutouts only, sorted by ``anomaly_score``.
-    """
-    from survey_classifier.query import query_results
-
-    if n < 1:
-        msg = f"the number of top anomalies must be at least 1, got {n}"
-        raise SurveyClassifierError(msg)
-    table = AnomalyScoreRow.__table__
-    with engine.connect() as connection:
-        variant = connection.execute(
-            select(table.c.stage_version, table.c.model_ref)
-            .where(table.c.stage == stage)
-            .order_by(table.c.updated_at.desc())
-            .limit(1)
-        ).first()
-        if variant is None:
-            msg = f"no results of stage {stage!r} in this database; run classify with --stages ...,{stage}"
-            raise SurveyClassifierError(msg)
-        query = (
-            select(table.c.cutout_id)
-            .where(
-                table.c.stage == stage,
-                table.c.stage_version == variant[0],
-                table.c.model_ref == variant[1],
-                table.c.score.is_not(None),
-            )
-            .order_by(table.c.score.desc(), table.c.cutout_id)
-            .limit(n)
-        )
-        if run_id is not None:
-            query = query.where(table.c.run_id == run_id)
-        ids = list(connection.execute(query).scalars())
-    result = query_results(engine, run_id=run_id)
-    order = {cutout_id: i for i, cutout_id in enumerate(ids)}
-    keep = np.array([i in order for i in result["cutout_id"]], dtype=bool)
-    result = result[keep]
-    return result[np.argsort([order[i] for i in result["cutout_id"]], kind="stable")]
+__all__ = ["make_gallery", "rare_mask", "image_statistics", "evaluate_scores"]
 
 
 def _stretched(path: str) -> np.ndarray | None:
@@ -77,7 +31,7 @@ def _stretched(path: str) -> np.ndarray | None:
 def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tuple[Path, Path]:
     """Write ``gallery.png`` (a grid) and ``index.html`` (a table with each cutout).
 
-    ``table`` is the output of :func:`top_anomalies`.
+    ``table`` is the output of :func:`survey_classifier.query.top_anomalies`.
     """
     import matplotlib
 

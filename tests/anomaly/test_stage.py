@@ -6,7 +6,7 @@ from astropy.table import Table
 from sqlalchemy import select
 
 from survey_classifier.anomaly.fit import fit_from_database
-from survey_classifier.anomaly.report import make_gallery, top_anomalies
+from survey_classifier.anomaly.report import make_gallery
 from survey_classifier.anomaly.scorer import AnomalyScorer
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db import make_engine, upgrade
@@ -14,6 +14,7 @@ from survey_classifier.db.models import AnomalyScoreRow
 from survey_classifier.errors import StageConfigError
 from survey_classifier.io.fits import read_cutout
 from survey_classifier.pipeline import Pipeline, run_pipeline
+from survey_classifier.query import top_anomalies
 from survey_classifier.stages.registry import load_stage
 from survey_classifier.testing import check_stage
 
