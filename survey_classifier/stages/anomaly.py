@@ -50,12 +50,15 @@ class AnomalyStage(Stage):
 
     @property
     def model_ref(self) -> str:
+        """``name:version`` from the scorer file's metadata (read once)."""
         from survey_classifier.anomaly.scorer import AnomalyScorer
 
-        if not self.scorer_path.exists():
-            return f"{self.scorer_path.stem}:missing"
-        params = AnomalyScorer.read_meta(self.scorer_path)["params"]
-        return f"{params.get('name', 'anomaly-scorer')}:{params.get('version', '1')}"
+        if getattr(self, "_model_ref", None) is None:
+            if not self.scorer_path.exists():
+                return f"{self.scorer_path.stem}:missing"
+            params = AnomalyScorer.read_meta(self.scorer_path)["params"]
+            self._model_ref = f"{params.get('name', 'anomaly-scorer')}:{params.get('version', '1')}"
+        return self._model_ref
 
     def setup(self) -> None:
         from survey_classifier.anomaly.scorer import AnomalyScorer
