@@ -73,12 +73,15 @@ class SOMStage(Stage):
 
     @property
     def model_ref(self) -> str:
-        path = self.model_path
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        except OSError:
-            digest = "missing"
-        return f"som:{path.parent.name}/{path.name}@{digest}"
+        """``som:FOLDER/FILE@SHA256[:12]`` of the map file (hashed once)."""
+        if getattr(self, "_model_ref", None) is None:
+            path = self.model_path
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            except OSError:
+                return f"som:{path.parent.name}/{path.name}@missing"
+            self._model_ref = f"som:{path.parent.name}/{path.name}@{digest}"
+        return self._model_ref
 
     def setup(self) -> None:
         """Load the SOM once and check the mapping settings against it."""
