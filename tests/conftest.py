@@ -35,6 +35,17 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'results.db'}"
 
 
+@pytest.fixture
+def engine(sqlite_url):
+    """An engine on a fresh SQLite database upgraded to the current schema."""
+    from survey_classifier.db import make_engine, upgrade
+
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
 def _postgres_available() -> str | None:
     import sqlalchemy
 

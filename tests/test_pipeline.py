@@ -77,14 +77,6 @@ def inputs(tmp_path, mirabest_files):
     return sources
 
 
-@pytest.fixture
-def engine(sqlite_url):
-    upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield engine
-    engine.dispose()
-
-
 def test_bad_inputs_recorded_and_batch_goes_on(inputs, engine):
     stages = [load_stage("measure"), Brightness()]
     summary = run_pipeline(inputs, stages, engine, batch_size=5)

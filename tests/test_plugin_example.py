@@ -9,7 +9,6 @@ on it (the plugin's own tests), and a real `classify` stores its results.
 import os
 import site
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from survey_classifier.db import make_engine, upgrade
 from survey_classifier.errors import ModelError, SurveyClassifierError
 from survey_classifier.registry import (
     file_sha256,
@@ -39,14 +38,6 @@ def _linear_onnx(path, weight: float):
     model.ir_version = 8
     onnx.save(model, path)
     return path
-
-
-@pytest.fixture
-def engine(sqlite_url):
-    upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

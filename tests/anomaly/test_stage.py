@@ -1,8 +1,6 @@
 """The anomaly stage on real cutouts, with the real SOM and CNN stages upstream."""
 
-import numpy as np
 import pytest
-from astropy.table import Table
 from sqlalchemy import select
 
 from survey_classifier.anomaly.fit import fit_from_database
@@ -12,7 +10,6 @@ from survey_classifier.cutout import CutoutSource
 from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import AnomalyScoreRow
 from survey_classifier.errors import StageConfigError
-from survey_classifier.io.fits import read_cutout
 from survey_classifier.pipeline import Pipeline, run_pipeline
 from survey_classifier.query import top_anomalies
 from survey_classifier.stages.registry import load_stage
