@@ -48,7 +48,7 @@ READ_STAGE = ("read", "1")
 
 
 @dataclass
-class StageError:
+class FailureRecord:
     """A failure of one stage (or of reading) on one cutout."""
 
     stage: str
@@ -65,7 +65,7 @@ class CutoutOutcome:
 
     source: CutoutSource
     cutout: Cutout | None = None
-    errors: list[StageError] = field(default_factory=list)
+    errors: list[FailureRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -118,11 +118,11 @@ class Pipeline:
                 outcome.cutout = read_cutout(source, limits=self.limits)
             except CutoutError as exc:
                 outcome.errors.append(
-                    StageError(*READ_STAGE, "", type(exc).__name__, exc.reason, hdu=exc.hdu)
+                    FailureRecord(*READ_STAGE, "", type(exc).__name__, exc.reason, hdu=exc.hdu)
                 )
             except OSError as exc:
                 reason = f"cannot read file: {exc.strerror or exc}"
-                outcome.errors.append(StageError(*READ_STAGE, "", type(exc).__name__, reason))
+                outcome.errors.append(FailureRecord(*READ_STAGE, "", type(exc).__name__, reason))
         for warning in caught:
             text = str(warning.message)
             log.warning("%s: %s", source.path, text)
@@ -177,7 +177,7 @@ class Pipeline:
 
     def _fail(self, stage: Stage, outcome: CutoutOutcome, error_type: str, message: str) -> None:
         hdu = outcome.cutout.hdu if outcome.cutout is not None else None
-        outcome.errors.append(StageError(stage.name, stage.version, stage.model_ref, error_type, message, hdu))
+        outcome.errors.append(FailureRecord(stage.name, stage.version, stage.model_ref, error_type, message, hdu))
         log.warning("%s [HDU %s]: stage %s failed: %s", outcome.source.path, hdu, stage.name, message)
 
     def _run_stage(self, stage: Stage, ready: list[CutoutOutcome]) -> None:
