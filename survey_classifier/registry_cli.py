@@ -6,16 +6,10 @@ import json
 
 import click
 
+from survey_classifier.cli import db_option as _db_option
 from survey_classifier.errors import SurveyClassifierError
 
 __all__ = ["models"]
-
-_db_option = click.option(
-    "--db",
-    "db_url",
-    default=None,
-    help="Database URL (default: $SURVEY_CLASSIFIER_DB or sqlite:///survey-classifier.db).",
-)
 
 
 def _engine(db_url):

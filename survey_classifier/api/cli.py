@@ -6,12 +6,13 @@ import os
 
 import click
 
+from survey_classifier.cli import db_option
+
 __all__ = ["serve"]
 
 
 @click.command()
-@click.option("--db", "db_url", default=None,
-              help="Database URL (default: $SURVEY_CLASSIFIER_DB or sqlite:///survey-classifier.db).")
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--som-image", type=click.Path(exists=True, dir_okay=False), default=None,
