@@ -17,6 +17,8 @@ from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugins" / "survey-classifier-first4"
+# the plugin's own tests find the data through this variable, wherever the repository lies
+DATA = Path(os.environ.get("SURVEY_CLASSIFIER_DATA", REPO.parent / "shared" / "data"))
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,7 @@ def plugin_env(tmp_path_factory):
 
 
 def run(python, *args, **kwargs):
-    environment = dict(os.environ, PYTHONWARNINGS="ignore")
+    environment = dict(os.environ, PYTHONWARNINGS="ignore", SURVEY_CLASSIFIER_DATA=str(DATA))
     return subprocess.run([str(python), *args], capture_output=True, text=True, env=environment, timeout=600, **kwargs)
 
 
