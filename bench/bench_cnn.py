@@ -55,8 +55,11 @@ def main() -> None:
     session = stage.session_
     input_name = session.get_inputs()[0].name
 
-    keras_predict = lambda: keras_model.predict(images, batch_size=args.batch, verbose=0)  # noqa: E731
-    keras_call = lambda: keras_model(images, training=False).numpy()  # noqa: E731
+    def first(outputs):  # an ensemble also returns its embedding
+        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+    keras_predict = lambda: first(keras_model.predict(images, batch_size=args.batch, verbose=0))  # noqa: E731
+    keras_call = lambda: np.asarray(first(keras_model(images, training=False)))  # noqa: E731
     onnx_run = lambda: session.run(["probabilities"], {input_name: images})[0]  # noqa: E731
 
     difference = float(np.max(np.abs(keras_predict() - onnx_run())))

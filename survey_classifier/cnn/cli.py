@@ -69,6 +69,9 @@ def _catalogue_options(function):
         click.option("--where", multiple=True, metavar="COLUMN=VALUE",
                      help="Keep only rows where COLUMN equals VALUE, or one of VALUE1,VALUE2 (repeatable)."),
         click.option("--split-column", default=None, help="Column with a predefined train/valid/test split."),
+        click.option("--extra-train-where", multiple=True, metavar="COLUMN=VALUE",
+                     help="Rows (selected like --where) added to the training part only, e.g. less "
+                          "certain labels; rows near a validation or test source are left out."),
         click.option("--min-per-class", default=10, show_default=True, type=int),
         click.option("--size", default=64, show_default=True, type=int, help="Model input side (pixels)."),
         click.option("--crop", default=100, show_default=True, type=int,
@@ -115,9 +118,20 @@ def _load(options):
             split_column=options["split_column"],
             min_per_class=options["min_per_class"],
         )
+        extra = None
+        if options.get("extra_train_where"):
+            extra = read_catalogue(
+                options["catalogue"],
+                file_column=options["file_column"],
+                label_column=options["label_column"],
+                image_dir=options["image_dir"],
+                classes=dataset.classes,
+                where=_parse_where(options["extra_train_where"]),
+                min_per_class=0,
+            )
     except (SurveyClassifierError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    return dataset, config
+    return dataset, config, extra
 
 
 def _training_config(options, **overrides):
@@ -150,6 +164,8 @@ def _training_config(options, **overrides):
 @click.option("--freeze", default="all", show_default=True,
               help="Base layers kept frozen while the head trains: 'all' or a number (0 trains all).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--members", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train this many networks (seeds SEED, SEED+1, ...) and ship their average.")
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False),
               help="Directory for model.keras, model.onnx, model.json, metrics and curves.")
 @click.option("--name", default=None, help="Model name (default: the output directory name).")
@@ -173,18 +189,18 @@ def train_cnn(**options):
     from survey_classifier.cnn.train import save_training, train_cnn as run_training
     from survey_classifier.errors import SurveyClassifierError
 
-    dataset, preprocess_config = _load(options)
+    dataset, preprocess_config, extra = _load(options)
     weights = None if options["weights"] in ("none", "", None) else options["weights"]
     config = _training_config(
         options, backbone=options["backbone"], weights=weights,
-        freeze=_parse_freeze(options["freeze"]), seed=options["seed"],
+        freeze=_parse_freeze(options["freeze"]), seed=options["seed"], members=options["members"],
     )
     output = Path(options["output"])
     name = options["name"] or output.resolve().name
     command = _command_line()
     try:
         result = run_training(dataset, preprocess_config, config, progress=click.echo,
-                              cache_dir=options["cache_dir"])
+                              cache_dir=options["cache_dir"], extra=extra)
         files = save_training(result, output, name=name)
         click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
         if options["export"]:
@@ -199,9 +215,13 @@ def train_cnn(**options):
             record = write_model_record(
                 output / "model.onnx", name=name, version=options["model_version"],
                 classes=result.classes, preprocess_config=preprocess_config,
-                metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch")},
+                metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch", "members")
+                         if k in result.metrics},
                 training={**config.to_dict(), "catalogue": dataset.catalogue,
-                          "selection": dataset.selection, "seconds": round(result.seconds, 1)},
+                          "selection": dataset.selection, "seconds": round(result.seconds, 1),
+                          **({"extra_train_selection": extra.selection,
+                              "extra_training_rows": result.metrics["extra_training_rows"]}
+                             if extra is not None else {})},
                 export_check=export_check, command=command,
             )
             click.echo(
@@ -228,7 +248,9 @@ def cnn_table(**options):
     from survey_classifier.cnn.table import format_table, transfer_table
     from survey_classifier.errors import SurveyClassifierError
 
-    dataset, preprocess_config = _load(options)
+    dataset, preprocess_config, extra = _load(options)
+    if extra is not None:
+        raise click.UsageError("--extra-train-where is not supported by cnn-table")
     config = _training_config(options)
     seeds = [int(s) for s in options["seeds"].split(",") if s.strip()]
     try:

@@ -75,7 +75,9 @@ def export_onnx(
     Parameters
     ----------
     model : keras.Model
-        A classifier whose last layer is named ``"probabilities"``.
+        A classifier whose last layer is named ``"probabilities"``, or an
+        ensemble with outputs ``(probabilities, embedding)``
+        (:func:`~survey_classifier.cnn.train.ensemble_classifier`).
     path : str or Path
         The ``.onnx`` file to write.
     classes : list of str
@@ -118,8 +120,11 @@ def export_onnx(
             f"got {check_images.shape}"
         )
         raise ModelError(msg)
-    head = model.get_layer(OUTPUT_NAMES[0])
-    export_model = keras.Model(model.input, [model.output, head.input], name=name)
+    if isinstance(model.output, (list, tuple)):  # an ensemble: (probabilities, embedding)
+        export_model = keras.Model(model.input, list(model.output), name=name)
+    else:
+        head = model.get_layer(OUTPUT_NAMES[0])
+        export_model = keras.Model(model.input, [model.output, head.input], name=name)
     spec = (tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT_NAME),)
     try:
         onnx_model, _ = tf2onnx.convert.from_keras(export_model, input_signature=spec, opset=opset)

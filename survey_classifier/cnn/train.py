@@ -7,6 +7,14 @@
 4. Optionally unfreeze the base (batch-normalisation layers stay frozen)
    and fine-tune everything for ``fine_tune_epochs`` at a low learning rate.
 
+With ``members > 1`` the recipe runs once per training seed (``seed``,
+``seed + 1``, ...) on the same split, and the members are joined into one
+network that averages their class probabilities and concatenates their
+embeddings (a deep ensemble, Lakshminarayanan et al. 2017): it is exported
+and served as a single model. Extra training rows (e.g. less certain labels)
+may be added to the training part only; rows near a validation or test
+source are dropped so the split stays source-disjoint.
+
 Each phase decays its learning rate along a cosine to 5 % of its start.
 Training sees rotated and flipped copies of the images (radio sources have
 no preferred orientation), class weights balance the classes, and the
@@ -29,9 +37,18 @@ from survey_classifier.cnn.data import LabelledSet, load_images, source_groups, 
 from survey_classifier.errors import StageConfigError
 from survey_classifier.preprocess import PreprocessConfig
 
-__all__ = ["TrainingConfig", "TrainingResult", "train_cnn", "evaluate", "plot_curves"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "train_cnn",
+    "evaluate",
+    "ensemble_classifier",
+    "predict_probabilities",
+    "plot_curves",
+]
 
 PROBABILITIES_LAYER = "probabilities"
+ENSEMBLE_EMBEDDING_LAYER = "embedding"
 
 
 @dataclass
@@ -66,6 +83,8 @@ class TrainingConfig:
         Seed of weights initialisation, shuffling and augmentation.
     group_radius_arcsec : float
         Rows closer than this are one source and stay in one part.
+    members : int
+        Networks trained with seeds ``seed, seed + 1, ...`` and averaged.
     """
 
     backbone: str = "compact"
@@ -85,6 +104,7 @@ class TrainingConfig:
     split_seed: int = 0
     seed: int = 0
     group_radius_arcsec: float = 60.0
+    members: int = 1
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -109,9 +129,18 @@ class TrainingResult:
 
 
 def _set_seed(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow, and make TensorFlow's ops deterministic.
+
+    Without op determinism, training on the CPU differs from run to run
+    (thread scheduling changes the order of floating-point sums), so the
+    same command and seed did not give the same model. The switch is
+    process-wide and costs no measurable time for these networks.
+    """
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
 
 
 def _flat_layers(model):
@@ -260,13 +289,41 @@ def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, clas
     return history.history, callback.best_epoch
 
 
+def predict_probabilities(model, images) -> np.ndarray:
+    """Class probabilities of a classifier or of an ensemble (first output)."""
+    outputs = model.predict(images, batch_size=256, verbose=0)
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def ensemble_classifier(members, *, name: str = "ensemble"):
+    """One network from trained classifiers: mean probabilities, joined embeddings.
+
+    Its outputs are ``probabilities`` (the mean of the members') and
+    ``embedding`` (the members' penultimate features side by side), the two
+    outputs the ONNX export writes.
+    """
+    import keras
+
+    inputs = keras.Input(shape=tuple(members[0].input.shape[1:]), name="image")
+    probabilities, embeddings = [], []
+    for index, member in enumerate(members):
+        features = member.get_layer(PROBABILITIES_LAYER).input
+        both = keras.Model(member.input, [member.output, features], name=f"member{index}")
+        p, e = both(inputs)
+        probabilities.append(p)
+        embeddings.append(e)
+    mean = keras.layers.Average(name=PROBABILITIES_LAYER)(probabilities)
+    joined = keras.layers.Concatenate(name=ENSEMBLE_EMBEDDING_LAYER)(embeddings)
+    return keras.Model(inputs, [mean, joined], name=name)
+
+
 def evaluate(model, images, targets, classes) -> dict:
     """Accuracy, per-class precision and recall, confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     if len(images) == 0:
         return {"n": 0}
-    probabilities = model.predict(images, batch_size=256, verbose=0)
+    probabilities = predict_probabilities(model, images)
     predicted = probabilities.argmax(axis=1)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -305,58 +362,41 @@ def make_split(dataset: LabelledSet, config: TrainingConfig) -> dict[str, np.nda
     )
 
 
-def train_cnn(
-    dataset: LabelledSet,
-    preprocess_config: PreprocessConfig,
-    config: TrainingConfig | None = None,
-    *,
-    progress=print,
-    cache_dir=None,
-    images: np.ndarray | None = None,
-) -> TrainingResult:
-    """Train a classifier by the transfer recipe; see the module docstring.
+def extra_training_rows(dataset: LabelledSet, split, extra: LabelledSet, *, radius_arcsec: float):
+    """Indices of ``extra`` that may join the training part.
 
-    Parameters
-    ----------
-    dataset : LabelledSet
-        From :func:`~survey_classifier.cnn.data.read_catalogue`.
-    preprocess_config : PreprocessConfig
-        Applied to every image; stored with the model.
-    config : TrainingConfig
-    progress : callable
-        Called with one line of text per epoch.
-    cache_dir : path, optional
-        Cache of preprocessed images.
-    images : ndarray, optional
-        Preprocessed images of ``dataset`` (skips reading).
+    A row is dropped when its image is already in ``dataset`` or when it
+    lies within ``radius_arcsec`` of a validation or test source.
     """
+    known = {path.resolve() for path in dataset.paths}
+    keep = np.array([path.resolve() not in known for path in extra.paths], dtype=bool)
+    held = np.concatenate([split["valid"], split["test"]]).astype(int)
+    if len(held) and extra.ra_deg is not None and dataset.ra_deg is not None:
+        from astropy import units as u
+        from astropy.coordinates import SkyCoord
+
+        extra_coords = SkyCoord(extra.ra_deg * u.deg, extra.dec_deg * u.deg)
+        held_coords = SkyCoord(dataset.ra_deg[held] * u.deg, dataset.dec_deg[held] * u.deg)
+        _, near, _, _ = extra_coords.search_around_sky(held_coords, radius_arcsec * u.arcsec)
+        keep[np.unique(near)] = False
+    elif len(held):
+        msg = "extra training rows need positions (ra_deg, dec_deg) to keep the split source-disjoint"
+        raise StageConfigError(msg)
+    return np.flatnonzero(keep)
+
+
+def _train_member(config, seed, size, n_classes, train_x, train_y, valid, weights, progress):
+    """One run of the recipe with one training seed: (model, history, best epochs)."""
     from survey_classifier.cnn.backbones import build_backbone
 
-    config = config or TrainingConfig()
-    started = time.perf_counter()
-    if images is None:
-        images = load_images(dataset.paths, preprocess_config, cache_dir=cache_dir)
-    targets = dataset.targets
-    classes = list(dataset.classes)
-    split = make_split(dataset, config)
-    if len(split["train"]) == 0:
-        msg = "the split left no training examples"
-        raise StageConfigError(msg)
-    progress(
-        f"{len(dataset)} images of {classes}: train {len(split['train'])}, "
-        f"valid {len(split['valid'])}, test {len(split['test'])}"
-    )
-    _set_seed(config.seed)
-    base = build_backbone(config.backbone, preprocess_config.size, weights=config.weights)
+    _set_seed(seed)
+    base = build_backbone(config.backbone, size, weights=config.weights)
     _set_trainable(base, config.freeze, keep_batchnorm_frozen=False)
-    model = build_classifier(base, len(classes), config)
-    train_x, train_y = images[split["train"]], targets[split["train"]]
-    valid = (images[split["valid"]], targets[split["valid"]]) if len(split["valid"]) else None
+    model = build_classifier(base, n_classes, config)
     train_data = _dataset(
         train_x, train_y, batch_size=config.batch_size, shuffle=True,
-        augment=config.augment, seed=config.seed,
+        augment=config.augment, seed=seed,
     )
-    weights = _class_weights(train_y, len(classes), config.class_weight)
     history: dict[str, list] = {}
     best_epochs = {}
     phases = [("head", config.head_epochs, config.head_learning_rate)]
@@ -373,14 +413,104 @@ def train_cnn(
         for key, values in phase_history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         history.setdefault("phase", []).extend([phase] * len(phase_history.get("loss", [])))
+    return model, history, {k: int(v) + 1 for k, v in best_epochs.items()}
+
+
+def train_cnn(
+    dataset: LabelledSet,
+    preprocess_config: PreprocessConfig,
+    config: TrainingConfig | None = None,
+    *,
+    progress=print,
+    cache_dir=None,
+    images: np.ndarray | None = None,
+    extra: LabelledSet | None = None,
+) -> TrainingResult:
+    """Train a classifier by the transfer recipe; see the module docstring.
+
+    Parameters
+    ----------
+    dataset : LabelledSet
+        From :func:`~survey_classifier.cnn.data.read_catalogue`.
+    preprocess_config : PreprocessConfig
+        Applied to every image; stored with the model.
+    config : TrainingConfig
+    progress : callable
+        Called with one line of text per epoch.
+    cache_dir : path, optional
+        Cache of preprocessed images.
+    images : ndarray, optional
+        Preprocessed images of ``dataset`` (skips reading).
+    extra : LabelledSet, optional
+        Rows added to the training part only (see
+        :func:`extra_training_rows`); never validated or tested on.
+    """
+    config = config or TrainingConfig()
+    if config.members < 1:
+        msg = f"members must be at least 1, got {config.members}"
+        raise StageConfigError(msg)
+    started = time.perf_counter()
+    if images is None:
+        images = load_images(dataset.paths, preprocess_config, cache_dir=cache_dir)
+    targets = dataset.targets
+    classes = list(dataset.classes)
+    split = make_split(dataset, config)
+    if len(split["train"]) == 0:
+        msg = "the split left no training examples"
+        raise StageConfigError(msg)
+    train_x, train_y = images[split["train"]], targets[split["train"]]
+    extra_used = 0
+    if extra is not None:
+        if list(extra.classes) != classes:
+            msg = f"extra training rows have classes {extra.classes}, the task has {classes}"
+            raise StageConfigError(msg)
+        rows = extra_training_rows(dataset, split, extra, radius_arcsec=config.group_radius_arcsec)
+        extra_images = load_images([extra.paths[i] for i in rows], preprocess_config, cache_dir=cache_dir)
+        train_x = np.concatenate([train_x, extra_images])
+        train_y = np.concatenate([train_y, extra.targets[rows]])
+        extra_used = len(rows)
+        progress(f"{extra_used} of {len(extra)} extra rows join the training part "
+                 f"({len(extra) - extra_used} already in the catalogue or near a held-out source)")
+    progress(
+        f"{len(dataset)} images of {classes}: train {len(split['train'])}"
+        f"{f' + {extra_used} extra' if extra is not None else ''}, "
+        f"valid {len(split['valid'])}, test {len(split['test'])}"
+    )
+    valid = (images[split["valid"]], targets[split["valid"]]) if len(split["valid"]) else None
+    weights = _class_weights(train_y, len(classes), config.class_weight)
+    test_x, test_y = images[split["test"]], targets[split["test"]]
+    members, histories, member_records = [], [], []
+    for index in range(config.members):
+        seed = config.seed + index
+        if config.members > 1:
+            progress(f"member {index + 1}/{config.members} (seed {seed})")
+        model, history, best_epoch = _train_member(
+            config, seed, preprocess_config.size, len(classes),
+            train_x, train_y, valid, weights, progress,
+        )
+        members.append(model)
+        histories.append(history)
+        member_records.append({
+            "seed": seed,
+            "best_epoch": best_epoch,
+            "valid_accuracy": evaluate(model, *valid, classes).get("accuracy") if valid else None,
+            "test_accuracy": evaluate(model, test_x, test_y, classes).get("accuracy"),
+        })
+    if config.members == 1:
+        model, history = members[0], histories[0]
+    else:
+        model, history = ensemble_classifier(members), {"members": histories}
     metrics = {
         "classes": classes,
         "train": evaluate(model, train_x, train_y, classes),
         "valid": evaluate(model, *valid, classes) if valid else {"n": 0},
-        "test": evaluate(model, images[split["test"]], targets[split["test"]], classes),
-        "best_epoch": {k: int(v) + 1 for k, v in best_epochs.items()},
+        "test": evaluate(model, test_x, test_y, classes),
+        "best_epoch": member_records[0]["best_epoch"],
+        "extra_training_rows": extra_used,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if config.members > 1:
+        metrics["members"] = member_records
     test = metrics["test"]
     if test.get("n"):
         progress(f"test accuracy {test['accuracy']:.4f} on {test['n']} images")
@@ -407,12 +537,18 @@ def plot_curves(history: dict, path, *, title: str = "") -> None:
 
     figure = Figure(figsize=(9, 3.5))
     axes = figure.subplots(1, 2)
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    runs = history.get("members", [history])
     for axis, key in zip(axes, ("loss", "accuracy")):
-        axis.plot(epochs, history.get(key, []), label=f"train {key}")
-        if f"val_{key}" in history:
-            axis.plot(epochs, history[f"val_{key}"], label=f"validation {key}")
-        phases = history.get("phase", [])
+        each = f" ({len(runs)} members)" if len(runs) > 1 else ""
+        for index, run in enumerate(runs):
+            epochs = np.arange(1, len(run.get("loss", [])) + 1)
+            first = index == 0
+            axis.plot(epochs, run.get(key, []), color="C0", alpha=0.9 if first else 0.5, lw=1,
+                      label=f"train {key}{each}" if first else None)
+            if f"val_{key}" in run:
+                axis.plot(epochs, run[f"val_{key}"], color="C1", alpha=0.9 if first else 0.5, lw=1,
+                          label=f"validation {key}{each}" if first else None)
+        phases = runs[0].get("phase", [])
         if "fine-tune" in phases:
             axis.axvline(phases.index("fine-tune") + 0.5, color="grey", ls="--", lw=1,
                          label="fine-tuning starts")
@@ -450,8 +586,8 @@ def save_training(result: TrainingResult, output_dir, *, name: str | None = None
     files["metrics"].write_text(json.dumps(record, indent=2) + "\n")
     files["history"].write_text(json.dumps(result.history) + "\n")
     rows = ["file,label,split"]
-    for name, index in result.split.items():
-        rows += [f"{result.dataset.paths[i].name},{result.dataset.labels[i]},{name}" for i in index]
+    for part, index in result.split.items():
+        rows += [f"{result.dataset.paths[i].name},{result.dataset.labels[i]},{part}" for i in index]
     files["split"].write_text("\n".join(rows) + "\n")
     plot_curves(result.history, files["curves"], title=name or output_dir.resolve().name)
     return files

@@ -6,6 +6,7 @@ it, and the tests check their outputs.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -29,14 +30,18 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory, data_dir):
-    """16 FRI and 16 FRII confident MiraBest sources, absolute paths, as ECSV."""
+    """16 FRI and 16 FRII confident MiraBest sources, then 5 + 5 uncertain ones, as ECSV."""
     labels = Table.read(data_dir / "mirabest" / "labels.csv", format="ascii.csv")
-    labels = labels[labels["confidence"] == "confident"]
-    rows = [labels[labels["fr_class"] == name][:16] for name in ("FRI", "FRII")]
+    rows = [
+        labels[(labels["confidence"] == confidence) & (labels["fr_class"] == name)][:count]
+        for confidence, count in (("confident", 16), ("uncertain", 5))
+        for name in ("FRI", "FRII")
+    ]
     files = [str(data_dir / "mirabest" / "fits" / f) for part in rows for f in part["file"]]
     table = Table({
         "path": files,
         "fr": [str(v) for part in rows for v in part["fr_class"]],
+        "conf": [str(v) for part in rows for v in part["confidence"]],
         "ra_deg": [float(v) for part in rows for v in part["ra_deg"]],
         "dec_deg": [float(v) for part in rows for v in part["dec_deg"]],
     })
@@ -50,7 +55,7 @@ def _train(catalogue, output, *extra):
         "--catalogue", str(catalogue), "--file-column", "path", "--label-column", "fr",
         "--size", str(SIZE), "--crop", "100", "--head", "8", "--batch-size", "8",
         "--test-fraction", "0.25", "--valid-fraction", "0.25", "--min-per-class", "5",
-        "--output", str(output), *extra,
+        "--where", "conf=confident", "--output", str(output), *extra,
     ]
     result = CliRunner().invoke(train_cnn, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -175,7 +180,8 @@ def test_transfer_table_runs_every_setting_and_seed(trained, catalogue):
     from survey_classifier.preprocess import PreprocessConfig
 
     base = trained[0] / "base" / "model.keras"
-    dataset = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=5)
+    dataset = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=5,
+                             where={"conf": "confident"})
     config = TrainingConfig(head=(8,), head_epochs=1, fine_tune_epochs=1, batch_size=8,
                             test_fraction=0.25, valid_fraction=0.25)
     scratch = _setting_config("scratch", base, config, 5)
@@ -195,3 +201,102 @@ def test_transfer_table_runs_every_setting_and_seed(trained, catalogue):
     text = format_table(table)
     assert text.count("\n") == 2 and "| frozen |" in text
     assert any(line.startswith("== frozen, seed 1") for line in lines)
+
+
+def test_ensemble_with_extra_rows_averages_its_members_and_exports_one_model(trained, catalogue):
+    from survey_classifier.cnn.data import load_images
+    from survey_classifier.io.fits import read_cutout
+    from survey_classifier.preprocess import PreprocessConfig
+    from survey_classifier.stages.cnn import CNNStage
+
+    root = trained[0]
+    output = root / "ensemble"
+    log = _train(catalogue, output, "--backbone", str(root / "base" / "model.keras"),
+                 "--head-epochs", "1", "--members", "2", "--seed", "4",
+                 "--extra-train-where", "conf=uncertain")
+    assert "member 1/2 (seed 4)" in log and "member 2/2 (seed 5)" in log
+    record = json.loads((output / "model.json").read_text())
+    extra_used = record["training"]["extra_training_rows"]
+    assert 0 < extra_used <= 10 and re.search(rf"train \d+ \+ {extra_used} extra", log)
+    assert [m["seed"] for m in record["metrics"]["members"]] == [4, 5]
+    assert record["training"]["members"] == 2 and record["export_check"]["max_abs_diff_probabilities"] <= 1e-4
+
+    ensemble = keras.models.load_model(output / "model.keras", compile=False)
+    split = Table.read(output / "split.csv", format="ascii.csv")
+    files = [str(f) for f in Table.read(catalogue)["path"][:6]]
+    images = load_images(files, PreprocessConfig(size=SIZE, crop=100))
+    members = [ensemble.get_layer(f"member{k}") for k in range(2)]
+    member_outputs = [member.predict(images, verbose=0) for member in members]
+    probabilities, embedding = ensemble.predict(images, verbose=0)
+    np.testing.assert_allclose(probabilities, (member_outputs[0][0] + member_outputs[1][0]) / 2, atol=1e-6)
+    np.testing.assert_allclose(embedding, np.concatenate([m[1] for m in member_outputs], axis=1), atol=1e-6)
+    assert not np.allclose(member_outputs[0][0], member_outputs[1][0])  # two different networks
+    assert len(split) == 32  # the split holds the catalogue's selection; extra rows only train
+
+    stage = CNNStage(model=output, embedding=True)
+    stage.setup()
+    results = stage.process([read_cutout(f) for f in files])
+    got = np.array([[r["probabilities"]["FRI"], r["probabilities"]["FRII"]] for r in results])
+    assert np.max(np.abs(got - probabilities)) <= 1e-4
+    assert results[0]["embedding"].shape == (16,)
+
+
+def test_extra_rows_near_a_held_out_source_are_left_out(catalogue):
+    from survey_classifier.cnn.data import read_catalogue
+    from survey_classifier.cnn.train import extra_training_rows
+
+    confident = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=5,
+                               where={"conf": "confident"}, check_images=False)
+    extra = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=0,
+                           where={"conf": "uncertain"}, check_images=False)
+    split = {"train": np.arange(2, 32), "valid": np.array([0]), "test": np.array([1])}
+    assert list(extra_training_rows(confident, split, extra, radius_arcsec=60.0)) == list(range(10))
+    # move two uncertain rows next to the validation and the test source
+    extra.ra_deg[3], extra.dec_deg[3] = confident.ra_deg[0] + 0.005, confident.dec_deg[0]
+    extra.ra_deg[7], extra.dec_deg[7] = confident.ra_deg[1], confident.dec_deg[1] - 0.01
+    kept = extra_training_rows(confident, split, extra, radius_arcsec=60.0)
+    assert list(kept) == [0, 1, 2, 4, 5, 6, 8, 9]
+    # a row whose image is already in the catalogue is never added twice
+    extra.paths[0] = confident.paths[5]
+    assert 0 not in extra_training_rows(confident, split, extra, radius_arcsec=60.0)
+
+
+def test_cross_validation_folds_cover_development_part_and_never_test(trained, catalogue):
+    from survey_classifier.cnn.crossval import cross_validate, fold_splits
+    from survey_classifier.cnn.data import read_catalogue, source_groups
+    from survey_classifier.cnn.train import TrainingConfig, make_split
+    from survey_classifier.preprocess import PreprocessConfig
+
+    dataset = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=5,
+                             where={"conf": "confident"})
+    config = TrainingConfig(backbone=str(trained[0] / "base" / "model.keras"), head=(8,), head_epochs=1,
+                            batch_size=8, test_fraction=0.25, valid_fraction=0.25)
+    usual = make_split(dataset, config)
+    folds = fold_splits(dataset, config, 3)
+    assert len(folds) == 3
+    groups = source_groups(dataset.ra_deg, dataset.dec_deg)
+    held = np.zeros(len(dataset), dtype=int)
+    for split in folds:
+        assert list(np.flatnonzero(split == "test")) == list(usual["test"])
+        held += split == "valid"
+        valid_groups = set(groups[split == "valid"])
+        assert not valid_groups & set(groups[split == "train"])
+    development = np.sort(np.concatenate([usual["train"], usual["valid"]]))
+    assert list(np.flatnonzero(held == 1)) == list(development) and held.max() == 1
+
+    lines = []
+    summary = cross_validate(dataset, PreprocessConfig(size=SIZE, crop=100), config, folds=3,
+                             progress=lines.append)
+    assert summary["n"] == len(development) and len(summary["folds"]) == 3
+    assert summary["correct"] == pytest.approx(summary["mean"] * summary["n"])
+    assert [line.split(":")[0] for line in lines] == ["fold 1/3", "fold 2/3", "fold 3/3"]
+    assert not any("test" in line for line in lines)
+
+
+def test_same_command_and_seed_give_the_same_model(trained, catalogue, tmp_path):
+    for run in ("a", "b"):
+        _train(catalogue, tmp_path / run, "--backbone", str(trained[0] / "base" / "model.keras"),
+               "--head-epochs", "1", "--fine-tune-epochs", "1", "--seed", "3", "--no-export")
+    a, b = (keras.models.load_model(tmp_path / run / "model.keras", compile=False) for run in ("a", "b"))
+    for left, right in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(left, right)
