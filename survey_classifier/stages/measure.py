@@ -35,8 +35,12 @@ kept islands:
 When no island is kept, ``n_islands`` is 0, ``integrated_flux_jy``
 0.0, and ``las_arcsec`` and ``centroid_offset_arcsec`` are None. Extra keys:
 ``noise_jy``, ``background_jy``, ``threshold_jy``, ``beam_used`` ([major,
-minor] in arcsec) and ``beam_from_header``. A cutout without a pixel scale
-(no celestial WCS) or with zero noise (a constant image) gets a
+minor] in arcsec), ``beam_from_header``, ``las_pixels`` and
+``centroid_offset_pixels``. A cutout without a pixel scale (no celestial
+WCS) is measured in pixels only: ``integrated_flux_jy``, ``las_arcsec`` and
+``centroid_offset_arcsec`` are None (the beam area in pixels is unknown) and
+``pixel_scale_missing`` is True. A cutout with no finite pixel or zero noise
+(a constant image) gets a
 :class:`~survey_classifier.stages.base.CutoutFailure`.
 """
 
@@ -128,11 +132,8 @@ class MeasureStage(Stage):
     def measure(self, cutout):
         """The measurement of one cutout (a dict), or a CutoutFailure."""
         scale = cutout.pixel_scale_arcsec
-        if scale is None or not scale > 0:
-            return CutoutFailure(
-                "no pixel scale (the cutout has no celestial WCS), so fluxes in Jy "
-                "and sizes in arcsec cannot be measured"
-            )
+        if scale is not None and not scale > 0:
+            scale = None
         image = np.asarray(cutout.data, dtype=np.float32)
         finite = np.isfinite(image)
         if not finite.any():
@@ -146,7 +147,6 @@ class MeasureStage(Stage):
         else:
             beam = tuple(float(b) for b in self.default_beam_arcsec)
             beam_from_header = False
-        beam_area_pixels = _FWHM_AREA * beam[0] * beam[1] / scale**2
         threshold = self.threshold_sigma * noise
 
         signal = np.where(finite, image - np.float32(background), np.float32(0.0))
@@ -170,7 +170,11 @@ class MeasureStage(Stage):
             "threshold_jy": threshold,
             "beam_used": list(beam),
             "beam_from_header": beam_from_header,
+            "las_pixels": None,
+            "centroid_offset_pixels": None,
         }
+        if scale is None:
+            result["pixel_scale_missing"] = True
         rows, columns = np.nonzero(above)
         if rows.size == 0:
             return result
@@ -180,10 +184,15 @@ class MeasureStage(Stage):
         centroid_x = float((weights * columns).sum()) / total  # no BLAS: tiny vectors
         centroid_y = float((weights * rows).sum()) / total
         offset = math.hypot(centroid_x - (nx - 1) / 2.0, centroid_y - (ny - 1) / 2.0)
+        size = _largest_separation(rows, columns)
+        result.update(n_islands=int(n_islands), las_pixels=size, centroid_offset_pixels=offset)
+        if scale is None:
+            result["integrated_flux_jy"] = None
+            return result
+        beam_area_pixels = _FWHM_AREA * beam[0] * beam[1] / scale**2
         result.update(
             integrated_flux_jy=float(total / beam_area_pixels),
-            n_islands=int(n_islands),
-            las_arcsec=_largest_separation(rows, columns) * scale,
+            las_arcsec=size * scale,
             centroid_offset_arcsec=offset * scale,
         )
         return result

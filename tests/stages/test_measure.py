@@ -166,11 +166,25 @@ def test_blank_pixels_are_ignored():
 
 
 def test_failures_name_the_reason():
-    no_scale = make_cutout([point(CENTRE, CENTRE, 0.05)], scale=None)
     constant = make_cutout([], noise=0.0)
-    outcomes = MeasureStage().process([no_scale, constant])
-    assert isinstance(outcomes[0], CutoutFailure) and "no pixel scale" in outcomes[0].reason
-    assert isinstance(outcomes[1], CutoutFailure) and "noise is zero" in outcomes[1].reason
+    blank = make_cutout([point(CENTRE, CENTRE, 0.05)], seed=3)
+    blank.data[:] = np.nan
+    outcomes = MeasureStage().process([constant, blank])
+    assert isinstance(outcomes[0], CutoutFailure) and "noise is zero" in outcomes[0].reason
+    assert isinstance(outcomes[1], CutoutFailure) and "blank" in outcomes[1].reason
+
+
+def test_without_pixel_scale_measures_in_pixels_only():
+    components = [point(CENTRE, CENTRE - 10, 0.05), point(CENTRE, CENTRE + 10, 0.05)]
+    with_scale = MeasureStage().measure(make_cutout(components, seed=4))
+    no_scale = MeasureStage().measure(make_cutout(components, seed=4, scale=None))
+    assert no_scale["pixel_scale_missing"] is True and "pixel_scale_missing" not in with_scale
+    for key in ("peak_flux_jy", "noise_jy", "n_islands", "las_pixels", "centroid_offset_pixels"):
+        assert no_scale[key] == with_scale[key], key
+    assert no_scale["n_islands"] == 2 and no_scale["las_pixels"] >= 20
+    assert no_scale["integrated_flux_jy"] is None
+    assert no_scale["las_arcsec"] is None and no_scale["centroid_offset_arcsec"] is None
+    assert with_scale["las_arcsec"] == pytest.approx(with_scale["las_pixels"] * 1.8)
 
 
 @pytest.mark.parametrize(
