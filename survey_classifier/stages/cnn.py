@@ -201,10 +201,17 @@ class CNNStage(Stage):
             msg = f"{onnx_path}: ONNX Runtime cannot load the model: {exc}"
             raise ModelError(msg) from exc
         self._check_shapes(session, record, onnx_path)
+        running = session.get_providers()[0]
         logger.info(
             "cnn stage: model %s:%s on %s (asked for %s)",
-            record["name"], record["version"], session.get_providers()[0], providers,
+            record["name"], record["version"], running, providers,
         )
+        if providers[0] == "CUDAExecutionProvider" and running != "CUDAExecutionProvider":
+            logger.warning(
+                "cnn stage: the CUDA provider could not start (ONNX Runtime's own message above names "
+                "the missing CUDA or cuDNN library); model %s:%s runs on %s instead",
+                record["name"], record["version"], running,
+            )
         return session
 
     def _check_shapes(self, session, record, onnx_path: Path) -> None:

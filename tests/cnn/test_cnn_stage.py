@@ -120,3 +120,18 @@ def test_input_shape_must_fit_the_preprocessing(model_copy):
 def test_missing_record_is_named(tmp_path):
     with pytest.raises(ModelError, match=r"model record .*model.json not found"):
         CNNStage(model=tmp_path).setup()
+
+
+def test_provider_in_use_is_logged_and_a_cuda_fallback_warned(caplog):
+    import logging
+
+    stage = CNNStage(intra_op_threads=3)  # a session of its own, not one cached by another test
+    with caplog.at_level(logging.INFO, logger="survey_classifier.stages.cnn"):
+        stage.setup()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(f"fr-cnn:1 on {stage.provider_}" in m for m in messages)
+    fallback = [
+        r for r in caplog.records
+        if r.levelno == logging.WARNING and "CUDA provider could not start" in r.getMessage()
+    ]
+    assert len(fallback) == (0 if stage.provider_ == "CUDAExecutionProvider" else 1)
