@@ -108,11 +108,16 @@ def _load(options):
         config = PreprocessConfig(
             size=options["size"], crop=options["crop"] or None, clip_sigma=options["clip_sigma"]
         )
-        dataset = read_catalogue(
-            options["catalogue"],
-            file_column=options["file_column"],
-            label_column=options["label_column"],
-            image_dir=options["image_dir"],
+        def read(**selection):
+            return read_catalogue(
+                options["catalogue"],
+                file_column=options["file_column"],
+                label_column=options["label_column"],
+                image_dir=options["image_dir"],
+                **selection,
+            )
+
+        dataset = read(
             classes=options["classes"].split(",") if options["classes"] else None,
             where=_parse_where(options["where"]),
             split_column=options["split_column"],
@@ -120,15 +125,8 @@ def _load(options):
         )
         extra = None
         if options.get("extra_train_where"):
-            extra = read_catalogue(
-                options["catalogue"],
-                file_column=options["file_column"],
-                label_column=options["label_column"],
-                image_dir=options["image_dir"],
-                classes=dataset.classes,
-                where=_parse_where(options["extra_train_where"]),
-                min_per_class=0,
-            )
+            extra = read(classes=dataset.classes, where=_parse_where(options["extra_train_where"]),
+                         min_per_class=0)
     except (SurveyClassifierError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     return dataset, config, extra
@@ -171,6 +169,9 @@ def _training_config(options, **overrides):
 @click.option("--name", default=None, help="Model name (default: the output directory name).")
 @click.option("--model-version", default="1", show_default=True)
 @click.option("--export/--no-export", default=True, show_default=True, help="Write the verified ONNX model.")
+@click.option("--cross-validate", "folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="Instead of training a model, cross-validate this recipe in K folds over the training "
+                   "and validation parts (the test part is never used) and write crossval.json.")
 def train_cnn(**options):
     """Train a CNN classifier by transfer learning from a labelled catalogue.
 
@@ -198,6 +199,9 @@ def train_cnn(**options):
     output = Path(options["output"])
     name = options["name"] or output.resolve().name
     command = _command_line()
+    if options["folds"]:
+        _cross_validate(dataset, preprocess_config, config, extra, options, output, command)
+        return
     try:
         result = run_training(dataset, preprocess_config, config, progress=click.echo,
                               cache_dir=options["cache_dir"], extra=extra)
@@ -230,6 +234,23 @@ def train_cnn(**options):
             )
     except SurveyClassifierError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _cross_validate(dataset, preprocess_config, config, extra, options, output, command):
+    from survey_classifier.cnn.crossval import cross_validate
+    from survey_classifier.errors import SurveyClassifierError
+
+    try:
+        summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
+                                 progress=click.echo, cache_dir=options["cache_dir"])
+    except SurveyClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+    output.mkdir(parents=True, exist_ok=True)
+    record = {**summary, "training": config.to_dict(), "preprocess": preprocess_config.to_dict(),
+              "command": command}
+    (output / "crossval.json").write_text(json.dumps(record, indent=2) + "\n")
+    click.echo(f"cross-validated accuracy {summary['mean']:.4f} +- {summary['sem']:.4f} "
+               f"({summary['correct']}/{summary['n']}); wrote {output / 'crossval.json'}")
 
 
 @click.command("cnn-table")

@@ -158,9 +158,7 @@ def _sampling_matrix(shape, n_rings, dr, n_angles, interpolation):
     angles = 2.0 * np.pi * np.arange(n_angles) / n_angles
     cols = (cx + radii[:, None] * np.cos(angles)[None, :]).ravel()
     rows = (cy + radii[:, None] * np.sin(angles)[None, :]).ravel()
-    if interpolation == "cubic":
-        return _cubic_matrix(rows, cols, ny, nx)
-    return _bilinear_matrix(rows, cols, ny, nx)
+    return _interpolation_matrix(rows, cols, ny, nx, interpolation)
 
 
 def _keys(t):
@@ -173,40 +171,31 @@ def _keys(t):
     )
 
 
-def _cubic_matrix(rows, cols, ny, nx):
+def _tent(t):
+    """Linear interpolation kernel (bilinear in two dimensions)."""
+    return np.maximum(1.0 - np.abs(t), 0.0)
+
+
+#: interpolation -> (kernel, offsets of the pixels it reaches from floor(x))
+_KERNELS = {"cubic": (_keys, (-1, 0, 1, 2)), "bilinear": (_tent, (0, 1))}
+
+
+def _interpolation_matrix(rows, cols, ny, nx, interpolation):
+    """Sparse (samples x pixels) matrix interpolating an image at (rows, cols).
+
+    Pixels outside the image contribute nothing (zero padding).
+    """
+    kernel, offsets = _KERNELS[interpolation]
     row0 = np.floor(rows).astype(int)
     col0 = np.floor(cols).astype(int)
     entries_r, entries_c, entries_v = [], [], []
     sample = np.arange(len(rows))
-    for drow in (-1, 0, 1, 2):
+    for drow in offsets:
         r = row0 + drow
-        wrow = _keys(rows - r)
-        for dcol in (-1, 0, 1, 2):
+        wrow = kernel(rows - r)
+        for dcol in offsets:
             c = col0 + dcol
-            wcol = _keys(cols - c)
-            inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
-            entries_r.append(sample[inside])
-            entries_c.append((r * nx + c)[inside])
-            entries_v.append((wrow * wcol)[inside])
-    matrix = sp.coo_matrix(
-        (np.concatenate(entries_v), (np.concatenate(entries_r), np.concatenate(entries_c))),
-        shape=(len(rows), ny * nx),
-        dtype=np.float32,
-    )
-    return matrix.tocsr()
-
-
-def _bilinear_matrix(rows, cols, ny, nx):
-    row0 = np.floor(rows).astype(int)
-    col0 = np.floor(cols).astype(int)
-    frow = rows - row0
-    fcol = cols - col0
-    entries_r, entries_c, entries_v = [], [], []
-    sample = np.arange(len(rows))
-    for drow, wrow in ((0, 1.0 - frow), (1, frow)):
-        for dcol, wcol in ((0, 1.0 - fcol), (1, fcol)):
-            r = row0 + drow
-            c = col0 + dcol
+            wcol = kernel(cols - c)
             inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
             entries_r.append(sample[inside])
             entries_c.append((r * nx + c)[inside])

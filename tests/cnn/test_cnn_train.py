@@ -300,3 +300,12 @@ def test_same_command_and_seed_give_the_same_model(trained, catalogue, tmp_path)
     a, b = (keras.models.load_model(tmp_path / run / "model.keras", compile=False) for run in ("a", "b"))
     for left, right in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(left, right)
+
+
+def test_cross_validate_option_writes_its_summary_and_no_model(trained, catalogue, tmp_path):
+    log = _train(catalogue, tmp_path / "cv", "--backbone", str(trained[0] / "base" / "model.keras"),
+                 "--head-epochs", "1", "--cross-validate", "2")
+    summary = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert len(summary["folds"]) == 2 and summary["training"]["head_epochs"] == 1
+    assert f"({summary['correct']}/{summary['n']})" in log and summary["command"].startswith("survey-classifier train cnn")
+    assert not (tmp_path / "cv" / "model.onnx").exists() and not (tmp_path / "cv" / "model.keras").exists()
