@@ -43,6 +43,7 @@ def main() -> None:
     import keras
     import onnxruntime as ort
 
+    from survey_classifier.cnn.backbones import load_keras_model
     from survey_classifier.cnn.data import load_images
     from survey_classifier.stages.cnn import DEFAULT_MODEL, CNNStage
 
@@ -51,7 +52,7 @@ def main() -> None:
     stage.setup()
     files = sorted((DATA / "mirabest" / "fits").glob("*.fits"))[: args.batch]
     images = load_images(files, stage.preprocess_config_)
-    keras_model = keras.models.load_model(DEFAULT_MODEL / "model.keras", compile=False)
+    keras_model = load_keras_model(DEFAULT_MODEL / "model.keras")
     session = stage.session_
     input_name = session.get_inputs()[0].name
 

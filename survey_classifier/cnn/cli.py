@@ -84,6 +84,9 @@ def _catalogue_options(function):
         click.option("--fine-tune-epochs", default=0, show_default=True, type=int),
         click.option("--fine-tune-lr", default=1e-4, show_default=True, type=float),
         click.option("--batch-size", default=32, show_default=True, type=int),
+        click.option("--invariance", type=click.Choice(["none", "d4"]), default="none", show_default=True,
+                     help="d4: average the base network's features over the 8 quarter turns and flips "
+                          "of each image (exactly invariant to them; 8x the compute)."),
         click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced",
                      show_default=True),
         click.option("--augment/--no-augment", default=True, show_default=True,
@@ -143,6 +146,7 @@ def _training_config(options, **overrides):
         fine_tune_epochs=options["fine_tune_epochs"],
         fine_tune_learning_rate=options["fine_tune_lr"],
         batch_size=options["batch_size"],
+        invariance=options["invariance"],
         class_weight=options["class_weight"],
         augment=options["augment"],
         test_fraction=options["test_fraction"],

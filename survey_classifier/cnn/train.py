@@ -85,6 +85,9 @@ class TrainingConfig:
         Rows closer than this are one source and stay in one part.
     members : int
         Networks trained with seeds ``seed, seed + 1, ...`` and averaged.
+    invariance : {"none", "d4"}
+        ``"d4"`` averages the base network's features over the 8 quarter
+        turns and flips of the image (exact invariance to them).
     """
 
     backbone: str = "compact"
@@ -105,6 +108,7 @@ class TrainingConfig:
     seed: int = 0
     group_radius_arcsec: float = 60.0
     members: int = 1
+    invariance: str = "none"
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -387,10 +391,10 @@ def extra_training_rows(dataset: LabelledSet, split, extra: LabelledSet, *, radi
 
 def _train_member(config, seed, size, n_classes, train_x, train_y, valid, weights, progress):
     """One run of the recipe with one training seed: (model, history, best epochs)."""
-    from survey_classifier.cnn.backbones import build_backbone
+    from survey_classifier.cnn.backbones import build_backbone, invariant_backbone
 
     _set_seed(seed)
-    base = build_backbone(config.backbone, size, weights=config.weights)
+    base = invariant_backbone(build_backbone(config.backbone, size, weights=config.weights), config.invariance)
     _set_trainable(base, config.freeze, keep_batchnorm_frozen=False)
     model = build_classifier(base, n_classes, config)
     train_data = _dataset(

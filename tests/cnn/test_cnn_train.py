@@ -309,3 +309,32 @@ def test_cross_validate_option_writes_its_summary_and_no_model(trained, catalogu
     assert len(summary["folds"]) == 2 and summary["training"]["head_epochs"] == 1
     assert f"({summary['correct']}/{summary['n']})" in log and summary["command"].startswith("survey-classifier train cnn")
     assert not (tmp_path / "cv" / "model.onnx").exists() and not (tmp_path / "cv" / "model.keras").exists()
+
+
+def test_d4_invariant_model_gives_turned_and_mirrored_images_the_same_answer(trained, catalogue):
+    from survey_classifier.cnn.backbones import load_keras_model
+    from survey_classifier.cnn.data import load_images
+    from survey_classifier.stages.cnn import CNNStage
+
+    root = trained[0]
+    output = root / "d4"
+    _train(catalogue, output, "--backbone", str(root / "base" / "model.keras"), "--head-epochs", "1",
+           "--fine-tune-epochs", "1", "--invariance", "d4")
+    stage = CNNStage(model=output, embedding=True)
+    stage.setup()
+    files = [str(f) for f in Table.read(catalogue)["path"][:4]]
+    images = load_images(files, stage.preprocess_config_)
+    probabilities, embedding = stage.predict(images)
+    for turned in (np.rot90(images, 1, axes=(1, 2)), np.rot90(images, 3, axes=(1, 2)),
+                   images[:, ::-1], images[:, :, ::-1], np.swapaxes(images, 1, 2)):
+        p, e = stage.predict(np.ascontiguousarray(turned))
+        np.testing.assert_allclose(p, probabilities, atol=1e-5)
+        np.testing.assert_allclose(e, embedding, atol=1e-4)
+    keras_model = load_keras_model(output / "model.keras")
+    assert np.max(np.abs(keras_model.predict(images, verbose=0) - probabilities)) <= 1e-4
+    # a network without the symmetry does not give these answers by itself
+    plain = CNNStage(model=root / "transfer")
+    plain.setup()
+    plain_images = load_images(files, plain.preprocess_config_)
+    assert not np.allclose(plain.predict(plain_images)[0],
+                           plain.predict(np.ascontiguousarray(plain_images[:, ::-1]))[0], atol=1e-5)
