@@ -104,7 +104,14 @@ def _with_registry_defaults(engine, classes, params):
 
 @click.group(
     cls=LazyGroup,
-    lazy={"models": "survey_classifier.registry_cli:models", "serve": "survey_classifier.api.cli:serve"},
+    lazy={
+        "models": "survey_classifier.registry_cli:models",
+        "serve": "survey_classifier.api.cli:serve",
+        "submit": "survey_classifier.distributed_cli:submit",
+        "status": "survey_classifier.distributed_cli:status",
+        "retry-failed": "survey_classifier.distributed_cli:retry_failed_command",
+        "worker": "survey_classifier.distributed_cli:worker",
+    },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -376,195 +383,17 @@ def demo(directory, n_cutouts, seed, stages):
     click.echo(f"try: survey-classifier query --db {url} --ra {table['ra_deg'][0]:.4f} --dec {table['dec_deg'][0]:.4f} --radius 0.5")
 
 
-broker_option = click.option(
-    "--broker",
-    default=None,
-    help="Broker URL (default: $SURVEY_CLASSIFIER_BROKER or redis://127.0.0.1:6379/0).",
-)
-
-
-def _use_services(db_url: str | None, broker: str | None) -> None:
-    """Point the Celery app (configured from the environment) at these services."""
-    import os
-
-    if broker:
-        os.environ["SURVEY_CLASSIFIER_BROKER"] = broker
-    if db_url:
-        os.environ["SURVEY_CLASSIFIER_DB"] = db_url
-    from survey_classifier.workers.app import broker_url, use_broker
-
-    use_broker(broker_url())
-
-
-@main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@db_option
-@broker_option
-@click.option("--stages", default=None, help="Comma-separated stage names (default: the default stages).")
-@click.option("--param", "params", multiple=True, help="Stage parameter STAGE.NAME=VALUE (VALUE as JSON).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--queue", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),
-              help="Queue for the batches: gpu sends them to GPU workers (for the cnn stage).")
-@catalogue_options
-@click.option("--no-wait", is_flag=True, help="Queue the batches and return at once.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, quiet, **columns):
-    """Queue INPUTS to Celery workers; follow progress from the database."""
-    from tqdm import tqdm
-
-    from survey_classifier.db import make_engine, upgrade
-    from survey_classifier.distributed import submit_run, wait_for_run
-    from survey_classifier.io.inputs import expand_inputs
-
-    _use_services(db_url, broker)
-    try:
-        upgrade(db_url)
-        engine = make_engine(db_url)
-        stage_list = _build_stages(stages, _parse_params(params), engine)
-        sources = expand_inputs(list(inputs), **columns)
-        if not sources:
-            _fail(f"no cutouts found in {list(inputs)}")
-        start = time.perf_counter()
-        run_id, n_batches = submit_run(
-            engine, sources, stage_list, batch_size=batch_size, queue=queue,
-            config={"inputs": list(inputs), "params": _parse_params(params)},
-        )
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
-    click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")
-    if no_wait:
-        return
-    with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
-
-        def progress(status):
-            bar.n = status.n_done
-            bar.set_postfix(failed=status.n_failed, refresh=False)
-            bar.refresh()
-
-        status = wait_for_run(engine, run_id, progress=progress)
-    _print_status(status, time.perf_counter() - start)
-    if status.n_done and status.n_done == status.n_failed:
-        sys.exit(1)
-
-
-def _print_status(status, elapsed=None) -> None:
-    timing = f" in {elapsed:.1f} s ({status.n_done / max(elapsed, 1e-9):.0f} cutouts/s)" if elapsed else ""
-    batches = ", ".join(f"{k} {v}" for k, v in sorted(status.batches.items()))
-    click.echo(
-        f"run {status.run_id} [{status.status}]: {status.n_cutouts} cutouts, {status.n_done} done "
-        f"({status.n_done - status.n_failed} processed, {status.n_failed} failed){timing}; batches: {batches}"
-    )
-    for stage, message, count in status.errors:
-        click.echo(f"  {count} x [{stage}] {message}")
-
-
-@main.command()
-@click.argument("run_id", type=int)
-@db_option
-def status(run_id, db_url):
-    """Progress and failures of run RUN_ID."""
-    from survey_classifier.db import make_engine
-    from survey_classifier.distributed import run_status
-
-    try:
-        _print_status(run_status(make_engine(db_url), run_id))
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
-
-
-@main.command("retry-failed")
-@click.argument("run_id", type=int)
-@db_option
-@broker_option
-@click.option("--queue", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
-@click.option("--stalled-after", type=float, default=None,
-              help="Also requeue batches queued more than this many seconds ago (lost by the broker).")
-def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
-    """Queue again the failed batches of RUN_ID (and, optionally, stalled ones)."""
-    from survey_classifier.db import make_engine
-    from survey_classifier.distributed import retry_failed
-
-    _use_services(db_url, broker)
-    try:
-        n = retry_failed(make_engine(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
-    click.echo(f"run {run_id}: {n} batches queued again on '{queue}'")
-
-
-@main.command()
-@db_option
-@broker_option
-@click.option("--queues", default="cpu", show_default=True, help="Comma-separated queues: cpu, gpu.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: one per core; use 1 per GPU for gpu).")
-@click.option("-n", "--hostname", default=None, help="Worker name (default: celery@HOST).")
-@click.option("--loglevel", default="INFO", show_default=True)
-def worker(db_url, broker, queues, concurrency, hostname, loglevel):
-    """Start a Celery worker for the given queues."""
-    import os
-
-    _use_services(db_url, broker)
-    from survey_classifier.workers.app import QUEUES, app
-
-    wanted = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(wanted) - set(QUEUES))
-    if unknown:
-        _fail(f"unknown queues {unknown}; choose from {list(QUEUES)}")
-    argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel, "--concurrency", str(concurrency or os.cpu_count() or 1)]
-    if hostname:
-        argv += ["-n", hostname]
-    app.worker_main(argv)
-
-
 @main.group(
     cls=LazyGroup,
     lazy={
         "cnn": "survey_classifier.cnn.cli:train_cnn",
         "cnn-table": "survey_classifier.cnn.cli:cnn_table",
         "som": "survey_classifier.som.cli:train_som",
+        "anomaly": "survey_classifier.anomaly.cli:train_anomaly",
     },
 )
 def train():
     """Train models (CNN, SOM, anomaly scorer)."""
-
-
-@train.command("anomaly")
-@db_option
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Scorer file to write (.npz).")
-@click.option("--run", "run_id", type=int, default=None, help="Fit on this run's results only.")
-@click.option("--som-stage", default="som", show_default=True)
-@click.option("--cnn-stage", default="cnn", show_default=True)
-@click.option("-k", "--neighbours", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--name", default="anomaly-scorer", show_default=True, help="Registry name of the scorer.")
-@click.option("--model-version", default="1", show_default=True, help="Registry version of the scorer.")
-@click.option("--register/--no-register", default=True, show_default=True,
-              help="Record the scorer in the model registry of this database.")
-def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed, name, model_version, register):
-    """Fit the anomaly scorer on a catalogue already run through som and cnn."""
-    from survey_classifier.anomaly.fit import fit_from_database
-    from survey_classifier.db import make_engine
-
-    engine = make_engine(db_url)
-    try:
-        scorer, path = fit_from_database(
-            engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage,
-            k=neighbours, seed=seed, name=name, version=model_version,
-        )
-        sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
-        click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
-        if register:
-            from survey_classifier.registry import register_model
-
-            row = register_model(
-                engine, path, stage="anomaly", name=name, version=model_version,
-                details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "components": sorted(scorer.reference_),
-                         "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
-            )
-            click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...) at {row['artefact_path']}")
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
 
 
 @main.group(cls=LazyGroup, lazy={"som": "survey_classifier.som.cli:show_som"})
@@ -572,49 +401,9 @@ def show():
     """Show the pictures of a trained model (SOM prototypes, hits, best matches)."""
 
 
-@main.group()
+@main.group(cls=LazyGroup, lazy={"anomaly": "survey_classifier.anomaly.cli:evaluate_anomaly"})
 def evaluate():
     """Evaluate stages on labelled catalogues."""
-
-
-@evaluate.command("anomaly")
-@db_option
-@click.option("--run", "run_id", type=int, default=None, help="Evaluate this run's cutouts (default: all).")
-@click.option("--rare", "rules", multiple=True, required=True,
-              help="COLUMN=VALUE or COLUMN!=VALUE marking rare sources (any rule matches); repeatable.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("-o", "--output", default=None, help="Also write the table (ECSV, CSV ...).")
-def evaluate_anomaly(db_url, run_id, rules, seed, output):
-    """AUROC and precision at k of each anomaly component, the combined score and baselines."""
-    import numpy as np
-    from sklearn.ensemble import IsolationForest
-
-    from survey_classifier.anomaly.report import evaluate_scores, image_statistics, rare_mask
-    from survey_classifier.db import make_engine
-    from survey_classifier.query import query_results, write_table
-
-    engine = make_engine(db_url)
-    try:
-        table = query_results(engine, run_id=run_id)
-        if "anomaly_score" not in table.colnames:
-            _fail("no anomaly scores in this database; run classify with the anomaly stage first")
-        rare = rare_mask(table, list(rules))
-        scores = {}
-        for column in table.colnames:
-            if column.startswith("anomaly_") and column.endswith(("_distance", "_entropy", "_knn", "_iforest")):
-                scores[column.removeprefix("anomaly_")] = np.ma.filled(table[column].astype(float), np.nan)
-        scores["combined"] = np.ma.filled(table["anomaly_score"].astype(float), np.nan)
-        scores["random baseline"] = np.random.default_rng(seed).random(len(table))
-        features = image_statistics(list(table["path"]))
-        forest = IsolationForest(n_estimators=200, random_state=seed).fit(features)
-        scores["iforest on image statistics"] = -forest.score_samples(features)
-        result = evaluate_scores(scores, rare)
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
-    click.echo(f"{result.meta['n_rare']} rare of {result.meta['n_total']} cutouts ({' or '.join(rules)})")
-    result.pprint(max_lines=-1, max_width=-1)
-    if output:
-        write_table(result, output)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""``survey-classifier train anomaly`` and ``survey-classifier evaluate anomaly``."""
+
+from __future__ import annotations
+
+import click
+
+from survey_classifier.cli import _fail, db_option
+from survey_classifier.errors import SurveyClassifierError
+
+__all__ = ["train_anomaly", "evaluate_anomaly"]
+
+
+@click.command("anomaly")
+@db_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Scorer file to write (.npz).")
+@click.option("--run", "run_id", type=int, default=None, help="Fit on this run's results only.")
+@click.option("--som-stage", default="som", show_default=True)
+@click.option("--cnn-stage", default="cnn", show_default=True)
+@click.option("-k", "--neighbours", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--name", default="anomaly-scorer", show_default=True, help="Registry name of the scorer.")
+@click.option("--model-version", default="1", show_default=True, help="Registry version of the scorer.")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="Record the scorer in the model registry of this database.")
+def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed, name, model_version, register):
+    """Fit the anomaly scorer on a catalogue already run through som and cnn."""
+    from survey_classifier.anomaly.fit import fit_from_database
+    from survey_classifier.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        scorer, path = fit_from_database(
+            engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage,
+            k=neighbours, seed=seed, name=name, version=model_version,
+        )
+        sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
+        click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
+        if register:
+            from survey_classifier.registry import register_model
+
+            row = register_model(
+                engine, path, stage="anomaly", name=name, version=model_version,
+                details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "components": sorted(scorer.reference_),
+                         "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
+            )
+            click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...) at {row['artefact_path']}")
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+
+
+@click.command("anomaly")
+@db_option
+@click.option("--run", "run_id", type=int, default=None, help="Evaluate this run's cutouts (default: all).")
+@click.option("--rare", "rules", multiple=True, required=True,
+              help="COLUMN=VALUE or COLUMN!=VALUE marking rare sources (any rule matches); repeatable.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("-o", "--output", default=None, help="Also write the table (ECSV, CSV ...).")
+def evaluate_anomaly(db_url, run_id, rules, seed, output):
+    """AUROC and precision at k of each anomaly component, the combined score and baselines."""
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    from survey_classifier.anomaly.report import evaluate_scores, image_statistics, rare_mask
+    from survey_classifier.db import make_engine
+    from survey_classifier.query import query_results, write_table
+
+    engine = make_engine(db_url)
+    try:
+        table = query_results(engine, run_id=run_id)
+        if "anomaly_score" not in table.colnames:
+            _fail("no anomaly scores in this database; run classify with the anomaly stage first")
+        rare = rare_mask(table, list(rules))
+        scores = {}
+        for column in table.colnames:
+            if column.startswith("anomaly_") and column.endswith(("_distance", "_entropy", "_knn", "_iforest")):
+                scores[column.removeprefix("anomaly_")] = np.ma.filled(table[column].astype(float), np.nan)
+        scores["combined"] = np.ma.filled(table["anomaly_score"].astype(float), np.nan)
+        scores["random baseline"] = np.random.default_rng(seed).random(len(table))
+        features = image_statistics(list(table["path"]))
+        forest = IsolationForest(n_estimators=200, random_state=seed).fit(features)
+        scores["iforest on image statistics"] = -forest.score_samples(features)
+        result = evaluate_scores(scores, rare)
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+    click.echo(f"{result.meta['n_rare']} rare of {result.meta['n_total']} cutouts ({' or '.join(rules)})")
+    result.pprint(max_lines=-1, max_width=-1)
+    if output:
+        write_table(result, output)

@@ -1,0 +1,158 @@
+"""Commands of the distributed path: ``submit``, ``status``, ``retry-failed``, ``worker``.
+
+Mounted lazily on the main ``survey-classifier`` group (see
+:mod:`survey_classifier.cli`), so commands that do not need Celery do not
+import it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from survey_classifier.cli import _build_stages, _fail, _parse_params, catalogue_options, db_option
+from survey_classifier.errors import SurveyClassifierError
+
+__all__ = ["submit", "status", "retry_failed_command", "worker"]
+
+broker_option = click.option(
+    "--broker",
+    default=None,
+    help="Broker URL (default: $SURVEY_CLASSIFIER_BROKER or redis://127.0.0.1:6379/0).",
+)
+
+
+def _use_services(db_url: str | None, broker: str | None) -> None:
+    """Point the Celery app (configured from the environment) at these services."""
+    import os
+
+    if broker:
+        os.environ["SURVEY_CLASSIFIER_BROKER"] = broker
+    if db_url:
+        os.environ["SURVEY_CLASSIFIER_DB"] = db_url
+    from survey_classifier.workers.app import broker_url, use_broker
+
+    use_broker(broker_url())
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@db_option
+@broker_option
+@click.option("--stages", default=None, help="Comma-separated stage names (default: the default stages).")
+@click.option("--param", "params", multiple=True, help="Stage parameter STAGE.NAME=VALUE (VALUE as JSON).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--queue", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),
+              help="Queue for the batches: gpu sends them to GPU workers (for the cnn stage).")
+@catalogue_options
+@click.option("--no-wait", is_flag=True, help="Queue the batches and return at once.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, quiet, **columns):
+    """Queue INPUTS to Celery workers; follow progress from the database."""
+    from tqdm import tqdm
+
+    from survey_classifier.db import make_engine, upgrade
+    from survey_classifier.distributed import submit_run, wait_for_run
+    from survey_classifier.io.inputs import expand_inputs
+
+    _use_services(db_url, broker)
+    try:
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        stage_list = _build_stages(stages, _parse_params(params), engine)
+        sources = expand_inputs(list(inputs), **columns)
+        if not sources:
+            _fail(f"no cutouts found in {list(inputs)}")
+        start = time.perf_counter()
+        run_id, n_batches = submit_run(
+            engine, sources, stage_list, batch_size=batch_size, queue=queue,
+            config={"inputs": list(inputs), "params": _parse_params(params)},
+        )
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+    click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")
+    if no_wait:
+        return
+    with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
+
+        def progress(status):
+            bar.n = status.n_done
+            bar.set_postfix(failed=status.n_failed, refresh=False)
+            bar.refresh()
+
+        status = wait_for_run(engine, run_id, progress=progress)
+    _print_status(status, time.perf_counter() - start)
+    if status.n_done and status.n_done == status.n_failed:
+        sys.exit(1)
+
+
+def _print_status(status, elapsed=None) -> None:
+    timing = f" in {elapsed:.1f} s ({status.n_done / max(elapsed, 1e-9):.0f} cutouts/s)" if elapsed else ""
+    batches = ", ".join(f"{k} {v}" for k, v in sorted(status.batches.items()))
+    click.echo(
+        f"run {status.run_id} [{status.status}]: {status.n_cutouts} cutouts, {status.n_done} done "
+        f"({status.n_done - status.n_failed} processed, {status.n_failed} failed){timing}; batches: {batches}"
+    )
+    for stage, message, count in status.errors:
+        click.echo(f"  {count} x [{stage}] {message}")
+
+
+@click.command()
+@click.argument("run_id", type=int)
+@db_option
+def status(run_id, db_url):
+    """Progress and failures of run RUN_ID."""
+    from survey_classifier.db import make_engine
+    from survey_classifier.distributed import run_status
+
+    try:
+        _print_status(run_status(make_engine(db_url), run_id))
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+
+
+@click.command("retry-failed")
+@click.argument("run_id", type=int)
+@db_option
+@broker_option
+@click.option("--queue", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
+@click.option("--stalled-after", type=float, default=None,
+              help="Also requeue batches queued more than this many seconds ago (lost by the broker).")
+def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
+    """Queue again the failed batches of RUN_ID (and, optionally, stalled ones)."""
+    from survey_classifier.db import make_engine
+    from survey_classifier.distributed import retry_failed
+
+    _use_services(db_url, broker)
+    try:
+        n = retry_failed(make_engine(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
+    except SurveyClassifierError as exc:
+        _fail(str(exc))
+    click.echo(f"run {run_id}: {n} batches queued again on '{queue}'")
+
+
+@click.command()
+@db_option
+@broker_option
+@click.option("--queues", default="cpu", show_default=True, help="Comma-separated queues: cpu, gpu.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: one per core; use 1 per GPU for gpu).")
+@click.option("-n", "--hostname", default=None, help="Worker name (default: celery@HOST).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(db_url, broker, queues, concurrency, hostname, loglevel):
+    """Start a Celery worker for the given queues."""
+    import os
+
+    _use_services(db_url, broker)
+    from survey_classifier.workers.app import QUEUES, app
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if unknown:
+        _fail(f"unknown queues {unknown}; choose from {list(QUEUES)}")
+    argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel, "--concurrency", str(concurrency or os.cpu_count() or 1)]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv)
