@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import ErrorRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.errors import SurveyClassifierError
-from survey_classifier.pipeline import finish_run_if_done, register_run
+from survey_classifier.runs import finish_run_if_done, register_run
 from survey_classifier.stages.base import Stage
 from survey_classifier.stages.registry import order_stages
 

@@ -2,8 +2,8 @@
 
 The in-process ``classify`` command and the Celery workers run exactly this
 code: :meth:`Pipeline.process_batch` reads and processes a batch without
-touching the database, :func:`store_batch` writes what it produced in one
-transaction, idempotently.
+touching the database; :func:`survey_classifier.runs.store_batch` writes
+what it produced in one transaction, idempotently.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from survey_classifier.cutout import Cutout, CutoutSource
-from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
-from survey_classifier.db.store import clear_errors, store_errors, store_results, upsert_cutouts
-from survey_classifier.errors import CutoutError, StageConfigError, SurveyClassifierError
+from survey_classifier.db.models import utcnow
+from survey_classifier.errors import CutoutError, StageConfigError
 from survey_classifier.io.fits import ReadLimits, read_cutout
 from survey_classifier.stages.base import CutoutFailure, Stage, check_result
+from survey_classifier.runs import READ_STAGE, _update_run, register_run, store_batch
 from survey_classifier.stages.registry import order_stages
 
 __all__ = [
@@ -33,18 +32,12 @@ __all__ = [
     "CutoutOutcome",
     "BatchResult",
     "Pipeline",
-    "store_batch",
-    "register_run",
-    "sources_for",
-    "finish_run_if_done",
     "RunSummary",
     "run_pipeline",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Name and version under which reading errors are stored.
-READ_STAGE = ("read", "1")
 
 
 @dataclass
@@ -220,204 +213,6 @@ def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, CutoutError) else (str(exc) or type(exc).__name__)
 
 
-def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:
-    source = outcome.source
-    row: dict[str, Any] = {"path": source.path}
-    cutout = outcome.cutout
-    if cutout is None:
-        return row
-    ra = source.ra_deg if cutout.ra_deg is None else cutout.ra_deg
-    dec = source.dec_deg if cutout.dec_deg is None else cutout.dec_deg
-    row.update(
-        sha256=cutout.sha256,
-        hdu=cutout.hdu,
-        ra_deg=ra,
-        dec_deg=dec,
-        pixel_scale_arcsec=cutout.pixel_scale_arcsec,
-        beam_major_arcsec=cutout.beam_major_arcsec,
-        beam_minor_arcsec=cutout.beam_minor_arcsec,
-        shape_y=int(cutout.data.shape[0]),
-        shape_x=int(cutout.data.shape[1]),
-        catalogue_id=source.catalogue_id,
-        catalogue=source.extra or None,
-        warnings=cutout.warnings or None,
-    )
-    return row
-
-
-def store_batch(
-    engine: Engine,
-    run_id: int | None,
-    stages: Sequence[Stage],
-    batch: BatchResult,
-    *,
-    batch_id: int | None = None,
-    worker: str | None = None,
-) -> float:
-    """Write one batch's cutouts, results and errors in one transaction.
-
-    Idempotent: storing the same batch twice leaves the same rows. With
-    ``batch_id``, the ``run_batches`` row is marked done in the same
-    transaction, so a batch is either wholly stored and done or not at all.
-    Returns the seconds spent.
-    """
-    start = time.perf_counter()
-    outcomes = batch.outcomes
-    with engine.begin() as connection:
-        ids = upsert_cutouts(connection, [_cutout_row(o) for o in outcomes])
-        read_ok = [(ids[o.source.path], *READ_STAGE, "") for o in outcomes if o.cutout is not None]
-        clear_errors(connection, read_ok)
-        for stage in stages:
-            results = [
-                (ids[o.source.path], o.cutout.results[stage.name])
-                for o in outcomes
-                if o.cutout is not None and stage.name in o.cutout.results
-            ]
-            store_results(
-                connection,
-                kind=stage.result_kind,
-                stage=stage.name,
-                stage_version=stage.version,
-                model_ref=stage.model_ref,
-                run_id=run_id,
-                results=results,
-            )
-        errors = [
-            {
-                "cutout_id": ids[o.source.path],
-                "stage": e.stage,
-                "stage_version": e.stage_version,
-                "model_ref": e.model_ref,
-                "hdu": e.hdu,
-                "error_type": e.error_type,
-                "message": e.message,
-            }
-            for o in outcomes
-            for e in o.errors
-        ]
-        store_errors(connection, errors, run_id)
-        if batch_id is not None:
-            batches = RunBatchRow.__table__
-            connection.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(
-                    status="done",
-                    n_failed=sum(1 for o in outcomes if o.errors),
-                    worker=worker,
-                    finished_at=utcnow(),
-                    attempts=batches.c.attempts + 1,
-                )
-            )
-    return time.perf_counter() - start
-
-
-def register_run(
-    engine: Engine,
-    sources: Sequence[CutoutSource],
-    stages: Sequence[Stage],
-    *,
-    batch_size: int,
-    config: dict,
-    executor: str,
-) -> tuple[int, list[tuple[int, list[CutoutSource]]]]:
-    """Record a run, its cutouts (by path) and its batches before processing.
-
-    A path listed twice is processed once. Returns the run id and, per
-    batch, its ``run_batches`` id and sources.
-    """
-    if batch_size < 1:
-        msg = f"batch_size must be at least 1, got {batch_size}"
-        raise ValueError(msg)
-    unique = list({source.path: source for source in reversed(sources)}.values())[::-1]
-    run_id = start_run(engine, stages, config, len(unique), executor)
-    batches = []
-    with engine.begin() as connection:
-        for index, first in enumerate(range(0, len(unique), batch_size)):
-            chunk = unique[first : first + batch_size]
-            ids = upsert_cutouts(connection, [_registration_row(s) for s in chunk])
-            cutout_ids = [ids[s.path] for s in chunk]
-            result = connection.execute(
-                RunBatchRow.__table__.insert().values(
-                    run_id=run_id,
-                    batch_index=index,
-                    cutout_ids=cutout_ids,
-                    n_cutouts=len(chunk),
-                    status="queued",
-                    attempts=0,
-                    n_failed=0,
-                    queued_at=utcnow(),
-                )
-            )
-            batches.append((int(result.inserted_primary_key[0]), chunk))
-    return run_id, batches
-
-
-def _registration_row(source: CutoutSource) -> dict[str, Any]:
-    row: dict[str, Any] = {"path": source.path}
-    if source.catalogue_id is not None:
-        row["catalogue_id"] = source.catalogue_id
-    if source.extra:
-        row["catalogue"] = source.extra
-    if source.ra_deg is not None and source.dec_deg is not None:
-        row["ra_deg"] = source.ra_deg
-        row["dec_deg"] = source.dec_deg
-    return row
-
-
-def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]:
-    """Rebuild the sources of registered cutouts (what a worker receives)."""
-    table = CutoutRow.__table__
-    with engine.connect() as connection:
-        rows = {
-            row.id: row
-            for row in connection.execute(
-                select(table.c.id, table.c.path, table.c.catalogue_id, table.c.catalogue, table.c.ra_deg, table.c.dec_deg)
-                .where(table.c.id.in_(list(cutout_ids)))
-            )
-        }
-    missing = [i for i in cutout_ids if i not in rows]
-    if missing:
-        msg = f"cutout ids {missing[:10]} are not registered in the database"
-        raise SurveyClassifierError(msg)
-    return [
-        CutoutSource(
-            path=rows[i].path,
-            catalogue_id=rows[i].catalogue_id,
-            ra_deg=rows[i].ra_deg,
-            dec_deg=rows[i].dec_deg,
-            extra=rows[i].catalogue or {},
-        )
-        for i in cutout_ids
-    ]
-
-
-def finish_run_if_done(engine: Engine, run_id: int) -> bool:
-    """Mark the run finished, with its counts, once every batch is done."""
-    batches = RunBatchRow.__table__
-    runs = RunRow.__table__
-    with engine.begin() as connection:
-        pending, n_cutouts, n_failed = connection.execute(
-            select(
-                func.count().filter(batches.c.status != "done"),
-                func.coalesce(func.sum(batches.c.n_cutouts), 0),
-                func.coalesce(func.sum(batches.c.n_failed), 0),
-            ).where(batches.c.run_id == run_id)
-        ).one()
-        if pending:
-            return False
-        connection.execute(
-            update(runs)
-            .where(runs.c.id == run_id)
-            .values(
-                status="finished",
-                finished_at=utcnow(),
-                n_processed=int(n_cutouts) - int(n_failed),
-                n_failed=int(n_failed),
-            )
-        )
-    return True
-
 
 @dataclass
 class RunSummary:
@@ -435,23 +230,6 @@ class RunSummary:
     def reasons(self) -> Counter:
         """Failures counted by stage and reason."""
         return Counter((stage, message) for _, stage, message in self.failures)
-
-
-def start_run(engine: Engine, stages: Sequence[Stage], config: dict, n_cutouts: int, executor: str) -> int:
-    with engine.begin() as connection:
-        result = connection.execute(
-            RunRow.__table__.insert().values(
-                started_at=utcnow(),
-                status="running",
-                executor=executor,
-                config=config,
-                stages=[stage.describe() for stage in stages],
-                n_cutouts=n_cutouts,
-                n_processed=0,
-                n_failed=0,
-            )
-        )
-        return int(result.inserted_primary_key[0])
 
 
 def run_pipeline(
@@ -522,8 +300,3 @@ def run_pipeline(
         timings=dict(timings),
         elapsed_s=time.perf_counter() - started,
     )
-
-
-def _update_run(engine: Engine, run_id: int, **values) -> None:
-    with engine.begin() as connection:
-        connection.execute(update(RunRow.__table__).where(RunRow.__table__.c.id == run_id).values(**values))

@@ -134,7 +134,8 @@ def check_stored_once(stage: Stage, cutouts) -> None:
 
     from survey_classifier.db import make_engine, upgrade
     from survey_classifier.db.models import RESULT_TABLES
-    from survey_classifier.pipeline import BatchResult, CutoutOutcome, store_batch
+    from survey_classifier.pipeline import BatchResult, CutoutOutcome
+    from survey_classifier.runs import store_batch
 
     batch = _fresh(cutouts)
     results = _run(stage, batch)

@@ -3,7 +3,7 @@
 A task receives a run id, a batch id and the cutout ids of that batch,
 rebuilds the run's stages once per worker process, runs the same
 :class:`~survey_classifier.pipeline.Pipeline` as ``classify`` and stores
-the batch with :func:`~survey_classifier.pipeline.store_batch` (upserts,
+the batch with :func:`~survey_classifier.runs.store_batch` (upserts,
 batch marked done in the same transaction). A redelivered batch is simply
 stored again, to the same rows.
 
@@ -24,7 +24,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from survey_classifier.db import make_engine
 from survey_classifier.db.models import RunBatchRow, RunRow
 from survey_classifier.errors import StageConfigError
-from survey_classifier.pipeline import Pipeline, finish_run_if_done, sources_for, store_batch
+from survey_classifier.pipeline import Pipeline
+from survey_classifier.runs import finish_run_if_done, sources_for, store_batch
 from survey_classifier.stages.registry import load_stage
 from survey_classifier.workers.app import app
 
