@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from survey_classifier.som._pixels import PixelDistances, refine_best
+from survey_classifier.som.som import REFINE_WITHIN
+
 __all__ = ["TensorFlowSOM"]
 
 
@@ -184,14 +187,32 @@ class TensorFlowSOM:
             self._compiled[batch_size] = run
         self._compiled[batch_size](spectra, schedule)
 
-    def map(self, images, *, batch_size=256):
-        """Best node, flip, angle and Euclidean distance of each image."""
+    def map(self, images, *, batch_size=256, refine_within=REFINE_WITHIN):
+        """Best node, flip, angle and Euclidean distance of each image.
+
+        With ``refine_within`` set, the distances come back to the host and
+        the candidate orientations are measured in pixels there, exactly as
+        :meth:`RotationInvariantSOM.map` does; None keeps the whole search
+        on the device and reports the fast distances.
+        """
         tf = self.tf
+        pixels = None if refine_within is None else self._pixel_distances()
         parts = []
         for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
             with tf.device(self.device):
-                flips, nodes, shifts, best = self._best(self.distances(self.spectra(images[start : start + batch_size])))
-            parts.append([flips.numpy(), nodes.numpy(), shifts.numpy(), np.sqrt(best.numpy())])
+                distances = self.distances(self.spectra(batch))
+                if pixels is None:
+                    flips, nodes, shifts, best = (t.numpy() for t in self._best(distances))
+            if pixels is not None:
+                per_node, node_flips, node_shifts = refine_best(
+                    distances.numpy(), batch, pixels, refine_within
+                )
+                nodes = per_node.argmin(axis=1)
+                rows = np.arange(len(nodes))
+                flips, shifts = node_flips[rows, nodes], node_shifts[rows, nodes]
+                best = per_node[rows, nodes]
+            parts.append([flips, nodes, shifts, np.sqrt(best)])
         flips, nodes, shifts, distance = (np.concatenate(p) for p in zip(*parts, strict=True))
         return {
             "node": nodes,
@@ -199,6 +220,14 @@ class TensorFlowSOM:
             "angle_deg": shifts * (360.0 / self.n_angles),
             "distance": distance,
         }
+
+    def _pixel_distances(self):
+        """Exact distances to the device's current neurons (not yet written back)."""
+        som = self.som
+        prototypes = som.polar_.to_cartesian(
+            self.neurons.numpy().transpose(2, 1, 0), int(som.neuron_size)
+        )
+        return PixelDistances(prototypes, som.region_diameter_, self.n_angles)
 
     def write_back(self):
         """Copy the trained neurons into the numpy SOM."""

@@ -21,15 +21,9 @@ import scipy.sparse as sp
 from scipy import ndimage
 
 from survey_classifier.som._grid import MapGrid, decayed, neighbourhood_weights
+from survey_classifier.som._pixels import circular_mask, rotation_sources
 
 __all__ = ["circular_mask", "rotated_stack", "reference_distances", "BruteForceSOM"]
-
-
-def circular_mask(size: int, diameter: float) -> np.ndarray:
-    """Boolean (size, size) mask of the pixels whose centre lies in the circle."""
-    centre = (size - 1) / 2.0
-    rows, cols = np.mgrid[0:size, 0:size]
-    return np.hypot(rows - centre, cols - centre) <= diameter / 2.0
 
 
 def _central(image: np.ndarray, size: int) -> np.ndarray:
@@ -84,32 +78,18 @@ def reference_distances(image, neurons, *, n_rotations=360, flip=True, region_di
     return np.maximum(squared, 0.0)
 
 
-def _source_coordinates(image_size, size, n_rotations, flip, mask):
+def _source_coordinates(image_size, n_rotations, flip, mask):
     """(2, n_orientations * n_masked) input (row, col) of every rotated output pixel."""
-    centre_in = (image_size - 1) / 2.0
-    centre_out = (size - 1) / 2.0
-    rows, cols = np.nonzero(mask)
-    dy = rows - centre_out
-    dx = cols - centre_out
-    blocks = []
-    for f in range(2 if flip else 1):
-        for s in range(n_rotations):
-            phi = 2.0 * np.pi * s / n_rotations
-            # Output pixel at angle theta takes the input at theta - phi.
-            cos, sin = np.cos(phi), np.sin(phi)
-            src_x = cos * dx + sin * dy
-            src_y = -sin * dx + cos * dy
-            if f:
-                src_y = -src_y
-            blocks.append((centre_in + src_y, centre_in + src_x))
-    return np.array(
-        [np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])]
-    )
+    n_flips = 2 if flip else 1
+    angles = np.tile(2.0 * np.pi * np.arange(n_rotations) / n_rotations, n_flips)
+    flips = np.repeat(np.arange(n_flips), n_rotations)
+    rows, cols = rotation_sources(image_size, mask, angles, flips)
+    return np.array([rows.ravel(), cols.ravel()])
 
 
 def _rotation_matrix(image_size, size, n_rotations, flip, mask):
     """Sparse bilinear matrix: image pixels -> masked pixels of every rotation."""
-    src_rows, src_cols = _source_coordinates(image_size, size, n_rotations, flip, mask)
+    src_rows, src_cols = _source_coordinates(image_size, n_rotations, flip, mask)
     row0 = np.floor(src_rows).astype(int)
     col0 = np.floor(src_cols).astype(int)
     frow, fcol = src_rows - row0, src_cols - col0
@@ -219,7 +199,7 @@ class BruteForceSOM:
             matrix = _rotation_matrix(image_size, size, self.n_rotations, self.flip, self.mask_)
             return lambda image: matrix @ image.ravel()
         if self.rotation == "map_coordinates":
-            coords = _source_coordinates(image_size, size, self.n_rotations, self.flip, self.mask_)
+            coords = _source_coordinates(image_size, self.n_rotations, self.flip, self.mask_)
             return lambda image: ndimage.map_coordinates(
                 image, coords, order=1, mode="constant", cval=0.0, prefilter=False
             )

@@ -17,6 +17,7 @@ import numpy as np
 
 from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.preprocess import PreprocessConfig
+from survey_classifier.som.som import REFINE_WITHIN
 from survey_classifier.stages.base import CutoutFailure, Stage
 
 __all__ = ["SOMStage", "DEFAULT_SOM"]
@@ -40,10 +41,16 @@ class SOMStage(Stage):
     n_rotations, flip, region_diameter, region_shape : optional
         Mapping settings; when given they must equal those the SOM was
         trained with, otherwise the stage refuses to run (``None``: as trained).
+    refine_within : float or None
+        Orientations whose fast distance lies within this fraction of a
+        cutout's best are measured again in pixels, as PINK measures them
+        (see :meth:`RotationInvariantSOM.map`); None keeps the fast core's
+        distances (faster, within a few per cent on extended sources).
     """
 
     name = "som"
-    version = "1"
+    # 2: distances re-measured in pixels (refine_within); 1 reported the fast core's
+    version = "2"
     result_kind = "som"
     requires = ("pixels",)
     enabled_by_default = True
@@ -58,6 +65,7 @@ class SOMStage(Stage):
         flip=None,
         region_diameter=None,
         region_shape=None,
+        refine_within=REFINE_WITHIN,
     ):
         self.model = model
         self.distance_map_dir = distance_map_dir
@@ -65,6 +73,7 @@ class SOMStage(Stage):
         self.flip = flip
         self.region_diameter = region_diameter
         self.region_shape = region_shape
+        self.refine_within = _fraction_or_none(refine_within)
         self._som = None
 
     @property
@@ -132,7 +141,9 @@ class SOMStage(Stage):
         if not images:
             return results
         keep_map = self.distance_map_dir is not None
-        mapping = self._som.map(np.stack(images), return_distances=keep_map)
+        mapping = self._som.map(
+            np.stack(images), return_distances=keep_map, refine_within=self.refine_within
+        )
         for row, index in enumerate(positions):
             result = {
                 "node_x": int(mapping["node_x"][row]),
@@ -148,3 +159,20 @@ class SOMStage(Stage):
                 result["distance_map"] = str(target)
             results[index] = result
         return results
+
+
+def _fraction_or_none(value):
+    """``refine_within`` as a float >= 0, or None."""
+    if value is None:
+        return None
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = -1.0
+    if not fraction >= 0.0:  # also refuses NaN
+        msg = (
+            f"stage 'som': refine_within must be a fraction >= 0 (e.g. 0.05) or null "
+            f"(fast distances only), got {value!r}"
+        )
+        raise StageConfigError(msg)
+    return fraction

@@ -13,6 +13,7 @@ from survey_classifier.errors import StageConfigError
 from survey_classifier.pipeline import Pipeline, run_pipeline
 from survey_classifier.query import top_anomalies
 from survey_classifier.stages.registry import load_stage
+from survey_classifier.stages.som import SOMStage
 from survey_classifier.testing import check_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.SurveyClassifierWarning")
@@ -97,7 +98,7 @@ def test_train_anomaly_command_registers_a_versioned_scorer(reference, tmp_path,
     assert result.exit_code == 0, result.output
     assert "registered anomaly-scorer:7" in result.output
     stored, row = resolve_model(engine, "anomaly", "anomaly-scorer", "7")
-    assert row["details"]["som_ref"].startswith("1@") and row["details"]["cnn_ref"].startswith("1@fr-cnn:")
+    assert row["details"]["som_ref"].startswith(f"{SOMStage.version}@som:") and row["details"]["cnn_ref"].startswith("1@fr-cnn:")
     assert load_stage("anomaly", scorer=str(stored)).model_ref == "anomaly-scorer:7"
     again = CliRunner().invoke(main, ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5", "--model-version", "7"])
     assert again.exit_code != 0 and "anomaly-scorer" in again.output

@@ -32,6 +32,17 @@ def test_results_match_the_estimator(som_file, small_som, som_cutouts, som_image
     assert stage.model_ref.startswith("som:") and "@" in stage.model_ref
 
 
+def test_refine_within_reaches_the_estimator(som_file, small_som, som_cutouts, som_images):
+    fast = SOMStage(model=som_file, refine_within=None).process(som_cutouts[:8])
+    expected = small_som.map(som_images[:8], refine_within=None)
+    np.testing.assert_allclose([r["distance"] for r in fast], expected["distance"], rtol=1e-5)
+    refined = SOMStage(model=som_file).process(som_cutouts[:8])
+    assert [r["distance"] for r in refined] != [r["distance"] for r in fast]
+    for bad in (-0.1, "much", float("nan")):
+        with pytest.raises(StageConfigError, match="refine_within must be a fraction"):
+            SOMStage(model=som_file, refine_within=bad)
+
+
 def test_distance_map_artefact(tmp_path, som_file, som_cutouts):
     stage = SOMStage(model=som_file, distance_map_dir=str(tmp_path / "maps"))
     results = stage.process(som_cutouts[:3])

@@ -1,0 +1,175 @@
+"""Distances in the pixel domain, as PINK measures them.
+
+PINK rotates the image with bilinear interpolation and compares it with the
+neuron pixel by pixel inside the circular region. The fast core
+(:mod:`survey_classifier.som._polar`) approximates that distance on a polar
+grid, within a few per cent, for every angle at once. :class:`PixelDistances`
+measures it exactly, for a short list of (image, flip, neuron, angle)
+choices: :meth:`RotationInvariantSOM.map` uses it to re-measure the
+orientations the fast core ranks near the best (filter, then refine), and
+the brute-force reference in :mod:`survey_classifier.som.reference` uses the
+same geometry for every angle.
+
+Geometry: an output pixel at offset ``(dy, dx)`` from the centre of the
+region, for a rotation by ``phi`` (counter-clockwise as displayed with
+``origin="lower"``, i.e. :func:`scipy.ndimage.rotate` by ``-phi``), takes
+the input at ``(dx cos phi + dy sin phi, -dx sin phi + dy cos phi)``; a flip
+mirrors the rows (``y -> -y``) before the rotation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from survey_classifier.som._polar import best_rotations
+
+__all__ = ["circular_mask", "rotation_sources", "PixelDistances", "refine_best"]
+
+#: Candidate orientations measured per block (bounds the memory of a call).
+_BLOCK = 2048
+
+
+def circular_mask(size: int, diameter: float) -> np.ndarray:
+    """Boolean (size, size) mask of the pixels whose centre lies in the circle."""
+    centre = (size - 1) / 2.0
+    rows, cols = np.mgrid[0:size, 0:size]
+    return np.hypot(rows - centre, cols - centre) <= diameter / 2.0
+
+
+def rotation_sources(image_size, mask, angles_rad, flips):
+    """Input (row, col) of every masked output pixel, per orientation.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the (square) input images; the region is centred in them.
+    mask : ndarray of bool, (size, size)
+        The output pixels (the circular region of a neuron).
+    angles_rad, flips : array_like, (t,)
+        Rotation angle and mirror flag of each orientation.
+
+    Returns
+    -------
+    rows, cols : ndarray, (t, n_masked)
+    """
+    centre_out = (mask.shape[0] - 1) / 2.0
+    centre_in = (int(image_size) - 1) / 2.0
+    out_rows, out_cols = np.nonzero(mask)
+    dy = (out_rows - centre_out)[None, :]
+    dx = (out_cols - centre_out)[None, :]
+    angles = np.asarray(angles_rad, dtype=np.float64)[:, None]
+    cos, sin = np.cos(angles), np.sin(angles)
+    src_x = cos * dx + sin * dy
+    src_y = -sin * dx + cos * dy
+    src_y = np.where(np.asarray(flips, dtype=bool)[:, None], -src_y, src_y)
+    return centre_in + src_y, centre_in + src_x
+
+
+class PixelDistances:
+    """Exact squared distances of rotated images to cartesian neurons.
+
+    Parameters
+    ----------
+    neurons : ndarray, (n_nodes, size, size)
+        Cartesian neurons (for a fitted SOM, its ``prototypes_``).
+    region_diameter : float
+        Diameter of the circular region compared, in pixels.
+    n_rotations : int
+        Angle steps: a shift ``s`` is a rotation by ``360 s / n_rotations``
+        degrees.
+    """
+
+    def __init__(self, neurons, region_diameter, n_rotations):
+        neurons = np.asarray(neurons, dtype=np.float32)
+        self.mask = circular_mask(neurons.shape[-1], region_diameter)
+        self.targets = np.ascontiguousarray(neurons[:, self.mask])  # (n_nodes, p)
+        self.n_rotations = int(n_rotations)
+        self._tables = {}
+
+    def _table(self, image_size):
+        """Per orientation ``flip * n_rotations + shift`` and masked pixel: the
+        flat index of the top-left neighbour in the zero-padded image and the
+        bilinear weights. A sample outside the image reads the zero corner."""
+        if image_size not in self._tables:
+            n = self.n_rotations
+            angles = np.tile(2.0 * np.pi * np.arange(n) / n, 2)
+            rows, cols = rotation_sources(image_size, self.mask, angles, np.repeat([0, 1], n))
+            rows, cols = rows + 1.0, cols + 1.0  # into the padded image
+            # as scipy.ndimage.map_coordinates(mode="constant"): outside the image is 0
+            inside = (rows >= 1) & (rows <= image_size) & (cols >= 1) & (cols <= image_size)
+            row0, col0 = np.floor(rows), np.floor(cols)
+            base = np.where(inside, row0 * (image_size + 2) + col0, 0).astype(np.intp)
+            frow = np.where(inside, rows - row0, 0).astype(np.float32)
+            fcol = np.where(inside, cols - col0, 0).astype(np.float32)
+            self._tables[image_size] = (base, frow, fcol)
+        return self._tables[image_size]
+
+    def __call__(self, images, image_index, flips, nodes, shifts) -> np.ndarray:
+        """Squared distance of ``images[image_index]`` mirrored by ``flips``
+        and turned by ``shifts`` steps to ``neurons[nodes]``, for each entry.
+
+        The image is sampled with bilinear interpolation (zero outside it),
+        exactly as :func:`scipy.ndimage.rotate` with ``order=1`` does.
+        """
+        images = np.asarray(images, dtype=np.float32)
+        n, size = images.shape[0], images.shape[-1]
+        width = size + 2
+        # one pixel of zeros around each image: the last row and column have neighbours
+        padded = np.zeros((n, width, width), np.float32)
+        padded[:, 1:-1, 1:-1] = images
+        pixels = padded.reshape(-1)
+        base, frow, fcol = self._table(size)
+        orientation = np.asarray(flips, np.intp) * self.n_rotations + np.asarray(shifts, np.intp)
+        offsets = np.asarray(image_index, np.intp) * (width * width)
+        out = np.empty(len(orientation), np.float64)
+        for start in range(0, len(out), _BLOCK):
+            part = slice(start, start + _BLOCK)
+            where = orientation[part]
+            index = base[where] + offsets[part, None]
+            corner, right = pixels[index], pixels[index + 1]
+            below, both = pixels[index + width], pixels[index + width + 1]
+            top = corner + fcol[where] * (right - corner)
+            top += frow[where] * (below + fcol[where] * (both - below) - top)
+            top -= self.targets[nodes[part]]
+            out[part] = np.einsum("tp,tp->t", top, top, dtype=np.float64)
+        return out
+
+
+def refine_best(distances, images, pixels, within):
+    """Best (flip, shift) and squared distance per image and neuron, re-measured.
+
+    Every orientation whose fast squared distance lies within ``within``
+    (a fraction) of the image's best is measured again in pixels by
+    ``pixels``; a neuron with such candidates takes the best of its exact
+    values, the others keep their fast best.
+
+    Parameters
+    ----------
+    distances : ndarray, (n, n_flips, n_neurons, n_angles)
+        Fast squared distances of ``images``.
+    images : ndarray, (n, size, size)
+    pixels : PixelDistances
+    within : float
+
+    Returns
+    -------
+    As :func:`~survey_classifier.som._polar.best_rotations`, with float64
+    distances.
+    """
+    node_distance, flips, shifts = best_rotations(distances)
+    node_distance = node_distance.astype(np.float64)
+    n, _, n_neurons, _ = distances.shape
+    flat = distances.reshape(n, -1)
+    best = flat.min(axis=1, keepdims=True)
+    image, candidate = np.nonzero(flat <= best + float(within) * np.abs(best))
+    flip, node, shift = np.unravel_index(candidate, distances.shape[1:])
+    exact = pixels(images, image, flip, node, shift)
+    # the lowest exact value of each (image, neuron) pair
+    key = image * n_neurons + node
+    order = np.lexsort((exact, key))
+    first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
+    image, node = image[first], node[first]
+    node_distance[image, node] = exact[first]
+    flips[image, node] = flip[first]
+    shifts[image, node] = shift[first]
+    return node_distance, flips, shifts

@@ -1,0 +1,126 @@
+"""Exact pixel-domain distances and the refinement of the fast core's choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from survey_classifier.som import RotationInvariantSOM
+from survey_classifier.som._pixels import PixelDistances
+from survey_classifier.som.reference import reference_distances
+from survey_classifier.stages.som import DEFAULT_SOM
+
+
+def _every_orientation(pixels, images, index, n_nodes, n_rotations):
+    flips, nodes, shifts = np.meshgrid(
+        np.arange(2), np.arange(n_nodes), np.arange(n_rotations), indexing="ij"
+    )
+    image_index = np.full(flips.size, index)
+    return pixels(images, image_index, flips.ravel(), nodes.ravel(), shifts.ravel()).reshape(
+        flips.shape
+    )
+
+
+@pytest.mark.parametrize(
+    "image_size, neuron_size, diameter",
+    [(64, 64, 45), (64, 64, 64), (80, 64, 64), (64, 48, 40)],
+)
+def test_pixel_distances_equal_the_brute_force(native_images, image_size, neuron_size, diameter):
+    """Same numbers as scipy.ndimage.rotate at every orientation, edges included."""
+    images = native_images[:2]
+    if image_size > images.shape[-1]:
+        pad = (image_size - images.shape[-1]) // 2
+        images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+    rng = np.random.default_rng(4)
+    neurons = ndimage.gaussian_filter(
+        rng.random((3, neuron_size, neuron_size)).astype(np.float32), (0, 2, 2)
+    )
+    pixels = PixelDistances(neurons, diameter, 36)
+    for index, image in enumerate(images):
+        expected = reference_distances(image, neurons, n_rotations=36, region_diameter=diameter)
+        got = _every_orientation(pixels, images, index, len(neurons), 36)
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def _angle_gap(a, b):
+    gap = abs(float(a) - float(b)) % 360
+    return min(gap, 360 - gap)
+
+
+def _brute_force_choice(image, prototypes, diameter):
+    reference = reference_distances(image, prototypes, n_rotations=360, region_diameter=diameter)
+    flip, node, shift = np.unravel_index(reference.argmin(), reference.shape)
+    return reference, flip, node, shift
+
+
+def test_mapping_finds_the_brute_force_choice_on_every_cutout(native_images):
+    """Node, flip, angle within one step and distance within 2 %, on each of 13 cutouts."""
+    som = RotationInvariantSOM(
+        grid_shape=(3, 3), neuron_size=64, region_diameter=45, random_state=1, track_errors=False
+    ).fit(native_images[::2])
+    images = native_images[1::12]  # not used in training
+    mapping = som.map(images)
+    fast = som.map(images, refine_within=None)
+    fast_misses = 0
+    for row, image in enumerate(images):
+        reference, flip, node, shift = _brute_force_choice(image, som.prototypes_, 45)
+        assert mapping["node"][row] == node
+        assert mapping["flip"][row] == bool(flip)
+        assert _angle_gap(mapping["angle_deg"][row], shift) <= 1.0
+        assert mapping["distance"][row] ** 2 == pytest.approx(reference.min(), rel=0.02)
+        fast_misses += _angle_gap(fast["angle_deg"][row], shift) > 1.0
+    assert fast_misses > 0  # the fast core alone does not meet this on these cutouts
+
+
+def _same_choice(mapping, row, reference, flip, node, shift):
+    return bool(
+        mapping["node"][row] == node
+        and mapping["flip"][row] == bool(flip)
+        and _angle_gap(mapping["angle_deg"][row], shift) <= 1.0
+        and abs(mapping["distance"][row] ** 2 / reference.min() - 1) < 0.02
+    )
+
+
+@pytest.fixture(scope="module")
+def shipped_som():
+    return RotationInvariantSOM.load(DEFAULT_SOM)
+
+
+def test_refinement_on_the_shipped_map(shipped_som, som_images):
+    """Whole 150 px cutouts shrunk to 64 px: compact sources, where the fast
+    distances are furthest from the pixel-domain ones."""
+    images = som_images[::6][:25]
+    refined = shipped_som.map(images)
+    fast = shipped_som.map(images, refine_within=None)
+    pixels = shipped_som._pixel_distances()
+    rows = np.arange(len(images))
+    at_fast = pixels(images, rows, fast["flip"].astype(int), fast["node"],
+                     np.rint(fast["angle_deg"]).astype(int))  # fmt: skip
+    # the fast choice is always a candidate, so refining never does worse by the exact measure
+    assert np.all(refined["distance"] ** 2 <= at_fast * (1 + 1e-6))
+    agree, fast_agree = 0, 0
+    for row, image in enumerate(images):
+        choice = _brute_force_choice(image, shipped_som.prototypes_, 64)
+        agree += _same_choice(refined, row, *choice)
+        fast_agree += _same_choice(fast, row, *choice)
+    assert agree >= 0.8 * len(images)
+    assert fast_agree < agree
+
+
+def test_refinement_can_be_turned_off(small_som, som_images):
+    """refine_within=None reports the fast core's own distances."""
+    from survey_classifier.som._polar import best_rotations, rotation_distances
+
+    images = som_images[:10]
+    polar = small_som.polar_
+    spectra = polar.to_fourier(images)
+    distances = rotation_distances(
+        polar.weighted(spectra), polar.squared_norms(spectra), small_som.neurons_,
+        small_som.neuron_norms_, flip=True, n_angles=polar.n_angles,
+    )  # fmt: skip
+    per_node, _, _ = best_rotations(distances)
+    mapping = small_som.map(images, refine_within=None, return_distances=True)
+    np.testing.assert_allclose(mapping["node_distances"], np.sqrt(per_node), rtol=1e-6)
+    refined = small_som.map(images, return_distances=True)
+    assert not np.allclose(refined["node_distances"], mapping["node_distances"])
