@@ -19,15 +19,12 @@ mirrors the rows (``y -> -y``) before the rotation.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from survey_classifier.som._polar import best_rotations
 
 __all__ = ["circular_mask", "rotation_sources", "PixelDistances", "refine_best"]
-
-#: Candidate orientations measured per block (bounds the memory of a call).
-_BLOCK = 2048
-
 
 def circular_mask(size: int, diameter: float) -> np.ndarray:
     """Boolean (size, size) mask of the pixels whose centre lies in the circle."""
@@ -98,7 +95,7 @@ class PixelDistances:
             # as scipy.ndimage.map_coordinates(mode="constant"): outside the image is 0
             inside = (rows >= 1) & (rows <= image_size) & (cols >= 1) & (cols <= image_size)
             row0, col0 = np.floor(rows), np.floor(cols)
-            base = np.where(inside, row0 * (image_size + 2) + col0, 0).astype(np.intp)
+            base = np.where(inside, row0 * (image_size + 2) + col0, 0).astype(np.int32)
             frow = np.where(inside, rows - row0, 0).astype(np.float32)
             fcol = np.where(inside, cols - col0, 0).astype(np.float32)
             self._tables[image_size] = (base, frow, fcol)
@@ -117,31 +114,48 @@ class PixelDistances:
         # one pixel of zeros around each image: the last row and column have neighbours
         padded = np.zeros((n, width, width), np.float32)
         padded[:, 1:-1, 1:-1] = images
-        pixels = padded.reshape(-1)
         base, frow, fcol = self._table(size)
-        orientation = np.asarray(flips, np.intp) * self.n_rotations + np.asarray(shifts, np.intp)
-        offsets = np.asarray(image_index, np.intp) * (width * width)
+        orientation = np.asarray(flips, np.int64) * self.n_rotations + np.asarray(shifts, np.int64)
         out = np.empty(len(orientation), np.float64)
-        for start in range(0, len(out), _BLOCK):
-            part = slice(start, start + _BLOCK)
-            where = orientation[part]
-            index = base[where] + offsets[part, None]
-            corner, right = pixels[index], pixels[index + 1]
-            below, both = pixels[index + width], pixels[index + width + 1]
-            top = corner + fcol[where] * (right - corner)
-            top += frow[where] * (below + fcol[where] * (both - below) - top)
-            top -= self.targets[nodes[part]]
-            out[part] = np.einsum("tp,tp->t", top, top, dtype=np.float64)
+        _squared_distances(
+            padded.reshape(-1), width, base, frow, fcol, self.targets,
+            np.asarray(image_index, np.int64), orientation, np.asarray(nodes, np.int64), out,
+        )  # fmt: skip
         return out
 
 
-def refine_best(distances, images, pixels, within):
+@numba.njit(cache=True, nogil=True)
+def _squared_distances(pixels, width, base, frow, fcol, targets, image_index, orientation, nodes, out):
+    """The hot loop of :class:`PixelDistances`: for each entry, sample the padded
+    image through the orientation's table row and sum the squared differences
+    with the neuron. Compiled, since numpy would build a dozen temporaries per
+    entry and run several times slower."""
+    plane = width * width
+    for entry in range(orientation.shape[0]):
+        row = orientation[entry]
+        offset = image_index[entry] * plane
+        node = nodes[entry]
+        total = 0.0
+        for pixel in range(base.shape[1]):
+            at = base[row, pixel] + offset
+            corner, right = pixels[at], pixels[at + 1]
+            below, both = pixels[at + width], pixels[at + width + 1]
+            across = fcol[row, pixel]
+            top = corner + across * (right - corner)
+            bottom = below + across * (both - below)
+            value = top + frow[row, pixel] * (bottom - top) - targets[node, pixel]
+            total += value * value
+        out[entry] = total
+
+
+def refine_best(distances, images, pixels, within, limit=None):
     """Best (flip, shift) and squared distance per image and neuron, re-measured.
 
     Every orientation whose fast squared distance lies within ``within``
-    (a fraction) of the image's best is measured again in pixels by
-    ``pixels``; a neuron with such candidates takes the best of its exact
-    values, the others keep their fast best.
+    (a fraction) of the image's best, but at most the ``limit`` best-ranked
+    of each image, is measured again in pixels by ``pixels``; a neuron with
+    such candidates takes the best of its exact values, the others keep
+    their fast best.
 
     Parameters
     ----------
@@ -150,11 +164,14 @@ def refine_best(distances, images, pixels, within):
     images : ndarray, (n, size, size)
     pixels : PixelDistances
     within : float
+    limit : int or None
 
     Returns
     -------
     As :func:`~survey_classifier.som._polar.best_rotations`, with float64
-    distances.
+    distances. The lowest distance of each image is an exact one: a neuron
+    left out by ``limit`` whose fast distance is below the best exact value
+    is re-measured at its own fast best orientation.
     """
     node_distance, flips, shifts = best_rotations(distances)
     node_distance = node_distance.astype(np.float64)
@@ -162,14 +179,38 @@ def refine_best(distances, images, pixels, within):
     flat = distances.reshape(n, -1)
     best = flat.min(axis=1, keepdims=True)
     image, candidate = np.nonzero(flat <= best + float(within) * np.abs(best))
+    if limit is not None:
+        image, candidate = _lowest_per_image(image, candidate, flat[image, candidate], limit)
     flip, node, shift = np.unravel_index(candidate, distances.shape[1:])
     exact = pixels(images, image, flip, node, shift)
-    # the lowest exact value of each (image, neuron) pair
-    key = image * n_neurons + node
+    measured = np.zeros(node_distance.shape, bool)
+    _keep_lowest(node_distance, flips, shifts, measured, image, node, flip, shift, exact)
+    # neurons not measured whose fast value undercuts the image's best exact one
+    best_exact = np.where(measured, node_distance, np.inf).min(axis=1, keepdims=True)
+    image, node = np.nonzero(~measured & (node_distance < best_exact))
+    if len(image):
+        flip, shift = flips[image, node], shifts[image, node]
+        exact = pixels(images, image, flip, node, shift)
+        _keep_lowest(node_distance, flips, shifts, measured, image, node, flip, shift, exact)
+    return node_distance, flips, shifts
+
+
+def _keep_lowest(node_distance, flips, shifts, measured, image, node, flip, shift, exact):
+    """Write the lowest exact value of each (image, neuron) pair, with its orientation."""
+    key = image * node_distance.shape[1] + node
     order = np.lexsort((exact, key))
     first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
     image, node = image[first], node[first]
     node_distance[image, node] = exact[first]
     flips[image, node] = flip[first]
     shifts[image, node] = shift[first]
-    return node_distance, flips, shifts
+    measured[image, node] = True
+
+
+def _lowest_per_image(image, candidate, value, limit):
+    """Keep at most ``limit`` candidates of each image, those of lowest value."""
+    order = np.lexsort((value, image))
+    image, candidate = image[order], candidate[order]
+    starts = np.searchsorted(image, image, side="left")
+    keep = np.arange(len(image)) - starts < limit
+    return image[keep], candidate[keep]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from survey_classifier.som._pixels import PixelDistances, refine_best
-from survey_classifier.som.som import REFINE_WITHIN
+from survey_classifier.som.som import REFINE_LIMIT, REFINE_WITHIN
 
 __all__ = ["TensorFlowSOM"]
 
@@ -187,7 +187,7 @@ class TensorFlowSOM:
             self._compiled[batch_size] = run
         self._compiled[batch_size](spectra, schedule)
 
-    def map(self, images, *, batch_size=256, refine_within=REFINE_WITHIN):
+    def map(self, images, *, batch_size=256, refine_within=REFINE_WITHIN, refine_limit=REFINE_LIMIT):
         """Best node, flip, angle and Euclidean distance of each image.
 
         With ``refine_within`` set, the distances come back to the host and
@@ -206,7 +206,7 @@ class TensorFlowSOM:
                     flips, nodes, shifts, best = (t.numpy() for t in self._best(distances))
             if pixels is not None:
                 per_node, node_flips, node_shifts = refine_best(
-                    distances.numpy(), batch, pixels, refine_within
+                    distances.numpy(), batch, pixels, refine_within, refine_limit
                 )
                 nodes = per_node.argmin(axis=1)
                 rows = np.arange(len(nodes))

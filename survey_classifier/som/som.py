@@ -46,13 +46,15 @@ SOM_FORMAT_VERSION = 1
 _INITS = ("samples", "random")
 _REGION_SHAPES = ("circle",)
 _CHUNK = 256
-#: Default of ``map(refine_within=...)``. The fast distances are within 2 % of
-#: PINK's pixel-domain distances on smooth images but can be off by 30 % on
-#: compact sources; re-measuring the orientations within 5 % of the best finds
-#: the brute force's choice on every native-resolution cutout tested and on
-#: 87 % of cutouts of the shipped map, at about half the mapping speed
-#: (docs/som.md, "Exact distances").
-REFINE_WITHIN = 0.05
+#: Defaults of ``map(refine_within=..., refine_limit=...)``. The fast distances
+#: are within a few per cent of PINK's pixel-domain distances on extended
+#: sources but up to 30 % off on compact ones (a bilinear rotation smooths
+#: those at off-grid angles). Re-measuring the orientations within 30 % of the
+#: best, at most the 128 best-ranked per image, finds the brute force's choice
+#: on every cutout of bench/som_exactness.py at about half the fast core's
+#: mapping speed (docs/som.md, "Exact distances").
+REFINE_WITHIN = 0.3
+REFINE_LIMIT = 128
 _geru = blas.cgeru
 
 
@@ -464,7 +466,7 @@ class RotationInvariantSOM:
             raise NotFittedError(msg)
 
     def map(self, images, *, return_distances=False, batch_size=64,
-            refine_within=REFINE_WITHIN) -> SOMMapping:  # fmt: skip
+            refine_within=REFINE_WITHIN, refine_limit=REFINE_LIMIT) -> SOMMapping:  # fmt: skip
         """Best-matching node, rotation, flip and distance of each image.
 
         The fast core ranks every node, flip and angle at once on the polar
@@ -486,14 +488,21 @@ class RotationInvariantSOM:
             Fraction of the best fast squared distance within which
             orientations are re-measured in pixels; None reports the fast
             core's distances and orientations unchanged.
+        refine_limit : int or None
+            At most this many orientations per image are re-measured, those
+            the fast core ranks best (None: no limit). Bounds the cost on
+            images whose fast distances are nearly flat.
         """
         self._check_fitted()
         images = self._check_images(images)
         if refine_within is not None and not float(refine_within) >= 0.0:
             msg = f"refine_within must be a fraction >= 0 or None, got {refine_within!r}"
             raise ValueError(msg)
+        if refine_limit is not None and not int(refine_limit) >= 1:
+            msg = f"refine_limit must be at least 1 or None, got {refine_limit!r}"
+            raise ValueError(msg)
         with _one_blas_thread():
-            return self._map(images, return_distances, batch_size, refine_within)
+            return self._map(images, return_distances, batch_size, refine_within, refine_limit)
 
     def _pixel_distances(self) -> PixelDistances:
         """Exact distances to the current prototypes (rebuilt when they change)."""
@@ -504,7 +513,7 @@ class RotationInvariantSOM:
             self._pixels = cached = (key, pixels)
         return cached[1]
 
-    def _map(self, images, return_distances, batch_size, refine_within) -> SOMMapping:
+    def _map(self, images, return_distances, batch_size, refine_within, refine_limit) -> SOMMapping:
         polar = self.polar_
         pixels = None if refine_within is None else self._pixel_distances()
         keys = ("node", "second_node", "flip", "shift", "distance")
@@ -520,7 +529,9 @@ class RotationInvariantSOM:
                 per_node, flips, shifts = best_rotations(distances)
             else:
                 batch = images[start : start + batch_size]
-                per_node, flips, shifts = refine_best(distances, batch, pixels, refine_within)
+                per_node, flips, shifts = refine_best(
+                    distances, batch, pixels, refine_within, refine_limit
+                )
             order = np.argsort(per_node, axis=1)[:, :2]
             rows = np.arange(len(per_node))
             best = order[:, 0]

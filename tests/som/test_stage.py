@@ -41,6 +41,9 @@ def test_refine_within_reaches_the_estimator(som_file, small_som, som_cutouts, s
     for bad in (-0.1, "much", float("nan")):
         with pytest.raises(StageConfigError, match="refine_within must be a fraction"):
             SOMStage(model=som_file, refine_within=bad)
+    for bad in (0, 2.5, "many", True):
+        with pytest.raises(StageConfigError, match="refine_limit must be a whole number"):
+            SOMStage(model=som_file, refine_limit=bad)
 
 
 def test_distance_map_artefact(tmp_path, som_file, som_cutouts):
