@@ -26,6 +26,7 @@ from survey_classifier.som._polar import best_rotations
 
 __all__ = ["circular_mask", "rotation_sources", "PixelDistances", "refine_best"]
 
+
 def circular_mask(size: int, diameter: float) -> np.ndarray:
     """Boolean (size, size) mask of the pixels whose centre lies in the circle."""
     centre = (size - 1) / 2.0

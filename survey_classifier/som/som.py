@@ -470,11 +470,13 @@ class RotationInvariantSOM:
         """Best-matching node, rotation, flip and distance of each image.
 
         The fast core ranks every node, flip and angle at once on the polar
-        grid, within a few per cent of the pixel-domain distance. The
-        orientations it ranks within ``refine_within`` of an image's best
-        are then measured again in pixels, as PINK does (bilinear rotation,
-        compared pixel by pixel in the circular region with the cartesian
-        prototypes), and the best of those is reported.
+        grid (within a few per cent of the pixel-domain distance on extended
+        sources, up to 30 % off on compact ones). The orientations it ranks
+        within ``refine_within`` of an image's best (at most
+        ``refine_limit``) are then measured again in pixels, as PINK does
+        (bilinear rotation, compared pixel by pixel in the circular region
+        with the cartesian prototypes), and the best of those is reported:
+        ``distance`` is always such an exact value.
 
         Parameters
         ----------
