@@ -272,7 +272,7 @@ def som_from_pink(path, *, image_size, region_diameter=None, n_rotations=360, fl
     except ValueError as exc:
         msg = f"{path}: {exc}"
         raise ModelError(msg) from exc
-    som.set_neurons(som.polar_.to_fourier(neurons, "cubic"))
+    som.set_neurons(som.polar_.to_fourier(neurons, "cubic"), cartesian=neurons)
     som.image_size_ = int(image_size)
     som.step_ = som.total_steps_ = 0
     som.history_ = []

@@ -30,7 +30,7 @@ from survey_classifier.som._grid import (
     decayed,
     neighbourhood_weights,
 )
-from survey_classifier.som._pixels import PixelDistances, refine_best
+from survey_classifier.som._pixels import PixelDistances, circular_mask, refine_best
 from survey_classifier.som._polar import (
     PolarGrid,
     best_rotations,
@@ -287,10 +287,20 @@ class RotationInvariantSOM:
             spectra = self.polar_.to_fourier(noise, "cubic")
         self.set_neurons(spectra)
 
-    def set_neurons(self, spectra: np.ndarray) -> None:
-        """Set the neurons from (n_nodes, n_rings, n_freq) angular spectra."""
+    def set_neurons(self, spectra: np.ndarray, *, cartesian=None) -> None:
+        """Set the neurons from (n_nodes, n_rings, n_freq) angular spectra.
+
+        ``cartesian``: the same neurons as (n_nodes, neuron_size, neuron_size)
+        images, when they were given so (a PINK map). Until training changes
+        them, ``prototypes_`` and the exact distances of :meth:`map` use these
+        pixels as given instead of their polar round trip.
+        """
         self._values = np.ascontiguousarray(spectra.transpose(2, 1, 0), dtype=np.complex64)
         self._neurons_set = getattr(self, "_neurons_set", 0) + 1
+        self._cartesian = None
+        if cartesian is not None:
+            inside = circular_mask(int(self.neuron_size), self.region_diameter_)
+            self._cartesian = np.where(inside, np.asarray(cartesian, np.float32), np.float32(0.0))
         self._scales = np.ones(self._values.shape[2], dtype=np.float32)
         self._refresh_norms()
 
@@ -394,6 +404,7 @@ class RotationInvariantSOM:
             self.save(self.checkpoint_path)
 
     def _train_step(self, spectra):
+        self._cartesian = None  # the neurons move away from any pixels given to set_neurons
         polar = self.polar_
         n = len(spectra)
         lr, width = self.schedule(self.step_)
@@ -579,6 +590,8 @@ class RotationInvariantSOM:
     def prototypes_(self) -> np.ndarray:
         """(n_nodes, neuron_size, neuron_size) cartesian neurons (zero outside the region)."""
         self._check_fitted()
+        if getattr(self, "_cartesian", None) is not None:
+            return self._cartesian.copy()
         spectra = self.neurons_.transpose(2, 1, 0)
         return self.polar_.to_cartesian(spectra, int(self.neuron_size))
 

@@ -68,3 +68,30 @@ def test_wrong_files_are_refused(tmp_path, som_images, small_som):
         pink.read_data(doubles)
     with pytest.raises(ModelError, match="not a survey-classifier SOM"):
         RotationInvariantSOM.load(tmp_path / "som.bin")
+
+
+def test_imported_map_measures_against_the_pixels_in_the_file(tmp_path, som_images):
+    """PINK compares images with the neurons in its file; so does an imported map,
+    not with their polar round trip (which loses pixel-scale detail)."""
+    from survey_classifier.som.reference import circular_mask, reference_distances
+
+    inside = circular_mask(64, 45)
+    neurons = np.where(inside, som_images[100:104], 0.0).astype(np.float32)  # real cutouts: sharp
+    source = RotationInvariantSOM(grid_shape=(2, 2), region_diameter=45, n_rotations=90,
+                                  track_errors=False)  # fmt: skip
+    source._build()
+    source.set_neurons(source.polar_.to_fourier(neurons, "cubic"), cartesian=neurons)
+    path = pink.write_som(tmp_path / "sharp.bin", source)
+    np.testing.assert_array_equal(pink.read_som(path)[0], neurons)
+    imported = pink.som_from_pink(path, image_size=64, region_diameter=45, n_rotations=90)
+    images = som_images[:6]
+    mapping = imported.map(images)
+    round_trip = imported.polar_.to_cartesian(imported.neurons_.transpose(2, 1, 0), 64)
+    worse = 0
+    for row, image in enumerate(images):
+        reference = reference_distances(image, neurons, n_rotations=90, region_diameter=45)
+        assert mapping["distance"][row] ** 2 == pytest.approx(reference.min(), rel=1e-5)
+        assert mapping["node"][row] == np.unravel_index(reference.argmin(), reference.shape)[1]
+        smoothed = reference_distances(image, round_trip, n_rotations=90, region_diameter=45)
+        worse += abs(smoothed.min() / reference.min() - 1) > 0.01
+    assert worse > 0  # the round trip alone would not have matched PINK
