@@ -125,7 +125,17 @@ class PixelDistances:
         return out
 
 
-@numba.njit(cache=True, nogil=True)
+def _compile(function):
+    """numba-compile ``function``, caching the machine code on disk where numba
+    can write (next to this module or in the user's cache); on a read-only
+    install without a writable home it compiles in memory in each process."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
+
+@_compile
 def _squared_distances(pixels, width, base, frow, fcol, targets, image_index, orientation, nodes, out):
     """The hot loop of :class:`PixelDistances`: for each entry, sample the padded
     image through the orientation's table row and sum the squared differences

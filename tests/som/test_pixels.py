@@ -138,3 +138,21 @@ def test_refinement_can_be_turned_off(small_som, som_images):
     np.testing.assert_allclose(mapping["node_distances"], np.sqrt(per_node), rtol=1e-6)
     refined = small_som.map(images, return_distances=True)
     assert not np.allclose(refined["node_distances"], mapping["node_distances"])
+
+
+def test_compiles_where_no_cache_can_be_written(monkeypatch):
+    """A read-only install with no writable home: numba finds no cache location."""
+    import numba
+    from numba.core import caching
+
+    from survey_classifier.som._pixels import _compile
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+
+    def add_one(values):
+        return values + 1
+
+    compiled = _compile(add_one)
+    assert compiled(np.arange(3)).tolist() == [1, 2, 3]
+    with pytest.raises(RuntimeError, match="no locator available"):  # what _compile guards
+        numba.njit(cache=True)(add_one)
