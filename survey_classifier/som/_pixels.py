@@ -159,7 +159,7 @@ def _squared_distances(pixels, width, base, frow, fcol, targets, image_index, or
         out[entry] = total
 
 
-def refine_best(distances, images, pixels, within, limit=None):
+def refine_best(distances, images, pixels, within, limit=None, *, every_node=False):
     """Best (flip, shift) and squared distance per image and neuron, re-measured.
 
     Every orientation whose fast squared distance lies within ``within``
@@ -176,6 +176,9 @@ def refine_best(distances, images, pixels, within, limit=None):
     pixels : PixelDistances
     within : float
     limit : int or None
+    every_node : bool
+        Also re-measure every other neuron at its own fast best orientation,
+        so that all the distances returned are pixel-domain values.
 
     Returns
     -------
@@ -196,9 +199,9 @@ def refine_best(distances, images, pixels, within, limit=None):
     exact = pixels(images, image, flip, node, shift)
     measured = np.zeros(node_distance.shape, bool)
     _keep_lowest(node_distance, flips, shifts, measured, image, node, flip, shift, exact)
-    # neurons not measured whose fast value undercuts the image's best exact one
+    # neurons not measured whose fast value undercuts the image's best exact one (or all)
     best_exact = np.where(measured, node_distance, np.inf).min(axis=1, keepdims=True)
-    image, node = np.nonzero(~measured & (node_distance < best_exact))
+    image, node = np.nonzero(~measured & ((node_distance < best_exact) | every_node))
     if len(image):
         flip, shift = flips[image, node], shifts[image, node]
         exact = pixels(images, image, flip, node, shift)

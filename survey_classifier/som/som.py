@@ -495,8 +495,9 @@ class RotationInvariantSOM:
             Preprocessed exactly as the training images.
         return_distances : bool
             Also return ``node_distances``: (n, n_nodes) Euclidean distance
-            to every node at its best rotation and flip (exact for the nodes
-            that had a candidate orientation, fast for the others).
+            to every node at its best rotation and flip. When refining, every
+            node is measured in pixels: at the best of its candidate
+            orientations, or at its fast best one if it had none.
         refine_within : float or None
             Fraction of the best fast squared distance within which
             orientations are re-measured in pixels; None reports the fast
@@ -543,8 +544,9 @@ class RotationInvariantSOM:
             else:
                 batch = images[start : start + batch_size]
                 per_node, flips, shifts = refine_best(
-                    distances, batch, pixels, refine_within, refine_limit
-                )
+                    distances, batch, pixels, refine_within, refine_limit,
+                    every_node=return_distances,
+                )  # fmt: skip
             order = np.argsort(per_node, axis=1)[:, :2]
             rows = np.arange(len(per_node))
             best = order[:, 0]

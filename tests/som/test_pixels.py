@@ -122,6 +122,18 @@ def test_reported_distance_is_exact_and_lowest(shipped_som, som_images):
         np.testing.assert_allclose(mapping["node_distances"].min(axis=1), mapping["distance"], rtol=1e-6)
 
 
+def test_distance_maps_hold_pixel_domain_values(shipped_som, som_images):
+    """return_distances: every node's distance is exact at its reported orientation."""
+    images = som_images[2::9][:8]
+    mapping = shipped_som.map(images, return_distances=True)
+    pixels = shipped_som._pixel_distances()
+    n_images, n_nodes = mapping["node_distances"].shape
+    image, node = np.divmod(np.arange(n_images * n_nodes), n_nodes)
+    exact = pixels(images, image, mapping["node_flips"].ravel().astype(int), node,
+                   np.rint(mapping["node_angles_deg"]).astype(int).ravel())  # fmt: skip
+    np.testing.assert_allclose(mapping["node_distances"].ravel() ** 2, exact, rtol=1e-5)
+
+
 def test_refinement_can_be_turned_off(small_som, som_images):
     """refine_within=None reports the fast core's own distances."""
     from survey_classifier.som._polar import best_rotations, rotation_distances
