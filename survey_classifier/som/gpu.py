@@ -176,7 +176,15 @@ class TensorFlowSOM:
         if batch_size not in self._compiled:
             tf = self.tf
 
-            @tf.function(reduce_retracing=True)
+            polar = self.som.polar_
+            # any number of images and batches: one trace per batch size, so a
+            # warm-up call compiles what a timed epoch runs
+            signature = [
+                tf.TensorSpec([None, polar.n_rings, self.n_freq], tf.complex64),
+                tf.TensorSpec([None, 2], tf.float32),
+            ]
+
+            @tf.function(input_signature=signature)
             def run(spectra, schedule):
                 n = tf.shape(spectra)[0]
                 for i in tf.range(tf.shape(schedule)[0]):

@@ -47,3 +47,20 @@ def test_tensorflow_minibatch_matches_numpy(som_images):
     assert twin.step_ == 30
     scale = np.abs(reference.neurons_).max()
     assert np.abs(twin.neurons_ - reference.neurons_).max() < 1e-4 * scale
+
+
+def test_one_trace_per_batch_size(som_images):
+    """Epochs of other lengths reuse the compiled loop: a warm-up call compiles
+    what a timed epoch runs (a retrace inside a timed GPU epoch would dominate it)."""
+    pytest.importorskip("tensorflow")
+    from survey_classifier.som import RotationInvariantSOM
+    from survey_classifier.som.gpu import TensorFlowSOM
+
+    som = RotationInvariantSOM(grid_shape=(2, 2), region_diameter=45, n_rotations=36,
+                               init=som_images[:4], track_errors=False, batch_size=3)  # fmt: skip
+    som.initialise(som_images[:20])
+    core = TensorFlowSOM(som, device="/CPU:0")
+    for count in (7, 13, 20):
+        core.train_epoch(som_images[:count])
+    assert core._compiled[3].experimental_get_tracing_count() == 1
+    assert som.step_ == 40
