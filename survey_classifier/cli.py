@@ -80,6 +80,22 @@ def _build_stages(names: str | None, params: dict[str, dict], engine=None):
     return order_stages([load_stage(name, **params.get(name, {})) for name in chosen])
 
 
+def _prepare_run(db_url, inputs, stages, params, columns):
+    """Upgrade the database, build the stages and expand INPUTS, as both
+    ``classify`` and ``submit`` start: ``(engine, stage_list, sources, config)``."""
+    from survey_classifier.db import make_engine, upgrade
+    from survey_classifier.io.inputs import expand_inputs
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    parsed = _parse_params(params)
+    stage_list = _build_stages(stages, parsed, engine)
+    sources = expand_inputs(list(inputs), **columns)
+    if not sources:
+        _fail(f"no cutouts found in {list(inputs)}")
+    return engine, stage_list, sources, {"inputs": list(inputs), "params": parsed}
+
+
 def _with_registry_defaults(engine, classes, params):
     """Fill each stage's model parameter with the registry's default, if any."""
     from sqlalchemy import select
@@ -164,20 +180,12 @@ def classify(inputs, db_url, stages, params, batch_size, max_bytes, max_pixels, 
     """
     from tqdm import tqdm
 
-    from survey_classifier.db import make_engine, upgrade
     from survey_classifier.io.fits import ReadLimits
-    from survey_classifier.io.inputs import expand_inputs
     from survey_classifier.pipeline import run_pipeline
 
     try:
-        upgrade(db_url)
-        engine = make_engine(db_url)
-        stage_list = _build_stages(stages, _parse_params(params), engine)
-        sources = expand_inputs(list(inputs), **columns)
-        if not sources:
-            _fail(f"no cutouts found in {list(inputs)}")
+        engine, stage_list, sources, config = _prepare_run(db_url, inputs, stages, params, columns)
         limits = ReadLimits(**{k: v for k, v in {"max_bytes": max_bytes, "max_pixels": max_pixels}.items() if v})
-        config = {"inputs": list(inputs), "params": _parse_params(params)}
         with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
             summary = run_pipeline(
                 sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.update

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from survey_classifier.cli import _build_stages, _fail, _parse_params, catalogue_options, db_option
+from survey_classifier.cli import _fail, _prepare_run, catalogue_options, db_option
 from survey_classifier.errors import SurveyClassifierError
 
 __all__ = ["submit", "status", "retry_failed_command", "worker"]
@@ -53,22 +53,14 @@ def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, q
     """Queue INPUTS to Celery workers; follow progress from the database."""
     from tqdm import tqdm
 
-    from survey_classifier.db import make_engine, upgrade
     from survey_classifier.distributed import submit_run, wait_for_run
-    from survey_classifier.io.inputs import expand_inputs
 
     _use_services(db_url, broker)
     try:
-        upgrade(db_url)
-        engine = make_engine(db_url)
-        stage_list = _build_stages(stages, _parse_params(params), engine)
-        sources = expand_inputs(list(inputs), **columns)
-        if not sources:
-            _fail(f"no cutouts found in {list(inputs)}")
+        engine, stage_list, sources, config = _prepare_run(db_url, inputs, stages, params, columns)
         start = time.perf_counter()
         run_id, n_batches = submit_run(
-            engine, sources, stage_list, batch_size=batch_size, queue=queue,
-            config={"inputs": list(inputs), "params": _parse_params(params)},
+            engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config
         )
     except SurveyClassifierError as exc:
         _fail(str(exc))

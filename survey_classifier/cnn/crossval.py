@@ -60,11 +60,13 @@ def cross_validate(
 ) -> dict:
     """Validation accuracy of one recipe in each fold: ``{"folds", "mean", "sem", "correct", "n"}``."""
     images = load_images(dataset.paths, preprocess_config, cache_dir=cache_dir)
+    # read once; each fold keeps the rows away from its own held-out sources
+    extra_images = None if extra is None else load_images(extra.paths, preprocess_config, cache_dir=cache_dir)
     accuracies, correct, n = [], 0, 0
     for index, split in enumerate(fold_splits(dataset, config, folds)):
         fold = dataclasses.replace(dataset, split=split)
         result = train_cnn(fold, preprocess_config, config, images=images, extra=extra,
-                           cache_dir=cache_dir, progress=lambda line: None)
+                           extra_images=extra_images, cache_dir=cache_dir, progress=lambda line: None)
         valid = result.metrics["valid"]
         accuracies.append(valid["accuracy"])
         correct += int(round(valid["accuracy"] * valid["n"]))

@@ -429,6 +429,7 @@ def train_cnn(
     cache_dir=None,
     images: np.ndarray | None = None,
     extra: LabelledSet | None = None,
+    extra_images: np.ndarray | None = None,
 ) -> TrainingResult:
     """Train a classifier by the transfer recipe; see the module docstring.
 
@@ -448,6 +449,8 @@ def train_cnn(
     extra : LabelledSet, optional
         Rows added to the training part only (see
         :func:`extra_training_rows`); never validated or tested on.
+    extra_images : ndarray, optional
+        Preprocessed images of all of ``extra`` (skips reading them).
     """
     config = config or TrainingConfig()
     if config.members < 1:
@@ -469,8 +472,11 @@ def train_cnn(
             msg = f"extra training rows have classes {extra.classes}, the task has {classes}"
             raise StageConfigError(msg)
         rows = extra_training_rows(dataset, split, extra, radius_arcsec=config.group_radius_arcsec)
-        extra_images = load_images([extra.paths[i] for i in rows], preprocess_config, cache_dir=cache_dir)
-        train_x = np.concatenate([train_x, extra_images])
+        if extra_images is None:
+            chosen = load_images([extra.paths[i] for i in rows], preprocess_config, cache_dir=cache_dir)
+        else:
+            chosen = extra_images[rows]
+        train_x = np.concatenate([train_x, chosen])
         train_y = np.concatenate([train_y, extra.targets[rows]])
         extra_used = len(rows)
         progress(f"{extra_used} of {len(extra)} extra rows join the training part "

@@ -19,7 +19,8 @@ mirrors the rows (``y -> -y``) before the rotation.
 
 from __future__ import annotations
 
-import numba
+from functools import cache
+
 import numpy as np
 
 from survey_classifier.som._polar import best_rotations
@@ -118,7 +119,7 @@ class PixelDistances:
         base, frow, fcol = self._table(size)
         orientation = np.asarray(flips, np.int64) * self.n_rotations + np.asarray(shifts, np.int64)
         out = np.empty(len(orientation), np.float64)
-        _squared_distances(
+        _kernel()(
             padded.reshape(-1), width, base, frow, fcol, self.targets,
             np.asarray(image_index, np.int64), orientation, np.asarray(nodes, np.int64), out,
         )  # fmt: skip
@@ -129,13 +130,21 @@ def _compile(function):
     """numba-compile ``function``, caching the machine code on disk where numba
     can write (next to this module or in the user's cache); on a read-only
     install without a writable home it compiles in memory in each process."""
+    import numba
+
     try:
         return numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
         return numba.njit(nogil=True)(function)
 
 
-@_compile
+@cache
+def _kernel():
+    """The compiled :func:`_squared_distances`, built on first use (importing
+    numba costs a quarter of a second, which commands that never map need not pay)."""
+    return _compile(_squared_distances)
+
+
 def _squared_distances(pixels, width, base, frow, fcol, targets, image_index, orientation, nodes, out):
     """The hot loop of :class:`PixelDistances`: for each entry, sample the padded
     image through the orientation's table row and sum the squared differences

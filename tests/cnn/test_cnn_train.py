@@ -293,6 +293,27 @@ def test_cross_validation_folds_cover_development_part_and_never_test(trained, c
     assert not any("test" in line for line in lines)
 
 
+def test_preloaded_extra_images_train_the_same_model(trained, catalogue):
+    """cross_validate reads the extra rows once and hands each fold their images."""
+    from survey_classifier.cnn.data import load_images, read_catalogue
+    from survey_classifier.cnn.train import TrainingConfig, train_cnn
+    from survey_classifier.preprocess import PreprocessConfig
+
+    dataset = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=5,
+                             where={"conf": "confident"})
+    extra = read_catalogue(catalogue, file_column="path", label_column="fr", min_per_class=0,
+                           where={"conf": "uncertain"})
+    preprocess = PreprocessConfig(size=SIZE, crop=100)
+    config = TrainingConfig(backbone=str(trained[0] / "base" / "model.keras"), head=(8,), head_epochs=1,
+                            batch_size=8, seed=2)
+    read = train_cnn(dataset, preprocess, config, extra=extra, progress=lambda line: None)
+    given = train_cnn(dataset, preprocess, config, extra=extra, progress=lambda line: None,
+                      extra_images=load_images(extra.paths, preprocess))
+    assert read.metrics["extra_training_rows"] == given.metrics["extra_training_rows"] > 0
+    for left, right in zip(read.model.get_weights(), given.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(left, right)
+
+
 def test_same_command_and_seed_give_the_same_model(trained, catalogue, tmp_path):
     for run in ("a", "b"):
         _train(catalogue, tmp_path / run, "--backbone", str(trained[0] / "base" / "model.keras"),
