@@ -26,7 +26,7 @@ def test_registry_default_is_used_and_a_changed_file_refused(tmp_path, monkeypat
         stages = connection.execute(select(RunRow.stages)).scalar_one()
     anomaly = next(s for s in stages if s["name"] == "anomaly")
     assert anomaly["params"]["scorer"] == row["artefact_path"]
-    assert anomaly["model"] == "anomaly-mirabest:2"
+    assert anomaly["model"] == "anomaly-mirabest:3"
 
     with open(row["artefact_path"], "r+b") as handle:  # corrupt the stored copy
         handle.seek(100)

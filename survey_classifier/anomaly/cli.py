@@ -16,36 +16,66 @@ __all__ = ["train_anomaly", "evaluate_anomaly"]
 @click.option("--run", "run_id", type=int, default=None, help="Fit on this run's results only.")
 @click.option("--som-stage", default="som", show_default=True)
 @click.option("--cnn-stage", default="cnn", show_default=True)
+@click.option("--measure-stage", default="measure", show_default=True)
 @click.option("-k", "--neighbours", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--weight", "weights", multiple=True, metavar="COMPONENT=W",
+              help="Weight of a component in the combined score (repeatable; the others keep their "
+                   "defaults, see docs/anomaly.md); 0 stores a component without combining it.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--name", default="anomaly-scorer", show_default=True, help="Registry name of the scorer.")
 @click.option("--model-version", default="1", show_default=True, help="Registry version of the scorer.")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Record the scorer in the model registry of this database.")
-def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, neighbours, seed, name, model_version, register):
-    """Fit the anomaly scorer on a catalogue already run through som and cnn."""
+def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, measure_stage, neighbours, weights, seed, name,
+                  model_version, register):
+    """Fit the anomaly scorer on a catalogue already run through measure, som and cnn."""
     from survey_classifier.anomaly.fit import fit_from_database
+    from survey_classifier.anomaly.scorer import DEFAULT_WEIGHTS
     from survey_classifier.db import make_engine
 
     engine = make_engine(db_url)
     try:
+        chosen = dict(DEFAULT_WEIGHTS, **_parse_weights(weights))
         scorer, path = fit_from_database(
-            engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage,
-            k=neighbours, seed=seed, name=name, version=model_version,
+            engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage, measure_stage=measure_stage,
+            k=neighbours, seed=seed, weights=chosen, name=name, version=model_version,
         )
-        sizes = ", ".join(f"{k} ({len(v)} reference values)" for k, v in scorer.reference_.items())
-        click.echo(f"wrote {path}: fitted on som {scorer.som_ref or '-'} and cnn {scorer.cnn_ref or '-'}; components: {sizes}")
+        sizes = ", ".join(
+            f"{k} ({len(v)} reference values, weight {chosen[k]:g})" for k, v in scorer.reference_.items()
+        )
+        click.echo(
+            f"wrote {path}: fitted on measure {scorer.measure_ref or '-'}, som {scorer.som_ref or '-'} "
+            f"and cnn {scorer.cnn_ref or '-'}; components: {sizes}"
+        )
         if register:
             from survey_classifier.registry import register_model
 
             row = register_model(
                 engine, path, stage="anomaly", name=name, version=model_version,
-                details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "components": sorted(scorer.reference_),
+                details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "measure_ref": scorer.measure_ref,
+                         "components": sorted(scorer.reference_), "weights": scorer.component_weights(),
                          "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
             )
             click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...) at {row['artefact_path']}")
-    except SurveyClassifierError as exc:
+    except (SurveyClassifierError, ValueError) as exc:
         _fail(str(exc))
+
+
+def _parse_weights(items) -> dict[str, float]:
+    from survey_classifier.anomaly.scorer import COMPONENTS
+
+    weights = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name not in COMPONENTS or not weight >= 0:
+            msg = f"--weight {item!r}: expected COMPONENT=W with W >= 0 and COMPONENT one of {list(COMPONENTS)}"
+            raise SurveyClassifierError(msg)
+        weights[name] = weight
+    return weights
 
 
 @click.command("anomaly")
@@ -61,6 +91,7 @@ def evaluate_anomaly(db_url, run_id, rules, seed, output):
     from sklearn.ensemble import IsolationForest
 
     from survey_classifier.anomaly.report import evaluate_scores, image_statistics, rare_mask
+    from survey_classifier.anomaly.scorer import COMPONENTS
     from survey_classifier.db import make_engine
     from survey_classifier.query import query_results, write_table
 
@@ -70,10 +101,10 @@ def evaluate_anomaly(db_url, run_id, rules, seed, output):
         if "anomaly_score" not in table.colnames:
             _fail("no anomaly scores in this database; run classify with the anomaly stage first")
         rare = rare_mask(table, list(rules))
-        scores = {}
-        for column in table.colnames:
-            if column.startswith("anomaly_") and column.endswith(("_distance", "_entropy", "_knn", "_iforest")):
-                scores[column.removeprefix("anomaly_")] = np.ma.filled(table[column].astype(float), np.nan)
+        scores = {
+            name: np.ma.filled(table[f"anomaly_{name}"].astype(float), np.nan)
+            for name in COMPONENTS if f"anomaly_{name}" in table.colnames
+        }
         scores["combined"] = np.ma.filled(table["anomaly_score"].astype(float), np.nan)
         scores["random baseline"] = np.random.default_rng(seed).random(len(table))
         features = image_statistics(list(table["path"]))
@@ -83,6 +114,10 @@ def evaluate_anomaly(db_url, run_id, rules, seed, output):
     except SurveyClassifierError as exc:
         _fail(str(exc))
     click.echo(f"{result.meta['n_rare']} rare of {result.meta['n_total']} cutouts ({' or '.join(rules)})")
-    result.pprint(max_lines=-1, max_width=-1)
+    shown = result.copy()
+    for column in shown.colnames:
+        if shown[column].dtype.kind == "f":
+            shown[column].info.format = ".3f"
+    shown.pprint(max_lines=-1, max_width=-1)
     if output:
         write_table(result, output)

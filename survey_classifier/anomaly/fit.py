@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from survey_classifier.anomaly.scorer import AnomalyScorer
-from survey_classifier.db.models import ClassificationRow, SOMPlacementRow
+from survey_classifier.db.models import ClassificationRow, MeasurementRow, SOMPlacementRow
 from survey_classifier.errors import SurveyClassifierError
 
 __all__ = ["latest_variant", "load_reference", "fit_from_database"]
@@ -37,13 +37,21 @@ def _rows(engine, row_class, stage, variant, run_id):
         return {row.cutout_id: row._mapping for row in connection.execute(query.order_by(table.c.cutout_id))}
 
 
-def load_reference(engine: Engine, *, som_stage="som", cnn_stage="cnn", run_id=None):
-    """SOM and CNN results of the reference catalogue, with their versions."""
+def load_reference(engine: Engine, *, som_stage="som", cnn_stage="cnn", measure_stage="measure", run_id=None):
+    """SOM, CNN and measure results of the reference catalogue, with their versions.
+
+    Measure results count only from a version that reports ``asymmetry`` (2 on).
+    """
     som_variant = latest_variant(engine, SOMPlacementRow, som_stage, run_id)
     cnn_variant = latest_variant(engine, ClassificationRow, cnn_stage, run_id)
-    if som_variant is None and cnn_variant is None:
+    measure_variant = latest_variant(engine, MeasurementRow, measure_stage, run_id)
+    measure = _rows(engine, MeasurementRow, measure_stage, measure_variant, run_id) if measure_variant else {}
+    if not any(row["asymmetry"] is not None for row in measure.values()):
+        measure_variant, measure = None, {}
+    if som_variant is None and cnn_variant is None and measure_variant is None:
         msg = (
-            f"no results of stages {som_stage!r} or {cnn_stage!r} in this database"
+            f"no results of stages {som_stage!r}, {cnn_stage!r} or {measure_stage!r} (version 2 or later) "
+            "in this database"
             + (f" for run {run_id}" if run_id is not None else "")
             + "; run `survey-classifier classify --stages measure,som,cnn` on the reference catalogue first"
         )
@@ -57,16 +65,21 @@ def load_reference(engine: Engine, *, som_stage="som", cnn_stage="cnn", run_id=N
         if row["embedding"] is not None:
             embedding = np.frombuffer(row["embedding"], dtype=np.dtype(row["embedding_dtype"] or "<f4"))
         cnn_results.append({"probabilities": row["probabilities"], "embedding": embedding})
+    measure_results = [{"asymmetry": r["asymmetry"]} for r in measure.values()]
     refs = {
-        "som_ref": f"{som_variant[0]}@{som_variant[1]}" if som_variant else "",
-        "cnn_ref": f"{cnn_variant[0]}@{cnn_variant[1]}" if cnn_variant else "",
+        f"{name}_ref": f"{variant[0]}@{variant[1]}" if variant else ""
+        for name, variant in (("som", som_variant), ("cnn", cnn_variant), ("measure", measure_variant))
     }
-    return som_results, cnn_results, refs
+    return som_results, cnn_results, measure_results, refs
 
 
-def fit_from_database(engine: Engine, output, *, run_id=None, som_stage="som", cnn_stage="cnn", **params) -> tuple[AnomalyScorer, Path]:
-    """Fit a scorer on the database's SOM and CNN results and save it to ``output``."""
-    som_results, cnn_results, refs = load_reference(engine, som_stage=som_stage, cnn_stage=cnn_stage, run_id=run_id)
-    scorer = AnomalyScorer(**refs, **params).fit(som_results, cnn_results)
+def fit_from_database(
+    engine: Engine, output, *, run_id=None, som_stage="som", cnn_stage="cnn", measure_stage="measure", **params
+) -> tuple[AnomalyScorer, Path]:
+    """Fit a scorer on the database's SOM, CNN and measure results and save it to ``output``."""
+    som_results, cnn_results, measure_results, refs = load_reference(
+        engine, som_stage=som_stage, cnn_stage=cnn_stage, measure_stage=measure_stage, run_id=run_id
+    )
+    scorer = AnomalyScorer(**refs, **params).fit(som_results, cnn_results, measure_results)
     path = scorer.save(output)
     return scorer, path

@@ -17,11 +17,17 @@ Components (each stored, each optional):
 ``embedding_iforest``
     Isolation-forest anomaly score (``-score_samples``) in the embedding
     space, fitted on the reference embeddings with a fixed seed.
+``asymmetry``
+    Rotational asymmetry of the emission about the cutout centre, from the
+    ``measure`` stage (version 2 on): 0 for a source symmetric about its
+    catalogue position, towards 1 for one-sided emission.
 
-The combined ``score`` is the mean, over the components present, of each
-component's percentile within the reference catalogue (0-1). A cutout
+The combined ``score`` is the weighted mean, over the components present,
+of each component's percentile within the reference catalogue (0-1), with
+the weights of :data:`DEFAULT_WEIGHTS` unless others are given. A cutout
 lacking a component (its SOM mapping failed, say) is scored on the others
-and flagged ``partial``; with no component at all it gets no score.
+and flagged ``partial``; with no weighted component at all it gets no
+score.
 
 The fitted state is a plain ``.npz`` (no pickle); the isolation forest is
 refitted deterministically from the stored reference embeddings on load.
@@ -36,10 +42,31 @@ import numpy as np
 
 from survey_classifier.errors import ModelError, NotFittedError
 
-__all__ = ["AnomalyScorer", "COMPONENTS", "SCORER_FORMAT"]
+__all__ = ["AnomalyScorer", "COMPONENTS", "DEFAULT_WEIGHTS", "SCORER_FORMAT"]
 
-COMPONENTS = ("som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest")
-SCORER_FORMAT = "survey-classifier-anomaly-scorer/1"
+COMPONENTS = ("som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest", "asymmetry")
+SCORER_FORMAT = "survey-classifier-anomaly-scorer/2"
+#: Formats :meth:`AnomalyScorer.load` reads. Format 1 predates weights and ``asymmetry``; its
+#: scorers keep the equal-weight mean they were fitted with.
+_READABLE_FORMATS = ("survey-classifier-anomaly-scorer/1", SCORER_FORMAT)
+
+#: Weights of the components in the combined score. They were chosen on one half of MiraBest
+#: (alternate rows, 43 of 514 sources rare: hybrid or non-standard morphology) and checked on the
+#: other half (docs/anomaly.md): asymmetry was the strongest single component there (AUROC
+#: 0.73), the SOM distance, entropy and k-NN distance weaker (0.56-0.59), and the isolation
+#: forest in the embedding below random (0.46), so it is stored but left out of the combination.
+DEFAULT_WEIGHTS = {
+    "som_distance": 1.0,
+    "cnn_entropy": 1.0,
+    "embedding_knn": 1.0,
+    "embedding_iforest": 0.0,
+    "asymmetry": 3.0,
+}
+
+
+def _asymmetry(measure) -> float | None:
+    value = None if measure is None else measure.get("asymmetry")
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _entropy(probabilities: dict) -> float:
@@ -53,9 +80,9 @@ class AnomalyScorer:
 
     Parameters
     ----------
-    som_ref, cnn_ref : str
-        ``"stage_version@model_ref"`` of the SOM and CNN results it is fitted
-        on; scoring results of other versions is refused.
+    som_ref, cnn_ref, measure_ref : str
+        ``"stage_version@model_ref"`` of the SOM, CNN and measure results it
+        is fitted on; scoring results of other versions is refused.
     k : int
         Neighbours for ``embedding_knn``.
     shrinkage : float
@@ -64,25 +91,44 @@ class AnomalyScorer:
     n_estimators : int
         Trees of the isolation forest.
     seed : int
+    weights : dict or None
+        Weight of each component in the combined score (missing names
+        weigh 0); None uses :data:`DEFAULT_WEIGHTS`.
     name, version : str
         Registry identity; ``name:version`` is the ``model_ref`` of the
         scores it makes.
     """
 
     def __init__(
-        self, *, som_ref="", cnn_ref="", k=10, shrinkage=5.0, n_estimators=200, seed=0, name="anomaly-scorer", version="1"
+        self, *, som_ref="", cnn_ref="", measure_ref="", k=10, shrinkage=5.0, n_estimators=200, seed=0,
+        weights=None, name="anomaly-scorer", version="1",
     ):
         self.name = name
         self.version = version
         self.som_ref = som_ref
         self.cnn_ref = cnn_ref
+        self.measure_ref = measure_ref
         self.k = k
         self.shrinkage = shrinkage
         self.n_estimators = n_estimators
         self.seed = seed
+        self.weights = weights
+
+    def component_weights(self) -> dict[str, float]:
+        """The weight of every component in the combined score (validated)."""
+        weights = DEFAULT_WEIGHTS if self.weights is None else self.weights
+        unknown = sorted(set(weights) - set(COMPONENTS))
+        if unknown:
+            msg = f"anomaly scorer weights name unknown components {unknown}; components are {list(COMPONENTS)}"
+            raise ValueError(msg)
+        bad = {name: w for name, w in weights.items() if not (isinstance(w, (int, float)) and w >= 0)}
+        if bad:
+            msg = f"anomaly scorer weights must be numbers >= 0, got {bad}"
+            raise ValueError(msg)
+        return {name: float(weights.get(name, 0.0)) for name in COMPONENTS}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, som_results=(), cnn_results=()):
+    def fit(self, som_results=(), cnn_results=(), measure_results=()):
         """Fit on reference results.
 
         Parameters
@@ -91,12 +137,17 @@ class AnomalyScorer:
             ``node_x``, ``node_y``, ``distance`` per reference cutout.
         cnn_results : sequence of dict
             ``probabilities`` and optionally ``embedding`` per reference cutout.
+        measure_results : sequence of dict
+            ``asymmetry`` (None where no emission was found) per reference cutout.
         """
         som_results = list(som_results)
         cnn_results = list(cnn_results)
-        if not som_results and not cnn_results:
-            msg = "an anomaly scorer needs SOM or CNN results of a reference catalogue to fit on"
+        asymmetries = [_asymmetry(r) for r in measure_results]
+        asymmetries = [a for a in asymmetries if a is not None]
+        if not som_results and not cnn_results and not asymmetries:
+            msg = "an anomaly scorer needs SOM, CNN or measure results of a reference catalogue to fit on"
             raise ValueError(msg)
+        self.component_weights()  # refuse bad weights before fitting
         if som_results:
             nodes = np.array([(r["node_x"], r["node_y"]) for r in som_results], dtype=np.int64)
             distances = np.array([r["distance"] for r in som_results], dtype=np.float64)
@@ -119,6 +170,7 @@ class AnomalyScorer:
             reference["som_distance"].append(self._som_component(result))
         for result in cnn_results:
             reference["cnn_entropy"].append(_entropy(result["probabilities"]))
+        reference["asymmetry"] = asymmetries
         if len(self.embeddings_):
             knn, iforest = self._embedding_components(self.embeddings_, exclude_self=True)
             reference["embedding_knn"] = list(knn)
@@ -154,22 +206,27 @@ class AnomalyScorer:
         return distances.mean(axis=1), -self._forest.score_samples(embeddings)
 
     # ---------------------------------------------------------------- score
-    def score(self, som_results, cnn_results):
-        """Score cutouts; ``som_results``/``cnn_results`` hold a dict or None each.
+    def score(self, som_results, cnn_results, measure_results=None):
+        """Score cutouts; ``som_results``, ``cnn_results`` and ``measure_results`` hold a dict or None each.
 
-        Returns a list of ``{"score", "components", "percentiles", "partial"}``.
+        Returns a list of ``{"score", "components", "percentiles", "partial", "missing"}``.
         """
         self._check_fitted()
+        weights = self.component_weights()
         n = len(som_results)
-        if len(cnn_results) != n:
-            msg = f"got {n} SOM results but {len(cnn_results)} CNN results"
+        measure_results = [None] * n if measure_results is None else measure_results
+        if not len(cnn_results) == len(measure_results) == n:
+            msg = f"got {n} SOM results but {len(cnn_results)} CNN and {len(measure_results)} measure results"
             raise ValueError(msg)
         components = [dict() for _ in range(n)]
-        for i, (som, cnn) in enumerate(zip(som_results, cnn_results)):
+        for i, (som, cnn, measure) in enumerate(zip(som_results, cnn_results, measure_results)):
             if som is not None and "som_distance" in self.reference_:
                 components[i]["som_distance"] = self._som_component(som)
             if cnn is not None and "cnn_entropy" in self.reference_:
                 components[i]["cnn_entropy"] = _entropy(cnn["probabilities"])
+            asymmetry = _asymmetry(measure)
+            if asymmetry is not None and "asymmetry" in self.reference_:
+                components[i]["asymmetry"] = asymmetry
         with_embedding = [
             i for i, cnn in enumerate(cnn_results) if cnn is not None and cnn.get("embedding") is not None
         ]
@@ -192,7 +249,8 @@ class AnomalyScorer:
                 name: float(np.searchsorted(self.reference_[name], value, side="right") / len(self.reference_[name]))
                 for name, value in parts.items()
             }
-            score = float(np.mean(list(percentiles.values()))) if percentiles else None
+            total = sum(weights[name] for name in percentiles)
+            score = sum(weights[name] * p for name, p in percentiles.items()) / total if total > 0 else None
             out.append(
                 {
                     "score": score,
@@ -216,10 +274,12 @@ class AnomalyScorer:
                 "version": self.version,
                 "som_ref": self.som_ref,
                 "cnn_ref": self.cnn_ref,
+                "measure_ref": self.measure_ref,
                 "k": self.k,
                 "shrinkage": self.shrinkage,
                 "n_estimators": self.n_estimators,
                 "seed": self.seed,
+                "weights": self.component_weights(),
             },
             "components": sorted(self.reference_),
             "global_median": getattr(self, "global_median_", None),
@@ -242,7 +302,10 @@ class AnomalyScorer:
     def load(cls, path) -> AnomalyScorer:
         """Read a scorer written by :meth:`save`."""
         meta, arrays = _read(path, arrays=True)
-        scorer = cls(**meta["params"])
+        params = dict(meta["params"])
+        if meta["format"] != SCORER_FORMAT:  # format 1: an equal-weight mean of what it holds
+            params["weights"] = dict.fromkeys(meta["components"], 1.0)
+        scorer = cls(**params)
         scorer.embeddings_ = arrays["embeddings"]
         scorer.reference_ = {name: arrays[f"reference_{name}"] for name in meta["components"]}
         if "node_median" in arrays:
@@ -262,7 +325,7 @@ def _read(path, *, arrays: bool):
     except (OSError, ValueError, KeyError) as exc:
         msg = f"{path}: not an anomaly scorer file ({exc})"
         raise ModelError(msg) from exc
-    if meta.get("format") != SCORER_FORMAT:
-        msg = f"{path}: scorer format {meta.get('format')!r} is not {SCORER_FORMAT!r}"
+    if meta.get("format") not in _READABLE_FORMATS:
+        msg = f"{path}: scorer format {meta.get('format')!r} is not one of {list(_READABLE_FORMATS)}"
         raise ModelError(msg)
     return meta, content

@@ -182,6 +182,7 @@ class MeasurementRow(_ResultColumns, Base):
     n_islands: Mapped[int | None] = mapped_column(Integer)
     las_arcsec: Mapped[float | None] = mapped_column(Float)
     centroid_offset_arcsec: Mapped[float | None] = mapped_column(Float)
+    asymmetry: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict | None] = mapped_column(JSON)
 
 

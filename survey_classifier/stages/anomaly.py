@@ -1,6 +1,6 @@
 """The ``anomaly`` stage: one combined oddness score per cutout, with its parts.
 
-It combines the SOM placement and the CNN output of the same cutout through
+It combines the measurements, the SOM placement and the CNN output of the same cutout through
 a fitted :class:`~survey_classifier.anomaly.AnomalyScorer` (see that module
 for the components and the combination), and, once a run is complete,
 ranks the run's cutouts (rank 1 = most anomalous) and gives each its
@@ -24,7 +24,7 @@ DEFAULT_SCORER = Path(__file__).resolve().parent.parent / "models" / "anomaly-mi
 
 
 class AnomalyStage(Stage):
-    """Score how odd each cutout is, from its SOM and CNN results.
+    """Score how odd each cutout is, from its measure, SOM and CNN results.
 
     Parameters
     ----------
@@ -34,10 +34,10 @@ class AnomalyStage(Stage):
     """
 
     name = "anomaly"
-    version = "1"
+    version = "2"  # 2: asymmetry component, weighted combination
     result_kind = "anomaly"
     requires = ("pixels",)
-    uses = ("stage:som", "stage:cnn")
+    uses = ("stage:measure", "stage:som", "stage:cnn")
     enabled_by_default = True
     model_param = "scorer"
 
@@ -74,7 +74,7 @@ class AnomalyStage(Stage):
 
     def _check_versions(self, cutout) -> None:
         scorer = self._scorer
-        for stage, fitted in (("som", scorer.som_ref), ("cnn", scorer.cnn_ref)):
+        for stage, fitted in (("measure", scorer.measure_ref), ("som", scorer.som_ref), ("cnn", scorer.cnn_ref)):
             if stage not in cutout.provenance or not fitted:
                 continue
             version, model = cutout.provenance[stage]
@@ -92,12 +92,21 @@ class AnomalyStage(Stage):
         for cutout in batch:
             self._check_versions(cutout)
         scored = self._scorer.score(
-            [c.results.get("som") for c in batch], [c.results.get("cnn") for c in batch]
+            [c.results.get("som") for c in batch],
+            [c.results.get("cnn") for c in batch],
+            [c.results.get("measure") for c in batch],
         )
         out = []
         for result in scored:
             if result["score"] is None:
-                out.append(CutoutFailure(f"no upstream result to score (missing: {', '.join(result['missing'])})"))
+                if result["components"]:
+                    reason = (
+                        f"none of the components present ({', '.join(result['components'])}) has a weight "
+                        f"in scorer {self.model_ref}; missing: {', '.join(result['missing'])}"
+                    )
+                else:
+                    reason = f"no upstream result to score (missing: {', '.join(result['missing'])})"
+                out.append(CutoutFailure(reason))
                 continue
             out.append(
                 {

@@ -31,9 +31,21 @@ kept islands:
 ``centroid_offset_arcsec``
     Distance from the flux-weighted centroid of the pixels above threshold
     to the centre of the cutout, in arcsec.
+``asymmetry``
+    Rotational asymmetry of the emission above threshold about the centre
+    of the cutout (for survey cutouts, the catalogue position): the
+    background-subtracted pixels of the kept islands, ``S``, against ``S``
+    turned by 180 degrees, ``A = sum|S - S_180| / (2 sum S)`` (Conselice,
+    Bershady & Jangren 2000, without their noise correction, as the noise
+    is thresholded away). 0 for a source symmetric about the centre, such
+    as a classic FR I or FR II double around its host; it rises towards 1
+    when the emission on one side has no counterpart on the other (a
+    hybrid, a bent tail, a one-sided jet, or a companion source). The
+    anomaly stage uses it.
 
 When no island is kept, ``n_islands`` is 0, ``integrated_flux_jy``
-0.0, and ``las_arcsec`` and ``centroid_offset_arcsec`` are None. Extra keys:
+0.0, and ``las_arcsec``, ``centroid_offset_arcsec`` and ``asymmetry`` are
+None. Extra keys:
 ``noise_jy``, ``background_jy``, ``threshold_jy``, ``beam_used`` ([major,
 minor] in arcsec), ``beam_from_header``, ``las_pixels`` and
 ``centroid_offset_pixels``. A cutout without a pixel scale (no celestial
@@ -90,7 +102,7 @@ class MeasureStage(Stage):
     """
 
     name = "measure"
-    version = "1"
+    version = "2"  # 2: asymmetry
     result_kind = "measurement"
     requires = ("pixels",)
     enabled_by_default = True
@@ -165,6 +177,7 @@ class MeasureStage(Stage):
             "n_islands": 0,
             "las_arcsec": None,
             "centroid_offset_arcsec": None,
+            "asymmetry": None,
             "noise_jy": noise,
             "background_jy": background,
             "threshold_jy": threshold,
@@ -185,7 +198,11 @@ class MeasureStage(Stage):
         centroid_y = float((weights * rows).sum()) / total
         offset = math.hypot(centroid_x - (nx - 1) / 2.0, centroid_y - (ny - 1) / 2.0)
         size = _largest_separation(rows, columns)
-        result.update(n_islands=int(n_islands), las_pixels=size, centroid_offset_pixels=offset)
+        emission = np.where(above, signal, np.float32(0.0))
+        asymmetry = float(np.abs(emission - emission[::-1, ::-1]).sum(dtype=np.float64)) / (2.0 * total)
+        result.update(
+            n_islands=int(n_islands), las_pixels=size, centroid_offset_pixels=offset, asymmetry=asymmetry
+        )
         if scale is None:
             result["integrated_flux_jy"] = None
             return result

@@ -1,10 +1,17 @@
 """The anomaly scorer: components, normalisation, partial scores, persistence."""
 
+import json
+
 import numpy as np
 import pytest
 
-from survey_classifier.anomaly.scorer import AnomalyScorer
+from survey_classifier.anomaly.scorer import DEFAULT_WEIGHTS, AnomalyScorer
 from survey_classifier.errors import ModelError, NotFittedError
+
+
+def _asymmetries(rng, n=300):
+    """Measure results: most sources nearly symmetric about their centre."""
+    return [{"asymmetry": float(v)} for v in rng.beta(2, 5, n)]
 
 
 def _reference(rng, n=300):
@@ -82,3 +89,65 @@ def test_bad_files_and_unfitted_use_are_refused(tmp_path):
     scorer = AnomalyScorer(k=5).fit(som, cnn)
     with pytest.raises(ModelError, match="do not match the scorer's 8"):
         scorer.score([None], [{"probabilities": {"a": 1.0}, "embedding": np.zeros(4, "f4")}])
+
+
+def test_weights_set_each_component_share_of_the_combined_score():
+    rng = np.random.default_rng(6)
+    som, cnn = _reference(rng)
+    measure = _asymmetries(rng)
+    typical_som = {"node_x": 1, "node_y": 0, "distance": 10.0}
+    odd_som = {"node_x": 0, "node_y": 0, "distance": 6.0}
+    symmetric, one_sided = {"asymmetry": 0.05}, {"asymmetry": 0.95}
+    pair = dict(som_results=[odd_som, typical_som], cnn_results=[cnn[0], cnn[0]], measure_results=[symmetric, one_sided])
+
+    default = AnomalyScorer(k=5).fit(som, cnn, measure)
+    assert default.component_weights() == DEFAULT_WEIGHTS
+    odd_node, asymmetric = default.score(**pair)
+    assert asymmetric["components"]["asymmetry"] == 0.95 and asymmetric["percentiles"]["asymmetry"] > 0.99
+    assert asymmetric["score"] > odd_node["score"]  # asymmetry weighs 3, the SOM distance 1
+    weights = default.component_weights()
+    expected = sum(weights[k] * p for k, p in asymmetric["percentiles"].items()) / sum(weights[k] for k in asymmetric["percentiles"])
+    assert asymmetric["score"] == pytest.approx(expected)
+    assert "embedding_iforest" in asymmetric["components"]  # stored, weight 0
+
+    som_first = AnomalyScorer(k=5, weights={"som_distance": 5.0, "asymmetry": 1.0}).fit(som, cnn, measure)
+    odd_node, asymmetric = som_first.score(**pair)
+    assert odd_node["score"] > asymmetric["score"]
+    only_som = odd_node["percentiles"]["som_distance"] * 5 + odd_node["percentiles"]["asymmetry"]
+    assert odd_node["score"] == pytest.approx(only_som / 6)
+
+
+def test_missing_measure_and_bad_weights():
+    rng = np.random.default_rng(7)
+    som, cnn = _reference(rng)
+    scorer = AnomalyScorer(k=5).fit(som, cnn, _asymmetries(rng))
+    no_emission = scorer.score([som[0]], [cnn[0]], [{"asymmetry": None}])[0]
+    assert no_emission["partial"] and no_emission["missing"] == ["asymmetry"] and no_emission["score"] is not None
+    with pytest.raises(ValueError, match=r"unknown components \['asymetry'\]"):
+        AnomalyScorer(weights={"asymetry": 1.0}).fit(som, cnn)
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        AnomalyScorer(weights={"asymmetry": -1.0}).fit(som, cnn)
+    nothing_weighted = AnomalyScorer(k=5, weights={"asymmetry": 1.0}).fit(som, cnn)
+    result = nothing_weighted.score([som[0]], [cnn[0]])[0]
+    assert result["score"] is None and result["components"]
+
+
+def test_format_1_scorers_keep_their_equal_weight_mean(tmp_path):
+    """A scorer saved before weights and asymmetry existed scores as it did: the plain mean."""
+    rng = np.random.default_rng(8)
+    som, cnn = _reference(rng)
+    path = AnomalyScorer(k=5, som_ref="1@som:x", cnn_ref="1@fr-cnn:1").fit(som, cnn).save(tmp_path / "new.npz")
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    meta["format"] = "survey-classifier-anomaly-scorer/1"
+    for key in ("weights", "measure_ref"):
+        del meta["params"][key]
+    old = tmp_path / "old.npz"
+    np.savez(old, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+
+    scorer = AnomalyScorer.load(old)
+    result = scorer.score(som[:5], cnn[:5])
+    for r in result:
+        assert r["score"] == pytest.approx(np.mean(list(r["percentiles"].values())))
+    assert set(r["percentiles"]) == {"som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest"}

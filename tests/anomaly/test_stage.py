@@ -46,7 +46,7 @@ def test_scores_ranks_and_percentiles(reference, tmp_path):
     assert all(a.score >= b.score for a, b in zip(by_rank, by_rank[1:]))
     assert by_rank[0].percentile == pytest.approx(100.0) and 0 < by_rank[-1].percentile < 100 / len(rows) + 1e-9
     assert not any(r.partial for r in rows)
-    assert set(rows[0].components) >= {"som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest"}
+    assert set(rows[0].components) >= {"som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest", "asymmetry"}
 
     top = top_anomalies(engine, 8, run_id=summary.run_id)
     assert len(top) == 8 and list(top["anomaly_rank"]) == list(range(1, 9))
@@ -67,12 +67,19 @@ def test_missing_upstream_is_partial_not_zero(reference):
     assert all("som_distance" not in r.components and r.extra["missing"] == ["som_distance"] for r in rows)
 
 
-def test_scorer_of_other_versions_is_refused_naming_both(reference, tmp_path):
+@pytest.mark.parametrize(
+    ("attribute", "fitted", "match"),
+    [
+        ("cnn_ref", "1@fr-cnn:0", r"fitted on cnn results 1@fr-cnn:0 but this run's cnn results come from 1@fr-cnn:"),
+        ("measure_ref", "1@", r"fitted on measure results 1@ but this run's measure results come from 2@"),
+    ],
+)
+def test_scorer_of_other_versions_is_refused_naming_both(reference, tmp_path, attribute, fitted, match):
     engine, sources, upstream, path = reference
     scorer = AnomalyScorer.load(path)
-    scorer.cnn_ref = "1@fr-cnn:0"
+    setattr(scorer, attribute, fitted)
     other = scorer.save(tmp_path / "other.npz")
-    with pytest.raises(StageConfigError, match=r"fitted on cnn results 1@fr-cnn:0 but this run's cnn results come from 1@fr-cnn:"):
+    with pytest.raises(StageConfigError, match=match):
         run_pipeline(sources[:3], [*upstream, load_stage("anomaly", scorer=str(other))], engine)
 
 
@@ -94,11 +101,16 @@ def test_train_anomaly_command_registers_a_versioned_scorer(reference, tmp_path,
     monkeypatch.setenv("SURVEY_CLASSIFIER_HOME", str(tmp_path / "home"))
     url = engine.url.render_as_string(hide_password=False)
     out = tmp_path / "scorer.npz"
-    result = CliRunner().invoke(main, ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5", "--model-version", "7"])
+    train = ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5"]
+    result = CliRunner().invoke(main, [*train, "--model-version", "7", "--weight", "embedding_iforest=0.5"])
     assert result.exit_code == 0, result.output
-    assert "registered anomaly-scorer:7" in result.output
+    assert "registered anomaly-scorer:7" in result.output and "asymmetry (60 reference values, weight 3)" in result.output
     stored, row = resolve_model(engine, "anomaly", "anomaly-scorer", "7")
     assert row["details"]["som_ref"].startswith(f"{SOMStage.version}@som:") and row["details"]["cnn_ref"].startswith("1@fr-cnn:")
+    assert row["details"]["measure_ref"] == "2@" and row["details"]["weights"]["embedding_iforest"] == 0.5
+    assert AnomalyScorer.load(stored).component_weights()["embedding_iforest"] == 0.5
+    bad = CliRunner().invoke(main, [*train, "--model-version", "8", "--weight", "asymmetry=-1"])
+    assert bad.exit_code != 0 and "--weight 'asymmetry=-1'" in bad.output
     assert load_stage("anomaly", scorer=str(stored)).model_ref == "anomaly-scorer:7"
     again = CliRunner().invoke(main, ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5", "--model-version", "7"])
     assert again.exit_code != 0 and "anomaly-scorer" in again.output

@@ -105,6 +105,18 @@ def test_unequal_double_pulls_the_centroid_to_the_brighter_side():
     assert result["centroid_offset_arcsec"] == pytest.approx(10 * SCALE, abs=0.5)
 
 
+def test_asymmetry_about_the_centre():
+    """0 for a double symmetric about the centre, (3 - 1) / (3 + 1) for lobes of 3:1, 1 when one-sided."""
+    stage = MeasureStage()
+    symmetric = stage.measure(make_cutout([point(CENTRE + 20, CENTRE + 9, 0.03), point(CENTRE - 20, CENTRE - 9, 0.03)], seed=6))
+    unequal = stage.measure(make_cutout([point(CENTRE + 20, CENTRE, 0.03), point(CENTRE - 20, CENTRE, 0.01)], seed=6))
+    bent = stage.measure(make_cutout([point(CENTRE + 20, CENTRE, 0.03), point(CENTRE, CENTRE + 20, 0.03)], seed=6))
+    one_sided = stage.measure(make_cutout([point(CENTRE + 15, CENTRE - 4, 0.05)], seed=6))
+    assert symmetric["asymmetry"] < 0.05
+    assert unequal["asymmetry"] == pytest.approx(0.5, abs=0.05)
+    assert bent["asymmetry"] > 0.95 and one_sided["asymmetry"] > 0.95
+
+
 def test_pure_noise_has_no_island():
     result = MeasureStage().measure(make_cutout([], seed=6))
     assert result["n_islands"] == 0
@@ -227,6 +239,22 @@ def test_on_mirabest_size_tracks_the_catalogue(mirabest_dir):
             sizes.append(float(row["size_arcsec"]))
     assert len(las) > 60
     assert spearmanr(las, sizes).statistic > 0.7
+
+
+def test_on_mirabest_odd_morphologies_are_less_symmetric(mirabest_dir):
+    """Hybrids, bent tails and double-doubles are on average less point-symmetric than standard FR I/II."""
+    with open(mirabest_dir / "labels.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))[1::4]
+    stage = MeasureStage()
+    odd, standard = [], []
+    for row in rows:
+        value = stage.measure(read_cutout(mirabest_dir / "fits" / row["file"]))["asymmetry"]
+        assert value is None or 0.0 <= value <= 1.0
+        if value is not None:
+            is_odd = row["fr_class"] == "hybrid" or row["morphology"] != "standard"
+            (odd if is_odd else standard).append(value)
+    assert len(odd) >= 15 and len(standard) > 200
+    assert np.median(odd) > np.median(standard) + 0.1
 
 
 def test_synthetic_truth_is_recovered(tmp_path):
