@@ -7,7 +7,7 @@ the whole, for every component, the equal-weight mean of the four components
 the scorer had before ``asymmetry`` (scorer version 2's rule), the
 equal-weight mean of all five, and the shipped weights.
 
-Run from the repository root (about 30 s on the 2-core machine)::
+Run from the repository root (about 15 s on the 2-core machine)::
 
     .venv/bin/python bench/anomaly_halves.py
 
