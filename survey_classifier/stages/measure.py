@@ -67,7 +67,7 @@ from survey_classifier.errors import StageConfigError
 from survey_classifier.stages.base import CutoutFailure, Stage
 from survey_classifier.stats import clipped_background
 
-__all__ = ["MeasureStage"]
+__all__ = ["MeasureStage", "rotational_asymmetry"]
 
 _FWHM_AREA = math.pi / (4.0 * math.log(2.0))  # Gaussian beam area / (bmaj * bmin)
 _STRUCTURES = {
@@ -198,8 +198,7 @@ class MeasureStage(Stage):
         centroid_y = float((weights * rows).sum()) / total
         offset = math.hypot(centroid_x - (nx - 1) / 2.0, centroid_y - (ny - 1) / 2.0)
         size = _largest_separation(rows, columns)
-        emission = np.where(above, signal, np.float32(0.0))
-        asymmetry = float(np.abs(emission - emission[::-1, ::-1]).sum(dtype=np.float64)) / (2.0 * total)
+        asymmetry = rotational_asymmetry(np.where(above, signal, np.float32(0.0)))
         result.update(
             n_islands=int(n_islands), las_pixels=size, centroid_offset_pixels=offset, asymmetry=asymmetry
         )
@@ -213,6 +212,27 @@ class MeasureStage(Stage):
             centroid_offset_arcsec=offset * scale,
         )
         return result
+
+
+def rotational_asymmetry(emission) -> float | None:
+    """``sum|S - S_180| / (2 sum S)`` of a non-negative image about its centre (None if empty).
+
+    ``S_180`` is the image turned by 180 degrees about the centre of the
+    array, ``((nx - 1) / 2, (ny - 1) / 2)``: an exact pixel permutation.
+
+    >>> import numpy as np
+    >>> image = np.zeros((5, 5)); image[2, 0] = image[2, 4] = 1.0
+    >>> rotational_asymmetry(image)
+    0.0
+    >>> image[2, 4] = 3.0
+    >>> rotational_asymmetry(image)
+    0.5
+    """
+    emission = np.asarray(emission)
+    total = float(emission.sum(dtype=np.float64))
+    if not total > 0:
+        return None
+    return float(np.abs(emission - emission[::-1, ::-1]).sum(dtype=np.float64)) / (2.0 * total)
 
 
 def _largest_separation(rows, columns) -> float:
