@@ -40,8 +40,9 @@ kept islands:
     is thresholded away). 0 for a source symmetric about the centre, such
     as a classic FR I or FR II double around its host; it rises towards 1
     when the emission on one side has no counterpart on the other (a
-    hybrid, a bent tail, a one-sided jet, or a companion source). The
-    anomaly stage uses it.
+    hybrid, a bent tail, a one-sided jet, or a companion source). Pixels
+    whose turned partner is blank are left out of both sums (None when
+    nothing is left). The anomaly stage uses it.
 
 When no island is kept, ``n_islands`` is 0, ``integrated_flux_jy``
 0.0, and ``las_arcsec``, ``centroid_offset_arcsec`` and ``asymmetry`` are
@@ -198,7 +199,7 @@ class MeasureStage(Stage):
         centroid_y = float((weights * rows).sum()) / total
         offset = math.hypot(centroid_x - (nx - 1) / 2.0, centroid_y - (ny - 1) / 2.0)
         size = _largest_separation(rows, columns)
-        asymmetry = rotational_asymmetry(np.where(above, signal, np.float32(0.0)))
+        asymmetry = rotational_asymmetry(np.where(above, signal, np.float32(0.0)), valid=finite)
         result.update(
             n_islands=int(n_islands), las_pixels=size, centroid_offset_pixels=offset, asymmetry=asymmetry
         )
@@ -214,11 +215,14 @@ class MeasureStage(Stage):
         return result
 
 
-def rotational_asymmetry(emission) -> float | None:
+def rotational_asymmetry(emission, *, valid=None) -> float | None:
     """``sum|S - S_180| / (2 sum S)`` of a non-negative image about its centre (None if empty).
 
     ``S_180`` is the image turned by 180 degrees about the centre of the
     array, ``((nx - 1) / 2, (ny - 1) / 2)``: an exact pixel permutation.
+    ``valid`` (boolean, same shape) marks the pixels that were observed;
+    a pixel counts only where its turned partner was observed too, so a
+    blank edge of the survey does not pass for one-sided emission.
 
     >>> import numpy as np
     >>> image = np.zeros((5, 5)); image[2, 0] = image[2, 4] = 1.0
@@ -229,6 +233,9 @@ def rotational_asymmetry(emission) -> float | None:
     0.5
     """
     emission = np.asarray(emission)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        emission = np.where(valid & valid[::-1, ::-1], emission, 0)
     total = float(emission.sum(dtype=np.float64))
     if not total > 0:
         return None

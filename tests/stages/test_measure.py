@@ -117,6 +117,20 @@ def test_asymmetry_about_the_centre():
     assert bent["asymmetry"] > 0.95 and one_sided["asymmetry"] > 0.95
 
 
+def test_blank_pixels_do_not_pass_for_asymmetry():
+    """Emission whose turned partner falls on blank pixels (a survey edge) is left out, not called one-sided."""
+    stage = MeasureStage()
+    components = [point(CENTRE + 20, CENTRE, 0.03), point(CENTRE - 20, CENTRE, 0.03), point(CENTRE + 8, CENTRE + 45, 0.03)]
+    cutout = make_cutout(components, seed=7)
+    assert stage.measure(cutout)["asymmetry"] > 0.25  # the third source has no counterpart
+    cutout.data[:40, :] = np.nan  # its partner region (around row 29) is blank
+    blanked = stage.measure(cutout)
+    assert blanked["n_islands"] == 3 and blanked["asymmetry"] < 0.05
+    alone = make_cutout([point(CENTRE + 8, CENTRE + 45, 0.03)], seed=7)
+    alone.data[:40, :] = np.nan
+    assert stage.measure(alone)["asymmetry"] is None
+
+
 def test_pure_noise_has_no_island():
     result = MeasureStage().measure(make_cutout([], seed=6))
     assert result["n_islands"] == 0
