@@ -153,7 +153,10 @@ class MeasureStage(Stage):
             return CutoutFailure("all pixels are blank (NaN)")
         background, noise = clipped_background(image[finite])
         if not noise > 0:
-            return CutoutFailure("the sigma-clipped noise is zero (constant image); no threshold can be set")
+            return CutoutFailure(
+                "the sigma-clipped noise is zero (a constant image, or one already clipped to zero below "
+                "its noise, as some survey PNGs are); no threshold can be set"
+            )
         if cutout.beam_major_arcsec and cutout.beam_minor_arcsec:
             beam = (float(cutout.beam_major_arcsec), float(cutout.beam_minor_arcsec))
             beam_from_header = True
