@@ -40,8 +40,9 @@ def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, measure_stage, n
             engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage, measure_stage=measure_stage,
             k=neighbours, seed=seed, weights=chosen, name=name, version=model_version,
         )
+        fitted_weights = scorer.component_weights()
         sizes = ", ".join(
-            f"{k} ({len(v)} reference values, weight {chosen[k]:g})" for k, v in scorer.reference_.items()
+            f"{k} ({len(v)} reference values, weight {fitted_weights[k]:g})" for k, v in scorer.reference_.items()
         )
         click.echo(
             f"wrote {path}: fitted on measure {scorer.measure_ref or '-'}, som {scorer.som_ref or '-'} "
@@ -53,7 +54,7 @@ def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, measure_stage, n
             row = register_model(
                 engine, path, stage="anomaly", name=name, version=model_version,
                 details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "measure_ref": scorer.measure_ref,
-                         "components": sorted(scorer.reference_), "weights": scorer.component_weights(),
+                         "components": sorted(scorer.reference_), "weights": fitted_weights,
                          "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
             )
             click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...) at {row['artefact_path']}")
@@ -62,19 +63,18 @@ def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, measure_stage, n
 
 
 def _parse_weights(items) -> dict[str, float]:
-    from survey_classifier.anomaly.scorer import COMPONENTS
+    """``COMPONENT=W`` options as a dict, each checked by the scorer's own rule."""
+    from survey_classifier.anomaly.scorer import check_weights
 
     weights = {}
     for item in items:
         name, _, value = item.partition("=")
         try:
-            weight = float(value)
-        except ValueError:
-            weight = -1.0
-        if name not in COMPONENTS or not weight >= 0:
-            msg = f"--weight {item!r}: expected COMPONENT=W with W >= 0 and COMPONENT one of {list(COMPONENTS)}"
-            raise SurveyClassifierError(msg)
-        weights[name] = weight
+            check_weights({name: float(value)})
+        except ValueError as exc:
+            msg = f"--weight {item!r}: expected COMPONENT=W ({exc})"
+            raise SurveyClassifierError(msg) from exc
+        weights[name] = float(value)
     return weights
 
 

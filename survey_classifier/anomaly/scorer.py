@@ -42,7 +42,7 @@ import numpy as np
 
 from survey_classifier.errors import ModelError, NotFittedError
 
-__all__ = ["AnomalyScorer", "COMPONENTS", "DEFAULT_WEIGHTS", "SCORER_FORMAT"]
+__all__ = ["AnomalyScorer", "COMPONENTS", "DEFAULT_WEIGHTS", "SCORER_FORMAT", "check_weights"]
 
 COMPONENTS = ("som_distance", "cnn_entropy", "embedding_knn", "embedding_iforest", "asymmetry")
 SCORER_FORMAT = "survey-classifier-anomaly-scorer/2"
@@ -63,6 +63,19 @@ DEFAULT_WEIGHTS = {
     "embedding_iforest": 0.0,
     "asymmetry": 3.0,
 }
+
+
+def check_weights(weights: dict) -> dict[str, float]:
+    """Every component's weight (0 where ``weights`` names none); ValueError for a bad one."""
+    unknown = sorted(set(weights) - set(COMPONENTS))
+    if unknown:
+        msg = f"anomaly scorer weights name unknown components {unknown}; components are {list(COMPONENTS)}"
+        raise ValueError(msg)
+    bad = {name: w for name, w in weights.items() if not (isinstance(w, (int, float, np.number)) and w >= 0)}
+    if bad:
+        msg = f"anomaly scorer weights must be numbers >= 0, got {bad}"
+        raise ValueError(msg)
+    return {name: float(weights.get(name, 0.0)) for name in COMPONENTS}
 
 
 def _asymmetry(measure) -> float | None:
@@ -117,16 +130,7 @@ class AnomalyScorer:
 
     def component_weights(self) -> dict[str, float]:
         """The weight of every component in the combined score (validated)."""
-        weights = DEFAULT_WEIGHTS if self.weights is None else self.weights
-        unknown = sorted(set(weights) - set(COMPONENTS))
-        if unknown:
-            msg = f"anomaly scorer weights name unknown components {unknown}; components are {list(COMPONENTS)}"
-            raise ValueError(msg)
-        bad = {name: w for name, w in weights.items() if not (isinstance(w, (int, float, np.number)) and w >= 0)}
-        if bad:
-            msg = f"anomaly scorer weights must be numbers >= 0, got {bad}"
-            raise ValueError(msg)
-        return {name: float(weights.get(name, 0.0)) for name in COMPONENTS}
+        return check_weights(DEFAULT_WEIGHTS if self.weights is None else self.weights)
 
     # ------------------------------------------------------------------ fit
     def fit(self, som_results=(), cnn_results=(), measure_results=()):

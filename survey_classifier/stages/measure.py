@@ -202,7 +202,8 @@ class MeasureStage(Stage):
         centroid_y = float((weights * rows).sum()) / total
         offset = math.hypot(centroid_x - (nx - 1) / 2.0, centroid_y - (ny - 1) / 2.0)
         size = _largest_separation(rows, columns)
-        asymmetry = rotational_asymmetry(np.where(above, signal, np.float32(0.0)), valid=finite)
+        emission = np.where(above, signal, np.float32(0.0))
+        asymmetry = rotational_asymmetry(emission, valid=None if finite.all() else finite)
         result.update(
             n_islands=int(n_islands), las_pixels=size, centroid_offset_pixels=offset, asymmetry=asymmetry
         )
