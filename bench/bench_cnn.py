@@ -51,7 +51,7 @@ def main() -> None:
                      intra_op_threads=args.threads or None)
     stage.setup()
     files = sorted((DATA / "mirabest" / "fits").glob("*.fits"))[: args.batch]
-    images = load_images(files, stage.preprocess_config_)
+    images = load_images(files, stage.preprocess_config)
     keras_model = load_keras_model(DEFAULT_MODEL / "model.keras")
     session = stage.session_
     input_name = session.get_inputs()[0].name
@@ -59,9 +59,9 @@ def main() -> None:
     def first(outputs):  # an ensemble also returns its embedding
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
-    keras_predict = lambda: first(keras_model.predict(images, batch_size=args.batch, verbose=0))  # noqa: E731
-    keras_call = lambda: np.asarray(first(keras_model(images, training=False)))  # noqa: E731
-    onnx_run = lambda: session.run(["probabilities"], {input_name: images})[0]  # noqa: E731
+    keras_predict = lambda: first(keras_model.predict(images, batch_size=args.batch, verbose=0))
+    keras_call = lambda: np.asarray(first(keras_model(images, training=False)))
+    onnx_run = lambda: session.run(["probabilities"], {input_name: images})[0]
 
     difference = float(np.max(np.abs(keras_predict() - onnx_run())))
     t_predict = _timed(keras_predict, args.repeats)

@@ -165,7 +165,7 @@ def _server_ms(connection, engine, query) -> float:
     return float(next(line for line in plan if line.startswith("Execution Time")).split()[2])
 
 
-def measure(engine, url: str, repeat: int, seed: int = 1) -> dict[str, tuple[float, float]]:
+def measure(engine, repeat: int, seed: int = 1) -> dict[str, tuple[float, float]]:
     rng = np.random.default_rng(seed)
     ra, dec = sky_positions(repeat, rng)
     centres = list(zip(ra.tolist(), dec.tolist()))
@@ -216,14 +216,17 @@ def measure(engine, url: str, repeat: int, seed: int = 1) -> dict[str, tuple[flo
         variants = find_variants(connection)
         top = _ranked_anomalies(variants, "anomaly").limit(100)
         for ra_c, dec_c in centres:
-            candidates = select(CutoutRow.id, CutoutRow.ra_deg, CutoutRow.dec_deg).where(cone_prefilter(ra_c, dec_c, 1.0))
+            candidates = select(CutoutRow.id, CutoutRow.ra_deg, CutoutRow.dec_deg).where(
+                cone_prefilter(ra_c, dec_c, 1.0)
+            )
             server["cone 1° candidates"].append(_server_ms(connection, engine, candidates))
             ids = list(cone_search(connection, ra_c, dec_c, 1.0))
             total = 0.0
             for table in ("cutouts", "classifications", "som_placements", "anomaly_scores"):
                 column = "id" if table == "cutouts" else "cutout_id"
+                listed = ",".join(map(str, ids)) or "NULL"
                 total += _server_ms(connection, engine, sqlalchemy.text(
-                    f"SELECT * FROM {table} WHERE {column} = ANY(ARRAY[{','.join(map(str, ids)) or 'NULL'}]::bigint[])"))
+                    f"SELECT * FROM {table} WHERE {column} = ANY(ARRAY[{listed}]::bigint[])"))
             server["cone 1° result rows (4 tables)"].append(total)
             server["top-100 anomaly ids"].append(_server_ms(connection, engine, top))
     for label, values in server.items():
@@ -261,7 +264,7 @@ def main() -> None:
         for step, seconds in fill(engine, args.n).items():
             print(f"  {step:<24} {seconds:7.1f} s")
         print(f"  {'total':<24} {time.perf_counter() - start:7.1f} s")
-        results = measure(engine, url, args.repeat)
+        results = measure(engine, args.repeat)
         plan = results.pop("_plan")
         per_cone = results.pop("_sources per 1° cone (median)")
         print(f"\n{args.repeat} random centres; sources in a 1° cone: median {per_cone[0]:.0f}, max {per_cone[1]:.0f}")

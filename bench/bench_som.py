@@ -71,7 +71,8 @@ def compare_brute_force(images, subset):
     print(f"\n== 1. brute force vs fast core: {len(images)} cutouts 64x64, 10x10 map, "
           "region diameter 45, 360 rotations + flip, one online epoch ==")  # fmt: skip
 
-    def run(label, model, n=len(images)):
+    def run(label, model, n=None):
+        n = len(images) if n is None else n
         wall, cpu = time.perf_counter(), time.process_time()
         model.fit(images[:n]) if not isinstance(model, BruteForceSOM) else model.fit(
             images, initial_neurons=initial, n_steps=n

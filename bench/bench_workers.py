@@ -80,7 +80,9 @@ def celery(url, broker, sources, stages, batch_size, n_workers, log_dir):
         )
     engine = make_engine(url)
     # warm-up: one small run so that worker start-up is not timed
-    warm, _ = submit_run(engine, sources[: batch_size * n_workers], [load_stage(s) for s in stages], batch_size=batch_size)
+    warm, _ = submit_run(
+        engine, sources[: batch_size * n_workers], [load_stage(s) for s in stages], batch_size=batch_size
+    )
     wait_for_run(engine, warm, poll_s=0.2)
     start = time.perf_counter()
     run_id, n_batches = submit_run(engine, sources, [load_stage(s) for s in stages], batch_size=batch_size)
@@ -118,7 +120,8 @@ def main() -> None:
     for k in (1, 2):
         ratio = results[f"in-process x{k}"] / results[f"celery x{k}"]
         overhead = (results[f"celery x{k}"] - results[f"in-process x{k}"]) / n_batches * k
-        print(f"parallelism {k}: celery throughput = {ratio:.2f} x in-process; overhead {overhead * 1e3:+.1f} ms per batch of {args.batch_size}")
+        print(f"parallelism {k}: celery throughput = {ratio:.2f} x in-process; "
+              f"overhead {overhead * 1e3:+.1f} ms per batch of {args.batch_size}")
 
 
 if __name__ == "__main__":

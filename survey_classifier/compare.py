@@ -47,7 +47,10 @@ def _labels(connection, stage: str, spec: str) -> dict[int, str]:
         raise SurveyClassifierError(msg)
     if model is None:
         if len(models) > 1:
-            msg = f"stage {stage!r} version {version!r} ran with several models {sorted(models)}; name one: {version}@MODEL"
+            msg = (
+                f"stage {stage!r} version {version!r} ran with several models {sorted(models)}; "
+                f"name one: {version}@MODEL"
+            )
             raise SurveyClassifierError(msg)
         model = models[0]
     elif model not in models:

@@ -55,8 +55,8 @@ class Cutout:
     wcs: Any = None
     warnings: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: ``{stage name: (stage version, model_ref)}`` of each entry of ``results``
-    provenance: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: ``{stage name: (stage version, model_ref, model_sha256)}`` of each entry of ``results``
+    provenance: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
     _preprocessed: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property

@@ -42,7 +42,7 @@ class RunStatus:
 
 
 def enqueue_batches(engine: Engine, batch_ids: Sequence[int], *, queue: str = "cpu") -> int:
-    """Send one message per batch (ids only, JSON) to ``queue``."""
+    """Send one message per batch to ``queue``: ids and the run's model references, JSON."""
     from survey_classifier.workers.tasks import process_batch
 
     table = RunBatchRow.__table__
@@ -50,8 +50,14 @@ def enqueue_batches(engine: Engine, batch_ids: Sequence[int], *, queue: str = "c
         rows = connection.execute(
             select(table.c.id, table.c.run_id, table.c.cutout_ids).where(table.c.id.in_(list(batch_ids)))
         ).all()
+        described = dict(
+            connection.execute(
+                select(RunRow.id, RunRow.stages).where(RunRow.id.in_({row.run_id for row in rows}))
+            ).all()
+        )
     for batch_id, run_id, cutout_ids in rows:
-        process_batch.apply_async(args=[run_id, batch_id, cutout_ids], queue=queue)
+        models = {s["name"]: s["model_artefact"] for s in described[run_id] if s.get("model_artefact")}
+        process_batch.apply_async(args=[run_id, batch_id, cutout_ids], kwargs={"models": models}, queue=queue)
     return len(rows)
 
 
@@ -132,7 +138,9 @@ def retry_failed(engine: Engine, run_id: int, *, queue: str = "cpu", stalled_aft
         if ids:
             connection.execute(update(table).where(table.c.id.in_(ids)).values(status="queued", queued_at=utcnow()))
             connection.execute(
-                update(RunRow.__table__).where(RunRow.__table__.c.id == run_id).values(status="running", finished_at=None)
+                update(RunRow.__table__)
+                .where(RunRow.__table__.c.id == run_id)
+                .values(status="running", finished_at=None)
             )
     return enqueue_batches(engine, ids, queue=queue) if ids else 0
 

@@ -12,61 +12,23 @@ import logging
 import os
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from survey_classifier.cutout import Cutout, CutoutSource
-from survey_classifier.db.models import utcnow
+from survey_classifier.cutout import CutoutSource
 from survey_classifier.errors import CutoutError, StageConfigError
 from survey_classifier.io.fits import ReadLimits, read_cutout
+from survey_classifier.outcomes import BatchResult, CutoutOutcome, FailureRecord, RunSummary
+from survey_classifier.runs import READ_STAGE, close_run, register_run, store_batch, update_run
 from survey_classifier.stages.base import CutoutFailure, Stage, check_result
-from survey_classifier.runs import READ_STAGE, _update_run, register_run, store_batch
 from survey_classifier.stages.registry import order_stages
 
-__all__ = [
-    "READ_STAGE",
-    "CutoutOutcome",
-    "BatchResult",
-    "Pipeline",
-    "RunSummary",
-    "run_pipeline",
-]
+__all__ = ["READ_STAGE", "Pipeline", "run_pipeline"]
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class FailureRecord:
-    """A failure of one stage (or of reading) on one cutout."""
-
-    stage: str
-    stage_version: str
-    model_ref: str
-    error_type: str
-    message: str
-    hdu: int | None = None
-
-
-@dataclass
-class CutoutOutcome:
-    """What the pipeline made of one input."""
-
-    source: CutoutSource
-    cutout: Cutout | None = None
-    errors: list[FailureRecord] = field(default_factory=list)
-
-
-@dataclass
-class BatchResult:
-    """Outcomes of one batch, with the seconds spent in each step."""
-
-    outcomes: list[CutoutOutcome]
-    timings: dict[str, float]
 
 
 class Pipeline:
@@ -141,7 +103,7 @@ class Pipeline:
         outcomes = [self.read(source) for source in sources]
         timings["read"] += time.perf_counter() - start
         for stage in self.stages:
-            config = getattr(stage, "preprocess_config", None)
+            config = stage.preprocess_config
             ready = [o for o in outcomes if o.cutout is not None and self._meets(stage, o)]
             if config is not None:
                 start = time.perf_counter()
@@ -170,7 +132,9 @@ class Pipeline:
 
     def _fail(self, stage: Stage, outcome: CutoutOutcome, error_type: str, message: str) -> None:
         hdu = outcome.cutout.hdu if outcome.cutout is not None else None
-        outcome.errors.append(FailureRecord(stage.name, stage.version, stage.model_ref, error_type, message, hdu))
+        outcome.errors.append(
+            FailureRecord(stage.name, stage.version, stage.model_ref, error_type, message, hdu, stage.model_sha256)
+        )
         log.warning("%s [HDU %s]: stage %s failed: %s", outcome.source.path, hdu, stage.name, message)
 
     def _run_stage(self, stage: Stage, ready: list[CutoutOutcome]) -> None:
@@ -196,7 +160,7 @@ class Pipeline:
                 self._fail(stage, outcome, "CutoutFailure", result.reason)
             else:
                 outcome.cutout.results[stage.name] = result
-                outcome.cutout.provenance[stage.name] = (stage.version, stage.model_ref)
+                outcome.cutout.provenance[stage.name] = (stage.version, stage.model_ref, stage.model_sha256)
 
     @staticmethod
     def _call(stage: Stage, batch: list[CutoutOutcome]) -> list:
@@ -212,24 +176,6 @@ class Pipeline:
 def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, CutoutError) else (str(exc) or type(exc).__name__)
 
-
-
-@dataclass
-class RunSummary:
-    """What a run did, for the closing summary and the ``runs`` table."""
-
-    run_id: int
-    n_cutouts: int
-    n_processed: int
-    n_failed: int
-    failures: list[tuple[str, str, str]]
-    timings: dict[str, float]
-    elapsed_s: float
-
-    @property
-    def reasons(self) -> Counter:
-        """Failures counted by stage and reason."""
-        return Counter((stage, message) for _, stage, message in self.failures)
 
 
 def run_pipeline(
@@ -282,15 +228,12 @@ def run_pipeline(
                     failures.extend((outcome.source.path, e.stage, e.message) for e in outcome.errors)
                 else:
                     n_processed += 1
-            _update_run(engine, run_id, n_processed=n_processed, n_failed=n_failed)
+            update_run(engine, run_id, n_processed=n_processed, n_failed=n_failed)
             if progress is not None:
                 progress(len(batch.outcomes))
-        with engine.begin() as connection:
-            for stage in pipeline.stages:
-                stage.after_run(connection, run_id)
         status = "finished"
     finally:
-        _update_run(engine, run_id, status=status, finished_at=utcnow())
+        close_run(engine, run_id, pipeline.stages, status=status)
     return RunSummary(
         run_id=run_id,
         n_cutouts=sum(len(chunk) for _, chunk in batches),

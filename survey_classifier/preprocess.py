@@ -23,20 +23,19 @@ whose metadata names another version is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from survey_classifier.checksum import sha256_bytes
 from survey_classifier.stats import clipped_background
 
 __all__ = [
     "PREPROCESS_VERSION",
     "PreprocessConfig",
     "preprocess",
-    "preprocess_batch",
     "resample_matrix",
 ]
 
@@ -114,7 +113,7 @@ class PreprocessConfig:
 @lru_cache(maxsize=256)
 def _digest(config: PreprocessConfig) -> str:
     text = json.dumps(config.to_dict(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_bytes(text.encode())[:16]
 
 
 @lru_cache(maxsize=64)
@@ -196,11 +195,3 @@ def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> np.
         span = work.max() - low
         work = (work - low) / span if span > 0 else np.zeros_like(work)
     return np.ascontiguousarray(work, dtype=np.float32)
-
-
-def preprocess_batch(images, config: PreprocessConfig | None = None) -> np.ndarray:
-    """Apply :func:`preprocess` to each image; returns (n, size, size) float32."""
-    config = config or PreprocessConfig()
-    return np.stack([preprocess(image, config) for image in images]) if len(images) else (
-        np.zeros((0, config.size, config.size), np.float32)
-    )

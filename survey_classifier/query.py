@@ -38,17 +38,7 @@ __all__ = [
     "query_errors",
     "cone_prefilter",
     "cone_search",
-    "EXPORT_FORMATS",
-    "write_table",
 ]
-
-#: ``--format`` name -> (astropy writer format, file suffix)
-EXPORT_FORMATS = {
-    "csv": ("ascii.csv", ".csv"),
-    "ecsv": ("ascii.ecsv", ".ecsv"),
-    "votable": ("votable", ".xml"),
-    "fits": ("fits", ".fits"),
-}
 
 #: Longest list of cutout ids sent to the database as one ``IN`` condition.
 _MAX_ID_LIST = 5000
@@ -180,7 +170,8 @@ def _id_in(connection: Connection, column, ids):
 
 def _newest(connection: Connection, stage: str, variant: Variant):
     table = variant.row_class.__table__
-    return connection.execute(select(func.max(table.c.updated_at)).where(*_variant_condition(table, stage, variant))).scalar()
+    newest = select(func.max(table.c.updated_at)).where(*_variant_condition(table, stage, variant))
+    return connection.execute(newest).scalar()
 
 
 def _variant_condition(table, stage: str, variant: Variant) -> list:
@@ -469,7 +460,9 @@ def query_errors(engine: Engine, *, run_id: int | None = None) -> Table:
     """Errors stored against cutouts: path, stage, HDU, type and message."""
     e = ErrorRow.__table__
     c = CutoutRow.__table__
-    query = select(c.c.path, e.c.stage, e.c.stage_version, e.c.model_ref, e.c.hdu, e.c.error_type, e.c.message, e.c.run_id)
+    query = select(
+        c.c.path, e.c.stage, e.c.stage_version, e.c.model_ref, e.c.hdu, e.c.error_type, e.c.message, e.c.run_id
+    )
     query = query.join(c, c.c.id == e.c.cutout_id).order_by(c.c.path, e.c.stage)
     if run_id is not None:
         query = query.where(e.c.run_id == run_id)
@@ -479,25 +472,3 @@ def query_errors(engine: Engine, *, run_id: int | None = None) -> Table:
     for name in ("path", "stage", "stage_version", "model_ref", "hdu", "error_type", "message", "run_id"):
         table[name] = _column([r[name] for r in rows])
     return table
-
-
-def write_table(table: Table, path: str, fmt: str | None = None) -> str:
-    """Write ``table`` as CSV, ECSV, VOTable or FITS (from ``fmt`` or the suffix)."""
-    if fmt is None:
-        suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
-        fmt = next((name for name, (_, s) in EXPORT_FORMATS.items() if s == suffix), None)
-        fmt = fmt or {".vot": "votable", ".votable": "votable", ".fit": "fits"}.get(suffix)
-    if fmt not in EXPORT_FORMATS:
-        msg = f"cannot tell the export format of {path!r}; use one of {sorted(EXPORT_FORMATS)}"
-        raise SurveyClassifierError(msg)
-    _prepare_for(table, fmt).write(path, format=EXPORT_FORMATS[fmt][0], overwrite=True)
-    return fmt
-
-
-def _prepare_for(table: Table, fmt: str) -> Table:
-    out = table.copy()
-    if fmt in ("fits", "votable"):
-        for name in out.colnames:
-            if out[name].dtype.kind == "b" and hasattr(out[name], "mask"):
-                out[name] = out[name].filled(False)
-    return out

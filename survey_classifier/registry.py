@@ -1,16 +1,18 @@
-"""The model registry: versioned model artefacts with their sha256, metrics and card.
+"""The model registry: the one owner of a model's identity.
 
-Registering copies the artefact into the model store (a folder per stage,
-name and version) and records it in the ``models`` table with its sha256,
-metrics, metadata and model card. One model per stage is the default (the
-one a stage runs when none is named); a retired model stays on record, for
-the provenance of the results it made, but is no longer run. Loading goes
-through :func:`resolve_model`, which refuses a file whose sha256 no longer
-matches the registered one.
+Registering checks that the stage can load the artefact, keeps its bytes
+where every worker can reach them (the results database by default, or an
+fsspec URL; see :mod:`survey_classifier.artefacts`) and records it in the
+``models`` table with its sha256, metrics and card. One model per stage is
+the default (the one the stage runs when none is named); a retired model
+stays on record, for the provenance of the results it made, but is no
+longer run.
 
-The model store is ``$SURVEY_CLASSIFIER_HOME/models``, else
-``~/.survey-classifier/models``. The database stores paths that this
-module wrote; nothing here imports code from those paths.
+The registry hands stages a :class:`~survey_classifier.modelref.ModelRef`;
+the stage stores exactly its ``name:version`` and sha256 with every result.
+Models shipped with survey-classifier or with an installed plugin are
+registry entries from the start: :func:`seed_shipped_models` records them
+whenever a database is created or upgraded.
 
 Examples
 --------
@@ -18,16 +20,15 @@ Examples
 >>> upgrade("sqlite:///results.db")                          # doctest: +SKIP
 >>> engine = make_engine("sqlite:///results.db")             # doctest: +SKIP
 >>> register_model(engine, "model.onnx", stage="cnn", name="fr-cnn", version="2")  # doctest: +SKIP
->>> path, row = resolve_model(engine, "cnn")                 # doctest: +SKIP
+>>> resolve_model(engine, "cnn").ref                         # doctest: +SKIP
+'fr-cnn:1'
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+import logging
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,38 +38,28 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from survey_classifier import artefacts
+from survey_classifier.checksum import sha256_file
 from survey_classifier.db.models import ModelRow, utcnow
 from survey_classifier.errors import ModelError, SurveyClassifierError
+from survey_classifier.modelref import DATABASE_STORE, ModelRef
 
 __all__ = [
-    "model_store_dir",
-    "file_sha256",
     "register_model",
     "list_models",
     "get_model",
     "set_default",
     "retire_model",
     "resolve_model",
+    "model_for",
+    "seed_shipped_models",
 ]
 
+log = logging.getLogger(__name__)
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-_CHUNK = 1 << 20
-
-
-def model_store_dir() -> Path:
-    """``$SURVEY_CLASSIFIER_HOME/models``, else ``~/.survey-classifier/models``."""
-    home = os.environ.get("SURVEY_CLASSIFIER_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".survey-classifier"
-    return base / "models"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_COLUMNS = ("id", "name", "version", "stage", "filename", "store", "sha256", "metrics", "details", "is_default",
+            "retired", "created_at")
 
 
 def _check_name(what: str, value: str) -> str:
@@ -82,10 +73,36 @@ def _check_name(what: str, value: str) -> str:
     return value
 
 
+def _model_stage(stage: str):
+    """The installed stage class called ``stage``, if it takes a model."""
+    from survey_classifier.stages.registry import available_stages
+
+    stages = available_stages()
+    with_models = sorted(name for name, cls in stages.items() if cls.model_param)
+    if stage not in stages:
+        msg = f"no stage named {stage!r} is installed; stages that take a model: {', '.join(with_models)}"
+        raise ModelError(msg)
+    if not stages[stage].model_param:
+        msg = f"stage {stage!r} takes no model; stages that take a model: {', '.join(with_models)}"
+        raise ModelError(msg)
+    return stages[stage]
+
+
 def _as_dict(row) -> dict[str, Any]:
-    record = dict(row._mapping)
+    record = {name: getattr(row, name) for name in _COLUMNS}
     record["model_ref"] = f"{record['name']}:{record['version']}"
     return record
+
+
+def _ref(record: Mapping[str, Any]) -> ModelRef:
+    return ModelRef(
+        stage=record["stage"],
+        name=record["name"],
+        version=record["version"],
+        sha256=record["sha256"],
+        filename=record["filename"],
+        store=record["store"],
+    )
 
 
 def register_model(
@@ -98,39 +115,46 @@ def register_model(
     metrics: Mapping[str, Any] | None = None,
     card=None,
     details: Mapping[str, Any] | None = None,
-    store=None,
+    store: str | None = None,
     make_default: bool | None = None,
 ) -> dict[str, Any]:
-    """Copy ``artefact`` into the model store and record it.
+    """Check ``artefact`` against its stage, keep its bytes and record it.
 
     Parameters
     ----------
     engine : Engine
     artefact : str or Path
-        The model file (an ONNX network, a SOM, a scorer...). A JSON record
-        beside it with the same stem (``model.json`` for ``model.onnx``) is
-        copied too.
+        The model file (an ONNX network, a SOM map, an anomaly scorer...).
     stage, name, version : str
-        The stage that runs it and its registry identity; ``name:version``
-        is the ``model_ref`` stored with every result it makes.
+        The installed stage that runs it and its registry identity;
+        ``name:version`` is the ``model_ref`` stored with every result.
     metrics : mapping, optional
         Evaluation figures (accuracy, AUC...), stored as JSON.
     card : str or Path, optional
-        A model card (Markdown or text): copied beside the artefact and its
-        text stored under ``details["card"]``.
+        A model card (Markdown); its text is stored under ``details["card"]``.
     details : mapping, optional
         Further metadata (training data, preprocessing...).
-    store : str or Path, optional
-        The model store (default :func:`model_store_dir`).
+    store : str, optional
+        An fsspec URL prefix (``s3://bucket/models``) to keep the bytes
+        under instead of the results database.
     make_default : bool, optional
         Make it the stage's default; by default only when the stage has none.
 
     Returns
     -------
     dict
-        The ``models`` row, plus ``model_ref``.
+        The ``models`` row, plus ``model_ref`` and ``same_bytes_as`` (the
+        refs already registered with identical bytes, if any).
+
+    Raises
+    ------
+    ModelError
+        An unknown stage, an artefact the stage cannot load, a
+        ``name:version`` already taken, an unreachable store. Nothing is
+        recorded or kept after a refusal.
     """
     stage, name, version = _check_name("stage", stage), _check_name("name", name), _check_name("version", version)
+    stage_class = _model_stage(stage)
     source = Path(artefact).expanduser()
     if not source.is_file():
         msg = f"model artefact {source} is not a file"
@@ -139,7 +163,6 @@ def register_model(
         msg = f"model metrics must be a mapping of names to values, got {type(metrics).__name__}"
         raise SurveyClassifierError(msg)
     info = dict(details or {})
-    card_path = None
     if card is not None:
         card_path = Path(card).expanduser()
         try:
@@ -147,61 +170,123 @@ def register_model(
         except (OSError, UnicodeDecodeError) as exc:
             msg = f"cannot read the model card {card_path}: {exc}"
             raise ModelError(msg) from exc
-    info.setdefault("original_path", str(source.resolve()))
-    folder = Path(store).expanduser() if store is not None else model_store_dir()
-    target_dir = folder / stage / name / version
+    info["artefact"] = stage_class.validate_artefact(source)
+    info.setdefault("source_file", source.name)
+    sha256 = sha256_file(source)
     with engine.connect() as connection:
-        if connection.execute(select(ModelRow.id).where(ModelRow.name == name, ModelRow.version == version)).first():
+        if _find(connection, name=name, version=version) is not None:
             msg = f"model {name}:{version} is already registered; register a new version instead"
             raise ModelError(msg)
-    if target_dir.exists() and any(target_dir.iterdir()):
-        msg = f"the model store already holds {target_dir}; remove it or register a new version"
+        twins = [f"{r.name}:{r.version}" for r in connection.execute(
+            select(ModelRow.name, ModelRow.version).where(ModelRow.sha256 == sha256, ModelRow.stage == stage)
+        )]
+    uploaded = None
+    if store is not None and artefacts.is_url(store):
+        where, created = artefacts.upload(store, source, sha256)
+        uploaded = where if created else None
+    elif store is not None and store != DATABASE_STORE:
+        msg = (
+            f"model store {store!r} is not a URL (s3://..., file:///...); "
+            "leave it out to keep the bytes in the database"
+        )
         raise ModelError(msg)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / source.name
-    shutil.copyfile(source, target)
-    record = source.with_suffix(".json")
-    if source.suffix != ".json" and record.is_file():
-        shutil.copyfile(record, target_dir / record.name)
-        info.setdefault("record", record.name)
-    if card_path is not None:
-        shutil.copyfile(card_path, target_dir / "card.md")
-    sha256 = file_sha256(target)
-    if sha256 != file_sha256(source):
-        shutil.rmtree(target_dir, ignore_errors=True)
-        msg = f"copying {source} to {target} changed its content (sha256 differs); the disk may be failing"
-        raise ModelError(msg)
+    else:
+        where = DATABASE_STORE
     try:
         with engine.begin() as connection:
-            has_default = connection.execute(
-                select(ModelRow.id).where(ModelRow.stage == stage, ModelRow.is_default.is_(True))
-            ).first()
-            default = (not has_default) if make_default is None else bool(make_default)
-            if default:
-                _clear_default(connection, stage)
-            row_id = connection.execute(
-                ModelRow.__table__.insert().values(
-                    name=name,
-                    version=version,
-                    stage=stage,
-                    artefact_path=str(target.resolve()),
-                    sha256=sha256,
-                    metrics=dict(metrics) if metrics is not None else None,
-                    details=info,
-                    is_default=default,
-                    retired=False,
-                    created_at=utcnow(),
-                )
-            ).inserted_primary_key[0]
+            if where == DATABASE_STORE:
+                artefacts.put_in_database(connection, source, sha256)
+            row_id = _insert(connection, stage=stage, name=name, version=version, filename=source.name,
+                             store=where, sha256=sha256, metrics=metrics, details=info, make_default=make_default)
     except IntegrityError as exc:
-        shutil.rmtree(target_dir, ignore_errors=True)
+        _remove_upload(uploaded)
         msg = f"model {name}:{version} is already registered; register a new version instead"
         raise ModelError(msg) from exc
-    return get_model(engine, id=row_id)
+    except BaseException:
+        _remove_upload(uploaded)
+        raise
+    model = get_model(engine, id=row_id)
+    model["same_bytes_as"] = twins
+    return model
+
+
+def _remove_upload(url: str | None) -> None:
+    if url is None:
+        return
+    import fsspec
+
+    try:
+        filesystem, path = fsspec.core.url_to_fs(url)
+        filesystem.rm(path)
+    except (OSError, ValueError):
+        log.warning("could not remove %s after a refused registration", url)
+
+
+def _insert(connection: Connection, *, stage, name, version, filename, store, sha256, metrics, details,
+            make_default) -> int:
+    has_default = connection.execute(
+        select(ModelRow.id).where(ModelRow.stage == stage, ModelRow.is_default.is_(True))
+    ).first()
+    default = (not has_default) if make_default is None else bool(make_default)
+    if default:
+        _clear_default(connection, stage)
+    return connection.execute(
+        ModelRow.__table__.insert().values(
+            name=name,
+            version=version,
+            stage=stage,
+            filename=filename,
+            store=store,
+            sha256=sha256,
+            metrics=dict(metrics) if metrics is not None else None,
+            details=details,
+            is_default=default,
+            retired=False,
+            created_at=utcnow(),
+        )
+    ).inserted_primary_key[0]
 
 
 def _clear_default(connection: Connection, stage: str) -> None:
     connection.execute(update(ModelRow).where(ModelRow.stage == stage).values(is_default=False))
+
+
+def _find(connection: Connection, **where) -> dict | None:
+    query = select(ModelRow.__table__)
+    for column, value in where.items():
+        query = query.where(getattr(ModelRow, column) == value)
+    row = connection.execute(query.order_by(ModelRow.id.desc()).limit(1)).first()
+    return None if row is None else _as_dict(row)
+
+
+def seed_shipped_models(engine: Engine) -> list[str]:
+    """Record every model shipped with an installed stage that is not yet registered.
+
+    A shipped model becomes its stage's default when the stage has none.
+    Safe to call any number of times, from several processes at once.
+    Returns the refs recorded by this call.
+    """
+    from survey_classifier.stages.registry import available_stages
+
+    seeded = []
+    for stage_name, stage_class in sorted(available_stages().items()):
+        for shipped in stage_class.shipped_models:
+            with engine.connect() as connection:
+                if _find(connection, name=shipped.name, version=shipped.version) is not None:
+                    continue
+            ref = shipped.ref(stage_name)
+            details = {"shipped_with": shipped.package, "card": shipped.card_text()}
+            try:
+                with engine.begin() as connection:
+                    _insert(connection, stage=stage_name, name=ref.name, version=ref.version, filename=ref.filename,
+                            store=ref.store, sha256=ref.sha256, metrics=shipped.metrics, details=details,
+                            make_default=None)
+            except IntegrityError:  # another process seeded it first
+                continue
+            seeded.append(ref.ref)
+    if seeded:
+        log.info("registered the shipped models %s", ", ".join(seeded))
+    return seeded
 
 
 def list_models(engine: Engine, *, stage: str | None = None, include_retired: bool = True) -> Table:
@@ -213,36 +298,32 @@ def list_models(engine: Engine, *, stage: str | None = None, include_retired: bo
         query = query.where(ModelRow.retired.is_(False))
     with engine.connect() as connection:
         rows = [_as_dict(r) for r in connection.execute(query)]
-    names = ["id", "stage", "name", "version", "model_ref", "is_default", "retired", "sha256", "created_at",
-             "artefact_path", "metrics"]
+    names = ["id", "stage", "name", "version", "model_ref", "is_default", "retired", "sha256", "store", "created_at",
+             "metrics"]
     table = Table(names=names, dtype=[int, str, str, str, str, bool, bool, str, str, str, str])
     for r in rows:
         table.add_row([r["id"], r["stage"], r["name"], r["version"], r["model_ref"], r["is_default"], r["retired"],
-                       r["sha256"], r["created_at"].isoformat(), r["artefact_path"],
+                       r["sha256"], r["store"], r["created_at"].isoformat(),
                        json.dumps(r["metrics"], sort_keys=True) if r["metrics"] is not None else ""])
     return table
 
 
 def get_model(engine: Engine, name: str | None = None, version: str | None = None, *, id: int | None = None) -> dict:
     """One registered model, by ``id`` or by ``name`` (and ``version``; else its newest)."""
-    query = select(ModelRow.__table__)
     if id is not None:
-        query = query.where(ModelRow.id == int(id))
-        what = f"id {id}"
+        where, what = {"id": int(id)}, f"id {id}"
     elif name is not None:
-        query = query.where(ModelRow.name == str(name))
-        if version is not None:
-            query = query.where(ModelRow.version == str(version))
+        where = {"name": str(name)} if version is None else {"name": str(name), "version": str(version)}
         what = f"{name}:{version}" if version is not None else f"named {name!r}"
     else:
         msg = "name a model (name and version) or give its id"
         raise SurveyClassifierError(msg)
     with engine.connect() as connection:
-        row = connection.execute(query.order_by(ModelRow.id.desc()).limit(1)).first()
-    if row is None:
+        model = _find(connection, **where)
+    if model is None:
         msg = f"no registered model {what}; see `survey-classifier models list`"
         raise ModelError(msg)
-    return _as_dict(row)
+    return model
 
 
 def set_default(engine: Engine, name: str, version: str) -> dict:
@@ -265,10 +346,8 @@ def retire_model(engine: Engine, name: str, version: str) -> dict:
     return get_model(engine, id=model["id"])
 
 
-def resolve_model(
-    engine: Engine, stage: str, name: str | None = None, version: str | None = None
-) -> tuple[Path, dict]:
-    """The artefact to load for ``stage``, checked against its registered sha256.
+def resolve_model(engine: Engine, stage: str, name: str | None = None, version: str | None = None) -> ModelRef:
+    """The reference of the model ``stage`` runs: its default, or the one named.
 
     Parameters
     ----------
@@ -278,46 +357,73 @@ def resolve_model(
     version : str, optional
         The version; the newest that is not retired when not given.
 
-    Returns
-    -------
-    (Path, dict)
-        The artefact's path in the model store and its ``models`` row.
-
     Raises
     ------
     ModelError
-        No such model, a model of another stage, a retired one, a missing
-        file, or a file whose sha256 differs from the registered one.
+        No such model, a model of another stage, or a retired one.
     """
-    query = select(ModelRow.__table__).where(ModelRow.stage == stage)
+    where: dict[str, Any] = {"stage": stage}
     if name is None:
-        query = query.where(ModelRow.is_default.is_(True))
+        where["is_default"] = True
         what = f"no default model for stage {stage!r}; register one or run `survey-classifier models set-default`"
+    elif version is None:
+        where.update(name=name, retired=False)
+        what = f"no model named {name!r} (not retired) registered for stage {stage!r}"
     else:
-        query = query.where(ModelRow.name == name)
-        if version is None:
-            query = query.where(ModelRow.retired.is_(False))
-            what = f"no model named {name!r} (not retired) registered for stage {stage!r}"
-        else:
-            query = query.where(ModelRow.version == str(version))
-            what = f"no model {name}:{version} registered for stage {stage!r}"
+        where.update(name=name, version=str(version))
+        what = f"no model {name}:{version} registered for stage {stage!r}"
     with engine.connect() as connection:
-        row = connection.execute(query.order_by(ModelRow.id.desc()).limit(1)).first()
-    if row is None:
+        model = _find(connection, **where)
+    if model is None and name is None and seed_shipped_models(engine):
+        with engine.connect() as connection:
+            model = _find(connection, **where)
+    if model is None:
         raise ModelError(what)
-    model = _as_dict(row)
     if model["retired"]:
         msg = f"model {model['model_ref']} of stage {stage!r} is retired; pick another version"
         raise ModelError(msg)
-    path = Path(model["artefact_path"])
-    if not path.is_file():
-        msg = f"model {model['model_ref']}: artefact {path} is missing from the model store"
-        raise ModelError(msg)
-    actual = file_sha256(path)
-    if actual != model["sha256"]:
+    return _ref(model)
+
+
+def model_for(engine: Engine, stage_class, spec: str | None) -> ModelRef:
+    """The reference for a stage's model parameter as a user gave it.
+
+    ``spec`` is None (the stage's registry default), ``NAME`` or
+    ``NAME:VERSION`` (a registered model of this stage), or the path of a
+    model file. A file whose bytes are registered for this stage gets that
+    registered identity (the oldest such entry), so the same bytes always
+    give the same ref; an unregistered file gets ``file:NAME@SHA256[:12]``
+    and its bytes are kept in the database, so that workers can fetch them.
+    """
+    stage = stage_class.name
+    if spec is None:
+        return resolve_model(engine, stage)
+    text = str(spec)
+    name, _, version = text.partition(":")
+    if _SAFE_NAME.match(name) and (not version or _SAFE_NAME.match(version)):
+        with engine.connect() as connection:
+            where = {"stage": stage, "name": name, **({"version": version} if version else {"retired": False})}
+            if _find(connection, **where) is not None:
+                return resolve_model(engine, stage, name, version or None)
+    path = Path(text).expanduser()
+    if not path.exists():
         msg = (
-            f"model {model['model_ref']}: {path} has sha256 {actual}, not the registered {model['sha256']}; "
-            "the file was changed or corrupted after registration, so it is refused"
+            f"stage {stage!r}: {text!r} is neither a model registered for this stage (see `survey-classifier "
+            "models list`) nor a model file"
         )
         raise ModelError(msg)
-    return path, model
+    path = stage_class.artefact_file(path)
+    sha256 = sha256_file(path)
+    with engine.connect() as connection:
+        first = connection.execute(
+            select(ModelRow.__table__).where(ModelRow.stage == stage, ModelRow.sha256 == sha256)
+            .order_by(ModelRow.id).limit(1)
+        ).first()
+    if first is not None:
+        return _ref(_as_dict(first))
+    stage_class.validate_artefact(path)
+    with engine.begin() as connection:
+        artefacts.put_in_database(connection, path, sha256)
+    log.warning("stage %s runs the unregistered model file %s (sha256 %s)", stage, path, sha256)
+    return ModelRef(stage=stage, name=path.name, version=sha256[:12], sha256=sha256, filename=path.name,
+                    store=DATABASE_STORE, registered=False)

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.db.store import clear_errors, store_errors, store_results, upsert_cutouts
 from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.outcomes import BatchResult, CutoutOutcome
 from survey_classifier.stages.base import Stage
-
-if TYPE_CHECKING:
-    from survey_classifier.pipeline import BatchResult, CutoutOutcome
 
 __all__ = [
     "READ_STAGE",
@@ -30,7 +28,11 @@ __all__ = [
     "register_run",
     "sources_for",
     "finish_run_if_done",
+    "close_run_if_done",
+    "close_run",
+    "mark_batch_failed",
     "start_run",
+    "update_run",
 ]
 
 #: Name and version under which reading errors are stored.
@@ -96,6 +98,7 @@ def store_batch(
                 stage=stage.name,
                 stage_version=stage.version,
                 model_ref=stage.model_ref,
+                model_sha256=stage.model_sha256,
                 run_id=run_id,
                 results=results,
             )
@@ -105,6 +108,7 @@ def store_batch(
                 "stage": e.stage,
                 "stage_version": e.stage_version,
                 "model_ref": e.model_ref,
+                "model_sha256": e.model_sha256,
                 "hdu": e.hdu,
                 "error_type": e.error_type,
                 "message": e.message,
@@ -189,7 +193,9 @@ def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]
         rows = {
             row.id: row
             for row in connection.execute(
-                select(table.c.id, table.c.path, table.c.catalogue_id, table.c.catalogue, table.c.ra_deg, table.c.dec_deg)
+                select(
+                    table.c.id, table.c.path, table.c.catalogue_id, table.c.catalogue, table.c.ra_deg, table.c.dec_deg
+                )
                 .where(table.c.id.in_(list(cutout_ids)))
             )
         }
@@ -211,29 +217,67 @@ def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]
 
 def finish_run_if_done(engine: Engine, run_id: int) -> bool:
     """Mark the run finished, with its counts, once every batch is done."""
-    batches = RunBatchRow.__table__
-    runs = RunRow.__table__
     with engine.begin() as connection:
-        pending, n_cutouts, n_failed = connection.execute(
-            select(
-                func.count().filter(batches.c.status != "done"),
-                func.coalesce(func.sum(batches.c.n_cutouts), 0),
-                func.coalesce(func.sum(batches.c.n_failed), 0),
-            ).where(batches.c.run_id == run_id)
-        ).one()
-        if pending:
-            return False
-        connection.execute(
-            update(runs)
-            .where(runs.c.id == run_id)
-            .values(
-                status="finished",
-                finished_at=utcnow(),
-                n_processed=int(n_cutouts) - int(n_failed),
-                n_failed=int(n_failed),
-            )
+        return _finish_if_done(connection, run_id)
+
+
+def _finish_if_done(connection: Connection, run_id: int) -> bool:
+    batches = RunBatchRow.__table__
+    pending, n_cutouts, n_failed = connection.execute(
+        select(
+            func.count().filter(batches.c.status != "done"),
+            func.coalesce(func.sum(batches.c.n_cutouts), 0),
+            func.coalesce(func.sum(batches.c.n_failed), 0),
+        ).where(batches.c.run_id == run_id)
+    ).one()
+    if pending:
+        return False
+    connection.execute(
+        update(RunRow.__table__)
+        .where(RunRow.__table__.c.id == run_id)
+        .values(
+            status="finished",
+            finished_at=utcnow(),
+            n_processed=int(n_cutouts) - int(n_failed),
+            n_failed=int(n_failed),
         )
+    )
     return True
+
+
+def close_run_if_done(engine: Engine, run_id: int, stages: Sequence[Stage]) -> bool:
+    """Once every batch of a run is done: mark it finished and let each stage
+    finish its run-wide results (:meth:`Stage.after_run`), in one transaction."""
+    with engine.begin() as connection:
+        done = _finish_if_done(connection, run_id)
+        if done:
+            for stage in stages:
+                stage.after_run(connection, run_id)
+    return done
+
+
+def close_run(engine: Engine, run_id: int, stages: Sequence[Stage], *, status: str) -> None:
+    """End a run processed in this process: run-wide results when it finished, then its status."""
+    with engine.begin() as connection:
+        if status == "finished":
+            for stage in stages:
+                stage.after_run(connection, run_id)
+        connection.execute(
+            update(RunRow.__table__)
+            .where(RunRow.__table__.c.id == run_id)
+            .values(status=status, finished_at=utcnow())
+        )
+
+
+def mark_batch_failed(engine: Engine, batch_id: int, reason: str) -> None:
+    """Record that a batch was given up on (unless it was stored meanwhile), for ``retry-failed``."""
+    table = RunBatchRow.__table__
+    with engine.begin() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == batch_id, table.c.status != "done")
+            .values(status="failed", worker=reason[:256])
+        )
 
 
 def start_run(engine: Engine, stages: Sequence[Stage], config: dict, n_cutouts: int, executor: str) -> int:
@@ -253,6 +297,7 @@ def start_run(engine: Engine, stages: Sequence[Stage], config: dict, n_cutouts: 
         return int(result.inserted_primary_key[0])
 
 
-def _update_run(engine: Engine, run_id: int, **values) -> None:
+def update_run(engine: Engine, run_id: int, **values) -> None:
+    """Set columns of the ``runs`` row of ``run_id``."""
     with engine.begin() as connection:
         connection.execute(update(RunRow.__table__).where(RunRow.__table__.c.id == run_id).values(**values))

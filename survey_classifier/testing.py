@@ -95,7 +95,7 @@ def check_results(stage: Stage, cutouts) -> None:
     )
 
 
-def _same(a, b, path="") -> bool:
+def _same(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, CutoutFailure):

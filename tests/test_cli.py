@@ -23,7 +23,8 @@ def counts(url):
     engine = make_engine(url)
     with engine.connect() as connection:
         result = tuple(
-            connection.execute(select(func.count()).select_from(t)).scalar_one() for t in (CutoutRow, MeasurementRow, ErrorRow)
+            connection.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (CutoutRow, MeasurementRow, ErrorRow)
         )
     engine.dispose()
     return result
@@ -71,7 +72,8 @@ def test_classify_exits_nonzero_only_when_nothing_processed(tmp_path, sqlite_url
 def test_classify_catalogue_with_missing_file(tmp_path, sqlite_url, mirabest_dir):
     labels = Table.read(mirabest_dir / "labels.csv")[:5]
     labels["file"] = [str(mirabest_dir / "fits" / f) for f in labels["file"]]
-    labels.add_row(dict(zip(labels.colnames, ["/nowhere/lost.fits", 1.0, 2.0, 100, "FRI", "confident", "standard", 0.1, 30.0])))
+    lost = ["/nowhere/lost.fits", 1.0, 2.0, 100, "FRI", "confident", "standard", 0.1, 30.0]
+    labels.add_row(dict(zip(labels.colnames, lost)))
     catalogue = tmp_path / "cat.ecsv"
     labels.write(catalogue)
     result = invoke("classify", catalogue, "--db", sqlite_url, "--quiet")
@@ -80,7 +82,8 @@ def test_classify_catalogue_with_missing_file(tmp_path, sqlite_url, mirabest_dir
     table = Table.read(_export(sqlite_url, tmp_path), format="ascii.ecsv")
     assert "fr_class" in table.colnames  # catalogue columns are carried through
     present = [v for v in np.ma.asarray(table["fr_class"]).compressed() if v]
-    assert sorted(set(present)) == sorted(set(labels["fr_class"])) and len(present) == 6  # the missing file keeps its row
+    assert sorted(set(present)) == sorted(set(labels["fr_class"]))
+    assert len(present) == 6  # the missing file keeps its row
 
 
 def _export(url, tmp_path):
@@ -113,7 +116,9 @@ def test_query_on_an_empty_database_says_what_to_do(tmp_path):
 def test_demo_runs_end_to_end_from_the_installed_script(tmp_path):
     script = shutil.which("survey-classifier", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert script, "the survey-classifier console script is not installed"
-    done = subprocess.run([script, "demo", "--directory", str(tmp_path / "demo")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [script, "demo", "--directory", str(tmp_path / "demo")], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     assert "processed, 0 failed" in done.stdout
     results = Table.read(tmp_path / "demo" / "results.ecsv")

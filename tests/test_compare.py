@@ -5,47 +5,25 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
+from helpers.stages import peak_classifier
 
 from survey_classifier.compare import agreement_matrix, paired_labels
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db import make_engine, upgrade
 from survey_classifier.errors import SurveyClassifierError
 from survey_classifier.pipeline import run_pipeline
-from survey_classifier.stages.base import Stage
-
-
-class PeakClassifier(Stage):
-    """Bright / faint by the peak pixel; the threshold plays the role of the model."""
-
-    name = "peak"
-    version = "1"
-    result_kind = "classification"
-    requires = ("pixels",)
-
-    def __init__(self, *, threshold_jy=0.01):
-        self.threshold_jy = threshold_jy
-
-    @property
-    def model_ref(self):
-        return f"peak:{self.threshold_jy}"
-
-    def process(self, batch):
-        out = []
-        for cutout in batch:
-            bright = float(np.nanmax(cutout.data) > self.threshold_jy)
-            out.append({"label": "bright" if bright else "faint", "probabilities": {"bright": bright, "faint": 1 - bright}})
-        return out
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, mirabest_files):
-    url = f"sqlite:///{tmp_path_factory.mktemp('cmp') / 'cmp.db'}"
+    folder = tmp_path_factory.mktemp("cmp")
+    url = f"sqlite:///{folder / 'cmp.db'}"
     upgrade(url)
     engine = make_engine(url)
     files = mirabest_files[::30][:30]
-    run_pipeline([CutoutSource(str(p)) for p in files], [PeakClassifier(threshold_jy=0.005)], engine)
+    run_pipeline([CutoutSource(str(p)) for p in files], [peak_classifier(folder, 0.005)], engine)
     # the second model sees only the first 20 cutouts
-    run_pipeline([CutoutSource(str(p)) for p in files[:20]], [PeakClassifier(threshold_jy=0.02)], engine)
+    run_pipeline([CutoutSource(str(p)) for p in files[:20]], [peak_classifier(folder, 0.02)], engine)
     peaks = {}
     for path in files:
         with warnings.catch_warnings():
@@ -83,7 +61,8 @@ def test_a_model_agrees_with_itself(runs):
 @pytest.mark.parametrize(
     "a, b, match",
     [
-        ("2", "1@peak:0.02", "no classifications of stage 'peak' version '2'; stored: \\['1@peak:0.005', '1@peak:0.02'\\]"),
+        ("2", "1@peak:0.02",
+         "no classifications of stage 'peak' version '2'; stored: \\['1@peak:0.005', '1@peak:0.02'\\]"),
         ("1", "1@peak:0.02", "ran with several models"),
         ("1@peak:9", "1@peak:0.02", "has no results of model 'peak:9'"),
         ("@x", "1", "VERSION or VERSION@MODEL"),
@@ -95,14 +74,24 @@ def test_unknown_variants_are_named(runs, a, b, match):
         agreement_matrix(engine, "peak", a, b)
 
 
+def test_stored_rows_carry_the_bound_model(runs):
+    engine, _, _ = runs
+    from sqlalchemy import select
+
+    from survey_classifier.db.models import ClassificationRow
+
+    with engine.connect() as connection:
+        stored = set(connection.execute(select(ClassificationRow.model_ref, ClassificationRow.model_sha256)).all())
+    assert {ref for ref, _ in stored} == {"peak:0.005", "peak:0.02"}
+    assert all(len(sha) == 64 for _, sha in stored)
+
+
 def test_cli_prints_the_matrix(runs):
-    import click
     from click.testing import CliRunner
 
-    from survey_classifier.registry_cli import models
+    from survey_classifier.cli import main as cli
 
     engine, _, _ = runs
-    cli = click.Group(commands={"models": models})
     url = engine.url.render_as_string(hide_password=False)
     done = CliRunner().invoke(cli, ["models", "compare", "peak", "1@peak:0.005", "1@peak:0.02", "--db", url])
     assert done.exit_code == 0, done.output

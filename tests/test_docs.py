@@ -27,3 +27,12 @@ def test_every_result_kind_and_field_documented():
         row = next(line for line in GUIDE.splitlines() if line.startswith(f"| {kind} |"))
         for field in fields:
             assert field in row, f"{kind}.{field} missing from docs/plugins.md"
+
+
+def test_model_hooks_documented_exactly():
+    assert list(inspect.signature(Stage.validate_artefact).parameters) == ["path"]
+    assert "`validate_artefact(cls, path: Path) -> dict` (classmethod)" in GUIDE
+    assert list(inspect.signature(Stage.artefact_file).parameters) == ["path"]
+    assert "`artefact_file(cls, path: Path) -> Path` (classmethod)" in GUIDE
+    for name in ("model_param", "shipped_models", "bind_model(ref)", "self.model_.path", "plugins enable"):
+        assert name in GUIDE, f"{name} missing from docs/plugins.md"

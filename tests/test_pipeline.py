@@ -87,7 +87,8 @@ def test_bad_inputs_recorded_and_batch_goes_on(inputs, engine):
         errors = {
             row.path.rsplit("/", 1)[1]: (row.stage, row.message)
             for row in connection.execute(
-                select(CutoutRow.path, ErrorRow.stage, ErrorRow.message).join(ErrorRow, ErrorRow.cutout_id == CutoutRow.id)
+                select(CutoutRow.path, ErrorRow.stage, ErrorRow.message)
+                .join(ErrorRow, ErrorRow.cutout_id == CutoutRow.id)
             )
         }
         run = connection.execute(select(RunRow.__table__)).one()

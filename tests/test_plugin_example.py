@@ -28,7 +28,8 @@ def plugin_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("plugin-venv")
     venv.EnvBuilder(with_pip=True).create(home)
     python = home / "bin" / "python"
-    target = Path(subprocess.check_output([python, "-c", "import site; print(site.getsitepackages()[0])"], text=True).strip())
+    where = subprocess.check_output([python, "-c", "import site; print(site.getsitepackages()[0])"], text=True)
+    target = Path(where.strip())
     (target / "survey_classifier_core.pth").write_text("\n".join(site.getsitepackages()) + "\n" + str(REPO) + "\n")
     done = subprocess.run(
         [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(PLUGIN)],
@@ -46,8 +47,11 @@ def run(python, *args, **kwargs):
 def test_core_discovers_the_installed_plugin(plugin_env):
     done = run(plugin_env, "-m", "survey_classifier.cli", "plugins", "list")
     assert done.returncode == 0, done.stderr
-    line = next(l for l in done.stdout.splitlines() if l.startswith("first4 "))
+    line = next(row for row in done.stdout.splitlines() if row.startswith("first4 "))
     assert "classification" in line and "survey-classifier-first4" in line
+    assert " no " in line and "plugin, off until enabled" in line  # installed is not on
+    cnn = next(row for row in done.stdout.splitlines() if row.startswith("cnn "))
+    assert " yes " in cnn and "built-in default" in cnn
 
 
 def test_plugin_passes_the_conformance_kit(plugin_env):
@@ -57,18 +61,48 @@ def test_plugin_passes_the_conformance_kit(plugin_env):
     assert "3 passed" in done.stdout
 
 
-def test_classify_with_the_plugin(plugin_env, tmp_path, mirabest_files):
-    url = f"sqlite:///{tmp_path / 'plugin.db'}"
-    files = [str(p) for p in mirabest_files[:12]]
-    done = run(plugin_env, "-m", "survey_classifier.cli", "classify", *files, "--db", url, "--stages", "measure,first4", "--quiet")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "12 processed, 0 failed" in done.stdout
+def _cli(python, *args):
+    done = run(python, "-m", "survey_classifier.cli", *args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _first4_refs(url):
     engine = create_engine(url)
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT label, model_ref FROM classifications WHERE stage = 'first4'")).all()
     engine.dispose()
-    assert len(rows) == 12 and {r.label for r in rows} <= {"FRI", "FRII", "Compact", "Bent"}
-    assert {r.model_ref for r in rows} == {"first4-cnn:1"}
+    assert {r.label for r in rows} <= {"FRI", "FRII", "Compact", "Bent"}
+    return sorted(r.model_ref for r in rows)
+
+
+def test_classify_with_the_plugin(plugin_env, tmp_path, mirabest_files):
+    url = f"sqlite:///{tmp_path / 'plugin.db'}"
+    files = [str(p) for p in mirabest_files[:12]]
+    assert "6 processed, 0 failed" in _cli(plugin_env, "classify", *files[:6], "--db", url, "--quiet")
+    assert _first4_refs(url) == []  # not a default stage: installing a plugin changes no run
+    out = _cli(plugin_env, "classify", *files, "--db", url, "--stages", "measure,first4", "--quiet")
+    assert "12 processed, 0 failed" in out and "first4 1 (first4-cnn:1)" in out
+    assert _first4_refs(url) == ["first4-cnn:1"] * 12
+    assert "first4-cnn:1" in _cli(plugin_env, "models", "list", "--db", url)  # its shipped model, registered
+
+
+def test_the_plugin_as_a_default_with_a_new_model_version(plugin_env, tmp_path, mirabest_files):
+    url = f"sqlite:///{tmp_path / 'plugin.db'}"
+    files = [str(p) for p in mirabest_files[:5]]
+    assert "default stages: cnn, first4, measure, som, anomaly" in _cli(plugin_env, "plugins", "enable", "first4",
+                                                                        "--db", url)
+    _cli(plugin_env, "classify", *files, "--db", url, "--quiet")
+    model = PLUGIN / "src" / "sc_first4" / "model" / "model.onnx"
+    _cli(plugin_env, "models", "register", "--db", url, "--stage", "first4", "--name", "first4-cnn", "--version", "2",
+         "--default", str(model))
+    out = _cli(plugin_env, "classify", *files, "--db", url, "--quiet")
+    assert "first4 1 (first4-cnn:2)" in out
+    assert _first4_refs(url) == ["first4-cnn:1"] * 5 + ["first4-cnn:2"] * 5
+    matrix = _cli(plugin_env, "models", "compare", "--db", url, "first4", "1@first4-cnn:1", "1@first4-cnn:2")
+    assert "5 cutouts classified by both" in matrix and "agreement 1.000" in matrix
+    assert "Error: no stage named 'first4x'" in run(plugin_env, "-m", "survey_classifier.cli", "plugins", "enable",
+                                                    "first4x", "--db", url).stderr
 
 
 def test_plugin_is_not_importable_from_the_core_environment():

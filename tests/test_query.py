@@ -9,8 +9,9 @@ from astropy.table import Table
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db import make_engine, upgrade
 from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.formats import EXPORT_FORMATS, write_table
 from survey_classifier.pipeline import run_pipeline
-from survey_classifier.query import query_errors, query_results, write_table
+from survey_classifier.query import query_errors, query_results
 from survey_classifier.stages.registry import load_stage
 
 
@@ -58,7 +59,8 @@ def test_positions_match_astropy_wcs_within_one_arcsec(filled):
             header = fits.getheader(row["path"])
             wcs = WCS(header)
         ra, dec = wcs.pixel_to_world_values((header["NAXIS1"] - 1) / 2, (header["NAXIS2"] - 1) / 2)
-        separation = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(row["ra_deg"] * u.deg, row["dec_deg"] * u.deg))
+        stored = SkyCoord(row["ra_deg"] * u.deg, row["dec_deg"] * u.deg)
+        separation = SkyCoord(ra * u.deg, dec * u.deg).separation(stored)
         assert separation.arcsec < 1.0, row["path"]
 
 
@@ -115,7 +117,7 @@ def test_exports_read_back(filled, tmp_path, fmt, suffix):
     table = query_results(engine)
     path = tmp_path / f"out{suffix}"
     assert write_table(table, str(path)) == fmt
-    back = Table.read(path, format={"csv": "ascii.csv", "ecsv": "ascii.ecsv", "votable": "votable", "fits": "fits"}[fmt])
+    back = Table.read(path, format=EXPORT_FORMATS[fmt].astropy_format)
     assert len(back) == len(table)
     assert np.allclose(back["ra_deg"], table["ra_deg"]) and np.allclose(back["dec_deg"], table["dec_deg"])
     assert np.allclose(back["measure_peak_flux_jy"], table["measure_peak_flux_jy"])

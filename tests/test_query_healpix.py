@@ -69,7 +69,9 @@ def test_pagination_of_a_wide_cone_is_exact(sky, monkeypatch):
     expected = sorted(ids[centre.separation(coords).deg <= 70].tolist())
     monkeypatch.setattr(survey_classifier.query, "_MAX_ID_LIST", 500)
     assert len(expected) > 500  # beyond the id-list limit: paged after the exact cut
-    pages = [query_results(engine, ra=100, dec=20, radius=70, limit=300, offset=o) for o in range(0, len(expected), 300)]
+    pages = [
+        query_results(engine, ra=100, dec=20, radius=70, limit=300, offset=o) for o in range(0, len(expected), 300)
+    ]
     assert [i for page in pages for i in page["cutout_id"]] == expected
 
 

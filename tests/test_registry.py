@@ -1,161 +1,255 @@
-"""The model registry: store, sha256, default per stage, retire, refuse tampered files; its CLI."""
+"""The model registry: one identity from registration to result row, artefacts every worker can fetch.
+
+Real models only: the shipped ONNX network, SOM map and anomaly scorer, and
+real files of the wrong kind for the refusals.
+"""
 
 import json
 
-import click
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
+from survey_classifier.artefacts import fetch
+from survey_classifier.checksum import sha256_file
+from survey_classifier.cli import main
+from survey_classifier.db.models import ArtefactRow, ClassificationRow, ModelRow, SOMPlacementRow
 from survey_classifier.errors import ModelError, SurveyClassifierError
 from survey_classifier.registry import (
-    file_sha256,
     get_model,
     list_models,
-    model_store_dir,
+    model_for,
     register_model,
     resolve_model,
     retire_model,
     set_default,
 )
-from survey_classifier.registry_cli import models
+from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, AnomalyStage
+from survey_classifier.stages.cnn import FR_CNN, CNNStage
+from survey_classifier.stages.som import SOM_MIRABEST
+
+pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.SurveyClassifierWarning")
+
+SHIPPED = {"cnn": FR_CNN, "som": SOM_MIRABEST, "anomaly": ANOMALY_MIRABEST}
 
 
-def _linear_onnx(path, weight: float):
-    """A real ONNX model (y = weight * x), small enough to build in the test."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    w = helper.make_tensor("w", TensorProto.FLOAT, [1], [weight])
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "w"], ["y"])],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
-        initializer=[w],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A model cache of the test's own."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("SURVEY_CLASSIFIER_CACHE", str(folder))
+    return folder / "artefacts"
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SURVEY_CLASSIFIER_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "models"
+def _counts(engine):
+    with engine.connect() as connection:
+        return tuple(
+            connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (ModelRow, ArtefactRow)
+        )
 
 
-def test_store_location_follows_the_environment(store):
-    assert model_store_dir() == store
-
-
-def test_register_copies_hashes_and_loads(engine, store, tmp_path):
-    artefact = _linear_onnx(tmp_path / "model.onnx", 2.0)
-    (tmp_path / "model.json").write_text(json.dumps({"name": "lin", "classes": ["a"]}))
-    card = tmp_path / "card.md"
-    card.write_text("# lin\nTrained on nothing; multiplies by two.\n")
-    model = register_model(
-        engine, artefact, stage="cnn", name="lin", version="1", metrics={"accuracy": 0.5}, card=card
-    )
-    assert model["model_ref"] == "lin:1" and model["is_default"]  # first of its stage
-    assert model["sha256"] == file_sha256(artefact)
-    stored = store / "cnn" / "lin" / "1"
-    assert sorted(p.name for p in stored.iterdir()) == ["card.md", "model.json", "model.onnx"]
-    assert model["metrics"] == {"accuracy": 0.5} and "multiplies by two" in model["details"]["card"]
-    path, row = resolve_model(engine, "cnn")
-    assert path == stored / "model.onnx" and row["id"] == model["id"]
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = session.run(None, {"x": np.array([[3.0]], dtype=np.float32)})[0]
-    assert out[0, 0] == pytest.approx(6.0)
-
-
-def test_one_default_per_stage_and_retire(engine, store, tmp_path):
-    v1 = register_model(engine, _linear_onnx(tmp_path / "a.onnx", 1.0), stage="cnn", name="lin", version="1")
-    v2 = register_model(engine, _linear_onnx(tmp_path / "b.onnx", 2.0), stage="cnn", name="lin", version="2")
-    other = register_model(engine, _linear_onnx(tmp_path / "c.onnx", 3.0), stage="anomaly", name="iso", version="1")
-    assert v1["is_default"] and not v2["is_default"] and other["is_default"]  # other stage: its own default
-    set_default(engine, "lin", "2")
+def test_shipped_models_are_registry_entries_from_the_start(engine):
     table = list_models(engine)
-    defaults = {(r["stage"], r["model_ref"]) for r in table if r["is_default"]}
-    assert defaults == {("cnn", "lin:2"), ("anomaly", "iso:1")}
-    assert resolve_model(engine, "cnn")[1]["version"] == "2"
-    assert resolve_model(engine, "cnn", "lin")[1]["version"] == "2"  # newest not retired
-    retire_model(engine, "lin", "2")
-    assert get_model(engine, "lin", "2")["retired"] and not get_model(engine, "lin", "2")["is_default"]
+    assert {(r["stage"], r["model_ref"]) for r in table if r["is_default"]} == {
+        ("cnn", "fr-cnn:1"), ("som", "som-mirabest:1"), ("anomaly", "anomaly-mirabest:3"),
+    }
+    for row in table:
+        shipped = SHIPPED[row["stage"]]
+        assert row["store"] == f"package:survey_classifier/{shipped.resource}"
+        assert row["sha256"] == shipped.sha256 == sha256_file(shipped.path())  # the declared bytes are the file's
+        assert "# " in get_model(engine, id=int(row["id"]))["details"]["card"]
+
+
+def test_register_keeps_the_bytes_in_the_database_and_fetch_verifies_them(engine, cache):
+    model = register_model(engine, FR_CNN.path(), stage="cnn", name="fr-cnn", version="2", metrics={"accuracy": 0.9})
+    assert model["store"] == "database" and model["sha256"] == FR_CNN.sha256
+    assert model["same_bytes_as"] == ["fr-cnn:1"] and not model["is_default"]
+    assert model["details"]["artefact"]["classes"] == ["FRI", "FRII"]
+    ref = resolve_model(engine, "cnn", "fr-cnn", "2")
+    local = fetch(ref, engine)
+    assert local.path == cache / FR_CNN.sha256 / "model.onnx" and sha256_file(local.path) == FR_CNN.sha256
+    local.path.write_bytes(b"damaged in the cache")  # a damaged copy is fetched again
+    assert sha256_file(fetch(ref, engine).path) == FR_CNN.sha256
+    with engine.begin() as connection:  # damaged in the store itself: refused
+        connection.execute(ArtefactRow.__table__.update().values(content=b"not the model"))
+    local.path.unlink()
+    with pytest.raises(ModelError, match=f"not the registered {FR_CNN.sha256}"):
+        fetch(ref, engine)
+    assert not any(cache.rglob("model.onnx")) and not any(cache.rglob(".model.onnx.*"))
+
+
+def test_one_default_per_stage_and_retire(engine):
+    register_model(engine, FR_CNN.path(), stage="cnn", name="fr-cnn", version="2")
+    set_default(engine, "fr-cnn", "2")
+    defaults = {(r["stage"], r["model_ref"]) for r in list_models(engine) if r["is_default"]}
+    assert ("cnn", "fr-cnn:2") in defaults and ("cnn", "fr-cnn:1") not in defaults
+    assert resolve_model(engine, "cnn").ref == "fr-cnn:2"
+    assert resolve_model(engine, "cnn", "fr-cnn").ref == "fr-cnn:2"  # newest not retired
+    retire_model(engine, "fr-cnn", "2")
+    assert get_model(engine, "fr-cnn", "2")["retired"] and not get_model(engine, "fr-cnn", "2")["is_default"]
     with pytest.raises(ModelError, match="no default model for stage 'cnn'"):
         resolve_model(engine, "cnn")
-    assert resolve_model(engine, "cnn", "lin")[1]["version"] == "1"
+    assert resolve_model(engine, "cnn", "fr-cnn").ref == "fr-cnn:1"
     with pytest.raises(ModelError, match="retired"):
-        resolve_model(engine, "cnn", "lin", "2")
+        resolve_model(engine, "cnn", "fr-cnn", "2")
     with pytest.raises(ModelError, match="retired"):
-        set_default(engine, "lin", "2")
-    assert [r["model_ref"] for r in list_models(engine, stage="cnn", include_retired=False)] == ["lin:1"]
+        set_default(engine, "fr-cnn", "2")
+    assert [r["model_ref"] for r in list_models(engine, stage="cnn", include_retired=False)] == ["fr-cnn:1"]
 
 
-def test_a_tampered_artefact_is_refused(engine, store, tmp_path):
-    model = register_model(engine, _linear_onnx(tmp_path / "m.onnx", 2.0), stage="cnn", name="lin", version="1")
-    path = resolve_model(engine, "cnn")[0]
-    _linear_onnx(path, 5.0)  # overwritten in the store after registration
-    with pytest.raises(ModelError, match=f"not the registered {model['sha256']}"):
-        resolve_model(engine, "cnn")
-    path.unlink()
-    with pytest.raises(ModelError, match="missing from the model store"):
-        resolve_model(engine, "cnn")
+def test_the_same_bytes_give_the_same_ref(engine, tmp_path):
+    """A file named directly takes the identity of the registered entry with its bytes, wherever it lies."""
+    copy = tmp_path / "elsewhere" / "som.npz"
+    copy.parent.mkdir()
+    copy.write_bytes(SOM_MIRABEST.path().read_bytes())
+    from survey_classifier.stages.som import SOMStage
+
+    assert model_for(engine, SOMStage, str(copy)).ref == "som-mirabest:1"
+    assert SOMStage(model=str(copy)).model_ref == "som-mirabest:1"  # without a database too
+    assert model_for(engine, SOMStage, "som-mirabest").ref == "som-mirabest:1"
+    assert model_for(engine, SOMStage, "som-mirabest:1").sha256 == SOM_MIRABEST.sha256
+    with pytest.raises(ModelError, match="neither a model registered for this stage"):
+        model_for(engine, SOMStage, "som-mirabest:9")
+
+
+def test_an_unregistered_file_is_named_by_its_bytes_and_kept_for_workers(engine, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(FR_CNN.path())
+    model.doc_string = "a retouched copy: the same network, other bytes"
+    path = tmp_path / "retouched.onnx"
+    onnx.save(model, path)
+    ref = model_for(engine, CNNStage, str(path))
+    sha256 = sha256_file(path)
+    assert not ref.registered and ref.ref == f"file:retouched.onnx@{sha256[:12]}" and ref.store == "database"
+    path.unlink()  # the bytes travel through the database
+    assert sha256_file(fetch(ref, engine).path) == sha256
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, match",
+    ("stage", "artefact", "match"),
+    [
+        ("cnnx", FR_CNN, "no stage named 'cnnx' is installed; stages that take a model: anomaly, cnn, som"),
+        ("measure", FR_CNN, "stage 'measure' takes no model"),
+        ("som", FR_CNN, r"model.onnx is not a SOM map \(an .npz archive written by `survey-classifier train som`\)"),
+        ("cnn", SOM_MIRABEST, "som.npz is not an ONNX model that ONNX Runtime can load"),
+        ("anomaly", SOM_MIRABEST, "som.npz is not an anomaly scorer written by `survey-classifier train anomaly`"),
+        ("som", ANOMALY_MIRABEST, "scorer.npz: not a survey-classifier SOM"),
+    ],
+)
+def test_what_a_stage_cannot_run_is_refused_and_nothing_is_left(engine, cache, stage, artefact, match):
+    before = _counts(engine)
+    with pytest.raises(ModelError, match=match) as refused:
+        register_model(engine, artefact.path(), stage=stage, name="bad", version="1", make_default=True)
+    assert "\n" not in str(refused.value)  # one line
+    assert _counts(engine) == before and not cache.exists()
+    assert {r["model_ref"] for r in list_models(engine) if r["is_default"]} >= {"fr-cnn:1", "som-mirabest:1"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
     [
         ({"name": "../evil"}, SurveyClassifierError, "is not allowed"),
         ({"version": "1/2"}, SurveyClassifierError, "is not allowed"),
         ({"stage": ""}, SurveyClassifierError, "is not allowed"),
         ({"metrics": [1, 2]}, SurveyClassifierError, "mapping"),
+        ({"version": "1"}, ModelError, "fr-cnn:1 is already registered; register a new version instead"),
+        ({"store": "/not/a/url"}, ModelError, "is not a URL"),
     ],
 )
-def test_bad_registrations_are_refused(engine, store, tmp_path, kwargs, error, match):
-    artefact = _linear_onnx(tmp_path / "m.onnx", 1.0)
-    args = {"stage": "cnn", "name": "lin", "version": "1", **kwargs}
+def test_bad_registrations_are_refused(engine, kwargs, error, match):
+    before = _counts(engine)
+    args = {"stage": "cnn", "name": "fr-cnn", "version": "7", **kwargs}
     with pytest.raises(error, match=match):
-        register_model(engine, artefact, **args)
-    assert not store.exists() or not any(store.rglob("*.onnx"))
-
-
-def test_registering_twice_is_refused(engine, store, tmp_path):
-    artefact = _linear_onnx(tmp_path / "m.onnx", 1.0)
-    register_model(engine, artefact, stage="cnn", name="lin", version="1")
-    with pytest.raises(ModelError, match="already registered"):
-        register_model(engine, artefact, stage="cnn", name="lin", version="1")
+        register_model(engine, FR_CNN.path(), **args)
+    assert _counts(engine) == before
     with pytest.raises(ModelError, match="is not a file"):
-        register_model(engine, tmp_path / "absent.onnx", stage="cnn", name="lin", version="2")
+        register_model(engine, FR_CNN.path().parent / "absent.onnx", stage="cnn", name="fr-cnn", version="8")
 
 
-def test_cli_register_list_show_default_retire(sqlite_url, store, tmp_path):
-    cli = click.Group(commands={"models": models})
-    runner = CliRunner()
-    a = _linear_onnx(tmp_path / "a.onnx", 1.0)
-    b = _linear_onnx(tmp_path / "b.onnx", 2.0)
-    card = tmp_path / "card.md"
-    card.write_text("card text")
+def test_an_object_store_url_keeps_the_bytes_outside_the_database(engine, tmp_path, cache):
+    store = tmp_path / "bucket"
+    model = register_model(engine, SOM_MIRABEST.path(), stage="som", name="som-big", version="1",
+                           store=f"file://{store}")
+    target = store / SOM_MIRABEST.sha256 / "som.npz"
+    assert model["store"] == f"file://{target}" and target.is_file()
+    assert _counts(engine)[1] == 0  # nothing in the database's artefacts table
+    assert fetch(resolve_model(engine, "som", "som-big"), engine).path == target
+    with pytest.raises(ModelError, match="already registered"):
+        register_model(engine, SOM_MIRABEST.path(), stage="som", name="som-big", version="1", store=f"file://{store}")
+    assert target.is_file()  # the object registered before is not removed by a refusal
+
+
+def _classify(url, files, *args):
+    result = CliRunner().invoke(main, ["classify", *map(str, files), "--db", url, "--quiet", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _refs(engine, row_class, stage):
+    with engine.connect() as connection:
+        return dict(connection.execute(
+            select(row_class.model_ref, func.count()).where(row_class.stage == stage).group_by(row_class.model_ref)
+        ).all())
+
+
+def test_a_new_default_cnn_version_is_what_the_rows_say(sqlite_url, engine, mirabest_files):
+    files = mirabest_files[:8]
+    _classify(sqlite_url, files, "--stages", "measure,cnn")
+    cli = CliRunner()
+    done = cli.invoke(main, ["models", "register", "--db", sqlite_url, "--stage", "cnn", "--name", "fr-cnn",
+                             "--version", "2", str(FR_CNN.path())])
+    assert done.exit_code == 0 and "note: the same bytes are registered as fr-cnn:1" in done.output, done.output
+    assert "default of stage cnn: fr-cnn:2" in cli.invoke(main, ["models", "set-default", "--db", sqlite_url,
+                                                                 "fr-cnn", "2"]).output
+    output = _classify(sqlite_url, files, "--stages", "measure,cnn")
+    assert "cnn 1 (fr-cnn:2)" in output
+    assert _refs(engine, ClassificationRow, "cnn") == {"fr-cnn:1": 8, "fr-cnn:2": 8}  # version 1's rows intact
+    with engine.connect() as connection:
+        shas = set(connection.execute(select(ClassificationRow.model_sha256)).scalars())
+    assert shas == {FR_CNN.sha256}
+    compared = cli.invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1", "1@fr-cnn:2"])
+    assert compared.exit_code == 0, compared.output
+    assert "8 cutouts classified by both" in compared.output and "agreement 1.000" in compared.output
+
+
+def test_a_new_default_som_and_scorer_are_what_the_rows_say(sqlite_url, engine, mirabest_files):
+    files = mirabest_files[:6]
+    _classify(sqlite_url, files)
+    register_model(engine, SOM_MIRABEST.path(), stage="som", name="som-mirabest", version="2", make_default=True)
+    register_model(engine, ANOMALY_MIRABEST.path(), stage="anomaly", name="anomaly-mirabest", version="4",
+                   make_default=True)
+    output = _classify(sqlite_url, files)
+    assert "som 2 (som-mirabest:2)" in output and "anomaly 2 (anomaly-mirabest:4)" in output
+    assert _refs(engine, SOMPlacementRow, "som") == {"som-mirabest:1": 6, "som-mirabest:2": 6}
+    from survey_classifier.db.models import AnomalyScoreRow
+
+    assert _refs(engine, AnomalyScoreRow, "anomaly") == {"anomaly-mirabest:3": 6, "anomaly-mirabest:4": 6}
+    assert AnomalyStage().model_ref == "anomaly-mirabest:3"  # without a database: the shipped default
+
+
+def test_cli_register_list_show_default_retire(sqlite_url):
+    cli = CliRunner()
 
     def invoke(*args):
-        result = runner.invoke(cli, ["models", *args, "--db", sqlite_url])
-        return result
+        return cli.invoke(main, ["models", *args, "--db", sqlite_url])
 
-    done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "1", str(a))
-    assert done.exit_code == 0, done.output
+    listing = invoke("list").output
+    assert "fr-cnn:1" in listing and "som-mirabest:1" in listing and "3 models" in listing
+    card = FR_CNN.path().parent / "MODEL_CARD.md"
     done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "2", "--metrics",
-                  '{"accuracy": 0.9}', "--card", str(card), str(b))
-    assert done.exit_code == 0 and file_sha256(b) in done.output
+                  '{"accuracy": 0.9}', "--card", str(card), str(FR_CNN.path()))
+    assert done.exit_code == 0 and FR_CNN.sha256 in done.output, done.output
     shown = json.loads(invoke("show", "fr-cnn", "2").output)
-    assert shown["metrics"] == {"accuracy": 0.9} and shown["details"]["card"] == "card text"
+    assert shown["metrics"] == {"accuracy": 0.9} and shown["details"]["card"] == card.read_text()
+    assert "artefact_path" not in shown and shown["store"] == "database"
     assert "default of stage cnn: fr-cnn:2" in invoke("set-default", "fr-cnn", "2").output
     assert "retired fr-cnn:1" in invoke("retire", "fr-cnn", "1").output
-    listing = invoke("list").output
-    assert "fr-cnn:1" in listing and "fr-cnn:2" in listing and "2 models" in listing
-    bad = invoke("register", "--stage", "cnn", "--name", "x", "--version", "1", "--metrics", "{oops", str(a))
+    bad = invoke("register", "--stage", "cnn", "--name", "x", "--version", "1", "--metrics", "{oops",
+                 str(FR_CNN.path()))
     assert bad.exit_code == 2 and "--metrics" in bad.output
+    refused = invoke("register", "--stage", "cnnx", "--name", "x", "--version", "1", str(FR_CNN.path()))
+    assert refused.exit_code == 1 and refused.output.strip().startswith("Error: no stage named 'cnnx'")
+    assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
     missing = invoke("show", "nope")
     assert missing.exit_code == 1 and "no registered model named 'nope'" in missing.output

@@ -93,7 +93,7 @@ def test_doubles_are_extended_along_their_position_angle(synthetic):
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     first = make_synthetic_cutouts(tmp_path / "a", n=3, seed=11)
     again = make_synthetic_cutouts(tmp_path / "b", n=3, seed=11)
-    other = make_synthetic_cutouts(tmp_path / "c", n=3, seed=12)
+    make_synthetic_cutouts(tmp_path / "c", n=3, seed=12)
 
     def digest(directory, name):
         return hashlib.sha256((directory / name).read_bytes()).hexdigest()

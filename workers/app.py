@@ -27,9 +27,9 @@ import os
 from celery import Celery
 from kombu import Queue
 
-__all__ = ["app", "QUEUES", "broker_url", "use_broker"]
+from survey_classifier.workers.queues import QUEUES
 
-QUEUES = ("cpu", "gpu")
+__all__ = ["app", "QUEUES", "broker_url", "use_broker"]
 
 
 def broker_url() -> str:

@@ -1,7 +1,10 @@
 """The batch task: thin, idempotent, JSON arguments only.
 
-A task receives a run id, a batch id and the cutout ids of that batch,
-rebuilds the run's stages once per worker process, runs the same
+A task receives a run id, a batch id, the cutout ids of that batch and
+the reference of every model the run uses (stage, name, version, sha256,
+store). It rebuilds the run's stages once per worker process, fetches each
+model from its store into the local cache (the results database by
+default: no shared filesystem needed), checks its sha256, runs the same
 :class:`~survey_classifier.pipeline.Pipeline` as ``classify`` and stores
 the batch with :func:`~survey_classifier.runs.store_batch` (upserts,
 batch marked done in the same transaction). A redelivered batch is simply
@@ -18,14 +21,16 @@ import logging
 import os
 
 from celery.signals import worker_process_init
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from survey_classifier.artefacts import fetch
 from survey_classifier.db import make_engine
-from survey_classifier.db.models import RunBatchRow, RunRow
+from survey_classifier.db.models import RunRow
 from survey_classifier.errors import StageConfigError
+from survey_classifier.modelref import ModelRef
 from survey_classifier.pipeline import Pipeline
-from survey_classifier.runs import finish_run_if_done, sources_for, store_batch
+from survey_classifier.runs import close_run_if_done, mark_batch_failed, sources_for, store_batch
 from survey_classifier.stages.registry import load_stage
 from survey_classifier.workers.app import app
 
@@ -60,42 +65,46 @@ def engine():
     return _engine
 
 
-def pipeline_for_run(run_id: int) -> Pipeline:
-    """The run's stages, built and set up once per process per configuration."""
+def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipeline:
+    """The run's stages with their models, built, verified and set up once per process."""
     with engine().connect() as connection:
         described = connection.execute(select(RunRow.stages).where(RunRow.id == run_id)).scalar_one_or_none()
     if described is None:
         msg = f"run {run_id} is not in the database {engine().url.render_as_string(hide_password=True)}"
         raise StageConfigError(msg)
-    key = json.dumps(described, sort_keys=True)
+    models = dict(models or {})
+    key = json.dumps([described, models], sort_keys=True)
     if key not in _pipelines:
-        stages = []
-        for entry in described:
-            stage = load_stage(entry["name"], **entry["params"])
-            if stage.version != entry["version"] or stage.model_ref != entry["model"]:
-                msg = (
-                    f"run {run_id} was submitted with stage {entry['name']} {entry['version']} "
-                    f"(model {entry['model'] or 'none'}) but this worker has {stage.version} "
-                    f"(model {stage.model_ref or 'none'}); install the same version on every worker"
-                )
-                raise StageConfigError(msg)
-            stages.append(stage)
+        stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
         pipeline = Pipeline(stages)
         pipeline.setup()
         _pipelines[key] = pipeline
-        log.info("run %s: stages %s ready in process %s", run_id, [s.name for s in stages], os.getpid())
+        log.info(
+            "run %s: stages %s ready in process %s", run_id,
+            [f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages], os.getpid(),
+        )
     return _pipelines[key]
 
 
-def _mark_failed(batch_id: int, reason: str) -> None:
-    try:
-        with engine().begin() as connection:
-            table = RunBatchRow.__table__
-            connection.execute(
-                update(table).where(table.c.id == batch_id, table.c.status != "done").values(status="failed", worker=reason[:256])
+def _rebuild(run_id: int, entry: dict, message: dict | None):
+    """One stage as the run recorded it, with the model its task message names."""
+    stage = load_stage(entry["name"], **entry["params"])
+    if stage.version != entry["version"]:
+        msg = (
+            f"run {run_id} was submitted with stage {entry['name']} {entry['version']} but this worker has "
+            f"{stage.version}; install the same survey-classifier (and plugins) on every worker"
+        )
+        raise StageConfigError(msg)
+    recorded = entry.get("model_artefact")
+    if stage.model_param is not None:
+        if message is None or recorded is None or ModelRef.from_message(message) != ModelRef.from_message(recorded):
+            msg = (
+                f"run {run_id}: the task message names model {message} for stage {entry['name']}, but the run "
+                f"recorded {recorded}; submit the run again"
             )
-    except TRANSIENT_ERRORS:
-        log.exception("could not mark batch %s failed", batch_id)
+            raise StageConfigError(msg)
+        stage.bind_model(fetch(ModelRef.from_message(message), engine()))
+    return stage
 
 
 class BatchTask(app.Task):
@@ -103,8 +112,12 @@ class BatchTask(app.Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         batch_id = kwargs.get("batch_id", args[1] if len(args) > 1 else None)
-        if isinstance(batch_id, int):
-            _mark_failed(batch_id, f"{type(exc).__name__}: {exc}")
+        if not isinstance(batch_id, int):
+            return
+        try:
+            mark_batch_failed(engine(), batch_id, f"{type(exc).__name__}: {exc}")
+        except TRANSIENT_ERRORS:
+            log.exception("could not mark batch %s failed", batch_id)
 
 
 @app.task(
@@ -119,19 +132,16 @@ class BatchTask(app.Task):
     retry_jitter=True,
     max_retries=12,
 )
-def process_batch(self, run_id: int, batch_id: int, cutout_ids: list[int]) -> dict:
-    """Process and store one batch of registered cutouts."""
+def process_batch(self, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None = None) -> dict:
+    """Process and store one batch of registered cutouts with the models named in ``models``."""
     if not (isinstance(run_id, int) and isinstance(batch_id, int) and all(isinstance(i, int) for i in cutout_ids)):
         msg = f"process_batch expects integer ids, got run {run_id!r}, batch {batch_id!r}"
         raise TypeError(msg)
-    pipeline = pipeline_for_run(run_id)
+    pipeline = pipeline_for_run(run_id, models)
     sources = sources_for(engine(), cutout_ids)
     batch = pipeline.process_batch(sources)
     store_batch(engine(), run_id, pipeline.stages, batch, batch_id=batch_id, worker=self.request.hostname)
-    if finish_run_if_done(engine(), run_id):
-        with engine().begin() as connection:
-            for stage in pipeline.stages:
-                stage.after_run(connection, run_id)
+    close_run_if_done(engine(), run_id, pipeline.stages)
     failed = sum(1 for outcome in batch.outcomes if outcome.errors)
     log.info("run %s batch %s: %d cutouts, %d failed", run_id, batch_id, len(sources), failed)
     return {"run_id": run_id, "batch_id": batch_id, "n_cutouts": len(sources), "n_failed": failed}

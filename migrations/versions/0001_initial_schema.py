@@ -1,13 +1,12 @@
 """Initial schema: cutouts, runs, models, per-kind results and errors.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 13:42:39.073539
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None

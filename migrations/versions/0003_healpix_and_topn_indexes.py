@@ -13,9 +13,8 @@ Revises: 0002 (run batches, written in parallel)
 Create Date: 2026-11-29 14:00:00
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from survey_classifier.cli import _fail, db_option
+from survey_classifier.cli.group import fail
+from survey_classifier.cli.options import db_option
 from survey_classifier.errors import SurveyClassifierError
 
 __all__ = ["train_anomaly", "evaluate_anomaly"]
@@ -34,32 +35,30 @@ def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, measure_stage, n
     from survey_classifier.db import make_engine
 
     engine = make_engine(db_url)
+    chosen = dict(DEFAULT_WEIGHTS, **_parse_weights(weights))
     try:
-        chosen = dict(DEFAULT_WEIGHTS, **_parse_weights(weights))
         scorer, path = fit_from_database(
             engine, output, run_id=run_id, som_stage=som_stage, cnn_stage=cnn_stage, measure_stage=measure_stage,
             k=neighbours, seed=seed, weights=chosen, name=name, version=model_version,
         )
-        fitted_weights = scorer.component_weights()
-        sizes = ", ".join(
-            f"{k} ({len(v)} reference values, weight {fitted_weights[k]:g})" for k, v in scorer.reference_.items()
-        )
-        click.echo(
-            f"wrote {path}: fitted on measure {scorer.measure_ref or '-'}, som {scorer.som_ref or '-'} "
-            f"and cnn {scorer.cnn_ref or '-'}; components: {sizes}"
-        )
-        if register:
-            from survey_classifier.registry import register_model
+    except ValueError as exc:
+        fail(str(exc))
+    fitted_weights = scorer.component_weights()
+    sizes = ", ".join(
+        f"{k} ({len(v)} reference values, weight {fitted_weights[k]:g})" for k, v in scorer.reference_.items()
+    )
+    click.echo(
+        f"wrote {path}: fitted on measure {scorer.measure_ref or '-'}, som {scorer.som_ref or '-'} "
+        f"and cnn {scorer.cnn_ref or '-'}; components: {sizes}"
+    )
+    if register:
+        from survey_classifier.registry import register_model
 
-            row = register_model(
-                engine, path, stage="anomaly", name=name, version=model_version,
-                details={"som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref, "measure_ref": scorer.measure_ref,
-                         "components": sorted(scorer.reference_), "weights": fitted_weights,
-                         "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
-            )
-            click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...) at {row['artefact_path']}")
-    except (SurveyClassifierError, ValueError) as exc:
-        _fail(str(exc))
+        row = register_model(
+            engine, path, stage="anomaly", name=name, version=model_version,
+            details={"weights": fitted_weights, "n_reference": {k: len(v) for k, v in scorer.reference_.items()}},
+        )
+        click.echo(f"registered {row['model_ref']} (sha256 {row['sha256'][:12]}...), stored in {row['store']}")
 
 
 def _parse_weights(items) -> dict[str, float]:
@@ -93,26 +92,24 @@ def evaluate_anomaly(db_url, run_id, rules, seed, output):
     from survey_classifier.anomaly.report import evaluate_scores, image_statistics, rare_mask
     from survey_classifier.anomaly.scorer import COMPONENTS
     from survey_classifier.db import make_engine
-    from survey_classifier.query import query_results, write_table
+    from survey_classifier.formats import write_table
+    from survey_classifier.query import query_results
 
     engine = make_engine(db_url)
-    try:
-        table = query_results(engine, run_id=run_id)
-        if "anomaly_score" not in table.colnames:
-            _fail("no anomaly scores in this database; run classify with the anomaly stage first")
-        rare = rare_mask(table, list(rules))
-        scores = {
-            name: np.ma.filled(table[f"anomaly_{name}"].astype(float), np.nan)
-            for name in COMPONENTS if f"anomaly_{name}" in table.colnames
-        }
-        scores["combined"] = np.ma.filled(table["anomaly_score"].astype(float), np.nan)
-        scores["random baseline"] = np.random.default_rng(seed).random(len(table))
-        features = image_statistics(list(table["path"]))
-        forest = IsolationForest(n_estimators=200, random_state=seed).fit(features)
-        scores["iforest on image statistics"] = -forest.score_samples(features)
-        result = evaluate_scores(scores, rare)
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
+    table = query_results(engine, run_id=run_id)
+    if "anomaly_score" not in table.colnames:
+        fail("no anomaly scores in this database; run classify with the anomaly stage first")
+    rare = rare_mask(table, list(rules))
+    scores = {
+        name: np.ma.filled(table[f"anomaly_{name}"].astype(float), np.nan)
+        for name in COMPONENTS if f"anomaly_{name}" in table.colnames
+    }
+    scores["combined"] = np.ma.filled(table["anomaly_score"].astype(float), np.nan)
+    scores["random baseline"] = np.random.default_rng(seed).random(len(table))
+    features = image_statistics(list(table["path"]))
+    forest = IsolationForest(n_estimators=200, random_state=seed).fit(features)
+    scores["iforest on image statistics"] = -forest.score_samples(features)
+    result = evaluate_scores(scores, rare)
     click.echo(f"{result.meta['n_rare']} rare of {result.meta['n_total']} cutouts ({' or '.join(rules)})")
     shown = result.copy()
     for column in shown.colnames:

@@ -15,15 +15,15 @@ from survey_classifier.errors import SurveyClassifierError
 __all__ = ["latest_variant", "load_reference", "fit_from_database"]
 
 
-def latest_variant(engine: Engine, row_class, stage: str, run_id: int | None = None) -> tuple[str, str] | None:
-    """``(stage_version, model_ref)`` of the newest results of ``stage``."""
+def latest_variant(engine: Engine, row_class, stage: str, run_id: int | None = None) -> tuple | None:
+    """``(stage_version, model_ref, model_sha256)`` of the newest results of ``stage``."""
     table = row_class.__table__
-    query = select(table.c.stage_version, table.c.model_ref).where(table.c.stage == stage)
+    query = select(table.c.stage_version, table.c.model_ref, table.c.model_sha256).where(table.c.stage == stage)
     if run_id is not None:
         query = query.where(table.c.run_id == run_id)
     with engine.connect() as connection:
         row = connection.execute(query.order_by(table.c.updated_at.desc()).limit(1)).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else tuple(row)
 
 
 def _rows(engine, row_class, stage, variant, run_id):
@@ -70,6 +70,8 @@ def load_reference(engine: Engine, *, som_stage="som", cnn_stage="cnn", measure_
         f"{name}_ref": f"{variant[0]}@{variant[1]}" if variant else ""
         for name, variant in (("som", som_variant), ("cnn", cnn_variant), ("measure", measure_variant))
     }
+    refs.update(som_sha256=som_variant[2] or "" if som_variant else "",
+                cnn_sha256=cnn_variant[2] or "" if cnn_variant else "")
     return som_results, cnn_results, measure_results, refs
 
 

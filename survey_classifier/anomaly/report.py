@@ -15,6 +15,7 @@ __all__ = ["make_gallery", "rare_mask", "image_statistics", "evaluate_scores"]
 
 
 def _stretched(path: str) -> np.ndarray | None:
+    from survey_classifier.display import stretch
     from survey_classifier.io.fits import read_cutout
 
     try:
@@ -23,9 +24,7 @@ def _stretched(path: str) -> np.ndarray | None:
             data = read_cutout(path).data
     except Exception:
         return None
-    data = np.nan_to_num(data, nan=0.0)
-    noise = max(float(np.median(np.abs(data - np.median(data)))) * 1.4826, 1e-12)
-    return np.arcsinh(np.clip(data, 0, None) / (3 * noise))
+    return stretch(data)
 
 
 def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tuple[Path, Path]:
@@ -66,7 +65,8 @@ def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tu
     plt.close(figure)
     component_columns = [c for c in table.colnames if c.startswith("anomaly_") and not c.endswith("_pct")
                          and c not in ("anomaly_score", "anomaly_stage_version", "anomaly_model_ref", "anomaly_run_id")]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["rank", "cutout", "name", "score", "label", "SOM node", *component_columns])
+    headings = ["rank", "cutout", "name", "score", "label", "SOM node", *component_columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in headings)
     body = []
     for rank, row, has_image in entries:
         image = f'<img src="cutouts/{rank:04d}.png" width="128">' if has_image else "unreadable"
@@ -168,7 +168,11 @@ def evaluate_scores(scores: dict[str, np.ndarray], rare: np.ndarray, *, ks=(20, 
         filled = np.where(np.isfinite(values), values, -np.inf)
         order = np.argsort(-filled, kind="stable")
         ranked_finite = np.where(np.isfinite(filled), filled, np.nanmin(values[np.isfinite(values)]) - 1)
-        row = {"score": name, "auroc": float(roc_auc_score(rare, ranked_finite)), "coverage": float(np.isfinite(values).mean())}
+        row = {
+            "score": name,
+            "auroc": float(roc_auc_score(rare, ranked_finite)),
+            "coverage": float(np.isfinite(values).mean()),
+        }
         for k in ks:
             row[f"precision_at_{k}"] = float(rare[order[:k]].mean())
         row["rare_in_top_20"] = int(rare[order[:20]].sum())

@@ -97,6 +97,10 @@ class AnomalyScorer:
     som_ref, cnn_ref, measure_ref : str
         ``"stage_version@model_ref"`` of the SOM, CNN and measure results it
         is fitted on; scoring results of other versions is refused.
+    som_sha256, cnn_sha256 : str
+        sha256 of the SOM map and CNN model those results came from: results
+        of the same stage version by a model with the same bytes are
+        accepted whatever its name (empty: the refs must match).
     k : int
         Neighbours for ``embedding_knn``.
     shrinkage : float
@@ -114,14 +118,16 @@ class AnomalyScorer:
     """
 
     def __init__(
-        self, *, som_ref="", cnn_ref="", measure_ref="", k=10, shrinkage=5.0, n_estimators=200, seed=0,
-        weights=None, name="anomaly-scorer", version="1",
+        self, *, som_ref="", cnn_ref="", measure_ref="", som_sha256="", cnn_sha256="", k=10, shrinkage=5.0,
+        n_estimators=200, seed=0, weights=None, name="anomaly-scorer", version="1",
     ):
         self.name = name
         self.version = version
         self.som_ref = som_ref
         self.cnn_ref = cnn_ref
         self.measure_ref = measure_ref
+        self.som_sha256 = som_sha256
+        self.cnn_sha256 = cnn_sha256
         self.k = k
         self.shrinkage = shrinkage
         self.n_estimators = n_estimators
@@ -171,7 +177,7 @@ class AnomalyScorer:
             raise ValueError(msg)
         self._build_models()
         reference = {name: [] for name in COMPONENTS}
-        for i, result in enumerate(som_results):
+        for result in som_results:
             reference["som_distance"].append(self._som_component(result))
         for result in cnn_results:
             reference["cnn_entropy"].append(_entropy(result["probabilities"]))
@@ -280,6 +286,8 @@ class AnomalyScorer:
                 "som_ref": self.som_ref,
                 "cnn_ref": self.cnn_ref,
                 "measure_ref": self.measure_ref,
+                "som_sha256": self.som_sha256,
+                "cnn_sha256": self.cnn_sha256,
                 "k": self.k,
                 "shrinkage": self.shrinkage,
                 "n_estimators": self.n_estimators,

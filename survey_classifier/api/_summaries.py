@@ -32,7 +32,10 @@ def label_counts(connection: Connection, stage: str, variant: Variant) -> list[d
         .group_by(t.c.label)
         .order_by(func.count().desc(), t.c.label)
     )
-    return [{"label": label, "count": int(n), "mean_probability": None if p is None else float(p)} for label, n, p in rows]
+    return [
+        {"label": label, "count": int(n), "mean_probability": None if p is None else float(p)}
+        for label, n, p in rows
+    ]
 
 
 def som_grid(connection: Connection, stage: str, variant: Variant) -> dict:
@@ -47,7 +50,10 @@ def som_grid(connection: Connection, stage: str, variant: Variant) -> dict:
     )
     rows = connection.execute(
         select(per_node.c.node_x, per_node.c.node_y, per_node.c.n, per_node.c.best, func.min(t.c.cutout_id))
-        .join(t, and_(t.c.node_x == per_node.c.node_x, t.c.node_y == per_node.c.node_y, t.c.distance == per_node.c.best))
+        .join(
+            t,
+            and_(t.c.node_x == per_node.c.node_x, t.c.node_y == per_node.c.node_y, t.c.distance == per_node.c.best),
+        )
         .where(*where)
         .group_by(per_node.c.node_x, per_node.c.node_y, per_node.c.n, per_node.c.best)
         .order_by(per_node.c.node_y, per_node.c.node_x)

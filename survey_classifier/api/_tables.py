@@ -1,24 +1,16 @@
-"""Astropy tables as JSON rows or as export files (CSV, VOTable, FITS)."""
+"""Astropy tables as JSON rows or as export files (the formats of :mod:`survey_classifier.formats`)."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 from astropy.table import Table
 from fastapi.responses import Response
 
-from survey_classifier.query import _prepare_for
+from survey_classifier.formats import EXPORT_FORMATS, table_bytes
 
-__all__ = ["table_rows", "export_response", "EXPORT_MEDIA"]
-
-#: format -> (astropy writer, media type, suffix)
-EXPORT_MEDIA = {
-    "csv": ("ascii.csv", "text/csv; charset=utf-8", ".csv"),
-    "votable": ("votable", "application/x-votable+xml", ".xml"),
-    "fits": ("fits", "application/fits", ".fits"),
-}
+__all__ = ["table_rows", "export_response"]
 
 
 def _plain(value):
@@ -49,15 +41,6 @@ def table_rows(table: Table) -> list[dict]:
 
 def export_response(table: Table, fmt: str, stem: str) -> Response:
     """``table`` written as ``fmt`` into the body of a download response."""
-    writer, media, suffix = EXPORT_MEDIA[fmt]
-    out = _prepare_for(table, fmt)
-    if fmt == "csv":
-        text = io.StringIO()
-        out.write(text, format=writer)
-        body = text.getvalue().encode("utf-8")
-    else:
-        buffer = io.BytesIO()
-        out.write(buffer, format=writer)
-        body = buffer.getvalue()
-    headers = {"Content-Disposition": f'attachment; filename="{stem}{suffix}"'}
-    return Response(content=body, media_type=media, headers=headers)
+    export = EXPORT_FORMATS[fmt]
+    headers = {"Content-Disposition": f'attachment; filename="{stem}{export.suffix}"'}
+    return Response(content=table_bytes(table, fmt), media_type=export.media_type, headers=headers)

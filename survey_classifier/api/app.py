@@ -17,7 +17,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import StringConstraints
@@ -25,6 +26,7 @@ from sqlalchemy import select
 
 from survey_classifier.db.models import CutoutRow, ErrorRow
 from survey_classifier.errors import CutoutError, SurveyClassifierError
+from survey_classifier.formats import EXPORT_FORMATS
 
 __all__ = ["create_app", "MAX_PAGE"]
 
@@ -42,20 +44,20 @@ Picks = Annotated[
     Query(description="STAGE=VERSION[@MODEL]: the results of that version (and model) instead of the newest."),
 ]
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name, e.g. cnn.")]
-Format = Annotated[Literal["json", "csv", "votable", "fits"], Query(description="Response format.")]
+Format = Annotated[Literal[("json", *EXPORT_FORMATS)], Query(description="Response format.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")]
 
 
-def _finite(name: str, low: float, high: float, *, low_open=False, high_open=False, description=""):
+def _finite(low: float, high: float, *, low_open=False, high_open=False, description=""):
     """A float query parameter within [low, high]; NaN and infinities refused."""
     bounds = {"gt" if low_open else "ge": low, "lt" if high_open else "le": high}
     return Annotated[float | None, Query(allow_inf_nan=False, description=description, **bounds)]
 
 
-RA = _finite("ra", 0.0, 360.0, description="Cone centre right ascension, degrees [0, 360].")
-Dec = _finite("dec", -90.0, 90.0, description="Cone centre declination, degrees [-90, 90].")
-Radius = _finite("radius", 0.0, 10.0, low_open=True, description="Cone radius, degrees (0, 10].")
-Probability = _finite("probability", 0.0, 1.0, description="Probability of the predicted label, [0, 1].")
+RA = _finite(0.0, 360.0, description="Cone centre right ascension, degrees [0, 360].")
+Dec = _finite(-90.0, 90.0, description="Cone centre declination, degrees [-90, 90].")
+Radius = _finite(0.0, 10.0, low_open=True, description="Cone radius, degrees (0, 10].")
+Probability = _finite(0.0, 1.0, description="Probability of the predicted label, [0, 1].")
 
 
 def create_app(
@@ -100,7 +102,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.exception_handler(SurveyClassifierError)
-    async def _refused(request: Request, exc: SurveyClassifierError):
+    async def _refused(_request: Request, exc: SurveyClassifierError):
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -207,7 +209,7 @@ def create_app(
     @app.get("/labels", summary="Cutouts per label of a classification stage")
     def labels(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import label_counts
-        from survey_classifier.query import stage_of_kind, find_variants
+        from survey_classifier.query import find_variants, stage_of_kind
 
         with engine.connect() as connection:
             variants = find_variants(connection, _picks(version))
@@ -227,7 +229,7 @@ def create_app(
     @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each")
     def som(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import som_grid
-        from survey_classifier.query import stage_of_kind, find_variants
+        from survey_classifier.query import find_variants, stage_of_kind
 
         with engine.connect() as connection:
             variants = find_variants(connection, _picks(version))
@@ -244,7 +246,7 @@ def create_app(
 
         from survey_classifier.api._summaries import som_grid
         from survey_classifier.api.images import hit_map_png
-        from survey_classifier.query import stage_of_kind, find_variants
+        from survey_classifier.query import find_variants, stage_of_kind
 
         if som_path is not None:
             return FileResponse(str(som_path), media_type="image/png")
@@ -313,7 +315,6 @@ def create_app(
             found = get_model(engine, id=model_id)
         except ModelError as exc:
             raise HTTPException(404, str(exc)) from exc
-        found.pop("artefact_path", None)  # where the store lives is the server's business
         return found
 
     return app

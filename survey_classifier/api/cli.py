@@ -6,7 +6,7 @@ import os
 
 import click
 
-from survey_classifier.cli import db_option
+from survey_classifier.cli.options import db_option
 
 __all__ = ["serve"]
 
@@ -26,13 +26,9 @@ def serve(db_url, host, port, som_image, write_token_env):
 
     from survey_classifier.api import create_app
     from survey_classifier.db.engine import resolve_db_url
-    from survey_classifier.errors import SurveyClassifierError
 
     token = os.environ.get(write_token_env) or None
-    try:
-        app = create_app(resolve_db_url(db_url), write_token=token, som_image=som_image)
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    app = create_app(resolve_db_url(db_url), write_token=token, som_image=som_image)
     mode = "read-write (token required)" if token else "read-only"
     click.echo(f"serving {mode} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -23,27 +23,6 @@ def _png(rgba: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _stretched(image: np.ndarray) -> np.ndarray:
-    """Asinh stretch from the background (the median) to the peak, in [0, 1]; NaN as 0.
-
-    Radio cutouts are mostly noise around a zero background: starting at the
-    median keeps the noise dark and the asinh brings out faint lobes
-    without saturating the core.
-    """
-    from astropy.visualization import AsinhStretch, ImageNormalize
-
-    finite = np.isfinite(image)
-    if not finite.any():
-        return np.zeros(image.shape)
-    values = image[finite]
-    low, high = float(np.median(values)), float(values.max())
-    if high <= low:
-        return np.zeros(image.shape)
-    norm = ImageNormalize(vmin=low, vmax=high, stretch=AsinhStretch(a=0.05), clip=True)
-    scaled = np.asarray(norm(np.where(finite, image, low)))
-    return np.where(finite, scaled, 0.0)
-
-
 def cutout_png(path: str, sha256: str | None, *, size: int, cmap: str = "inferno") -> bytes:
     """PNG of the FITS cutout at ``path``, north up as stored, ``size`` pixels across.
 
@@ -60,12 +39,13 @@ def cutout_png(path: str, sha256: str | None, *, size: int, cmap: str = "inferno
     from matplotlib import colormaps
     from PIL import Image
 
+    from survey_classifier.display import stretch
     from survey_classifier.io.fits import read_cutout
 
     with warnings.catch_warnings():  # quirks were reported when the cutout was classified
         warnings.simplefilter("ignore")
         cutout = read_cutout(path)
-    scaled = _stretched(np.asarray(cutout.data, dtype=float))[::-1]  # FITS rows run south to north
+    scaled = stretch(cutout.data)[::-1]  # FITS rows run south to north
     rgba = (colormaps[cmap](scaled) * 255).astype(np.uint8)
     image = Image.fromarray(rgba, mode="RGBA")
     if image.size != (size, size):

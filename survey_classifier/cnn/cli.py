@@ -191,7 +191,8 @@ def train_cnn(**options):
         --fine-tune-epochs 120 --fine-tune-lr 3e-4 --output fr-cnn
     """
     from survey_classifier.cnn.export import export_onnx, write_model_record
-    from survey_classifier.cnn.train import save_training, train_cnn as run_training
+    from survey_classifier.cnn.train import save_training
+    from survey_classifier.cnn.train import train_cnn as run_training
     from survey_classifier.errors import SurveyClassifierError
 
     dataset, preprocess_config, extra = _load(options)

@@ -75,7 +75,7 @@ class LabelledSet:
 
     def subset(self, index) -> LabelledSet:
         index = np.asarray(index)
-        pick = lambda values: None if values is None else values[index]  # noqa: E731
+        pick = lambda values: None if values is None else values[index]
         return LabelledSet(
             paths=[self.paths[i] for i in index],
             labels=self.labels[index],
@@ -134,14 +134,10 @@ def read_catalogue(
         Listing every problem found: missing columns, unknown labels,
         missing or unreadable images, classes with too few examples.
     """
-    from astropy.table import Table
+    from survey_classifier.io.inputs import read_table
 
     path = Path(path)
-    try:
-        table = Table.read(path, format=_table_format(path))
-    except Exception as exc:
-        msg = f"{path}: cannot read the catalogue table: {exc}"
-        raise CatalogueError(msg) from exc
+    table = read_table(path)
     where = dict(where or {})
     wanted = [file_column, label_column, *where, *([split_column] if split_column else [])]
     missing = [name for name in wanted if name not in table.colnames]
@@ -210,11 +206,6 @@ def read_catalogue(
     )
 
 
-def _table_format(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    return {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".tsv": "ascii.tab"}.get(suffix)
-
-
 def _float_column(table, names) -> np.ndarray | None:
     for name in names:
         if name in table.colnames:
@@ -256,10 +247,8 @@ def read_image(path) -> np.ndarray:
         raise CutoutReadError(path, "file not found")
     if path.suffix.lower() in PNG_SUFFIXES:
         return _read_png(path)
-    try:
-        from survey_classifier.io.fits import read_cutout
-    except ImportError:  # the shared reader is not installed in this tree yet
-        return _read_fits_fallback(path)
+    from survey_classifier.io.fits import read_cutout
+
     return np.asarray(read_cutout(path).data, dtype=np.float32)
 
 
@@ -274,26 +263,6 @@ def _read_png(path: Path) -> np.ndarray:
             return np.asarray(grey, dtype=np.float32)
     except (OSError, UnidentifiedImageError) as exc:
         raise CutoutReadError(path, f"not a readable image: {exc}") from exc
-
-
-def _read_fits_fallback(path: Path) -> np.ndarray:
-    from astropy.io import fits
-
-    from survey_classifier.errors import CutoutReadError
-
-    try:
-        with fits.open(path, memmap=False) as hdus:
-            for index, hdu in enumerate(hdus):
-                if hdu.data is not None and hdu.data.ndim >= 2:
-                    data = np.squeeze(np.asarray(hdu.data, dtype=np.float32))
-                    if data.ndim != 2:
-                        raise CutoutReadError(path, f"image of shape {hdu.data.shape}", hdu=index)
-                    return data
-    except CutoutReadError:
-        raise
-    except Exception as exc:
-        raise CutoutReadError(path, f"not a readable FITS file: {exc}") from exc
-    raise CutoutReadError(path, "no HDU holds a 2-D image")
 
 
 def load_images(paths, config: PreprocessConfig, *, cache_dir=None) -> np.ndarray:
@@ -311,11 +280,9 @@ def load_images(paths, config: PreprocessConfig, *, cache_dir=None) -> np.ndarra
     paths = [Path(p) for p in paths]
     cache_file = None
     if cache_dir is not None:
-        import hashlib
+        from survey_classifier.checksum import sha256_bytes
 
-        key = hashlib.sha256(
-            ("\n".join(str(p.resolve()) for p in paths) + config.digest()).encode()
-        ).hexdigest()[:20]
+        key = sha256_bytes(("\n".join(str(p.resolve()) for p in paths) + config.digest()).encode())[:20]
         cache_file = Path(cache_dir) / f"images-{key}.npy"
         if cache_file.exists():
             return np.load(cache_file)
@@ -346,8 +313,8 @@ def source_groups(ra_deg, dec_deg, *, radius_arcsec: float = 60.0) -> np.ndarray
         return groups
     from astropy import units as u
     from astropy.coordinates import SkyCoord
-    from scipy.sparse.csgraph import connected_components
     from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     coords = SkyCoord(np.asarray(ra_deg) * u.deg, np.asarray(dec_deg) * u.deg)
     first, second, _, _ = coords.search_around_sky(coords, radius_arcsec * u.arcsec)

@@ -13,13 +13,13 @@ refuses to write the file unless the probabilities agree within
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from survey_classifier.checksum import sha256_file
 from survey_classifier.errors import ModelError
 from survey_classifier.preprocess import PreprocessConfig
 
@@ -28,22 +28,12 @@ __all__ = [
     "OUTPUT_NAMES",
     "MIN_OPSET",
     "export_onnx",
-    "file_sha256",
     "write_model_record",
 ]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probabilities", "embedding")
 MIN_OPSET = 17
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _rename_outputs(onnx_model, new_names) -> None:
@@ -206,7 +196,7 @@ def write_model_record(
         "version": str(version),
         "stage": "cnn",
         "file": onnx_path.name,
-        "sha256": file_sha256(onnx_path),
+        "sha256": sha256_file(onnx_path),
         "classes": list(classes),
         "preprocess": preprocess_config.to_dict(),
         "input": {"name": INPUT_NAME, "shape": [None, preprocess_config.size,
@@ -216,7 +206,7 @@ def write_model_record(
         "training": training or {},
         "export_check": export_check or {},
         "command": command,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **(extra or {}),
     }
     record_path = onnx_path.with_suffix(".json")

@@ -12,14 +12,21 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy import create_engine
 
 from survey_classifier.errors import SurveyClassifierError
 
-__all__ = ["DEFAULT_DB_URL", "resolve_db_url", "make_engine", "alembic_config", "upgrade", "downgrade", "current_revision"]
+__all__ = [
+    "DEFAULT_DB_URL",
+    "resolve_db_url",
+    "make_engine",
+    "alembic_config",
+    "upgrade",
+    "downgrade",
+    "current_revision",
+]
 
 DEFAULT_DB_URL = "sqlite:///survey-classifier.db"
 
@@ -66,8 +73,20 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    """Create or upgrade the schema through Alembic (the only way it changes)."""
+    """Create or upgrade the schema through Alembic (the only way it changes).
+
+    At ``head``, the models shipped with survey-classifier and its installed
+    plugins are then recorded in the registry (those not there yet).
+    """
     command.upgrade(alembic_config(url), revision)
+    if revision == "head":
+        from survey_classifier.registry import seed_shipped_models
+
+        engine = make_engine(url)
+        try:
+            seed_shipped_models(engine)
+        finally:
+            engine.dispose()
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

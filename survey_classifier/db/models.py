@@ -1,15 +1,19 @@
 """Tables of the results database.
 
 One row per cutout (``cutouts``), per run (``runs``) and per model
-(``models``); one table per result kind (``measurements``,
+(``models``, whose bytes are in ``artefacts`` or another store named by the
+row); one table per result kind (``measurements``,
 ``classifications``, ``som_placements``, ``anomaly_scores``) and one for the
 errors recorded against cutouts (``errors``).
 
 A result is identified by ``(cutout_id, stage, stage_version, model_ref)``:
 re-running the same stage version with the same model updates the row in
 place, a new stage version or model adds a row beside the old one.
-``model_ref`` is ``""`` for stages without a model (never NULL, so the
-unique constraint holds on every database).
+``model_ref`` is the registry's ``name:version`` of the model that made the
+result, with its ``model_sha256`` beside it; both come from the
+:class:`~survey_classifier.modelref.ModelRef` the registry handed the
+stage. ``model_ref`` is ``""`` for stages without a model (never NULL, so
+the unique constraint holds on every database).
 
 The schema is created and changed only by the Alembic migrations in
 ``migrations/``; these classes must match them.
@@ -42,6 +46,8 @@ __all__ = [
     "RunRow",
     "RunBatchRow",
     "ModelRow",
+    "ArtefactRow",
+    "StageSettingRow",
     "MeasurementRow",
     "ClassificationRow",
     "SOMPlacementRow",
@@ -134,7 +140,12 @@ class RunBatchRow(Base):
 
 
 class ModelRow(Base):
-    """A registered model artefact (ONNX network, SOM, anomaly scorer...)."""
+    """A registered model artefact (ONNX network, SOM, anomaly scorer...).
+
+    ``store`` says where its bytes are: ``database`` (the ``artefacts`` row
+    of the same sha256), ``package:MODULE/RESOURCE`` (shipped with an
+    installed package) or an fsspec URL.
+    """
 
     __tablename__ = "models"
     __table_args__ = (UniqueConstraint("name", "version"),)
@@ -143,13 +154,35 @@ class ModelRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     version: Mapped[str] = mapped_column(String(64))
     stage: Mapped[str] = mapped_column(String(64), index=True)
-    artefact_path: Mapped[str] = mapped_column(String(1024))
-    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(256))
+    store: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     metrics: Mapped[dict | None] = mapped_column(JSON)
     details: Mapped[dict | None] = mapped_column(JSON)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     retired: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ArtefactRow(Base):
+    """The bytes of a model artefact kept in the database, addressed by their sha256."""
+
+    __tablename__ = "artefacts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StageSettingRow(Base):
+    """Whether a stage runs when ``--stages`` is not given (plugins are off until enabled)."""
+
+    __tablename__ = "stage_settings"
+
+    stage: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class _ResultColumns:
@@ -159,6 +192,7 @@ class _ResultColumns:
     stage: Mapped[str] = mapped_column(String(64))
     stage_version: Mapped[str] = mapped_column(String(32))
     model_ref: Mapped[str] = mapped_column(String(256), default="")
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @declared_attr

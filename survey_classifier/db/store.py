@@ -144,6 +144,7 @@ def store_results(
     model_ref: str,
     run_id: int | None,
     results: Iterable[tuple[int, dict[str, Any]]],
+    model_sha256: str | None = None,
 ) -> int:
     """Upsert ``(cutout_id, result)`` pairs of one stage; returns the count.
 
@@ -159,6 +160,7 @@ def store_results(
             stage=stage,
             stage_version=stage_version,
             model_ref=model_ref,
+            model_sha256=model_sha256,
             run_id=run_id,
             updated_at=now,
         )
@@ -169,7 +171,7 @@ def store_results(
 
 
 def store_errors(connection: Connection, errors: Sequence[dict[str, Any]], run_id: int | None) -> None:
-    """Upsert error rows (``cutout_id, stage, stage_version, model_ref, hdu, error_type, message``)."""
+    """Upsert error rows (``cutout_id, stage, stage_version, model_ref, model_sha256, hdu, error_type, message``)."""
     now = utcnow()
     rows = [dict(error, run_id=run_id, updated_at=now) for error in errors]
     upsert_rows(connection, ErrorRow.__table__, rows, key=RESULT_KEY)

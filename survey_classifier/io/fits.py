@@ -41,7 +41,6 @@ without a celestial WCS gives a cutout with ``ra_deg``/``dec_deg`` None and a
 from __future__ import annotations
 
 import bz2
-import hashlib
 import io
 import math
 import os
@@ -53,6 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from survey_classifier.checksum import sha256_bytes
 from survey_classifier.cutout import Cutout, CutoutSource
 from survey_classifier.errors import (
     CutoutLimitError,
@@ -185,7 +185,7 @@ class _Reader:
     # -------------------------------------------------------------------- read
     def read(self) -> Cutout:
         raw = self._read_bytes()
-        sha256 = hashlib.sha256(raw).hexdigest()
+        sha256 = sha256_bytes(raw)
         buffer = self._decompress(raw)
         if not buffer.startswith(b"SIMPLE  ="):
             reason = "not a FITS file (it does not begin with the card 'SIMPLE  =')"

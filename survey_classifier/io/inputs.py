@@ -30,6 +30,7 @@ __all__ = [
     "DEC_COLUMNS",
     "expand_inputs",
     "read_catalogue",
+    "read_table",
 ]
 
 #: File name endings taken as cutouts when listing a directory.
@@ -195,7 +196,7 @@ def read_catalogue(
         (hours for RA) when they are not plain numbers.
     """
     path = Path(path)
-    table = _read_table(path, hdu)
+    table = read_table(path, hdu)
     names = list(table.colnames)
     file_name = _pick_column(path, names, file_column, FILE_COLUMNS, "file", required=True)
     id_name = _pick_column(path, names, id_column, ID_COLUMNS, "id")
@@ -236,7 +237,8 @@ def read_catalogue(
     return sources
 
 
-def _read_table(path: Path, hdu):
+def read_table(path: Path, hdu=None):
+    """A catalogue table (CSV, ECSV, TSV, VOTable or FITS, by suffix); the one catalogue reader."""
     from astropy.table import Table
 
     name = path.name.lower()

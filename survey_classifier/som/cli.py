@@ -66,15 +66,19 @@ def load_training_images(inputs, config, *, progress=False):
 @click.option("--layout", type=click.Choice(["cartesian", "hexagonal"]), default="cartesian", show_default=True)
 @click.option("--periodic/--no-periodic", default=False, show_default=True, help="Wrap the map edges (cartesian).")
 @click.option("--neuron-size", default=64, show_default=True, type=int)
-@click.option("--region-diameter", default=None, type=float, help="Circular distance region [pixels]; default the neuron size.")
+@click.option("--region-diameter", default=None, type=float,
+              help="Circular distance region [pixels]; default the neuron size.")
 @click.option("--rotations", "n_rotations", default=360, show_default=True, type=int)
 @click.option("--flip/--no-flip", default=True, show_default=True)
 @click.option("--n-freq", default="auto", show_default=True,
               help="Angular frequencies kept: a number, 'auto' (ceil(pi*R)+1) or 'all'.")
-@click.option("--neighbourhood", type=click.Choice(["gaussian", "mexican_hat", "bubble"]), default="gaussian", show_default=True)
-@click.option("--lr", "learning_rate", nargs=2, type=float, default=(0.5, 0.01), show_default=True, help="Learning rate START END.")
+@click.option("--neighbourhood", type=click.Choice(["gaussian", "mexican_hat", "bubble"]), default="gaussian",
+              show_default=True)
+@click.option("--lr", "learning_rate", nargs=2, type=float, default=(0.5, 0.01), show_default=True,
+              help="Learning rate START END.")
 @click.option("--sigma", nargs=2, type=float, default=None, help="Neighbourhood width START END [grid units].")
-@click.option("--decay", type=click.Choice(["exponential", "linear", "constant"]), default="exponential", show_default=True)
+@click.option("--decay", type=click.Choice(["exponential", "linear", "constant"]), default="exponential",
+              show_default=True)
 @click.option("--epochs", "n_epochs", default=1, show_default=True, type=int)
 @click.option("--batch-size", default=1, show_default=True, type=int, help="1 = online updates as PINK.")
 @click.option("--init", type=click.Choice(["samples", "random"]), default="samples", show_default=True)

@@ -87,7 +87,7 @@ def _source_coordinates(image_size, n_rotations, flip, mask):
     return np.array([rows.ravel(), cols.ravel()])
 
 
-def _rotation_matrix(image_size, size, n_rotations, flip, mask):
+def _rotation_matrix(image_size, n_rotations, flip, mask):
     """Sparse bilinear matrix: image pixels -> masked pixels of every rotation."""
     src_rows, src_cols = _source_coordinates(image_size, n_rotations, flip, mask)
     row0 = np.floor(src_rows).astype(int)
@@ -169,9 +169,7 @@ class BruteForceSOM:
             initial_neurons = _central(images[picks], size)
         self.neurons_ = np.array(initial_neurons, dtype=np.float32).reshape(grid.n_nodes, -1)
         rotate = self._rotator(images.shape[-1], size)
-        full = _rotation_matrix(
-            images.shape[-1], size, self.n_rotations, self.flip, np.ones((size, size), bool)
-        )
+        full = _rotation_matrix(images.shape[-1], self.n_rotations, self.flip, np.ones((size, size), bool))
         masked = self.mask_.ravel()
         n_pixels = int(masked.sum())
         sigma = self.sigma or (max(grid.shape) / 2.0, 0.5)
@@ -196,7 +194,7 @@ class BruteForceSOM:
 
     def _rotator(self, image_size, size):
         if self.rotation == "sparse":
-            matrix = _rotation_matrix(image_size, size, self.n_rotations, self.flip, self.mask_)
+            matrix = _rotation_matrix(image_size, self.n_rotations, self.flip, self.mask_)
             return lambda image: matrix @ image.ravel()
         if self.rotation == "map_coordinates":
             coords = _source_coordinates(image_size, self.n_rotations, self.flip, self.mask_)
@@ -209,8 +207,7 @@ class BruteForceSOM:
     def quantization_error(self, images) -> float:
         """Mean over images of the Euclidean distance to the best neuron and rotation."""
         images = np.asarray(images, dtype=np.float32)
-        size = int(self.neuron_size)
-        rotation = _rotation_matrix(images.shape[-1], size, self.n_rotations, self.flip, self.mask_)
+        rotation = _rotation_matrix(images.shape[-1], self.n_rotations, self.flip, self.mask_)
         target = self.neurons_.reshape(len(self.neurons_), -1)[:, self.mask_.ravel()]
         n_pixels = target.shape[1]
         errors = []

@@ -9,18 +9,55 @@ percentile within the run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import bindparam, select, update
 
-from survey_classifier.errors import StageConfigError
+from survey_classifier.errors import ModelError, StageConfigError
+from survey_classifier.modelref import ShippedModel
 from survey_classifier.stages.base import CutoutFailure, Stage
 
-__all__ = ["AnomalyStage", "DEFAULT_SCORER"]
+__all__ = ["AnomalyStage", "DEFAULT_SCORER", "ANOMALY_MIRABEST", "upstream_matches"]
 
 #: Scorer shipped with survey-classifier, fitted on MiraBest with the shipped SOM and CNN.
-DEFAULT_SCORER = Path(__file__).resolve().parent.parent / "models" / "anomaly-mirabest" / "scorer.npz"
+ANOMALY_MIRABEST = ShippedModel(
+    name="anomaly-mirabest",
+    version="3",
+    package="survey_classifier",
+    resource="models/anomaly-mirabest/scorer.npz",
+    sha256="b6fffd2e5d33953468e8aa405685b3583a73967d949db06f0b6055702338877c",
+    card="models/anomaly-mirabest/MODEL_CARD.md",
+    metrics={"auroc_rare_mirabest": 0.699},
+)
+#: Its file in the installed package.
+DEFAULT_SCORER = ANOMALY_MIRABEST.path()
+
+#: An upstream reference written before the registry named every model: ``STAGE:FOLDER/FILE@SHA256[:12]``.
+_FILE_DERIVED_REF = re.compile(r"^[A-Za-z0-9_]+:[^@]+@(?P<sha>[0-9a-f]{12})$")
+
+
+def upstream_matches(
+    fitted: str, fitted_sha256: str, version: str, model_ref: str, model_sha256: str | None
+) -> bool:
+    """Whether results of stage ``version`` by a model are those a scorer was fitted on.
+
+    ``fitted`` is the scorer's ``VERSION@REF``. The model must be the same
+    bytes (``fitted_sha256``) whatever its name; a scorer that recorded no
+    sha256 needs the same ref, except that scorers fitted before the
+    registry named every model recorded a SOM by its file
+    (``som:FOLDER/FILE@SHA256[:12]``): those match on the bytes too.
+    """
+    fitted_version, _, fitted_ref = fitted.partition("@")
+    if fitted_version != version:
+        return False
+    if fitted_sha256:
+        return fitted_sha256 == model_sha256
+    legacy = _FILE_DERIVED_REF.match(fitted_ref)
+    if legacy is not None:
+        return bool(model_sha256) and model_sha256.startswith(legacy.group("sha"))
+    return fitted_ref == model_ref
 
 
 class AnomalyStage(Stage):
@@ -29,8 +66,9 @@ class AnomalyStage(Stage):
     Parameters
     ----------
     scorer : str or None
-        Path of a scorer written by ``survey-classifier train anomaly``;
-        None uses the shipped MiraBest scorer.
+        ``NAME[:VERSION]`` of a registered scorer, or the path of one written
+        by ``survey-classifier train anomaly``; None: the registry's default
+        (the shipped ``anomaly-mirabest:3``).
     """
 
     name = "anomaly"
@@ -40,49 +78,57 @@ class AnomalyStage(Stage):
     uses = ("stage:measure", "stage:som", "stage:cnn")
     enabled_by_default = True
     model_param = "scorer"
+    shipped_models = (ANOMALY_MIRABEST,)
 
     def __init__(self, *, scorer=None):
         self.scorer = scorer
 
-    @property
-    def scorer_path(self) -> Path:
-        return Path(self.scorer) if self.scorer else DEFAULT_SCORER
-
-    @property
-    def model_ref(self) -> str:
-        """``name:version`` from the scorer file's metadata (read once)."""
+    @classmethod
+    def validate_artefact(cls, path: Path) -> dict:
+        """A scorer file whose components are known and whose measure version is installed."""
         from survey_classifier.anomaly.scorer import AnomalyScorer
+        from survey_classifier.stages.measure import MeasureStage
 
-        if getattr(self, "_model_ref", None) is None:
-            if not self.scorer_path.exists():
-                return f"{self.scorer_path.stem}:missing"
-            params = AnomalyScorer.read_meta(self.scorer_path)["params"]
-            self._model_ref = f"{params.get('name', 'anomaly-scorer')}:{params.get('version', '1')}"
-        return self._model_ref
+        try:
+            scorer = AnomalyScorer.load(path)
+        except (ModelError, ValueError, OSError, KeyError) as exc:
+            msg = f"{Path(path).name} is not an anomaly scorer written by `survey-classifier train anomaly`: {exc}"
+            raise ModelError(msg) from exc
+        fitted = scorer.measure_ref.partition("@")[0]
+        if fitted and fitted != MeasureStage.version:
+            msg = (
+                f"{Path(path).name} was fitted on measure stage {fitted} results, but the installed measure "
+                f"stage is version {MeasureStage.version}: it could never run; refit it with "
+                "`survey-classifier train anomaly`"
+            )
+            raise ModelError(msg)
+        return {"components": sorted(scorer.reference_), "som_ref": scorer.som_ref, "cnn_ref": scorer.cnn_ref,
+                "measure_ref": scorer.measure_ref}
 
     def setup(self) -> None:
         from survey_classifier.anomaly.scorer import AnomalyScorer
 
         if not hasattr(self, "_scorer"):
-            if not self.scorer_path.exists():
-                msg = (
-                    f"anomaly scorer {self.scorer_path} not found; fit one with "
-                    "`survey-classifier train anomaly` and pass --param anomaly.scorer=PATH"
-                )
-                raise StageConfigError(msg)
-            self._scorer = AnomalyScorer.load(self.scorer_path)
+            self._scorer = AnomalyScorer.load(self.model_.path)
 
     def _check_versions(self, cutout) -> None:
         scorer = self._scorer
-        for stage, fitted in (("measure", scorer.measure_ref), ("som", scorer.som_ref), ("cnn", scorer.cnn_ref)):
+        fitted_on = (
+            ("measure", scorer.measure_ref, ""),
+            ("som", scorer.som_ref, scorer.som_sha256),
+            ("cnn", scorer.cnn_ref, scorer.cnn_sha256),
+        )
+        for stage, fitted, fitted_sha256 in fitted_on:
             if stage not in cutout.provenance or not fitted:
                 continue
-            version, model = cutout.provenance[stage]
-            given = f"{version}@{model}"
-            if given != fitted:
+            version, model, sha256 = cutout.provenance[stage]
+            if not upstream_matches(fitted, fitted_sha256, version, model, sha256):
+                given = f"{version}@{model}"
+                were = f"{fitted} (sha256 {fitted_sha256[:12]}…)" if fitted_sha256 else fitted
+                are = f"{given} (sha256 {(sha256 or '')[:12]}…)" if fitted_sha256 else given
                 msg = (
-                    f"the anomaly scorer {self.scorer_path.name} was fitted on {stage} results {fitted} "
-                    f"but this run's {stage} results come from {given}; refit it with "
+                    f"the anomaly scorer {self.model_ref} was fitted on {stage} results {were} "
+                    f"but this run's {stage} results come from {are}; refit it with "
                     f"`survey-classifier train anomaly` on results of {given}"
                 )
                 raise StageConfigError(msg)
@@ -111,7 +157,10 @@ class AnomalyStage(Stage):
             out.append(
                 {
                     "score": result["score"],
-                    "components": dict(result["components"], **{f"{k}_pct": v for k, v in result["percentiles"].items()}),
+                    "components": {
+                        **result["components"],
+                        **{f"{k}_pct": v for k, v in result["percentiles"].items()},
+                    },
                     "partial": result["partial"],
                     "missing": result["missing"],
                 }

@@ -18,9 +18,11 @@ import abc
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-from survey_classifier.errors import StageConfigError
+from survey_classifier.errors import ModelError, StageConfigError
+from survey_classifier.modelref import ModelRef, ShippedModel
 
 __all__ = ["RESULT_KINDS", "Stage", "CutoutFailure", "Requirement"]
 
@@ -78,13 +80,21 @@ class Stage(abc.ABC):
         ``"stage:NAME"`` results used when present but not required (the
         stage is handed whatever is there). They order the stages too.
     enabled_by_default : bool
-        Whether ``classify`` runs the stage when ``--stages`` is not given
-        (only for stages that need no set-up by the user).
+        Whether ``classify`` runs the stage when ``--stages`` is not given.
+        Honoured for survey-classifier's own stages only: a third-party stage
+        runs when named with ``--stages`` or enabled with ``survey-classifier
+        plugins enable NAME``.
     model_param : str or None
-        The keyword parameter that takes the path of the stage's model
-        artefact. When it is not given, ``classify`` and ``submit`` pass the
-        stage's default from the model registry (sha256-checked), if the
-        database has one, else the stage uses its built-in default.
+        The keyword parameter that names the stage's model: None (the
+        registry's default for the stage), ``NAME[:VERSION]`` of a registered
+        model, or the path of a model file. The registry resolves it into a
+        :class:`~survey_classifier.modelref.ModelRef` and hands it to
+        :meth:`bind_model`; the stage loads ``self.model_.path`` in
+        :meth:`setup` and never derives its own identity.
+    shipped_models : tuple of ShippedModel
+        Models shipped inside the stage's package; the registry records them
+        when a database is created or upgraded, and the first is what the
+        stage runs when used without a database.
     """
 
     name: ClassVar[str]
@@ -94,9 +104,17 @@ class Stage(abc.ABC):
     uses: ClassVar[tuple[Requirement, ...]] = ()
     enabled_by_default: ClassVar[bool] = False
     model_param: ClassVar[str | None] = None
+    shipped_models: ClassVar[tuple[ShippedModel, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        for attribute in ("model_ref", "model_sha256", "model_"):
+            if attribute in cls.__dict__:
+                msg = (
+                    f"stage class {cls.__qualname__} must not define {attribute!r}: a model's identity comes "
+                    "from the registry (Stage.bind_model), never from the stage"
+                )
+                raise TypeError(msg)
         if inspect.isabstract(cls):
             return
         for attribute in ("name", "version", "result_kind"):
@@ -134,6 +152,61 @@ class Stage(abc.ABC):
         """The keyword parameters this stage was built with."""
         return {name: getattr(self, name) for name in self._param_names()}
 
+    # -- the model ------------------------------------------------------
+    @classmethod
+    def validate_artefact(cls, path: Path) -> dict[str, Any]:  # noqa: ARG003 (the hook's signature)
+        """Check that ``path`` is a model this stage can run; called by ``models register``.
+
+        Stages with a model override it: open the artefact as :meth:`setup`
+        would and compare it with what the stage needs (input shape against
+        the preprocessing, settings, versions). Returns JSON-ready facts
+        recorded with the registry entry.
+
+        Raises
+        ------
+        ModelError
+            With one line saying what is wrong with the file.
+        """
+        msg = f"stage {cls.name!r} takes no model"
+        raise ModelError(msg)
+
+    @classmethod
+    def artefact_file(cls, path: Path) -> Path:
+        """The artefact file a user-given path names (a folder may name the file inside it)."""
+        if not path.is_file():
+            msg = f"stage {cls.name!r}: the model {path} is not a file"
+            raise ModelError(msg)
+        return path
+
+    def bind_model(self, ref: ModelRef) -> None:
+        """Run the model ``ref``, whose bytes are at ``ref.path`` (fetched and verified)."""
+        if self.model_param is None:
+            msg = f"stage {self.name!r} takes no model, but was handed {ref.ref}"
+            raise StageConfigError(msg)
+        if ref.stage != self.name:
+            msg = f"stage {self.name!r} was handed {ref.ref}, a model of stage {ref.stage!r}"
+            raise StageConfigError(msg)
+        if ref.path is None:
+            msg = f"stage {self.name!r}: model {ref.ref} has no local copy; fetch it first (artefacts.fetch)"
+            raise StageConfigError(msg)
+        self._bound_model = ref
+
+    @property
+    def model_(self) -> ModelRef | None:
+        """The model this stage runs (None for a stage without one).
+
+        Bound by the registry (:meth:`bind_model`); a stage used without a
+        database runs the file its model parameter names, or its first
+        shipped model.
+        """
+        if self.model_param is None:
+            return None
+        if getattr(self, "_bound_model", None) is None:
+            from survey_classifier.stages._offline import offline_model
+
+            self.bind_model(offline_model(self))
+        return self._bound_model
+
     @property
     def model_ref(self) -> str:
         """``"name:version"`` of the model this stage runs, or ``""``.
@@ -141,7 +214,14 @@ class Stage(abc.ABC):
         Part of the identity of a result: a new model version stores its
         results beside those of the old one.
         """
-        return ""
+        model = self.model_
+        return "" if model is None else model.ref
+
+    @property
+    def model_sha256(self) -> str | None:
+        """sha256 of the model this stage runs, stored beside ``model_ref``."""
+        model = self.model_
+        return None if model is None else model.sha256
 
     @property
     def preprocess_config(self):
@@ -165,11 +245,14 @@ class Stage(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description recorded with every run."""
+        model = self.model_
         return {
             "name": self.name,
             "version": self.version,
             "result_kind": self.result_kind,
             "model": self.model_ref,
+            "model_sha256": self.model_sha256,
+            "model_artefact": None if model is None else model.to_message(),
             "params": {k: _jsonable(v) for k, v in self.get_params().items()},
         }
 

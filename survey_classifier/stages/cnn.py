@@ -1,13 +1,14 @@
 """The ``cnn`` stage: a transfer-learned classifier run by ONNX Runtime.
 
-The model is a directory (or its ``model.json``) written by
-``survey-classifier train cnn``: ``model.onnx`` plus the record holding its
-sha256, classes and preprocessing. The default is the shipped FR I / FR II
-model, ``survey_classifier/models/fr-cnn``.
+The model is one ONNX file written by ``survey-classifier train cnn``: its
+``metadata_props`` hold the record the stage needs (classes and the
+:class:`~survey_classifier.preprocess.PreprocessConfig` it was trained
+with). The shipped FR I / FR II model is ``fr-cnn:1``
+(``survey_classifier/models/fr-cnn``).
 
-One ONNX Runtime session is created per process, lazily in :meth:`setup`,
-with the CUDA provider first when it is available and the CPU provider
-otherwise; the provider in use is logged.
+One ONNX Runtime session is created per process and model, lazily in
+:meth:`CNNStage.setup`, with the CUDA provider first when it is available
+and the CPU provider otherwise; the provider in use is logged.
 """
 
 from __future__ import annotations
@@ -21,22 +22,34 @@ from pathlib import Path
 import numpy as np
 
 from survey_classifier.errors import ModelError, NotFittedError, StageConfigError
+from survey_classifier.modelref import ShippedModel
 from survey_classifier.preprocess import PreprocessConfig
-from survey_classifier.stages.base import CutoutFailure, Stage
+from survey_classifier.stages.base import Stage
 
-__all__ = ["CNNStage", "DEFAULT_MODEL", "load_model_record"]
+__all__ = ["CNNStage", "DEFAULT_MODEL", "FR_CNN", "load_model_record", "read_onnx_record"]
 
 logger = logging.getLogger(__name__)
 
 #: The shipped FR I / FR II model.
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "fr-cnn"
+FR_CNN = ShippedModel(
+    name="fr-cnn",
+    version="1",
+    package="survey_classifier",
+    resource="models/fr-cnn/model.onnx",
+    sha256="8c171d6a5e5d3298d41d1cad9ee8c813a65124aeca50b442c76b437b488c9f99",
+    card="models/fr-cnn/MODEL_CARD.md",
+    metrics={"test_accuracy": 0.893, "test_sources": 131},
+)
+#: Folder of the shipped model (the ONNX file, its JSON record, the Keras model, card and split).
+DEFAULT_MODEL = FR_CNN.path().parent
 
 _SESSIONS: dict[tuple, object] = {}
 _SESSIONS_LOCK = threading.Lock()
+_RECORD_KEYS = ("classes", "preprocess")
 
 
 def load_model_record(model) -> tuple[dict, Path]:
-    """Read a model's JSON record; returns ``(record, onnx_path)``.
+    """Read the JSON record training writes beside a model; returns ``(record, onnx_path)``.
 
     ``model`` is a model directory, its JSON record, or its ``.onnx`` file
     (the record is then the ``.json`` beside it).
@@ -67,10 +80,36 @@ def load_model_record(model) -> tuple[dict, Path]:
     return record, onnx_path
 
 
-def _file_sha256(path: Path) -> str:
-    from survey_classifier.cnn.export import file_sha256
+def read_onnx_record(session, path: Path) -> dict:
+    """Classes and preprocessing from an ONNX model's ``metadata_props``."""
+    metadata = session.get_modelmeta().custom_metadata_map
+    missing = [key for key in _RECORD_KEYS if key not in metadata]
+    if missing:
+        msg = (
+            f"{path.name} is not a survey-classifier CNN: its ONNX metadata lacks {missing} "
+            "(export it with `survey-classifier train cnn`)"
+        )
+        raise ModelError(msg)
+    try:
+        record = {key: json.loads(metadata[key]) for key in _RECORD_KEYS}
+        record["preprocess_config"] = PreprocessConfig.from_dict(record["preprocess"])
+    except ValueError as exc:
+        msg = f"{path.name}: the ONNX metadata holds an unreadable classes or preprocess entry: {exc}"
+        raise ModelError(msg) from exc
+    return record
 
-    return file_sha256(path)
+
+def _cpu_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own types for unreadable files
+        reason = " ".join(str(exc).split()).rsplit(":", 1)[-1].strip()[:200]
+        msg = f"{path.name} is not an ONNX model that ONNX Runtime can load ({reason})"
+        raise ModelError(msg) from exc
 
 
 class CNNStage(Stage):
@@ -78,12 +117,10 @@ class CNNStage(Stage):
 
     Parameters
     ----------
-    model : str or Path, optional
-        Model directory, JSON record or ``.onnx`` file; the shipped
-        ``fr-cnn`` model by default.
-    sha256 : str, optional
-        Expected sha256 of the ONNX file (e.g. from the model registry);
-        the record's value is used when not given. A mismatch refuses to load.
+    model : str, optional
+        ``NAME[:VERSION]`` of a registered model, or a model file (its
+        ``.onnx``, or the folder or ``model.json`` training wrote); the
+        registry's default (the shipped ``fr-cnn:1``) when not given.
     batch_size : int
         Cutouts per ONNX Runtime call.
     embedding : bool
@@ -101,12 +138,12 @@ class CNNStage(Stage):
     requires = ("pixels",)
     enabled_by_default = True
     model_param = "model"
+    shipped_models = (FR_CNN,)
 
     def __init__(
         self,
         *,
         model=None,
-        sha256=None,
         batch_size=64,
         embedding=True,
         providers=None,
@@ -114,7 +151,6 @@ class CNNStage(Stage):
         inter_op_threads=None,
     ):
         self.model = model
-        self.sha256 = sha256
         self.batch_size = batch_size
         self.embedding = embedding
         self.providers = providers
@@ -125,29 +161,35 @@ class CNNStage(Stage):
             raise StageConfigError(msg)
         self._record = None
 
-    # -- model identity -------------------------------------------------
-    def _model_path(self) -> Path:
-        return Path(self.model) if self.model is not None else DEFAULT_MODEL
+    # -- the artefact -------------------------------------------------------
+    @classmethod
+    def artefact_file(cls, path: Path) -> Path:
+        """The ``.onnx`` file of a model folder, of its ``model.json``, or the file itself."""
+        if path.is_dir() or path.suffix == ".json":
+            return load_model_record(path)[1]
+        return super().artefact_file(path)
 
-    @property
-    def record_(self) -> dict:
-        """The model's JSON record (read on first use)."""
-        if self._record is None:
-            self._record, _ = load_model_record(self._model_path())
-        return self._record
-
-    @property
-    def model_ref(self) -> str:
-        record = self.record_
-        return f"{record['name']}:{record['version']}"
+    @classmethod
+    def validate_artefact(cls, path: Path) -> dict:
+        """An ONNX model with this stage's metadata, one image input matching its preprocessing."""
+        session = _cpu_session(path)
+        record = read_onnx_record(session, path)
+        _check_shapes(session, record, path, embedding=False)
+        return {"classes": record["classes"], "preprocess": record["preprocess"]}
 
     @property
     def classes_(self) -> list[str]:
-        return list(self.record_["classes"])
+        return list(self._loaded_record()["classes"])
 
     @property
-    def preprocess_config_(self) -> PreprocessConfig:
-        return PreprocessConfig.from_dict(self.record_["preprocess"])
+    def preprocess_config(self) -> PreprocessConfig:
+        """The preprocessing the model was trained with (from its ONNX metadata)."""
+        return self._loaded_record()["preprocess_config"]
+
+    def _loaded_record(self) -> dict:
+        if self._record is None:
+            self.setup()
+        return self._record
 
     # -- session ----------------------------------------------------------
     def _wanted_providers(self) -> list[str]:
@@ -162,33 +204,24 @@ class CNNStage(Stage):
         return chosen
 
     def setup(self) -> None:
-        """Verify the model file and open (or reuse) this process's session."""
-        record, onnx_path = load_model_record(self._model_path())
-        self._record = record
+        """Open (or reuse) this process's session on the verified model file."""
+        model = self.model_
         providers = self._wanted_providers()
-        key = (str(onnx_path.resolve()), record["sha256"], self.sha256, tuple(providers),
-               self.intra_op_threads, self.inter_op_threads, os.getpid())
+        key = (str(model.path), model.sha256, tuple(providers), self.intra_op_threads, self.inter_op_threads,
+               os.getpid())
         with _SESSIONS_LOCK:
-            session = _SESSIONS.get(key)
-            if session is None:
-                session = self._open_session(record, onnx_path, providers)
-                _SESSIONS[key] = session
-        self.session_ = session
+            entry = _SESSIONS.get(key)
+            if entry is None:
+                entry = self._open_session(model, providers)
+                _SESSIONS[key] = entry
+        self.session_, self._record = entry
+        if self.embedding and "embedding" not in {o.name for o in self.session_.get_outputs()}:
+            msg = f"stage {self.name!r}: embedding=True but model {model.ref} has no 'embedding' output"
+            raise StageConfigError(msg)
 
-    def _open_session(self, record, onnx_path: Path, providers):
+    def _open_session(self, model, providers):
         import onnxruntime as ort
 
-        if not onnx_path.exists():
-            msg = f"model file {onnx_path} not found"
-            raise ModelError(msg)
-        expected = self.sha256 or record["sha256"]
-        actual = _file_sha256(onnx_path)
-        if actual != expected:
-            msg = (
-                f"{onnx_path}: sha256 {actual} does not match the registered {expected}; "
-                "the file was changed or corrupted, refusing to load it"
-            )
-            raise ModelError(msg)
         options = ort.SessionOptions()
         if self.intra_op_threads:
             options.intra_op_num_threads = int(self.intra_op_threads)
@@ -196,53 +229,21 @@ class CNNStage(Stage):
             options.inter_op_num_threads = int(self.inter_op_threads)
         options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+            session = ort.InferenceSession(str(model.path), options, providers=providers)
         except Exception as exc:
-            msg = f"{onnx_path}: ONNX Runtime cannot load the model: {exc}"
+            msg = f"model {model.ref}: ONNX Runtime cannot load {model.filename}: {exc}"
             raise ModelError(msg) from exc
-        self._check_shapes(session, record, onnx_path)
+        record = read_onnx_record(session, model.path)
+        _check_shapes(session, record, model.path, embedding=False)
         running = session.get_providers()[0]
-        logger.info(
-            "cnn stage: model %s:%s on %s (asked for %s)",
-            record["name"], record["version"], running, providers,
-        )
+        logger.info("%s stage: model %s on %s (asked for %s)", self.name, model.ref, running, providers)
         if providers[0] == "CUDAExecutionProvider" and running != "CUDAExecutionProvider":
             logger.warning(
-                "cnn stage: the CUDA provider could not start (ONNX Runtime's own message above names "
-                "the missing CUDA or cuDNN library); model %s:%s runs on %s instead",
-                record["name"], record["version"], running,
+                "%s stage: the CUDA provider could not start (ONNX Runtime's own message above names "
+                "the missing CUDA or cuDNN library); model %s runs on %s instead",
+                self.name, model.ref, running,
             )
-        return session
-
-    def _check_shapes(self, session, record, onnx_path: Path) -> None:
-        config = PreprocessConfig.from_dict(record["preprocess"])
-        inputs = session.get_inputs()
-        if len(inputs) != 1:
-            msg = f"{onnx_path}: expected a model with one image input, it has {len(inputs)}"
-            raise ModelError(msg)
-        shape = list(inputs[0].shape)
-        expected = [config.size, config.size, 1]
-        if len(shape) != 4 or [s if isinstance(s, int) else None for s in shape[1:]] != expected:
-            msg = (
-                f"{onnx_path}: the model takes input of shape {shape}, but its preprocessing "
-                f"makes images of shape (batch, {config.size}, {config.size}, 1); the model "
-                "and its preprocessing record do not belong together"
-            )
-            raise ModelError(msg)
-        outputs = {output.name: output.shape for output in session.get_outputs()}
-        if "probabilities" not in outputs:
-            msg = f"{onnx_path}: the model has no 'probabilities' output (outputs: {sorted(outputs)})"
-            raise ModelError(msg)
-        n_out = outputs["probabilities"][-1]
-        if isinstance(n_out, int) and n_out != len(record["classes"]):
-            msg = (
-                f"{onnx_path}: the model outputs {n_out} probabilities but its record names "
-                f"{len(record['classes'])} classes {record['classes']}"
-            )
-            raise ModelError(msg)
-        if self.embedding and "embedding" not in outputs:
-            msg = f"{onnx_path}: embedding=True but the model has no 'embedding' output"
-            raise StageConfigError(msg)
+        return session, record
 
     @property
     def provider_(self) -> str:
@@ -277,25 +278,50 @@ class CNNStage(Stage):
         return probabilities, embedding
 
     def process(self, batch):
-        config = self.preprocess_config_
+        if not batch:
+            return []
         classes = self.classes_
-        results: list = [None] * len(batch)
-        images, positions = [], []
-        for index, cutout in enumerate(batch):
-            try:
-                images.append(cutout.preprocessed(config))
-                positions.append(index)
-            except ValueError as exc:
-                results[index] = CutoutFailure(f"{cutout.path}: cannot be preprocessed: {exc}")
-        if images:
-            probabilities, embeddings = self.predict(np.stack(images))
-            for row, index in enumerate(positions):
-                p = probabilities[row]
-                result = {
-                    "label": classes[int(np.argmax(p))],
-                    "probabilities": {name: float(p[k]) for k, name in enumerate(classes)},
-                }
-                if embeddings is not None:
-                    result["embedding"] = np.ascontiguousarray(embeddings[row], dtype=np.float32)
-                results[index] = result
+        images = np.stack([cutout.preprocessed(self.preprocess_config) for cutout in batch])
+        probabilities, embeddings = self.predict(images)
+        results = []
+        for row, p in enumerate(probabilities):
+            result = {
+                "label": classes[int(np.argmax(p))],
+                "probabilities": {name: float(p[k]) for k, name in enumerate(classes)},
+            }
+            if embeddings is not None:
+                result["embedding"] = np.ascontiguousarray(embeddings[row], dtype=np.float32)
+            results.append(result)
         return results
+
+
+def _check_shapes(session, record: dict, path: Path, *, embedding: bool) -> None:
+    """Refuse a model whose input or outputs do not fit its record."""
+    config = record["preprocess_config"]
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        msg = f"{path.name}: expected a model with one image input, it has {len(inputs)}"
+        raise ModelError(msg)
+    shape = list(inputs[0].shape)
+    expected = [config.size, config.size, 1]
+    if len(shape) != 4 or [s if isinstance(s, int) else None for s in shape[1:]] != expected:
+        msg = (
+            f"{path.name}: the model takes input of shape {shape}, but its preprocessing makes images of "
+            f"shape (batch, {config.size}, {config.size}, 1); the model and its preprocessing record do not "
+            "belong together"
+        )
+        raise ModelError(msg)
+    outputs = {output.name: output.shape for output in session.get_outputs()}
+    if "probabilities" not in outputs:
+        msg = f"{path.name}: the model has no 'probabilities' output (outputs: {sorted(outputs)})"
+        raise ModelError(msg)
+    n_out = outputs["probabilities"][-1]
+    if isinstance(n_out, int) and n_out != len(record["classes"]):
+        msg = (
+            f"{path.name}: the model outputs {n_out} probabilities but its metadata names "
+            f"{len(record['classes'])} classes {record['classes']}"
+        )
+        raise ModelError(msg)
+    if embedding and "embedding" not in outputs:
+        msg = f"{path.name}: the model has no 'embedding' output"
+        raise ModelError(msg)

@@ -7,7 +7,9 @@ under that group, exactly as a third-party distribution declares its own::
     my_stage = "my_package.stages:MyStage"
 
 Only installed entry points are ever loaded: never a path or a module named
-in the database or in a request.
+in the database or in a request. The distribution each stage comes from is
+kept: only survey-classifier's own stages run by default
+(:func:`survey_classifier.stages.plan.default_stage_names`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,23 @@ from importlib.metadata import entry_points
 from survey_classifier.errors import StageConfigError
 from survey_classifier.stages.base import Stage
 
-__all__ = ["ENTRY_POINT_GROUP", "available_stages", "load_stage", "order_stages"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BUILTIN_DISTRIBUTION",
+    "available_stages",
+    "stage_distributions",
+    "load_stage",
+    "order_stages",
+]
 
 ENTRY_POINT_GROUP = "survey_classifier.stages"
+#: The distribution whose stages are survey-classifier's own.
+BUILTIN_DISTRIBUTION = "survey-classifier"
+
+
+def stage_distributions() -> dict[str, str]:
+    """The distribution each installed stage comes from, keyed by stage name."""
+    return {name: distribution for name, (_, distribution) in _discover().items()}
 
 
 def available_stages() -> dict[str, type[Stage]]:
@@ -31,10 +47,15 @@ def available_stages() -> dict[str, type[Stage]]:
         If an entry point does not name a :class:`Stage` subclass, or two
         installed distributions claim the same stage name.
     """
-    stages: dict[str, type[Stage]] = {}
+    return {name: cls for name, (cls, _) in _discover().items()}
+
+
+def _discover() -> dict[str, tuple[type[Stage], str]]:
+    stages: dict[str, tuple[type[Stage], str]] = {}
     origins: dict[str, str] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"{entry.value} (from {entry.dist.name if entry.dist else 'unknown'})"
+        distribution = entry.dist.name if entry.dist else "unknown"
+        origin = f"{entry.value} (from {distribution})"
         try:
             cls = entry.load()
         except Exception as exc:  # a broken plugin must not hide the others
@@ -43,10 +64,10 @@ def available_stages() -> dict[str, type[Stage]]:
         if not (isinstance(cls, type) and issubclass(cls, Stage)):
             msg = f"entry point {entry.name!r} = {origin} is not a Stage subclass"
             raise StageConfigError(msg)
-        if cls.name in stages and stages[cls.name] is not cls:
+        if cls.name in stages and stages[cls.name][0] is not cls:
             msg = f"stage name {cls.name!r} is claimed by both {origins[cls.name]} and {origin}"
             raise StageConfigError(msg)
-        stages[cls.name] = cls
+        stages[cls.name] = (cls, distribution)
         origins[cls.name] = origin
     return stages
 

@@ -9,21 +9,32 @@ written as an artefact file per cutout, never as database rows.
 
 from __future__ import annotations
 
-import hashlib
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from survey_classifier.errors import ModelError, StageConfigError
+from survey_classifier.modelref import ShippedModel
 from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.som.som import REFINE_LIMIT, REFINE_WITHIN
-from survey_classifier.stages.base import CutoutFailure, Stage
+from survey_classifier.stages.base import Stage
 
-__all__ = ["SOMStage", "DEFAULT_SOM"]
+__all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST"]
 
 #: The SOM shipped with survey-classifier (10x10 map trained on MiraBest).
-DEFAULT_SOM = Path(__file__).resolve().parent.parent / "models" / "som-mirabest" / "som.npz"
+SOM_MIRABEST = ShippedModel(
+    name="som-mirabest",
+    version="1",
+    package="survey_classifier",
+    resource="models/som-mirabest/som.npz",
+    sha256="f198c1d1d7444c0f633bf563fb33de74399a72ec2c4736b02c44d0a6ef1f44e0",
+    card="models/som-mirabest/MODEL_CARD.md",
+    metrics={"quantization_error": 1.065, "topographic_error": 0.074},
+)
+#: Its file in the installed package.
+DEFAULT_SOM = SOM_MIRABEST.path()
 
 
 class SOMStage(Stage):
@@ -32,8 +43,9 @@ class SOMStage(Stage):
     Parameters
     ----------
     model : str or None
-        Path of a SOM saved by :meth:`RotationInvariantSOM.save`; None uses
-        the shipped MiraBest map.
+        ``NAME[:VERSION]`` of a registered map, or the path of a SOM saved by
+        :meth:`RotationInvariantSOM.save`; None: the registry's default (the
+        shipped ``som-mirabest:1``).
     distance_map_dir : str or None
         When set, the distance of each cutout to every node is saved there as
         ``<sha256>.npy`` (float32, one value per node in map order) and the
@@ -57,6 +69,7 @@ class SOMStage(Stage):
     requires = ("pixels",)
     enabled_by_default = True
     model_param = "model"
+    shipped_models = (SOM_MIRABEST,)
 
     def __init__(
         self,
@@ -80,76 +93,56 @@ class SOMStage(Stage):
         self.refine_limit = _count_or_none(refine_limit)
         self._som = None
 
-    @property
-    def model_path(self) -> Path:
-        return Path(self.model) if self.model is not None else DEFAULT_SOM
+    @classmethod
+    def validate_artefact(cls, path: Path) -> dict:
+        """A survey-classifier SOM map that records its preprocessing, matching its image size."""
+        som = _load_map(path)
+        return {
+            "grid_shape": list(som.grid_shape), "layout": som.layout, "neuron_size": int(som.neuron_size),
+            "n_rotations": int(som.n_rotations), "flip": bool(som.flip), "preprocess": som.preprocess_dict_,
+        }
 
     @property
-    def model_ref(self) -> str:
-        """``som:FOLDER/FILE@SHA256[:12]`` of the map file (hashed once)."""
-        if getattr(self, "_model_ref", None) is None:
-            path = self.model_path
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            except OSError:
-                return f"som:{path.parent.name}/{path.name}@missing"
-            self._model_ref = f"som:{path.parent.name}/{path.name}@{digest}"
-        return self._model_ref
+    def preprocess_config(self) -> PreprocessConfig:
+        """The preprocessing the map was trained with (recorded in the map file)."""
+        if self._som is None:
+            self.setup()
+        return self._config
 
     def setup(self) -> None:
-        """Load the SOM once and check the mapping settings against it."""
-        from survey_classifier.som import RotationInvariantSOM
-
+        """Load the map once and check the mapping settings against it."""
+        if self._som is not None:
+            return
+        model = self.model_
         try:
-            som = RotationInvariantSOM.load(self.model_path)
+            som = _load_map_once(model.path, model.sha256)
             som.check_settings(
                 n_rotations=self.n_rotations,
                 flip=self.flip,
                 region_diameter=self.region_diameter,
                 region_shape=self.region_shape,
-                source=str(self.model_path),
+                source=model.ref,
             )
         except ModelError as exc:
-            msg = f"stage 'som' cannot use its map: {exc}"
+            msg = f"stage 'som' cannot use the map {model.ref}: {exc}"
             raise StageConfigError(msg) from exc
-        if som.preprocess_dict_ is None:
-            msg = (
-                f"stage 'som': {self.model_path} records no preprocessing configuration; "
-                "retrain it with preprocess_config set"
-            )
-            raise StageConfigError(msg)
         self._config = PreprocessConfig.from_dict(som.preprocess_dict_)
         self._som = som
         if self.distance_map_dir is not None:
             Path(self.distance_map_dir).mkdir(parents=True, exist_ok=True)
 
     def process(self, batch: Sequence) -> list:
-        if self._som is None:
-            self.setup()
-        results: list = [None] * len(batch)
-        images, positions = [], []
-        for index, cutout in enumerate(batch):
-            try:
-                image = cutout.preprocessed(self._config)
-            except ValueError as exc:
-                results[index] = CutoutFailure(f"{cutout.path} [HDU {cutout.hdu}]: {exc}")
-                continue
-            if image.shape != (self._som.image_size_,) * 2:
-                results[index] = CutoutFailure(
-                    f"{cutout.path} [HDU {cutout.hdu}]: preprocessed to {image.shape}, the SOM "
-                    f"expects {self._som.image_size_}x{self._som.image_size_}"
-                )
-                continue
-            images.append(image)
-            positions.append(index)
-        if not images:
-            return results
+        if not batch:
+            return []
+        self.setup()
+        images = np.stack([cutout.preprocessed(self._config) for cutout in batch])
         keep_map = self.distance_map_dir is not None
         mapping = self._som.map(
-            np.stack(images), return_distances=keep_map, refine_within=self.refine_within,
+            images, return_distances=keep_map, refine_within=self.refine_within,
             refine_limit=self.refine_limit,
         )  # fmt: skip
-        for row, index in enumerate(positions):
+        results = []
+        for row, cutout in enumerate(batch):
             result = {
                 "node_x": int(mapping["node_x"][row]),
                 "node_y": int(mapping["node_y"][row]),
@@ -159,11 +152,43 @@ class SOMStage(Stage):
                 "node": int(mapping["node"][row]),
             }
             if keep_map:
-                target = Path(self.distance_map_dir) / f"{batch[index].sha256}.npy"
+                target = Path(self.distance_map_dir) / f"{cutout.sha256}.npy"
                 np.save(target, mapping["node_distances"][row])
                 result["distance_map"] = str(target)
-            results[index] = result
+            results.append(result)
         return results
+
+
+_MAPS: dict[tuple[str, str], object] = {}
+
+
+def _load_map_once(path: Path, sha256: str):
+    """The map of these bytes, loaded once per process (workers build stages per run)."""
+    key = (str(path), sha256)
+    if key not in _MAPS:
+        _MAPS[key] = _load_map(path)
+    return _MAPS[key]
+
+
+def _load_map(path: Path):
+    """A map from ``path`` that records the preprocessing its images need, at their size."""
+    from survey_classifier.som import RotationInvariantSOM
+
+    if not zipfile.is_zipfile(path):
+        msg = f"{Path(path).name} is not a SOM map (an .npz archive written by `survey-classifier train som`)"
+        raise ModelError(msg)
+    som = RotationInvariantSOM.load(path)
+    if som.preprocess_dict_ is None:
+        msg = f"{Path(path).name} records no preprocessing configuration; retrain it with preprocess_config set"
+        raise ModelError(msg)
+    size = PreprocessConfig.from_dict(som.preprocess_dict_).size
+    if size != som.image_size_:
+        msg = (
+            f"{Path(path).name}: its preprocessing makes {size}x{size} images but the map was trained on "
+            f"{som.image_size_}x{som.image_size_}"
+        )
+        raise ModelError(msg)
+    return som
 
 
 def _fraction_or_none(value):

@@ -23,7 +23,8 @@ def _reference(rng, n=300):
         p = float(rng.uniform(0.9, 1.0))
         centre = np.zeros(8)
         centre[busy] = 5.0
-        cnn.append({"probabilities": {"FRI": p, "FRII": 1 - p}, "embedding": (centre + rng.normal(0, 0.5, 8)).astype("f4")})
+        embedding = (centre + rng.normal(0, 0.5, 8)).astype("f4")
+        cnn.append({"probabilities": {"FRI": p, "FRII": 1 - p}, "embedding": embedding})
     return som, cnn
 
 
@@ -51,7 +52,8 @@ def test_sparse_node_does_not_dominate():
     scorer = AnomalyScorer(shrinkage=5.0).fit(som, [])
     lonely = scorer.score([{"node_x": 2, "node_y": 0, "distance": 40.0}], [None])[0]
     unshrunk = AnomalyScorer(shrinkage=1e-9).fit(som, [])
-    assert unshrunk.score([{"node_x": 2, "node_y": 0, "distance": 40.0}], [None])[0]["components"]["som_distance"] == pytest.approx(1.0)
+    scored = unshrunk.score([{"node_x": 2, "node_y": 0, "distance": 40.0}], [None])[0]
+    assert scored["components"]["som_distance"] == pytest.approx(1.0)
     assert lonely["components"]["som_distance"] > 2.0
 
 
@@ -98,7 +100,9 @@ def test_weights_set_each_component_share_of_the_combined_score():
     typical_som = {"node_x": 1, "node_y": 0, "distance": 10.0}
     odd_som = {"node_x": 0, "node_y": 0, "distance": 6.0}
     symmetric, one_sided = {"asymmetry": 0.05}, {"asymmetry": 0.95}
-    pair = dict(som_results=[odd_som, typical_som], cnn_results=[cnn[0], cnn[0]], measure_results=[symmetric, one_sided])
+    pair = dict(
+        som_results=[odd_som, typical_som], cnn_results=[cnn[0], cnn[0]], measure_results=[symmetric, one_sided]
+    )
 
     default = AnomalyScorer(k=5).fit(som, cnn, measure)
     assert default.component_weights() == DEFAULT_WEIGHTS
@@ -106,7 +110,8 @@ def test_weights_set_each_component_share_of_the_combined_score():
     assert asymmetric["components"]["asymmetry"] == 0.95 and asymmetric["percentiles"]["asymmetry"] > 0.99
     assert asymmetric["score"] > odd_node["score"]  # asymmetry weighs 3, the SOM distance 1
     weights = default.component_weights()
-    expected = sum(weights[k] * p for k, p in asymmetric["percentiles"].items()) / sum(weights[k] for k in asymmetric["percentiles"])
+    percentiles = asymmetric["percentiles"]
+    expected = sum(weights[k] * p for k, p in percentiles.items()) / sum(weights[k] for k in percentiles)
     assert asymmetric["score"] == pytest.approx(expected)
     assert "embedding_iforest" in asymmetric["components"]  # stored, weight 0
 

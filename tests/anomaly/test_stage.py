@@ -39,7 +39,9 @@ def test_scores_ranks_and_percentiles(reference, tmp_path):
     summary = run_pipeline(sources, [*upstream, load_stage("anomaly", scorer=str(path))], engine)
     assert summary.n_failed == 0
     with engine.connect() as connection:
-        rows = connection.execute(select(AnomalyScoreRow.__table__).where(AnomalyScoreRow.run_id == summary.run_id)).all()
+        rows = connection.execute(
+            select(AnomalyScoreRow.__table__).where(AnomalyScoreRow.run_id == summary.run_id)
+        ).all()
     assert len(rows) == len(sources)
     assert sorted(r.rank for r in rows) == list(range(1, len(sources) + 1))
     by_rank = sorted(rows, key=lambda r: r.rank)
@@ -62,22 +64,32 @@ def test_missing_upstream_is_partial_not_zero(reference):
     summary = run_pipeline(sources[:10], [measure, cnn, load_stage("anomaly", scorer=str(path))], engine)
     assert summary.n_failed == 0
     with engine.connect() as connection:
-        rows = connection.execute(select(AnomalyScoreRow.__table__).where(AnomalyScoreRow.run_id == summary.run_id)).all()
+        rows = connection.execute(
+            select(AnomalyScoreRow.__table__).where(AnomalyScoreRow.run_id == summary.run_id)
+        ).all()
     assert len(rows) == 10 and all(r.partial and r.score > 0 for r in rows)
     assert all("som_distance" not in r.components and r.extra["missing"] == ["som_distance"] for r in rows)
 
 
 @pytest.mark.parametrize(
-    ("attribute", "fitted", "match"),
+    ("changes", "match"),
     [
-        ("cnn_ref", "1@fr-cnn:0", r"fitted on cnn results 1@fr-cnn:0 but this run's cnn results come from 1@fr-cnn:"),
-        ("measure_ref", "1@", r"fitted on measure results 1@ but this run's measure results come from 2@"),
+        ({"cnn_sha256": "0" * 64},
+         r"fitted on cnn results 1@fr-cnn:1 \(sha256 000000000000…\) but this run's cnn results come from "
+         r"1@fr-cnn:1 \(sha256 8c171d6a5e5d…\)"),
+        ({"cnn_ref": "1@fr-cnn:0", "cnn_sha256": ""},
+         r"fitted on cnn results 1@fr-cnn:0 but this run's cnn results come from 1@fr-cnn:1"),
+        ({"som_ref": "2@som:som-mirabest/som.npz@000000000000", "som_sha256": ""},
+         r"fitted on som results 2@som:som-mirabest/som.npz@000000000000 but this run's som results come from "
+         r"2@som-mirabest:1"),
+        ({"measure_ref": "1@"}, r"fitted on measure results 1@ but this run's measure results come from 2@"),
     ],
 )
-def test_scorer_of_other_versions_is_refused_naming_both(reference, tmp_path, attribute, fitted, match):
+def test_scorer_of_other_versions_is_refused_naming_both(reference, tmp_path, changes, match):
     engine, sources, upstream, path = reference
     scorer = AnomalyScorer.load(path)
-    setattr(scorer, attribute, fitted)
+    for attribute, fitted in changes.items():
+        setattr(scorer, attribute, fitted)
     other = scorer.save(tmp_path / "other.npz")
     with pytest.raises(StageConfigError, match=match):
         run_pipeline(sources[:3], [*upstream, load_stage("anomaly", scorer=str(other))], engine)
@@ -94,23 +106,31 @@ def test_anomaly_stage_conforms(reference):
 def test_train_anomaly_command_registers_a_versioned_scorer(reference, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    from survey_classifier.artefacts import fetch
     from survey_classifier.cli import main
-    from survey_classifier.registry import resolve_model
+    from survey_classifier.registry import get_model, model_for, resolve_model
+    from survey_classifier.stages.anomaly import AnomalyStage
 
     engine, sources, upstream, path = reference
-    monkeypatch.setenv("SURVEY_CLASSIFIER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SURVEY_CLASSIFIER_CACHE", str(tmp_path / "cache"))
     url = engine.url.render_as_string(hide_password=False)
     out = tmp_path / "scorer.npz"
     train = ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5"]
     result = CliRunner().invoke(main, [*train, "--model-version", "7", "--weight", "embedding_iforest=0.5"])
     assert result.exit_code == 0, result.output
-    assert "registered anomaly-scorer:7" in result.output and "asymmetry (60 reference values, weight 3)" in result.output
-    stored, row = resolve_model(engine, "anomaly", "anomaly-scorer", "7")
-    assert row["details"]["som_ref"].startswith(f"{SOMStage.version}@som:") and row["details"]["cnn_ref"].startswith("1@fr-cnn:")
-    assert row["details"]["measure_ref"] == "2@" and row["details"]["weights"]["embedding_iforest"] == 0.5
+    assert "registered anomaly-scorer:7" in result.output
+    assert "asymmetry (60 reference values, weight 3)" in result.output
+    ref = resolve_model(engine, "anomaly", "anomaly-scorer", "7")
+    row = get_model(engine, "anomaly-scorer", "7")
+    facts = row["details"]["artefact"]
+    assert facts["som_ref"] == f"{SOMStage.version}@som-mirabest:1" and facts["cnn_ref"] == "1@fr-cnn:1"
+    assert facts["measure_ref"] == "2@" and row["details"]["weights"]["embedding_iforest"] == 0.5
+    assert row["store"] == "database" and row["sha256"] == ref.sha256
+    stored = fetch(ref, engine).path
+    assert stored.is_relative_to(tmp_path / "cache")
     assert AnomalyScorer.load(stored).component_weights()["embedding_iforest"] == 0.5
     bad = CliRunner().invoke(main, [*train, "--model-version", "8", "--weight", "asymmetry=-1"])
     assert bad.exit_code != 0 and "--weight 'asymmetry=-1'" in bad.output
-    assert load_stage("anomaly", scorer=str(stored)).model_ref == "anomaly-scorer:7"
-    again = CliRunner().invoke(main, ["train", "anomaly", "--db", url, "-o", str(out), "-k", "5", "--model-version", "7"])
+    assert model_for(engine, AnomalyStage, str(out)).ref == "anomaly-scorer:7"  # the same bytes, the same ref
+    again = CliRunner().invoke(main, [*train, "--model-version", "7"])
     assert again.exit_code != 0 and "anomaly-scorer" in again.output

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from helpers.stages import peak_classifier
 from sqlalchemy import select
 
 from survey_classifier.cutout import CutoutSource
@@ -11,33 +11,7 @@ from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import MeasurementRow
 from survey_classifier.db.store import store_results
 from survey_classifier.pipeline import run_pipeline
-from survey_classifier.stages.base import Stage
 from survey_classifier.stages.registry import load_stage
-
-
-class PeakClassifier(Stage):
-    """Bright / faint by the measured peak flux (a real, if simple, classifier)."""
-
-    name = "peak"
-    version = "1"
-    result_kind = "classification"
-    requires = ("stage:measure",)
-
-    def __init__(self, *, threshold_jy=0.01):
-        self.threshold_jy = threshold_jy
-
-    @property
-    def model_ref(self):
-        return f"peak:{self.threshold_jy}"
-
-    def process(self, batch):
-        out = []
-        for cutout in batch:
-            peak = cutout.results["measure"]["peak_flux_jy"]
-            p_bright = float(1.0 / (1.0 + np.exp(-(peak - self.threshold_jy) / 0.004)))
-            probabilities = {"bright": p_bright, "faint": 1.0 - p_bright}
-            out.append({"label": max(probabilities, key=probabilities.get), "probabilities": probabilities})
-        return out
 
 
 def _placements_and_scores(measured: dict[int, dict]) -> tuple[dict, dict]:
@@ -62,9 +36,10 @@ def service_db(tmp_path_factory, mirabest_files):
     engine = make_engine(url)
     files = mirabest_files[::34][:30]
     sources = [CutoutSource(str(p)) for p in files]
-    summary = run_pipeline(sources, [load_stage("measure"), PeakClassifier(threshold_jy=0.01)], engine)
+    folder = tmp_path_factory.mktemp("models")
+    summary = run_pipeline(sources, [load_stage("measure"), peak_classifier(folder, 0.01)], engine)
     assert summary.n_processed == len(files)
-    run_pipeline(sources[:20], [load_stage("measure"), PeakClassifier(threshold_jy=0.03)], engine)
+    run_pipeline(sources[:20], [load_stage("measure"), peak_classifier(folder, 0.03)], engine)
     with engine.connect() as connection:
         rows = connection.execute(select(MeasurementRow.__table__)).all()
     measured = {r.cutout_id: dict(r._mapping) for r in rows}

@@ -31,7 +31,9 @@ def _bright(peak, threshold):
 def test_everything_then_pages_and_keyset(client, service_db):
     everything = _ids(client.get("/results", params={"limit": 1000}))
     assert everything == sorted(service_db["measured"]) and len(everything) == 30
-    by_offset = [i for offset in range(0, 30, 7) for i in _ids(client.get("/results", params={"limit": 7, "offset": offset}))]
+    by_offset = [
+        i for offset in range(0, 30, 7) for i in _ids(client.get("/results", params={"limit": 7, "offset": offset}))
+    ]
     assert by_offset == everything
     keyset, after = [], None
     while True:
@@ -51,7 +53,8 @@ def test_label_and_probability_filters(client, service_db):
     older = _ids(client.get("/results", params={"label": "bright", "version": "peak=1@peak:0.01"}))
     assert older == [i for i in sorted(peaks) if _bright(peaks[i], 0.01)]
     assert older and newest != older
-    sure = _ids(client.get("/results", params={"label": "faint", "min_probability": 0.99, "version": "peak=1@peak:0.01"}))
+    params = {"label": "faint", "min_probability": 0.99, "version": "peak=1@peak:0.01"}
+    sure = _ids(client.get("/results", params=params))
     p_faint = {i: 1 - 1 / (1 + np.exp(-(peaks[i] - 0.01) / 0.004)) for i in peaks}
     assert sure == [i for i in sorted(peaks) if p_faint[i] >= 0.99]
     unsure = _ids(client.get("/results", params={"max_probability": 0.9, "version": "peak=1@peak:0.01"}))
@@ -116,7 +119,8 @@ def test_anomalies_labels_som_runs_compare(client, service_db):
     scores = service_db["scores"]
     ranked = sorted(scores, key=lambda i: (-scores[i]["score"], i))
     top = client.get("/anomalies", params={"top": 5}).json()
-    assert [r["cutout_id"] for r in top["rows"]] == ranked[:5] and [r["anomaly_rank"] for r in top["rows"]] == [1, 2, 3, 4, 5]
+    assert [r["cutout_id"] for r in top["rows"]] == ranked[:5]
+    assert [r["anomaly_rank"] for r in top["rows"]] == [1, 2, 3, 4, 5]
     peaks = _peaks(service_db)
     counts = client.get("/labels", params={"version": "peak=1@peak:0.01"}).json()
     n_bright = sum(_bright(p, 0.01) for p in peaks.values())
@@ -125,7 +129,8 @@ def test_anomalies_labels_som_runs_compare(client, service_db):
     assert (grid["width"], grid["height"]) == (4, 1 + max(p["node_y"] for p in service_db["placements"].values()))
     assert sum(n["count"] for n in grid["nodes"]) == 30
     for node in grid["nodes"]:
-        members = [i for i, p in service_db["placements"].items() if (p["node_x"], p["node_y"]) == (node["x"], node["y"])]
+        placements = service_db["placements"]
+        members = [i for i, p in placements.items() if (p["node_x"], p["node_y"]) == (node["x"], node["y"])]
         assert node["count"] == len(members)
         assert node["best_cutout_id"] == min(members, key=lambda i: (service_db["placements"][i]["distance"], i))
     hit_map = Image.open(io.BytesIO(client.get("/som/image.png").content))
@@ -157,7 +162,8 @@ def test_anomalies_labels_som_runs_compare(client, service_db):
         ("/results", {"version": "peak=1' OR '1'='1"}, 422, "version"),
         ("/results", {"version": "peak=9"}, 400, "no results of stage 'peak' version '9'"),
         ("/results", {"stage": "nosuch"}, 400, "no results of stage 'nosuch'"),
-        ("/results", {"label": "bright", "stage": "measure"}, 400, "label or probability filters need a classification"),
+        ("/results", {"label": "bright", "stage": "measure"}, 400,
+         "label or probability filters need a classification"),
         ("/results", {"som_x": 1}, 422, "som_x and som_y"),
         ("/results", {"min_probability": 2}, 422, "min_probability"),
         ("/results", {"min_probability": 0.9, "max_probability": 0.1}, 400, "range is empty"),
@@ -190,13 +196,11 @@ def test_writes_need_the_token(service_db, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
     from survey_classifier.registry import register_model
+    from survey_classifier.stages.anomaly import DEFAULT_SCORER
 
-    monkeypatch.setenv("SURVEY_CLASSIFIER_HOME", str(tmp_path))
     engine = service_db["engine"]
-    artefact = tmp_path / "scorer.bin"
-    artefact.write_bytes(np.arange(100, dtype=np.float32).tobytes())
-    first = register_model(engine, artefact, stage="anomaly-test", name="scorer", version="1")
-    second = register_model(engine, artefact, stage="anomaly-test", name="scorer", version="2")
+    first = register_model(engine, DEFAULT_SCORER, stage="anomaly", name="scorer", version="1", make_default=True)
+    second = register_model(engine, DEFAULT_SCORER, stage="anomaly", name="scorer", version="2")
     assert first["is_default"] and not second["is_default"]
     token = "another-t0ken-for-tests"
     with TestClient(create_app(service_db["url"], write_token=token)) as client:
@@ -207,7 +211,9 @@ def test_writes_need_the_token(service_db, tmp_path, monkeypatch):
         done = client.post(url, headers={"Authorization": f"Bearer {token}"})
         assert done.status_code == 200 and done.json()["is_default"]
         assert not client.get(f"/models/{first['id']}").json()["is_default"]
-        assert "artefact_path" not in client.get(f"/models/{first['id']}").json()
+        shown = client.get(f"/models/{first['id']}").json()
+        assert "artefact_path" not in shown and shown["store"] == "database"  # no server path in any answer
+        assert all(not str(m["store"]).startswith(("/", "file:")) for m in client.get("/models").json()["models"])
         assert client.post("/models/99999/default", headers={"Authorization": f"Bearer {token}"}).status_code == 404
     with TestClient(create_app(service_db["url"])) as read_only:
         refused = read_only.post(f"/models/{first['id']}/retire", headers={"Authorization": f"Bearer {token}"})

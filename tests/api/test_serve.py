@@ -11,7 +11,7 @@ import urllib.request
 
 from click.testing import CliRunner
 
-from survey_classifier.api.cli import serve
+from survey_classifier.cli import main
 
 
 def _free_port() -> int:
@@ -53,5 +53,5 @@ def test_serve_answers_then_stops(service_db):
 
 def test_serve_refuses_a_short_token(service_db, monkeypatch):
     monkeypatch.setenv("SURVEY_CLASSIFIER_API_TOKEN", "short")
-    result = CliRunner().invoke(serve, ["--db", service_db["url"]])
+    result = CliRunner().invoke(main, ["serve", "--db", service_db["url"]])
     assert result.exit_code == 1 and "at least 16 characters" in result.output

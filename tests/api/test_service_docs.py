@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from survey_classifier.registry_cli import models
+from survey_classifier.cli.models import models
 
 GUIDE = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
 

@@ -74,7 +74,8 @@ def page(server):
 
 
 def _images_loaded(page, selector) -> bool:
-    return page.eval_on_selector_all(selector, "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+    loaded = "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+    return page.eval_on_selector_all(selector, loaded)
 
 
 def test_page_shows_labels_som_and_anomalies(page, service_db):

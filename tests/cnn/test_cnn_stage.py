@@ -9,7 +9,7 @@ from astropy.table import Table
 
 from survey_classifier.errors import ModelError, NotFittedError
 from survey_classifier.io.fits import read_cutout
-from survey_classifier.stages.cnn import DEFAULT_MODEL, CNNStage, load_model_record
+from survey_classifier.stages.cnn import DEFAULT_MODEL, FR_CNN, CNNStage, load_model_record
 from survey_classifier.stages.registry import available_stages, load_stage
 from survey_classifier.testing import check_stage
 
@@ -24,13 +24,6 @@ def model_copy(tmp_path):
     target = tmp_path / "fr-cnn"
     shutil.copytree(DEFAULT_MODEL, target)
     return target
-
-
-def _edit_record(model_dir, **changes):
-    record_path = model_dir / "model.json"
-    record = json.loads(record_path.read_text())
-    record.update(changes)
-    record_path.write_text(json.dumps(record))
 
 
 def test_entry_point_names_the_stage():
@@ -94,32 +87,53 @@ def test_one_session_per_process(cutouts):
 
 def test_process_before_setup_is_refused(cutouts):
     with pytest.raises(NotFittedError, match="setup"):
-        CNNStage(model=DEFAULT_MODEL).predict(np.zeros((1, 64, 64, 1), np.float32))
+        CNNStage(model=str(DEFAULT_MODEL)).predict(np.zeros((1, 64, 64, 1), np.float32))
 
 
-def test_changed_model_file_refuses_to_load(model_copy):
-    data = bytearray((model_copy / "model.onnx").read_bytes())
-    data[-1] ^= 0xFF
-    (model_copy / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(ModelError, match=r"model.onnx: sha256 .* does not match the registered"):
-        CNNStage(model=model_copy).setup()
+def test_identity_follows_the_bytes_not_the_path(model_copy):
+    """A copy of the shipped file is still fr-cnn:1; changed bytes are another model, named by their sha256."""
+    from survey_classifier.checksum import sha256_file
+
+    assert CNNStage(model=str(model_copy)).model_ref == "fr-cnn:1"
+    assert CNNStage(model=str(model_copy / "model.onnx")).model_sha256 == FR_CNN.sha256
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(model_copy / "model.onnx")
+    model.doc_string = "retouched"
+    onnx.save(model, model_copy / "model.onnx")
+    changed = CNNStage(model=str(model_copy))
+    sha256 = sha256_file(model_copy / "model.onnx")
+    assert changed.model_ref == f"file:model.onnx@{sha256[:12]}" and changed.model_sha256 == sha256
+    changed.setup()  # still a valid model: it runs, under its own identity
 
 
-def test_registry_sha256_overrides_the_record(model_copy):
-    with pytest.raises(ModelError, match="does not match the registered 0000"):
-        CNNStage(model=model_copy, sha256="0" * 64).setup()
+def _with_metadata(model_copy, **entries):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(model_copy / "model.onnx")
+    for prop in model.metadata_props:
+        if prop.key in entries:
+            prop.value = entries[prop.key]
+    onnx.save(model, model_copy / "model.onnx")
+    return model_copy / "model.onnx"
 
 
 def test_input_shape_must_fit_the_preprocessing(model_copy):
     record = json.loads((model_copy / "model.json").read_text())
-    _edit_record(model_copy, preprocess={**record["preprocess"], "size": 80})
+    path = _with_metadata(model_copy, preprocess=json.dumps({**record["preprocess"], "size": 80}))
     with pytest.raises(ModelError, match=r"takes input of shape .*makes images of shape \(batch, 80, 80, 1\)"):
-        CNNStage(model=model_copy).setup()
+        CNNStage(model=str(path)).setup()
+    with pytest.raises(ModelError, match=r"takes input of shape"):
+        CNNStage.validate_artefact(path)
+
+
+def test_classes_must_fit_the_output(model_copy):
+    path = _with_metadata(model_copy, classes=json.dumps(["FRI", "FRII", "hybrid"]))
+    with pytest.raises(ModelError, match=r"outputs 2 probabilities but its metadata names 3 classes"):
+        CNNStage.validate_artefact(path)
 
 
 def test_missing_record_is_named(tmp_path):
     with pytest.raises(ModelError, match=r"model record .*model.json not found"):
-        CNNStage(model=tmp_path).setup()
+        CNNStage(model=str(tmp_path)).setup()
 
 
 def test_provider_in_use_is_logged_and_a_cuda_fallback_warned(caplog):
@@ -135,3 +149,27 @@ def test_provider_in_use_is_logged_and_a_cuda_fallback_warned(caplog):
         if r.levelno == logging.WARNING and "CUDA provider could not start" in r.getMessage()
     ]
     assert len(fallback) == (0 if stage.provider_ == "CUDAExecutionProvider" else 1)
+
+
+def test_a_cutout_too_small_for_the_crop_fails_alone(mirabest_files, tmp_path):
+    """The pipeline prepares the stage's pixels (its preprocess_config) and records a failure per cutout."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.nddata import Cutout2D
+    from astropy.wcs import WCS
+
+    from survey_classifier.cutout import CutoutSource
+    from survey_classifier.pipeline import Pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(mirabest_files[0]) as hdus:
+            small = Cutout2D(hdus[0].data, (75, 75), 80, wcs=WCS(hdus[0].header))
+    path = tmp_path / "small.fits"
+    fits.writeto(path, small.data, small.wcs.to_header())
+    batch = Pipeline([CNNStage()]).process_batch([CutoutSource(str(path)), CutoutSource(str(mirabest_files[1]))])
+    failed, classified = batch.outcomes
+    assert [(e.stage, e.error_type) for e in failed.errors] == [("cnn", "PreprocessError")]
+    assert "crop of 100 pixels is larger than the 80x80 image" in failed.errors[0].message
+    assert not classified.errors and classified.cutout.results["cnn"]["label"] in ("FRI", "FRII")

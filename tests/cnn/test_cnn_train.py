@@ -128,16 +128,18 @@ def test_onnx_export_metadata_and_dynamic_batch(trained):
 def test_stage_on_exported_model_matches_keras(trained, mirabest_files):
     from survey_classifier.cnn.data import load_images
     from survey_classifier.io.fits import read_cutout
-    from survey_classifier.stages.cnn import CNNStage
+    from survey_classifier.stages.cnn import CNNStage, load_model_record
 
     root = trained[0] / "transfer"
     stage = CNNStage(model=root, embedding=True, batch_size=3)
     stage.setup()
-    assert stage.model_ref == "transfer:3"
+    record, onnx_path = load_model_record(root)
+    assert record["name"] == "transfer" and record["version"] == "3"  # what training wrote; outside the
+    assert stage.model_ref == f"file:model.onnx@{record['sha256'][:12]}"  # registry a file is named by its bytes
     files = mirabest_files[:7]
     results = stage.process([read_cutout(path) for path in files])
     keras_model = keras.models.load_model(root / "model.keras", compile=False)
-    expected = keras_model.predict(load_images(files, stage.preprocess_config_), verbose=0)
+    expected = keras_model.predict(load_images(files, stage.preprocess_config), verbose=0)
     got = np.array([[r["probabilities"]["FRI"], r["probabilities"]["FRII"]] for r in results])
     assert np.max(np.abs(got - expected)) <= 1e-4
     assert results[0]["embedding"].shape == (8,)
@@ -328,7 +330,8 @@ def test_cross_validate_option_writes_its_summary_and_no_model(trained, catalogu
                  "--head-epochs", "1", "--cross-validate", "2")
     summary = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     assert len(summary["folds"]) == 2 and summary["training"]["head_epochs"] == 1
-    assert f"({summary['correct']}/{summary['n']})" in log and summary["command"].startswith("survey-classifier train cnn")
+    assert f"({summary['correct']}/{summary['n']})" in log
+    assert summary["command"].startswith("survey-classifier train cnn")
     assert not (tmp_path / "cv" / "model.onnx").exists() and not (tmp_path / "cv" / "model.keras").exists()
 
 
@@ -344,7 +347,7 @@ def test_d4_invariant_model_gives_turned_and_mirrored_images_the_same_answer(tra
     stage = CNNStage(model=output, embedding=True)
     stage.setup()
     files = [str(f) for f in Table.read(catalogue)["path"][:4]]
-    images = load_images(files, stage.preprocess_config_)
+    images = load_images(files, stage.preprocess_config)
     probabilities, embedding = stage.predict(images)
     for turned in (np.rot90(images, 1, axes=(1, 2)), np.rot90(images, 3, axes=(1, 2)),
                    images[:, ::-1], images[:, :, ::-1], np.swapaxes(images, 1, 2)):
@@ -356,6 +359,6 @@ def test_d4_invariant_model_gives_turned_and_mirrored_images_the_same_answer(tra
     # a network without the symmetry does not give these answers by itself
     plain = CNNStage(model=root / "transfer")
     plain.setup()
-    plain_images = load_images(files, plain.preprocess_config_)
+    plain_images = load_images(files, plain.preprocess_config)
     assert not np.allclose(plain.predict(plain_images)[0],
                            plain.predict(np.ascontiguousarray(plain_images[:, ::-1]))[0], atol=1e-5)

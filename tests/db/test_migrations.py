@@ -12,7 +12,10 @@ from survey_classifier.db import downgrade, make_engine, upgrade
 from survey_classifier.db.engine import current_revision
 from survey_classifier.db.models import Base
 
-TABLES = {"cutouts", "runs", "run_batches", "models", "measurements", "classifications", "som_placements", "anomaly_scores", "errors"}
+TABLES = {
+    "cutouts", "runs", "run_batches", "models", "artefacts", "stage_settings", "measurements", "classifications",
+    "som_placements", "anomaly_scores", "errors",
+}
 
 
 def _roundtrip(url):

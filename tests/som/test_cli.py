@@ -32,7 +32,8 @@ def test_train_reports_bad_options(tmp_path, mirabest_files):
     args = [str(mirabest_files[0]), "--out", str(tmp_path), "--grid", "ten"]
     result = CliRunner().invoke(train_som, args)
     assert result.exit_code != 0 and "ROWSxCOLUMNS" in result.output
-    hexagon = [str(mirabest_files[0]), "--out", str(tmp_path), "--layout", "hexagonal", "--grid", "4x4", "--no-progress"]
+    hexagon = [str(mirabest_files[0]), "--out", str(tmp_path), "--layout", "hexagonal", "--grid", "4x4",
+               "--no-progress"]
     result = CliRunner().invoke(train_som, hexagon)
     assert result.exit_code != 0 and "d odd" in result.output
     empty = CliRunner().invoke(show_som, [str(tmp_path)])

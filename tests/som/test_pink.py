@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from survey_classifier.errors import ModelError
-from survey_classifier.som import RotationInvariantSOM
-from survey_classifier.som import pink
+from survey_classifier.som import RotationInvariantSOM, pink
 
 
 def test_data_file_layout_and_roundtrip(tmp_path, som_images):

@@ -15,8 +15,8 @@ from survey_classifier.errors import StageConfigError
 from survey_classifier.io import read_cutout
 from survey_classifier.stages.base import CutoutFailure, check_result
 from survey_classifier.stages.measure import MeasureStage
-from survey_classifier.stats import clipped_background
 from survey_classifier.stages.registry import available_stages, load_stage
+from survey_classifier.stats import clipped_background
 from survey_classifier.synthetic import make_synthetic_cutouts, render_components
 from survey_classifier.testing import check_stage
 
@@ -108,7 +108,8 @@ def test_unequal_double_pulls_the_centroid_to_the_brighter_side():
 def test_asymmetry_about_the_centre():
     """0 for a double symmetric about the centre, (3 - 1) / (3 + 1) for lobes of 3:1, 1 when one-sided."""
     stage = MeasureStage()
-    symmetric = stage.measure(make_cutout([point(CENTRE + 20, CENTRE + 9, 0.03), point(CENTRE - 20, CENTRE - 9, 0.03)], seed=6))
+    pair = [point(CENTRE + 20, CENTRE + 9, 0.03), point(CENTRE - 20, CENTRE - 9, 0.03)]
+    symmetric = stage.measure(make_cutout(pair, seed=6))
     unequal = stage.measure(make_cutout([point(CENTRE + 20, CENTRE, 0.03), point(CENTRE - 20, CENTRE, 0.01)], seed=6))
     bent = stage.measure(make_cutout([point(CENTRE + 20, CENTRE, 0.03), point(CENTRE, CENTRE + 20, 0.03)], seed=6))
     one_sided = stage.measure(make_cutout([point(CENTRE + 15, CENTRE - 4, 0.05)], seed=6))
@@ -120,7 +121,9 @@ def test_asymmetry_about_the_centre():
 def test_blank_pixels_do_not_pass_for_asymmetry():
     """Emission whose turned partner falls on blank pixels (a survey edge) is left out, not called one-sided."""
     stage = MeasureStage()
-    components = [point(CENTRE + 20, CENTRE, 0.03), point(CENTRE - 20, CENTRE, 0.03), point(CENTRE + 8, CENTRE + 45, 0.03)]
+    components = [
+        point(CENTRE + 20, CENTRE, 0.03), point(CENTRE - 20, CENTRE, 0.03), point(CENTRE + 8, CENTRE + 45, 0.03)
+    ]
     cutout = make_cutout(components, seed=7)
     assert stage.measure(cutout)["asymmetry"] > 0.25  # the third source has no counterpart
     cutout.data[:40, :] = np.nan  # its partner region (around row 29) is blank

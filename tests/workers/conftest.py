@@ -148,7 +148,8 @@ def slow_plugin(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "slow_plugin-0.1.dist-info").mkdir(parents=True)
     (site / "slow_plugin.py").write_text(textwrap.dedent(SLOW_PLUGIN))
-    (site / "slow_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-plugin\nVersion: 0.1\n")
+    metadata = "Metadata-Version: 2.1\nName: slow-plugin\nVersion: 0.1\n"
+    (site / "slow_plugin-0.1.dist-info" / "METADATA").write_text(metadata)
     (site / "slow_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[survey_classifier.stages]\nslow_measure = slow_plugin:SlowMeasure\n"
     )

@@ -140,7 +140,8 @@ def test_bad_messages_rejected_without_taking_the_worker_down(pg, broker_url, wo
         producer.publish(b"\x80\x04K\x01.", routing_key="cpu", content_type="application/x-python-serialize",
                          content_encoding="binary", declare=[queue])
         producer.publish({"args": [1, 2], "kwargs": {}}, routing_key="cpu", serializer="json", declare=[queue],
-                         headers={"task": "no.such.task", "id": "bad-task-1", "lang": "py", "argsrepr": "", "kwargsrepr": ""})
+                         headers={"task": "no.such.task", "id": "bad-task-1", "lang": "py", "argsrepr": "",
+                                  "kwargsrepr": ""})
     sources = [CutoutSource(str(p)) for p in mirabest_files[:30]]
     run_id, n_batches = submit_run(engine, sources, [load_stage("measure")], batch_size=10)
     status = wait_for_run(engine, run_id, timeout_s=120)

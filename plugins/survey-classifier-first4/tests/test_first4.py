@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from sc_first4 import First4Stage
 from survey_classifier.errors import SurveyClassifierWarning
 from survey_classifier.io.fits import read_cutout
 from survey_classifier.stages.registry import available_stages
 from survey_classifier.testing import check_stage
-
-from sc_first4 import First4Stage
 
 DATA = Path(os.environ.get("SURVEY_CLASSIFIER_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
 

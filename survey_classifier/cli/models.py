@@ -1,4 +1,4 @@
-"""``survey-classifier models``: register, list, show, set-default and retire models."""
+"""``survey-classifier models``: register, list, show, set-default, retire and compare models."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import click
 
-from survey_classifier.cli import db_option as _db_option
-from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.cli.group import CommandGroup
+from survey_classifier.cli.options import db_option
 
 __all__ = ["models"]
 
@@ -24,23 +24,25 @@ def _describe(model: dict) -> str:
     return f"{model['model_ref']} (stage {model['stage']}{', ' + ', '.join(flags) if flags else ''})"
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def models():
     """Register model artefacts and pick the one each stage runs."""
 
 
 @models.command("register")
-@_db_option
+@db_option
 @click.option("--stage", required=True, help="The stage that runs the model (cnn, som, anomaly...).")
 @click.option("--name", required=True, help="Model name, e.g. fr-cnn.")
 @click.option("--version", "version", required=True, help="Model version, e.g. 2.")
 @click.option("--metrics", default=None, help='Evaluation figures as JSON, e.g. \'{"accuracy": 0.93}\'.')
 @click.option("--card", type=click.Path(exists=True, dir_okay=False), default=None, help="Model card (Markdown).")
-@click.option("--store", type=click.Path(file_okay=False), default=None, help="Model store folder.")
+@click.option("--store", default=None,
+              help="Keep the bytes under this fsspec URL (s3://bucket/models, file:///shared/models) "
+                   "instead of in the results database.")
 @click.option("--default/--no-default", "make_default", default=None, help="Make it the stage's default.")
 @click.argument("artefact", type=click.Path(exists=True, dir_okay=False))
 def register(db_url, stage, name, version, metrics, card, store, make_default, artefact):
-    """Copy ARTEFACT into the model store and record it with its sha256."""
+    """Check that STAGE can run ARTEFACT, keep its bytes and record it with its sha256."""
     from survey_classifier.registry import register_model
 
     parsed = None
@@ -51,22 +53,23 @@ def register(db_url, stage, name, version, metrics, card, store, make_default, a
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--metrics") from exc
         if not isinstance(parsed, dict):
             raise click.BadParameter("expected a JSON object of names to values", param_hint="--metrics")
-    try:
-        model = register_model(
-            _engine(db_url), artefact, stage=stage, name=name, version=version, metrics=parsed, card=card,
-            store=store, make_default=make_default,
-        )
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"registered {_describe(model)}: {model['artefact_path']} sha256 {model['sha256']}")
+    model = register_model(
+        _engine(db_url), artefact, stage=stage, name=name, version=version, metrics=parsed, card=card,
+        store=store, make_default=make_default,
+    )
+    click.echo(
+        f"registered {_describe(model)}: {model['filename']} sha256 {model['sha256']}, stored in {model['store']}"
+    )
+    if model["same_bytes_as"]:
+        click.echo(f"note: the same bytes are registered as {', '.join(model['same_bytes_as'])}")
 
 
 @models.command("list")
-@_db_option
+@db_option
 @click.option("--stage", default=None, help="Only models of this stage.")
 @click.option("--active", is_flag=True, help="Leave out retired models.")
 def list_(db_url, stage, active):
-    """List registered models."""
+    """List registered models (the shipped ones included)."""
     from survey_classifier.registry import list_models
 
     table = list_models(_engine(db_url), stage=stage, include_retired=not active)
@@ -77,52 +80,43 @@ def list_(db_url, stage, active):
 
 
 @models.command("show")
-@_db_option
+@db_option
 @click.argument("name")
 @click.argument("version", required=False)
 def show(db_url, name, version):
     """Show one model (its newest version when VERSION is not given) as JSON."""
     from survey_classifier.registry import get_model
 
-    try:
-        model = get_model(_engine(db_url), name, version)
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    model = get_model(_engine(db_url), name, version)
     click.echo(json.dumps(model, indent=2, default=str, sort_keys=True))
 
 
 @models.command("set-default")
-@_db_option
+@db_option
 @click.argument("name")
 @click.argument("version")
 def set_default_(db_url, name, version):
     """Make NAME VERSION the default model of its stage."""
     from survey_classifier.registry import set_default
 
-    try:
-        model = set_default(_engine(db_url), name, version)
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    model = set_default(_engine(db_url), name, version)
     click.echo(f"default of stage {model['stage']}: {model['model_ref']}")
 
 
 @models.command("retire")
-@_db_option
+@db_option
 @click.argument("name")
 @click.argument("version")
 def retire(db_url, name, version):
     """Retire NAME VERSION: kept with its results, no longer run."""
     from survey_classifier.registry import retire_model
 
-    try:
-        model = retire_model(_engine(db_url), name, version)
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    model = retire_model(_engine(db_url), name, version)
     click.echo(f"retired {_describe(model)}")
 
 
 @models.command("compare")
-@_db_option
+@db_option
 @click.argument("stage")
 @click.argument("a")
 @click.argument("b")
@@ -131,10 +125,7 @@ def compare(db_url, stage, a, b, stage_b):
     """Agreement matrix of STAGE's labels between variants A and B (VERSION or VERSION@MODEL)."""
     from survey_classifier.compare import agreement_matrix
 
-    try:
-        matrix = agreement_matrix(_engine(db_url), stage, a, b, stage_b=stage_b)
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    matrix = agreement_matrix(_engine(db_url), stage, a, b, stage_b=stage_b)
     meta = matrix.meta
     click.echo(f"rows: {meta['stage_a']} {a}; columns: {meta['stage_b']} {b}")
     matrix.pprint(max_lines=-1, max_width=-1)

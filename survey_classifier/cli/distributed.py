@@ -1,33 +1,26 @@
 """Commands of the distributed path: ``submit``, ``status``, ``retry-failed``, ``worker``.
 
-Mounted lazily on the main ``survey-classifier`` group (see
-:mod:`survey_classifier.cli`), so commands that do not need Celery do not
-import it.
+Commands that do not need Celery do not import it: these are mounted
+lazily on the main group.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import click
 
-from survey_classifier.cli import _fail, _prepare_run, catalogue_options, db_option
-from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.cli.group import fail
+from survey_classifier.cli.options import broker_option, catalogue_options, db_option, queue_option, stage_options
+from survey_classifier.cli.run import prepare_run
 
 __all__ = ["submit", "status", "retry_failed_command", "worker"]
-
-broker_option = click.option(
-    "--broker",
-    default=None,
-    help="Broker URL (default: $SURVEY_CLASSIFIER_BROKER or redis://127.0.0.1:6379/0).",
-)
 
 
 def _use_services(db_url: str | None, broker: str | None) -> None:
     """Point the Celery app (configured from the environment) at these services."""
-    import os
-
     if broker:
         os.environ["SURVEY_CLASSIFIER_BROKER"] = broker
     if db_url:
@@ -41,11 +34,9 @@ def _use_services(db_url: str | None, broker: str | None) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @db_option
 @broker_option
-@click.option("--stages", default=None, help="Comma-separated stage names (default: the default stages).")
-@click.option("--param", "params", multiple=True, help="Stage parameter STAGE.NAME=VALUE (VALUE as JSON).")
+@stage_options
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--queue", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),
-              help="Queue for the batches: gpu sends them to GPU workers (for the cnn stage).")
+@queue_option
 @catalogue_options
 @click.option("--no-wait", is_flag=True, help="Queue the batches and return at once.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -56,14 +47,9 @@ def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, q
     from survey_classifier.distributed import submit_run, wait_for_run
 
     _use_services(db_url, broker)
-    try:
-        engine, stage_list, sources, config = _prepare_run(db_url, inputs, stages, params, columns)
-        start = time.perf_counter()
-        run_id, n_batches = submit_run(
-            engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config
-        )
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns)
+    start = time.perf_counter()
+    run_id, n_batches = submit_run(engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config)
     click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")
     if no_wait:
         return
@@ -99,17 +85,14 @@ def status(run_id, db_url):
     from survey_classifier.db import make_engine
     from survey_classifier.distributed import run_status
 
-    try:
-        _print_status(run_status(make_engine(db_url), run_id))
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
+    _print_status(run_status(make_engine(db_url), run_id))
 
 
 @click.command("retry-failed")
 @click.argument("run_id", type=int)
 @db_option
 @broker_option
-@click.option("--queue", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
+@queue_option
 @click.option("--stalled-after", type=float, default=None,
               help="Also requeue batches queued more than this many seconds ago (lost by the broker).")
 def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
@@ -118,10 +101,7 @@ def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
     from survey_classifier.distributed import retry_failed
 
     _use_services(db_url, broker)
-    try:
-        n = retry_failed(make_engine(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
-    except SurveyClassifierError as exc:
-        _fail(str(exc))
+    n = retry_failed(make_engine(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
     click.echo(f"run {run_id}: {n} batches queued again on '{queue}'")
 
 
@@ -135,16 +115,16 @@ def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(db_url, broker, queues, concurrency, hostname, loglevel):
     """Start a Celery worker for the given queues."""
-    import os
-
     _use_services(db_url, broker)
-    from survey_classifier.workers.app import QUEUES, app
+    from survey_classifier.workers.app import app
+    from survey_classifier.workers.queues import QUEUES
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown:
-        _fail(f"unknown queues {unknown}; choose from {list(QUEUES)}")
-    argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel, "--concurrency", str(concurrency or os.cpu_count() or 1)]
+        fail(f"unknown queues {unknown}; choose from {list(QUEUES)}")
+    argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel,
+            "--concurrency", str(concurrency or os.cpu_count() or 1)]
     if hostname:
         argv += ["-n", hostname]
     app.worker_main(argv)

@@ -1,0 +1,5 @@
+"""``python -m survey_classifier.cli``."""
+
+from survey_classifier.cli import main
+
+main()

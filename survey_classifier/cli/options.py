@@ -1,0 +1,84 @@
+"""Options shared by the commands (and the subpackages' commands), declared once."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from survey_classifier.formats import EXPORT_FORMATS
+from survey_classifier.workers.queues import QUEUES
+
+__all__ = [
+    "db_option",
+    "broker_option",
+    "queue_option",
+    "format_option",
+    "catalogue_options",
+    "stage_options",
+    "parse_params",
+]
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    default=None,
+    help="Database URL (default: $SURVEY_CLASSIFIER_DB or sqlite:///survey-classifier.db).",
+)
+
+broker_option = click.option(
+    "--broker",
+    default=None,
+    help="Broker URL (default: $SURVEY_CLASSIFIER_BROKER or redis://127.0.0.1:6379/0).",
+)
+
+queue_option = click.option(
+    "--queue", default=QUEUES[0], show_default=True, type=click.Choice(QUEUES),
+    help="Queue for the batches: gpu sends them to GPU workers (for the cnn stage).",
+)
+
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(sorted(EXPORT_FORMATS)), default=None,
+    help="Table format (default: from the output file's suffix).",
+)
+
+
+def catalogue_options(function):
+    """Options naming the columns of an input catalogue."""
+    for option in reversed(
+        [
+            click.option("--file-column", default=None, help="Catalogue column naming the cutout file."),
+            click.option("--id-column", default=None, help="Catalogue column with the source id."),
+            click.option("--ra-column", default=None, help="Catalogue column with RA in degrees."),
+            click.option("--dec-column", default=None, help="Catalogue column with Dec in degrees."),
+            click.option("--base-dir", default=None, type=click.Path(file_okay=False),
+                         help="Folder that relative file names in a catalogue refer to (default: the catalogue's)."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def stage_options(function):
+    """``--stages`` and ``--param``."""
+    function = click.option("--param", "params", multiple=True,
+                            help="Stage parameter STAGE.NAME=VALUE (VALUE as JSON).")(function)
+    return click.option("--stages", default=None,
+                        help="Comma-separated stage names (default: the default stages).")(function)
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, dict]:
+    """``STAGE.KEY=VALUE`` options (VALUE as JSON, else a string) by stage."""
+    params: dict[str, dict] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not sep or not dot or not stage or not name:
+            msg = f"--param expects STAGE.NAME=VALUE, got {item!r}"
+            raise click.BadParameter(msg, param_hint="--param")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(stage, {})[name] = value
+    return params

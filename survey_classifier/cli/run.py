@@ -1,0 +1,133 @@
+"""``classify`` (a run in this process) and ``demo``; how every run is prepared."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from survey_classifier.cli.group import fail
+from survey_classifier.cli.options import catalogue_options, db_option, parse_params, stage_options
+
+__all__ = ["classify", "demo", "prepare_run", "print_summary"]
+
+
+def prepare_run(db_url, inputs, stages, params, columns):
+    """Upgrade the database, build the stages with their registry models and expand INPUTS,
+    as both ``classify`` and ``submit`` start: ``(engine, stage_list, sources, config)``."""
+    from survey_classifier.db import make_engine, upgrade
+    from survey_classifier.io.inputs import expand_inputs
+    from survey_classifier.stages.plan import build_stages
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    parsed = parse_params(params)
+    names = [n.strip() for n in stages.split(",") if n.strip()] if stages else None
+    stage_list = build_stages(names, parsed, engine)
+    sources = expand_inputs(list(inputs), **columns)
+    if not sources:
+        fail(f"no cutouts found in {list(inputs)}")
+    return engine, stage_list, sources, {"inputs": list(inputs), "params": parsed}
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@db_option
+@stage_options
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-bytes", default=None, type=click.IntRange(min=1), help="Refuse files larger than this.")
+@click.option("--max-pixels", default=None, type=click.IntRange(min=1), help="Refuse images with more pixels.")
+@catalogue_options
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def classify(inputs, db_url, stages, params, batch_size, max_bytes, max_pixels, quiet, **columns):
+    """Run the stages on INPUTS (files, directories, globs or catalogue tables).
+
+    Runs in this process and stores cutouts, results and per-cutout errors in
+    the database. Exits non-zero only when no cutout could be processed.
+    """
+    from tqdm import tqdm
+
+    from survey_classifier.io.fits import ReadLimits
+    from survey_classifier.pipeline import run_pipeline
+
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns)
+    limits = ReadLimits(**{k: v for k, v in {"max_bytes": max_bytes, "max_pixels": max_pixels}.items() if v})
+    with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
+        summary = run_pipeline(
+            sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.update
+        )
+    print_summary(summary, stage_list)
+    if summary.n_cutouts and summary.n_processed == 0 and not _any_stage_result(summary):
+        sys.exit(1)
+
+
+def _any_stage_result(summary) -> bool:
+    return summary.n_failed < summary.n_cutouts or any(stage != "read" for _, stage, _ in summary.failures)
+
+
+def print_summary(summary, stages) -> None:
+    """The closing lines of a run: counts, rate, stages and models, time per step, failures by reason."""
+    described = ", ".join(f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages)
+    click.echo(
+        f"run {summary.run_id}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, "
+        f"{summary.n_failed} failed, in {summary.elapsed_s:.1f} s "
+        f"({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s); stages: {described}"
+    )
+    if summary.timings:
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in summary.timings.items())
+        click.echo(f"time: {parts}")
+    if summary.failures:
+        click.echo("failures:")
+        for (stage, reason), count in summary.reasons.most_common(20):
+            examples = [Path(p).name for p, s, r in summary.failures if s == stage and r == reason][:3]
+            click.echo(f"  {count} x [{stage}] {reason} (e.g. {', '.join(examples)})")
+
+
+@click.command()
+@click.option("--directory", default="survey-classifier-demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("-n", "n_cutouts", default=24, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--stages", default=None, help="Comma-separated stage names (default: the default stages).")
+def demo(directory, n_cutouts, seed, stages):
+    """Make synthetic FIRST-like cutouts and run the whole pipeline on them.
+
+    Needs no data and no server: the cutouts, a SQLite database and the
+    query output all go to DIRECTORY.
+    """
+    from survey_classifier.db import make_engine, upgrade
+    from survey_classifier.io.inputs import expand_inputs
+    from survey_classifier.pipeline import run_pipeline
+    from survey_classifier.query import query_results
+    from survey_classifier.stages.plan import build_stages
+    from survey_classifier.synthetic import make_synthetic_cutouts
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    truth = make_synthetic_cutouts(folder / "cutouts", n=n_cutouts, seed=seed)
+    click.echo(f"made {len(truth)} synthetic cutouts in {folder / 'cutouts'} ({time.perf_counter() - start:.1f} s)")
+    url = f"sqlite:///{(folder / 'demo.db').resolve()}"
+    upgrade(url)
+    engine = make_engine(url)
+    names = [n.strip() for n in stages.split(",") if n.strip()] if stages else None
+    stage_list = build_stages(names, {}, engine)
+    sources = expand_inputs([str(folder / "cutouts" / "catalogue.csv")])
+    summary = run_pipeline(sources, stage_list, engine, config={"demo": True, "seed": seed})
+    print_summary(summary, stage_list)
+    table = query_results(engine, run_id=summary.run_id)
+    wanted = ["cutout_id", "ra_deg", "dec_deg", "kind", "flux_jy", "measure_peak_flux_jy", "measure_integrated_flux_jy",
+              "measure_n_islands", "measure_las_arcsec", "cnn_label", "cnn_probability", "som_node_x", "som_node_y",
+              "anomaly_score", "anomaly_rank"]
+    shown = table[[n for n in wanted if n in table.colnames]]
+    for name in shown.colnames:
+        if shown[name].dtype.kind == "f":
+            shown[name].format = ".4g"
+    click.echo("the synthetic truth (kind, flux_jy) beside what the stages found:")
+    shown.pprint(max_lines=-1, max_width=-1)
+    out = folder / "results.ecsv"
+    table.write(out, format="ascii.ecsv", overwrite=True)
+    click.echo(f"results: {out}; database: {url}")
+    ra, dec = table["ra_deg"][0], table["dec_deg"][0]
+    click.echo(f"try: survey-classifier query --db {url} --ra {ra:.4f} --dec {dec:.4f} --radius 0.5")

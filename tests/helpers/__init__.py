@@ -1,0 +1,1 @@
+"""Real (if simple) stages and models shared by several test modules."""
