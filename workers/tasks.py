@@ -68,15 +68,16 @@ def engine():
 def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipeline:
     """The run's stages with their models, built, verified and set up once per process."""
     with engine().connect() as connection:
-        described = connection.execute(select(RunRow.stages).where(RunRow.id == run_id)).scalar_one_or_none()
+        row = connection.execute(select(RunRow.stages, RunRow.config).where(RunRow.id == run_id)).one_or_none()
+    described, save_cutouts = (None, None) if row is None else (row.stages, (row.config or {}).get("save_cutouts"))
     if described is None:
         msg = f"run {run_id} is not in the database {engine().url.render_as_string(hide_password=True)}"
         raise StageConfigError(msg)
     models = dict(models or {})
-    key = json.dumps([described, models], sort_keys=True)
+    key = json.dumps([described, models, save_cutouts], sort_keys=True)
     if key not in _pipelines:
         stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
-        pipeline = Pipeline(stages)
+        pipeline = Pipeline(stages, save_cutouts=save_cutouts)
         pipeline.setup()
         _pipelines[key] = pipeline
         log.info(

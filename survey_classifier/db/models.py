@@ -53,6 +53,7 @@ __all__ = [
     "SOMPlacementRow",
     "AnomalyScoreRow",
     "ErrorRow",
+    "MosaicTileRow",
     "RESULT_TABLES",
     "HEALPIX_ORDER",
     "utcnow",
@@ -100,6 +101,8 @@ class CutoutRow(Base):
     catalogue_id: Mapped[str | None] = mapped_column(String(256), index=True)
     catalogue: Mapped[dict | None] = mapped_column(JSON)
     warnings: Mapped[list | None] = mapped_column(JSON)
+    #: For a cutout cut from mosaic tiles: ``{"tile": URL, "x": X, "y": Y, "tiles": [NAMES]}``.
+    origin: Mapped[dict | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -261,6 +264,33 @@ class ErrorRow(_ResultColumns, Base):
     hdu: Mapped[int | None] = mapped_column(Integer)
     error_type: Mapped[str] = mapped_column(String(128))
     message: Mapped[str] = mapped_column(Text)
+
+
+class MosaicTileRow(Base):
+    """The footprint of one survey mosaic tile, indexed once and read again only when the tile changes.
+
+    ``version`` is the tile's modification time (or an object's ETag) when
+    indexed; ``wcs_header`` the celestial WCS cards; ``radius_deg`` the
+    largest distance from the centre to a corner of the image.
+    """
+
+    __tablename__ = "mosaic_tiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[str] = mapped_column(String(128))
+    hdu: Mapped[int] = mapped_column(Integer)
+    naxis1: Mapped[int] = mapped_column(Integer)
+    naxis2: Mapped[int] = mapped_column(Integer)
+    wcs_header: Mapped[str] = mapped_column(Text)
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float)
+    radius_deg: Mapped[float] = mapped_column(Float)
+    pixel_scale_arcsec: Mapped[float] = mapped_column(Float)
+    beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
+    beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 #: Result table for each result kind of :data:`survey_classifier.stages.base.RESULT_KINDS`.

@@ -60,6 +60,7 @@ from survey_classifier.errors import (
     FITSQuirkWarning,
     NoWCSWarning,
 )
+from survey_classifier.io import remote
 
 __all__ = ["ReadLimits", "read_cutout"]
 
@@ -209,8 +210,11 @@ class _Reader:
         return cutout
 
     def _read_bytes(self) -> bytes:
+        local = remote.local_path(self.path)
+        if local is None:
+            return self._read_object()
         try:
-            status = os.stat(self.path)
+            status = os.stat(local)
         except FileNotFoundError:
             raise self.fail("file not found") from None
         except OSError as exc:
@@ -227,10 +231,25 @@ class _Reader:
             )
             raise self.fail(reason, error=CutoutLimitError)
         try:
-            with open(self.path, "rb") as stream:
+            with open(local, "rb") as stream:
                 return stream.read()
         except OSError as exc:
             raise self.fail(f"cannot read the file ({exc.strerror or exc})") from None
+
+    def _read_object(self) -> bytes:
+        """The bytes of a cutout named by a URL (an object store, https)."""
+        try:
+            raw = remote.read_bytes(self.path, max_bytes=self.limits.max_bytes)
+        except FileNotFoundError:
+            raise self.fail("file not found (no such object)") from None
+        except ValueError as exc:
+            reason = f"file is {exc}, over the limit of {self.limits.max_bytes} bytes (ReadLimits.max_bytes)"
+            raise self.fail(reason, error=CutoutLimitError) from None
+        except remote.RemoteInputError as exc:
+            raise self.fail(f"cannot read the object ({exc})") from None
+        if not raw:
+            raise self.fail("file is empty (0 bytes)")
+        return raw
 
     def _decompress(self, raw: bytes) -> bytes:
         """The FITS bytes of a gzip or bzip2 file (capped at max_bytes), else ``raw``."""
