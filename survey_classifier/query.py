@@ -400,6 +400,9 @@ def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
         table[name] = _column([r[name] for r in rows])
     if with_separation:
         table["separation_arcsec"] = np.array([r["separation_deg"] * 3600.0 for r in rows])
+    if any(r.get("origin") for r in rows):  # cut from mosaic tiles: the tile and the source's pixel on it
+        for name, key in (("tile", "tile"), ("tile_x", "x"), ("tile_y", "y")):
+            table[name] = _column([(r.get("origin") or {}).get(key) for r in rows])
     extra_keys = sorted({k for r in rows for k in (r["catalogue"] or {})})
     for key in extra_keys:
         if key not in table.colnames:

@@ -257,10 +257,10 @@ def _write(fits, path, image, ra_deg, dec_deg, size, kind):
     fits.PrimaryHDU(image, header=header).writeto(path, overwrite=True)
 
 
-def _mosaic_sources(rng, n_sources, field_shape, margin_px, min_distance_px, max_separation_px):
+def _mosaic_sources(rng, n_sources, field_shape, margin_px, min_distance_px, max_separation_px, positions=None):
     """Kinds, global pixel positions, fluxes, sizes and components of the sources of a mosaic."""
     ny, nx = field_shape
-    placed = []
+    placed = [] if positions is None else [(float(x), float(y)) for x, y in positions]
     attempts = 0
     while len(placed) < n_sources:
         attempts += 1
@@ -352,6 +352,7 @@ def make_synthetic_mosaic(
     min_distance_px=90,
     max_separation_px=110.0,
     noise_jy=NOISE_JY,
+    positions=None,
 ):
     """Write a synthetic FIRST-like survey mosaic, in tiles, and the catalogue of its sources.
 
@@ -376,6 +377,10 @@ def make_synthetic_mosaic(
     noise_jy : float
         Rms of the noise (FIRST's 0.15 mJy/beam); 0 for images of the
         sources alone.
+    positions : sequence of (float, float), optional
+        Pixel positions (0-based, on the survey's grid: tile ``0_0`` starts
+        at its origin) of the sources, instead of random ones; their number
+        is then ``n_sources``.
 
     Returns
     -------
@@ -396,7 +401,9 @@ def make_synthetic_mosaic(
     field = (rows * (tile_ny - overlap) + overlap, columns * (tile_nx - overlap) + overlap)
     field_crpix = ((field[1] + 1) / 2.0, (field[0] + 1) / 2.0)
     field_wcs = WCS(_mosaic_header(fits, field, centre, field_crpix, False))
-    sources = _mosaic_sources(rng, n_sources, field, margin_px, min_distance_px, max_separation_px)
+    if positions is not None:
+        n_sources = len(positions)
+    sources = _mosaic_sources(rng, n_sources, field, margin_px, min_distance_px, max_separation_px, positions)
     window = int(max_separation_px) + 80
 
     tiles = []
