@@ -69,7 +69,7 @@ def mirabest_mosaic(files: list[Path], folder: Path, *, per_side=4, spacing=170,
         with fits.open(path) as hdus:
             data = hdus[0].data.astype(np.float32)
             wcs = WCS(hdus[0].header).celestial
-            beam = (hdus[0].header["BMAJ"], hdus[0].header["BMIN"])
+            unit = hdus[0].header.get("BUNIT")
         slot_x = (index % per_side) * spacing + (spacing - 1) / 2.0
         slot_y = (index // per_side) * spacing + (spacing - 1) / 2.0
         ra, dec = grid.wcs_pix2world([[slot_x, slot_y]], 0)[0]
@@ -82,8 +82,7 @@ def mirabest_mosaic(files: list[Path], folder: Path, *, per_side=4, spacing=170,
         mosaic[inside] = placed[inside]
         rows.append((f"MB{index:02d}", float(ra), float(dec), path.name))
     header = grid.to_header()
-    header["BMAJ"], header["BMIN"], header["BPA"] = beam[0], beam[1], 0.0
-    header["BUNIT"] = "JY/BEAM"
+    header["BUNIT"] = unit  # SkyView's FIRST cutouts record no beam: neither does the mosaic
     tile = folder / "mirabest_mosaic.fits"
     fits.PrimaryHDU(mosaic, header=header).writeto(tile, overwrite=True)
     catalogue = folder / "positions.csv"
