@@ -232,12 +232,13 @@ def read_bytes(path: str, *, max_bytes: int | None = None) -> bytes:
             return stream.read()
     fs, inner = filesystem(path)
     try:
-        if max_bytes is not None:
-            size = fs.size(inner)
-            if size is not None and size > max_bytes:
-                msg = f"{size} bytes"
-                raise ValueError(msg)
-        return fs.cat_file(inner)
+        if max_bytes is None:
+            return fs.cat_file(inner)
+        content = fs.cat_file(inner, start=0, end=max_bytes + 1)  # one request, never more than the limit
+        if len(content) > max_bytes:
+            msg = f"{fs.size(inner)} bytes"
+            raise ValueError(msg)
+        return content
     except (FileNotFoundError, ValueError):
         raise
     except Exception as exc:
