@@ -29,6 +29,7 @@ row on the tile, so that a batch reads few tiles and neighbouring rows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -68,20 +69,19 @@ class TileFootprint:
     dec_deg: float
     radius_deg: float
     pixel_scale_arcsec: float
-    _wcs: object = None
 
     @property
     def name(self) -> str:
         return remote.basename(self.url)
 
-    @property
+    @functools.cached_property
     def wcs(self):
-        if self._wcs is None:
-            from astropy.wcs import WCS
+        """The celestial WCS, built from the stored cards when first needed."""
+        from astropy.wcs import WCS
 
-            self._wcs = WCS(self.wcs_header, relax=True)
-            self._wcs.pixel_shape = (self.shape[1], self.shape[0])
-        return self._wcs
+        wcs = WCS(self.wcs_header, relax=True)
+        wcs.pixel_shape = (self.shape[1], self.shape[0])
+        return wcs
 
 
 def box_corner(position, n: int):
@@ -346,7 +346,7 @@ def mosaic_sources(
         read = read_catalogue(
             catalogue, file_column=False, id_column=id_column, ra_column=ra_column, dec_column=dec_column
         )
-        if read and read[0].ra_deg is None and all(s.ra_deg is None for s in read):
+        if read and all(s.ra_deg is None for s in read):
             msg = (
                 f"catalogue {catalogue}: no RA/Dec columns found; cutting from mosaics needs them "
                 "(name them with --ra-column/--dec-column)"

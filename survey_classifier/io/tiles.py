@@ -160,10 +160,14 @@ def read_tile_header(url: str, entry: remote.FileEntry | None = None) -> TileHea
     from astropy.io import fits
 
     entry = entry or remote.file_entry(url)
-    head = remote.read_range(url, 0, 2)
-    if head == b"\x1f\x8b":
+    first = remote.read_range(url, 0, min(4 * _BLOCK, entry.size))
+    if first.startswith(b"\x1f\x8b"):
         return _astropy_header(url, entry, "gzip")
-    read = lambda start, end: remote.read_range(url, start, min(end, entry.size))
+
+    def read(start, end):  # the first blocks are read once
+        end = min(end, entry.size)
+        return first[start:end] if end <= len(first) else remote.read_range(url, start, end)
+
     offset = 0
     index = 0
     while offset < entry.size:
@@ -423,18 +427,19 @@ class TileCache:
             return self._checked[url]
         try:
             entry = remote.file_entry(url)
+            with self._lock:
+                cached = self._headers.get(url)
+            if cached is None or cached.version != entry.version:
+                cached = read_tile_header(url, entry)
         except FileNotFoundError:
             raise _fail(url, "tile not found") from None
-        except OSError as exc:
-            raise _fail(url, f"cannot read the tile ({exc.strerror or exc})") from None
+        except (OSError, remote.RemoteInputError) as exc:
+            raise _fail(url, f"cannot read the tile ({getattr(exc, 'strerror', None) or exc})") from None
         with self._lock:
-            cached = self._headers.get(url)
-        if cached is None or cached.version != entry.version:
-            cached = read_tile_header(url, entry)
-            with self._lock:
-                self._headers[url] = cached
-                while len(self._headers) > _HEADER_CACHE_SIZE:
-                    self._headers.popitem(last=False)
+            self._headers[url] = cached
+            self._headers.move_to_end(url)
+            while len(self._headers) > _HEADER_CACHE_SIZE:
+                self._headers.popitem(last=False)
         self._checked[url] = cached
         return cached
 
@@ -450,7 +455,10 @@ class TileCache:
             else:
                 tile = _BandedTile(header)
             self._open[url] = tile
-        stored = tile.stored(rows, columns)
+        try:
+            stored = tile.stored(rows, columns)
+        except (OSError, remote.RemoteInputError) as exc:
+            raise _fail(url, f"cannot read rows {rows.start}-{rows.stop - 1} of the tile ({exc})", header.hdu) from None
         return physical_values(stored, header.bscale, header.bzero, header.blank)
 
     def requests(self) -> int:
