@@ -10,8 +10,10 @@ from astropy.wcs import WCS
 from click.testing import CliRunner
 from helpers.mosaics import mirabest_mosaic, precut_catalogue, stage_results
 
+from survey_classifier.api.images import cutout_png
 from survey_classifier.cli import main
 from survey_classifier.db import make_engine
+from survey_classifier.io.fits import read_cutout
 from survey_classifier.query import query_errors, query_results
 from survey_classifier.synthetic import make_synthetic_mosaic
 
@@ -80,6 +82,12 @@ def test_a_mosaic_run_gives_the_results_of_the_pre_cut_cutouts(tmp_path):
     assert set(from_mosaic["kind"]) == {"compact", "fri", "frii"}  # catalogue columns carried through
     with fits.open(saved / "SYN0015.fits") as hdus:
         assert hdus[0].header["TILE"] == "tile_0_0.fits" and hdus[0].header["TILE_X"] == pytest.approx(957.6)
+        saved_pixels = hdus[0].data
+    # what reads a stored cutout again by its path (the web page's images, galleries) cuts it again
+    again = read_cutout(row["path"])
+    np.testing.assert_array_equal(again.data, saved_pixels)
+    assert again.sha256 == row["sha256"]
+    assert cutout_png(row["path"], row["sha256"], size=64).startswith(b"\x89PNG")
 
 
 def test_positions_off_the_mosaics_are_stored_as_errors(tmp_path):

@@ -119,7 +119,9 @@ def read_cutout(source, *, limits=None) -> Cutout:
     Parameters
     ----------
     source : CutoutSource or str or os.PathLike
-        The file to read; a bare path is wrapped in a :class:`CutoutSource`.
+        The file to read (a path or a URL); a bare path is wrapped in a
+        :class:`CutoutSource`. A ``mosaic:`` path is cut from its mosaic
+        tiles (:func:`survey_classifier.io.mosaics.read_mosaic_cutout`).
     limits : ReadLimits, optional
         Size limits; the defaults of :class:`ReadLimits` when None.
 
@@ -152,6 +154,10 @@ def read_cutout(source, *, limits=None) -> Cutout:
     if not isinstance(source, CutoutSource):
         source = CutoutSource(path=os.fspath(source))
     limits = ReadLimits() if limits is None else limits
+    if source.path.startswith("mosaic:"):  # a cutout cut from survey mosaic tiles (io/mosaics.py)
+        from survey_classifier.io.mosaics import read_mosaic_cutout
+
+        return read_mosaic_cutout(source, limits=limits)
     reader = _Reader(source, limits)
     try:
         return reader.read()

@@ -347,7 +347,10 @@ class _MappedTile:
         mapping = getattr(self._pixels, "_mmap", None)
         self._pixels = None
         if mapping is not None:
-            mapping.close()
+            try:
+                mapping.close()
+            except BufferError:  # a view of the pixels is still held: unmapped when it goes
+                pass
 
 
 class _BandedTile:
