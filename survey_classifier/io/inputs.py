@@ -135,6 +135,7 @@ def expand_inputs(
 
 def _url_sources(url: str, **options) -> list[CutoutSource]:
     """The cutouts named by a URL: a catalogue, or a folder, glob or object of FITS files."""
+    remote.filesystem(url)  # a scheme without its filesystem package stops here, saying which to install
     name = remote.basename(url).lower()
     if any(name.endswith(suffix) for suffix in CATALOGUE_FORMATS):
         return read_catalogue(url, **options)

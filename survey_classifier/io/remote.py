@@ -83,8 +83,8 @@ def join(base: str, name: str) -> str:
     if is_url(name):
         return name
     if is_url(base):
-        if name.startswith("/"):
-            return _scheme(base) + name.lstrip("/")
+        if name.startswith("/"):  # from the root of the bucket (of the filesystem, for file://)
+            return _scheme(base) + (name if base.startswith("file://") else name.lstrip("/"))
         return _scheme(base) + posixpath.normpath(posixpath.join(_path_part(base), name))
     return os.path.normpath(os.path.join(base, os.path.expanduser(name)))
 
@@ -173,7 +173,7 @@ def list_files(spec: str, suffixes: tuple[str, ...]) -> list[FileEntry]:
     ``spec`` is a local path or a URL. Sorted by name; not recursive.
     """
     local = local_path(spec)
-    scheme = "" if local is not None and not spec.startswith("file://") else spec.partition("://")[0] + "://"
+    as_url = spec.startswith("file://")
     if local is not None:
         if os.path.isdir(local):
             names = sorted(e.path for e in os.scandir(local) if e.is_file() and e.name.lower().endswith(suffixes))
@@ -187,7 +187,7 @@ def list_files(spec: str, suffixes: tuple[str, ...]) -> list[FileEntry]:
         entries = []
         for name in names:
             status = os.stat(name)
-            url = f"file://{os.path.abspath(name)}" if scheme else os.path.abspath(name)
+            url = f"file://{os.path.abspath(name)}" if as_url else os.path.abspath(name)
             entries.append(FileEntry(url=url, size=status.st_size, version=str(status.st_mtime_ns)))
         return entries
     fs, inner = filesystem(spec)

@@ -68,3 +68,20 @@ def test_a_mosaic_in_a_bucket_is_read_by_ranges(s3_server, tmp_path, engine):
         assert from_store.requests() <= 4
     entry = remote.file_entry(f"{url}/tiles/tile_0_0.fits")
     assert entry.size == (tmp_path / "survey" / "tiles" / "tile_0_0.fits").stat().st_size and entry.version
+
+
+def test_paths_and_urls_are_joined_like_folders():
+    assert remote.join("s3://survey/cutouts", "a/b.fits") == "s3://survey/cutouts/a/b.fits"
+    assert remote.join("s3://survey/cutouts/", "../tiles/t.fits") == "s3://survey/tiles/t.fits"
+    assert remote.join("s3://survey/cutouts", "/other/t.fits") == "s3://other/t.fits"
+    assert remote.join("file:///data/cutouts", "/other/t.fits") == "file:///other/t.fits"
+    assert remote.join("s3://survey/cutouts", "gs://else/t.fits") == "gs://else/t.fits"
+    assert remote.join("/data/cutouts", "x/../t.fits") == "/data/cutouts/t.fits"
+    assert remote.parent("https://example.org/first/catalogue.csv") == "https://example.org/first"
+    assert remote.basename("s3://survey/tiles/14000+32270E.fits") == "14000+32270E.fits"
+    assert remote.local_path("file:///data/t.fits") == "/data/t.fits" and remote.local_path("s3://b/t") is None
+
+
+def test_a_scheme_without_a_filesystem_is_named():
+    with pytest.raises(remote.RemoteInputError, match="no filesystem for the scheme 'nosuchstore'"):
+        expand_inputs(["nosuchstore://bucket/cutouts/"])

@@ -64,10 +64,13 @@ def test_workers_read_files_and_mosaics_from_a_bucket(s3_server, postgres_url, b
     }
     for name, (in_bucket, on_disk) in inputs.items():
         assert all(s.path.startswith(("s3://", "mosaic:s3://")) for s in in_bucket)
-        run_id, n_batches = submit_run(engine, in_bucket, stages, batch_size=8)
+        config = {"save_cutouts": "s3://survey/saved"} if name == "mosaic" else None  # as submit --save-cutouts
+        run_id, n_batches = submit_run(engine, in_bucket, stages, batch_size=8, config=config)
         status = wait_for_run(engine, run_id, timeout_s=300)
         assert status.status == "finished" and status.n_failed == 0, (name, status, worker.log()[-3000:])
         from_workers = stage_results(query_results(engine, run_id=run_id))
         assert len(from_workers) == 24 and n_batches == 3
         assert from_workers == _local_results(tmp_path, name, on_disk), name
+    saved = sorted(s3_server.filesystem().ls("survey/saved"))
+    assert saved == sorted(f"survey/saved/{s.catalogue_id}.fits" for s in inputs["mosaic"][0])
     engine.dispose()
