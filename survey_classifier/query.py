@@ -32,7 +32,20 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import angular_separation
 from astropy.table import MaskedColumn, Table
-from sqlalchemy import ARRAY, BigInteger, any_, bindparam, exists, func, or_, select, tuple_, union_all
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    String,
+    Text,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.engine import Connection, Engine
 
 from survey_classifier.columns import Column, annotate, described_columns, family_of, order_columns
@@ -434,7 +447,8 @@ def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
     table = Table()
     for name, stored in _CUTOUT_COLUMNS:
         values = [r[stored] for r in rows]
-        table[name] = np.array(values, dtype=np.int64) if name == "cutout_id" else _column(values)
+        text = _is_text(CutoutRow.__table__.c[stored])
+        table[name] = np.array(values, dtype=np.int64) if name == "cutout_id" else _column(values, text=text)
         annotate(table[name], described[stored].renamed(name))
     if with_separation:
         table[SEPARATION.name] = np.array([r["separation_deg"] * 3600.0 for r in rows])
@@ -480,12 +494,13 @@ def _add_catalogue_columns(connection, table: Table, rows: list[dict]) -> None:
         annotate(table[name], spec)
 
 
-def _column(values: list):
-    """A column from Python values, masked where None."""
+def _column(values: list, *, text: bool = False):
+    """A column from Python values, masked where None (of strings when ``text`` and all are None)."""
     mask = [v is None for v in values]
     present = [v for v in values if v is not None]
     if not present:
-        return MaskedColumn(np.zeros(len(values)), mask=[True] * len(values))
+        empty = np.full(len(values), "", dtype=str) if text else np.zeros(len(values))
+        return MaskedColumn(empty, mask=[True] * len(values))
     if all(isinstance(v, bool) for v in present):
         fill, dtype = False, bool
     elif all(isinstance(v, int) and not isinstance(v, bool) for v in present):
@@ -497,6 +512,10 @@ def _column(values: list):
         values = [v if isinstance(v, str) or v is None else str(v) for v in values]
     data = np.array([fill if v is None else v for v in values], dtype=dtype)
     return MaskedColumn(data, mask=mask) if any(mask) else data
+
+
+def _is_text(column) -> bool:
+    return isinstance(column.type, (String, Text))
 
 
 @lru_cache(maxsize=1)
@@ -525,13 +544,14 @@ def _add_stage_columns(connection, table: Table, ids, name: str, variant: Varian
     declared = _declared_result_columns().get(name, {})
     prefix = f"{name}: "
 
-    def put(key: str, values: list, spec: Column) -> None:
+    def put(key: str, values: list, spec: Column, *, text: bool = False) -> None:
         column_name = f"{name}_{key}"
-        table[column_name] = _column(values)
+        table[column_name] = _column(values, text=text)
         annotate(table[column_name], spec.renamed(column_name, prefix=prefix))
 
-    for column in (col.name for col in t.columns if col.name not in _SKIP):
-        put(column, [by_cutout.get(i, {}).get(column) for i in ids], described[column])
+    for column in (col for col in t.columns if col.name not in _SKIP):
+        put(column.name, [by_cutout.get(i, {}).get(column.name) for i in ids], described[column.name],
+            text=_is_text(column))
     for mapping in ("probabilities", "components"):
         family = family_of(variant.row_class, mapping)
         if family is None:
@@ -563,6 +583,6 @@ def query_errors(engine: Engine, *, run_id: int | None = None) -> Table:
     described = {**described_columns(ErrorRow), "path": described_columns(CutoutRow)["path"]}
     table = Table()
     for name in ("path", "stage", "stage_version", "model_ref", "hdu", "error_type", "message", "run_id"):
-        table[name] = _column([r[name] for r in rows])
+        table[name] = _column([r[name] for r in rows], text=name not in ("hdu", "run_id"))
         annotate(table[name], described[name])
     return table
