@@ -29,7 +29,6 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from astropy import units as u
 from astropy.coordinates import angular_separation
 from astropy.table import MaskedColumn, Table
 from sqlalchemy import (
