@@ -40,7 +40,7 @@ SCS_MAX_ROWS = 50_000
 #: What SCS 1.03 answers are served as.
 VOTABLE_MEDIA_TYPE = "text/xml"
 
-ACCESS_URL = Column("access_url", "Link to the cutout's FITS file", ucd="meta.ref.url").checked()
+ACCESS_URL = Column("access_url", "Link to the cutout's FITS file", ucd="meta.ref.url;meta.dataset").checked()
 ACCESS_FORMAT = Column("access_format", "Media type of the file at access_url", ucd="meta.code.mime").checked()
 
 #: Columns of each verbosity (patterns, in order); VERB=3 adds every other column.
@@ -104,7 +104,7 @@ def _cone_table(engine, ra: float, dec: float, radius: float, verbosity: int, ba
     table = _columns_of_verbosity(_public(table), verbosity)
     table[ACCESS_URL.name] = np.array([f"{base_url}/cutouts/{i}/fits" for i in table["cutout_id"]], dtype=str)
     annotate(table[ACCESS_URL.name], ACCESS_URL)
-    table[ACCESS_FORMAT.name] = np.full(len(table), "application/fits", dtype=str)
+    table[ACCESS_FORMAT.name] = np.array(["application/fits"] * len(table), dtype="U16")
     annotate(table[ACCESS_FORMAT.name], ACCESS_FORMAT)
     return table, overflow
 
