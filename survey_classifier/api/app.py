@@ -66,7 +66,7 @@ def _finite(low: float, high: float, *, low_open=False, high_open=False, descrip
 
 
 def _angle(description: str):
-    """An angle query parameter, read by :mod:`survey_classifier.positions` (a 422 naming it if unreadable)."""
+    """An angle query parameter, read by :mod:`survey_classifier.positions` (a 400 naming it if unreadable)."""
     return Annotated[str | None, Query(max_length=64, description=description)]
 
 
@@ -159,7 +159,7 @@ def create_app(
         return FileResponse(str(static / "index.html"), media_type="text/html")
 
     @app.get("/results", summary="Cutouts and their results, filtered, one page at a time",
-             response_model=None, responses={**table_responses(TablePage), **errors(400, 422)})
+             responses={**table_responses(TablePage), **errors(400, 422)})
     def results(
         stage: Stage = None,
         label: Annotated[str | None, Query(pattern=_LABEL, description="Class label of `stage`.")] = None,
@@ -185,7 +185,7 @@ def create_app(
         from survey_classifier.query import query_results
 
         if (som_x is None) != (som_y is None):
-            raise HTTPException(422, "a SOM node needs both som_x and som_y")
+            raise HTTPException(400, "a SOM node needs both som_x and som_y")
         ranks = None
         if anomaly_rank_min is not None or anomaly_rank_max is not None:
             ranks = (anomaly_rank_min or 1, anomaly_rank_max or (anomaly_rank_min or 1) + MAX_PAGE - 1)
@@ -238,7 +238,7 @@ def create_app(
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/anomalies", summary="The most anomalous cutouts, highest score first",
-             response_model=None, responses={**table_responses(TablePage), **errors(400, 422)})
+             responses={**table_responses(TablePage), **errors(400, 422)})
     def anomalies(
         top: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         stage: Stage = None,
@@ -382,7 +382,7 @@ def _cone(ra: str | None, dec: str | None, radius: str | None) -> dict:
     if all(v is None for v in cone):
         return {}
     if any(v is None for v in cone):
-        raise HTTPException(422, "a cone search needs all of ra, dec and radius")
+        raise HTTPException(400, "a cone search needs all of ra, dec and radius")
     return {"ra": parse_ra(ra), "dec": parse_dec(dec), "radius": parse_radius(radius, maximum_deg=MAX_RADIUS_DEG)}
 
 
@@ -391,7 +391,7 @@ def _picks(values: list[str] | None) -> dict[str, str]:
     for value in values or []:
         stage, _, pick = value.partition("=")
         if stage in picks:
-            raise HTTPException(422, f"version given twice for stage {stage!r}")
+            raise HTTPException(400, f"version given twice for stage {stage!r}")
         picks[stage] = pick
     return picks
 

@@ -3,7 +3,12 @@
 Every refusal, whatever raised it (a parameter outside its range, a filter
 naming nothing stored, a missing token, an unknown id, an unknown path),
 answers ``{"detail": "one sentence naming what was wrong"}``
-(:class:`ErrorBody`); :func:`install_error_handlers` makes FastAPI's and
+(:class:`ErrorBody`). The statuses keep one meaning: 422 when the request
+does not fit the published schema (a number out of its range, a value
+outside its pattern); 400 when it fits but cannot be answered (a position
+that is not an angle, a filter naming nothing the database holds, two
+parameters that contradict each other: what a schema cannot say); 401/403
+for the token; 404 for an unknown id; 409 for a changed file. :func:`install_error_handlers` makes FastAPI's and
 Starlette's own refusals take that shape too. Routes document the statuses
 they can answer with :func:`errors` and the media types of table downloads
 with :func:`table_responses`, so the OpenAPI schema at ``/openapi.json``
@@ -21,7 +26,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from survey_classifier.errors import SurveyClassifierError
 from survey_classifier.formats import EXPORT_FORMATS
-from survey_classifier.positions import PositionError
 
 __all__ = ["ErrorBody", "errors", "table_responses", "install_error_handlers", "media_type"]
 
@@ -33,13 +37,13 @@ class ErrorBody(BaseModel):
 
 
 _MEANING = {
-    400: "The request is well formed but names something the database does not hold, or asks what cannot be "
-         "answered (the message says what is stored).",
+    400: "The request fits the schema but cannot be answered: a position that is not an angle, a filter naming "
+         "nothing the database holds (the message says what is stored), parameters that contradict each other.",
     401: "The endpoint changes the database: it needs 'Authorization: Bearer TOKEN' with the service's token.",
     403: "The service is read-only (started without a write token).",
     404: "No such cutout, model or file.",
     409: "The cutout's file changed since it was classified (its checksum differs).",
-    422: "A parameter is malformed or outside its range; the message names it.",
+    422: "The request does not fit the schema: a parameter is malformed or outside its range (the message names it).",
 }
 
 
@@ -55,11 +59,12 @@ def media_type(full: str) -> str:
 
 def table_responses(json_schema: type[BaseModel]) -> dict:
     """``responses=`` of a route answering JSON (``json_schema``) or any export format."""
-    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{json_schema.__name__}"}}}
+    content = {}
     for export in EXPORT_FORMATS.values():
         schema = {"type": "string"} if export.text else {"type": "string", "format": "binary"}
         content[media_type(export.media_type)] = {"schema": schema}
-    return {200: {"content": content, "description": "JSON, or a table file with format=" + "|".join(EXPORT_FORMATS)}}
+    return {200: {"model": json_schema, "content": content,
+                  "description": "JSON, or a table file with format=" + "|".join(EXPORT_FORMATS)}}
 
 
 def _refusal(status: int, detail: str, headers=None) -> JSONResponse:
@@ -84,10 +89,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
         return _refusal(422, _validation_detail(exc))
-
-    @app.exception_handler(PositionError)
-    async def _position(_request: Request, exc: PositionError):
-        return _refusal(422, str(exc))
 
     @app.exception_handler(SurveyClassifierError)
     async def _refused(_request: Request, exc: SurveyClassifierError):

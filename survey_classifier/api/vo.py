@@ -126,7 +126,7 @@ def _scs_votable(table, overflow: bool, query: str):
 
 def _scs_parameter(name: str, description: str):
     """A cone-search parameter, read as text so that bad input gets the SCS error VOTable, not a 422."""
-    return Annotated[str | None, Query(alias=name, max_length=64, description=description)]
+    return Annotated[str | None, Query(alias=name, description=description)]
 
 
 _RA = _scs_parameter("RA", "Right ascension of the cone centre, decimal degrees (ICRS).")
@@ -146,7 +146,8 @@ def vo_router(engine) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {VOTABLE_MEDIA_TYPE: {"schema": {"type": "string"}}},
                          "description": "A VOTable: the sources in the cone, or <INFO name=\"Error\"> "
-                                        "saying what was wrong with the request (as SCS 1.03 asks)."}},
+                                        "saying what was wrong with the request (as SCS 1.03 asks)."},
+                   **errors(422)},
     )
     def scs(
         request: Request,
