@@ -13,7 +13,8 @@ __all__ = ["query"]
 
 #: Columns printed on the terminal when ``--columns`` is not given (exports hold every column).
 _PRINTED = ("cutout_id", "catalogue_id", "ra_deg", "dec_deg", "separation_arcsec", "anomaly_rank", "*_label",
-            "*_probability", "*_node_x", "*_node_y", "*_score", "path", "stage", "error_type", "message")
+            "*_probability", "*_node_x", "*_node_y", "*_score", "measure_peak_flux_jy", "measure_las_arcsec", "path",
+            "stage", "error_type", "message")
 
 
 @click.command()
