@@ -78,6 +78,7 @@ ANOMALY_RANK = Column("anomaly_rank", "Rank of the anomaly score among these res
 #: The cutout columns of every result table, in this order (the database's name where it differs).
 _CUTOUT_COLUMNS = (("cutout_id", "id"), ("catalogue_id", "catalogue_id"), ("ra_deg", "ra_deg"),
                    ("dec_deg", "dec_deg"), ("wcs_ra_deg", "wcs_ra_deg"), ("wcs_dec_deg", "wcs_dec_deg"),
+                   ("catalogue_ra_deg", "catalogue_ra_deg"), ("catalogue_dec_deg", "catalogue_dec_deg"),
                    ("pixel_scale_arcsec", "pixel_scale_arcsec"), ("beam_major_arcsec", "beam_major_arcsec"),
                    ("beam_minor_arcsec", "beam_minor_arcsec"), ("path", "path"), ("sha256", "sha256"))
 #: Names a catalogue column cannot take (it is then prefixed ``catalogue_``).

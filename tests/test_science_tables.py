@@ -85,6 +85,8 @@ def test_catalogue_position_beside_the_wcs_centre(classified):
     given = SkyCoord(catalogue["RA"], catalogue["DEC"], unit=(u.hourangle, u.deg))
     assert np.allclose(table["ra_deg"], given.ra.deg, atol=1e-9)
     assert np.allclose(table["dec_deg"], given.dec.deg, atol=1e-9)
+    assert np.array_equal(table["catalogue_ra_deg"], table["ra_deg"])  # named for what it is, too
+    assert np.array_equal(table["catalogue_dec_deg"], table["dec_deg"])
     centres = SkyCoord(table["wcs_ra_deg"], table["wcs_dec_deg"])
     assert np.allclose(table["position_offset_arcsec"], given.separation(centres).arcsec, atol=1e-6)
     # labels.csv rounds positions to 1e-3 deg: the catalogue and the WCS centre differ by arcseconds
