@@ -53,6 +53,8 @@ Picks = Annotated[
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name, e.g. cnn.")]
 Format = Annotated[Literal[("json", *EXPORT_FORMATS)], Query(description="Response format.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")]
+CutoutId = Annotated[int, PathParam(ge=1, le=MAX_ID, examples=[1], description="A cutout id (`cutout_id`).")]
+ModelId = Annotated[int, PathParam(ge=1, le=MAX_ID, examples=[1], description="A model id (`GET /models`).")]
 
 
 #: Largest cone radius of ``/results``, degrees.
@@ -199,7 +201,7 @@ def create_app(
 
     @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage",
              responses=errors(404, 422))
-    def cutout(cutout_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+    def cutout(cutout_id: CutoutId):
         from survey_classifier.api._tables import table_rows
         from survey_classifier.query import query_results
 
@@ -220,7 +222,7 @@ def create_app(
              responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                               "description": "The picture."}, **errors(404, 422)})
     def cutout_image(
-        cutout_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+        cutout_id: CutoutId,
         size: Annotated[int, Query(ge=16, le=1024, description="Pixels across.")] = 150,
         cmap: Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()] = "inferno",
     ):
@@ -324,12 +326,12 @@ def create_app(
 
     @app.get("/models/{model_id}", summary="One registered model, with its metrics and card",
              responses=errors(404, 422))
-    def model(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+    def model(model_id: ModelId):
         return _model_or_404(model_id)
 
     @app.post("/models/{model_id}/default", summary="Make a model its stage's default (needs the token)",
               dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 422))
-    def model_default(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+    def model_default(model_id: ModelId):
         from survey_classifier.registry import set_default
 
         found = _model_or_404(model_id)
@@ -337,7 +339,7 @@ def create_app(
 
     @app.post("/models/{model_id}/retire", summary="Retire a model (needs the token)",
               dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 422))
-    def model_retire(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+    def model_retire(model_id: ModelId):
         from survey_classifier.registry import retire_model
 
         found = _model_or_404(model_id)

@@ -187,7 +187,7 @@ def vo_router(engine) -> APIRouter:
                          "description": "The file's bytes (FITS; gzip or bzip2 when it was stored compressed)."},
                    **errors(404, 409, 422)},
     )
-    def cutout_fits(cutout_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
+    def cutout_fits(cutout_id: Annotated[int, PathParam(ge=1, le=2**31 - 1, examples=[1])]):
         from survey_classifier.checksum import sha256_file
 
         c = CutoutRow.__table__.c
