@@ -46,6 +46,7 @@ __all__ = [
     "column_of",
     "columns_block",
     "select_columns",
+    "order_columns",
 ]
 
 #: Key under which a column's description is kept in SQLAlchemy ``Column.info``.
