@@ -127,7 +127,7 @@ def test_demo_runs_end_to_end_from_the_installed_script(tmp_path):
 
 def test_query_columns_positions_and_formats(folder, sqlite_url, tmp_path):
     assert invoke("classify", folder, "--db", sqlite_url, "--stages", "measure", "--quiet").exit_code == 0
-    table = Table.read(_export(sqlite_url, tmp_path / "all.vot"))
+    table = Table.read(_export_as(sqlite_url, tmp_path / "all.vot"))
     centre = table[3]
     from astropy.coordinates import SkyCoord
 
@@ -154,11 +154,11 @@ def test_query_columns_positions_and_formats(folder, sqlite_url, tmp_path):
     unknown = invoke("query", "--db", sqlite_url, "--columns", "nosuch")
     assert unknown.exit_code == 1 and "no column 'nosuch'" in unknown.output
     for suffix, reader in ((".fits", "fits"), (".csv", "ascii.ecsv"), (".ecsv", "ascii.ecsv")):
-        back = Table.read(_export(sqlite_url, tmp_path / f"out{suffix}"), format=reader)
+        back = Table.read(_export_as(sqlite_url, tmp_path / f"out{suffix}"), format=reader)
         assert back["ra_deg"].unit == "deg" and len(back) == 10
 
 
-def _export(url, path):
+def _export_as(url, path):
     result = invoke("query", "--db", url, "--stage", "measure", "-o", path)
     assert result.exit_code == 0 and f"({path.suffix.lstrip('.').replace('vot', 'votable')})" in result.output
     return path
