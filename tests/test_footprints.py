@@ -84,4 +84,4 @@ def test_catalogue_rows_without_positions_and_empty_collections_are_refused(mosa
         mosaic_sources(engine, [str(folder / "catalogue.csv")], str(tmp_path / "empty"), CutoutSize.parse("150"))
     sources = mosaic_sources(engine, [str(folder / "catalogue.csv")], str(folder / "tiles"), CutoutSize.parse("150"))
     assert sorted(s.catalogue_id for s in sources) == sorted(truth["id"])
-    assert all(set(s.extra) == {"kind", "flux_jy", "separation_arcsec", "pa_deg"} for s in sources)
+    assert all(set(s.extra) == {"id", "kind", "flux_jy", "separation_arcsec", "pa_deg"} for s in sources)

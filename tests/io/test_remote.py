@@ -41,7 +41,7 @@ def test_cutouts_and_catalogues_in_a_bucket_read_as_from_disk(s3_server, cutouts
         assert (from_store.sha256, from_store.ra_deg) == (from_disk.sha256, from_disk.ra_deg)
     rows = expand_inputs([f"{url}/catalogue.csv"])
     assert [s.path for s in rows[:2]] == [f"{url}/{name}" for name in Table.read(cutouts / "catalogue.csv")["file"][:2]]
-    assert (rows[0].catalogue_id, rows[0].extra) == ("S0", {"note": "a"})
+    assert (rows[0].catalogue_id, rows[0].extra) == ("S0", {"id": "S0", "note": "a"})
     with pytest.raises(CutoutReadError, match="file not found"):
         read_cutout(rows[-1])
     with pytest.raises(CutoutLimitError, match=r"file is 109440 bytes, over the limit of 1000 bytes"):

@@ -4,16 +4,16 @@ Adds the table ``mosaic_tiles`` (one row per tile: its WCS footprint,
 re-read only when the tile changes) and ``cutouts.origin`` (tile and pixel
 position of a cutout cut from mosaics; NULL for cutouts read from files).
 
-Revision ID: 0006
-Revises: 0005 (model identity and artefacts)
+Revision ID: 0007
+Revises: 0006 (positions and catalogue columns)
 Create Date: 2026-12-02 15:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
