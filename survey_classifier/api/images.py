@@ -60,12 +60,13 @@ def cutout_png(path: str, sha256: str | None, *, size: int, cmap: str = "inferno
     from matplotlib import colormaps
     from PIL import Image
 
+    from survey_classifier.display import stretch
     from survey_classifier.io.fits import read_cutout
 
     with warnings.catch_warnings():  # quirks were reported when the cutout was classified
         warnings.simplefilter("ignore")
         cutout = read_cutout(path)
-    scaled = _stretched(np.asarray(cutout.data, dtype=float))[::-1]  # FITS rows run south to north
+    scaled = stretch(cutout.data)[::-1]  # FITS rows run south to north
     rgba = (colormaps[cmap](scaled) * 255).astype(np.uint8)
     image = Image.fromarray(rgba, mode="RGBA")
     if image.size != (size, size):
