@@ -58,6 +58,10 @@ PREPARATIONS = {
                       "source_fill": 0.6, "crop_min": 24, "circle_diameter": 64, "scaling": "peak"},
     "arcsec": {"size": 64, "centre": "emission", "extent": "arcsec", "crop_arcsec": 180.0,
                "islands_only": True, "circle_diameter": 64, "scaling": "peak"},
+    "islands_sqrt": {"size": 64, "centre": "emission", "extent": "islands", "islands_only": True,
+                     "circle_diameter": 64, "scaling": "peak", "stretch": "sqrt"},
+    "islands_log": {"size": 64, "centre": "emission", "extent": "islands", "islands_only": True,
+                    "circle_diameter": 64, "scaling": "peak", "stretch": "log"},
     "islands_48": {"size": 48, "centre": "emission", "extent": "islands", "islands_only": True,
                    "circle_diameter": 48, "scaling": "peak"},
 }  # fmt: skip

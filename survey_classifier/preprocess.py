@@ -34,6 +34,9 @@ et al. 2021), all off by default, so the default recipe is unchanged:
 * ``islands_only``: pixels outside the kept islands are set to zero;
 * ``circle_diameter``: pixels (of the output) outside the centred circle of
   that diameter are set to zero, PINK's circular region;
+* ``stretch``: ``"sqrt"`` takes the square root of the (clipped,
+  non-negative) image, ``"log"`` ``log(1 + S / noise)``, before the scaling,
+  so that faint lobes and jets weigh more against a bright core;
 * ``scaling="peak"`` divides by the brightest pixel, ``"total"`` by the
   summed flux (after the circle), so the image sums to 1.
 
@@ -67,6 +70,7 @@ PREPROCESS_VERSION = 1
 _BACKGROUNDS = ("sigma_clip", "none")
 _SCALINGS = ("minmax", "peak", "total", "none")
 _CENTRES = ("image", "emission")
+_STRETCHES = ("linear", "sqrt", "log")
 _EXTENTS = ("fixed", "arcsec", "islands")
 
 
@@ -112,6 +116,8 @@ class PreprocessConfig:
         of the ``measure`` stage).
     circle_diameter : float or None
         Zero the output outside the centred circle of this diameter (pixels).
+    stretch : {"linear", "sqrt", "log"}
+        Intensity transform before the scaling (``"log"``: ``log(1 + S / noise)``).
     """
 
     size: int = 64
@@ -129,6 +135,7 @@ class PreprocessConfig:
     islands_only: bool = False
     island_sigma: tuple[float, float] = (3.0, 5.0)
     circle_diameter: float | None = None
+    stretch: str = "linear"
 
     def __post_init__(self):
         if self.version != PREPROCESS_VERSION:
@@ -156,6 +163,15 @@ class PreprocessConfig:
         object.__setattr__(self, "island_sigma", tuple(float(level) for level in self.island_sigma))
         if self.centre not in _CENTRES:
             msg = f"centre must be one of {_CENTRES}, got {self.centre!r}"
+            raise ValueError(msg)
+        if self.stretch not in _STRETCHES:
+            msg = f"stretch must be one of {_STRETCHES}, got {self.stretch!r}"
+            raise ValueError(msg)
+        if self.stretch != "linear" and self.clip_sigma is None:
+            msg = f"stretch={self.stretch!r} needs clipping (clip_sigma) to keep the image non-negative"
+            raise ValueError(msg)
+        if self.stretch == "log" and self.background != "sigma_clip":
+            msg = "stretch='log' needs background='sigma_clip' (the noise)"
             raise ValueError(msg)
         if self.extent not in _EXTENTS:
             msg = f"extent must be one of {_EXTENTS}, got {self.extent!r}"
@@ -310,6 +326,10 @@ def preprocess(
         work = resample_window(work, *window, size)
     if config.circle_diameter is not None:
         work = np.where(_circle(size, float(config.circle_diameter)), work, np.float32(0.0))
+    if config.stretch == "sqrt":
+        work = np.sqrt(np.maximum(work, np.float32(0.0)))
+    elif config.stretch == "log":
+        work = np.log1p(np.maximum(work, np.float32(0.0)) / np.float32(std))
     return np.ascontiguousarray(_scaled(work, config.scaling), dtype=np.float32)
 
 

@@ -107,6 +107,19 @@ def test_total_scaling_and_islands_only(cutouts):
     assert np.array_equal(kept_only > 0, kept & (clipped > 0))
 
 
+def test_stretches_lift_faint_emission(cutouts):
+    base = {"size": 64, "centre": "emission", "extent": "islands", "islands_only": True, "scaling": "peak"}
+    for cutout in cutouts[:4]:
+        linear = preprocess(cutout.data, PreprocessConfig(**base))
+        emission = linear > 0
+        for stretch in ("sqrt", "log"):
+            lifted = preprocess(cutout.data, PreprocessConfig(**base, stretch=stretch))
+            assert np.array_equal(lifted > 0, emission) and lifted.max() == 1.0
+            assert np.median(lifted[emission]) > np.median(linear[emission])
+            # the order of the pixels is kept
+            assert np.corrcoef(np.argsort(np.argsort(lifted[emission])), np.argsort(np.argsort(linear[emission])))[0, 1] > 0.99
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -118,6 +131,8 @@ def test_total_scaling_and_islands_only(cutouts):
         ({"island_sigma": (5.0, 3.0)}, "0 < flood <= seed"),
         ({"circle_diameter": 200}, "fit the 64-pixel image"),
         ({"scaling": "max"}, "scaling must be one of"),
+        ({"stretch": "log", "background": "none"}, "stretch='log' needs background"),
+        ({"stretch": "sqrt", "clip_sigma": None}, "needs clipping"),
     ],
 )
 def test_refuses_inconsistent_options(options, message):
@@ -132,4 +147,4 @@ def test_every_choice_travels_in_the_record():
     assert PreprocessConfig.from_dict(record) == MORPHOLOGY
     assert PreprocessConfig.from_dict(record).digest() == MORPHOLOGY.digest() != PreprocessConfig(size=64).digest()
     with pytest.raises(ValueError, match="unknown preprocessing parameters"):
-        PreprocessConfig.from_dict({**record, "stretch": "asinh"})
+        PreprocessConfig.from_dict({**record, "gamma": 0.5})

@@ -83,6 +83,8 @@ def preprocess_options(command):
         click.option("--clip-sigma", type=float, default=3.0, show_default=True, help="Zero pixels below k sigma."),
         click.option("--circle", "circle_diameter", type=float, default=None,
                      help="Zero the image outside the centred circle of this diameter [output pixels]."),
+        click.option("--stretch", type=click.Choice(["linear", "sqrt", "log"]), default="linear",
+                     show_default=True, help="Intensity transform before the scaling (log: log(1 + S/noise))."),
         click.option("--scaling", type=click.Choice(["minmax", "peak", "total", "none"]), default="minmax",
                      show_default=True, help="Per-image normalisation."),
     ]  # fmt: skip
@@ -100,6 +102,7 @@ def _preprocess_config(options):
         crop_arcsec=options["crop_arcsec"], source_flux_fraction=options["source_flux_fraction"],
         source_fill=options["source_fill"], crop_min=options["crop_min"],
         islands_only=options["islands_only"], circle_diameter=options["circle_diameter"],
+        stretch=options["stretch"],
     )  # fmt: skip
 
 
