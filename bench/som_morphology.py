@@ -62,6 +62,10 @@ PREPARATIONS = {
                      "circle_diameter": 64, "scaling": "peak", "stretch": "sqrt"},
     "islands_log": {"size": 64, "centre": "emission", "extent": "islands", "islands_only": True,
                     "circle_diameter": 64, "scaling": "peak", "stretch": "log"},
+    "islands_min40": {"size": 64, "centre": "emission", "extent": "islands", "islands_only": True,
+                      "crop_min": 40, "circle_diameter": 64, "scaling": "peak"},
+    "arcsec_120": {"size": 64, "centre": "emission", "extent": "arcsec", "crop_arcsec": 120.0,
+                   "islands_only": True, "circle_diameter": 64, "scaling": "peak"},
     "islands_48": {"size": 48, "centre": "emission", "extent": "islands", "islands_only": True,
                    "circle_diameter": 48, "scaling": "peak"},
 }  # fmt: skip
@@ -112,7 +116,7 @@ def evaluate(images, config, rows, fold_of, layout, grid, epochs):
     fr_class = np.array([row["fr_class"] for row in rows])
     confident = np.array([row["confidence"] == "confident" for row in rows])
     target = confident & np.isin(fr_class, FR)
-    per_fold, distance, correct = [], [], []
+    per_fold, distance, correct, others = [], [], [], {}
     for fold in range(FOLDS):
         train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
         som = make_som(config, layout, grid, epochs)
@@ -126,6 +130,9 @@ def evaluate(images, config, rows, fold_of, layout, grid, epochs):
         scored = target[test]
         said = labels.read_off(unseen["node"][scored])
         correct.append(said == fr_class[test][scored])
+        near = som.map(images[test][scored], refine_within=None, return_distances=True)["node_distances"]
+        for name, votes in _other_read_offs(som.grid_, labels.counts, near).items():
+            others.setdefault(name, []).append(np.array(FR)[votes] == fr_class[test][scored])
         distance.append(unseen["distance"][scored])
         neighbours = som.grid_.are_neighbours(unseen["node"], unseen["second_node"])
         per_fold.append({
@@ -140,8 +147,21 @@ def evaluate(images, config, rows, fold_of, layout, grid, epochs):
         n_scored=int(correct.size), reliable_distance=limit,
         reliable=float(np.mean(distance <= limit)) if limit is not None else 0.0,
         reliable_accuracy=float(np.mean(correct[distance <= limit])) if limit is not None else None,
+        **{f"accuracy_{name}": float(np.mean(np.concatenate(right))) for name, right in others.items()},
     )  # fmt: skip
     return result
+
+
+def _other_read_offs(grid, counts, node_distances):
+    """Class index per source from neuron counts other than the BMU's majority (for comparison).
+
+    ``smooth``: counts summed over the map with a Gaussian of one node;
+    ``top3``: counts of the three nearest neurons, weighted 3, 2, 1.
+    """
+    smoothed = np.exp(-0.5 * grid.distances**2) @ counts
+    best = np.argsort(node_distances, axis=1)[:, :3]
+    top3 = sum(weight * counts[best[:, k]] for k, weight in enumerate((3, 2, 1)))
+    return {"smooth": smoothed[best[:, 0]].argmax(axis=1), "top3": top3.argmax(axis=1)}
 
 
 def run(candidates, out):
@@ -159,7 +179,8 @@ def run(candidates, out):
         print(f"{prep:14s} {layout:9s} {record['grid']:6s} {epochs:3d} ep: accuracy {record['accuracy']:.3f} "
               f"(folds {min(record['accuracy_folds']):.3f}-{max(record['accuracy_folds']):.3f}) "
               f"purity {record['purity']:.3f} QE {record['qe']:.3f} TE {record['te']:.3f} "
-              f"reliable {record['reliable']:.2f} train {record['train_s']:.1f} s", flush=True)  # fmt: skip
+              f"reliable {record['reliable']:.2f} train {record['train_s']:.1f} s "
+              f"[smooth {record['accuracy_smooth']:.3f}, top3 {record['accuracy_top3']:.3f}]", flush=True)  # fmt: skip
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
