@@ -27,22 +27,29 @@ class NeuronLabels:
     counts : ndarray, (n_nodes, n_classes)
         Labelled sources per neuron and class.
     labels : ndarray of int, (n_nodes,)
-        Index of each neuron's class: the majority of its own sources; for
-        a neuron without sources, or with a tie, the majority of the
-        sources of the neurons within 1, 2, ... nodes of it on the map
-        (the first ring that breaks the tie); -1 if none does.
+        Index of each neuron's class: the majority of its own sources (with
+        ``smoothing``, of the counts summed over the map with a Gaussian of
+        that width in nodes); for a neuron without sources, or with a tie,
+        the majority of the sources of the neurons within 1, 2, ... nodes
+        of it on the map (the first ring that breaks the tie); -1 if none does.
+    smoothing : float
+        Width (in nodes) of the Gaussian the votes were summed with; 0: none.
     """
 
     classes: tuple[str, ...]
     counts: np.ndarray
     labels: np.ndarray
+    smoothing: float = 0.0
 
     @classmethod
-    def fit(cls, grid, nodes, classes, class_names) -> NeuronLabels:
+    def fit(cls, grid, nodes, classes, class_names, *, smoothing=0.0) -> NeuronLabels:
         """Count the labelled sources (``nodes[i]`` with class ``classes[i]``) per neuron.
 
         ``grid`` is the map's :class:`~survey_classifier.som.MapGrid`;
-        sources whose class is not in ``class_names`` are ignored.
+        sources whose class is not in ``class_names`` are ignored. With
+        ``smoothing`` > 0 a neuron's vote includes its neighbours' sources,
+        weighted ``exp(-d^2 / 2 smoothing^2)`` at ``d`` nodes away: the map's
+        order fills in neurons with few sources.
         """
         class_names = tuple(class_names)
         lookup = {name: index for index, name in enumerate(class_names)}
@@ -50,7 +57,8 @@ class NeuronLabels:
         for node, name in zip(np.asarray(nodes, dtype=int), classes, strict=True):
             if name in lookup:
                 counts[node, lookup[name]] += 1
-        return cls(class_names, counts, _vote(counts, grid.distances))
+        votes = counts if not smoothing else np.exp(-0.5 * (grid.distances / smoothing) ** 2) @ counts
+        return cls(class_names, counts, _vote(votes, grid.distances), float(smoothing))
 
     def read_off(self, nodes) -> np.ndarray:
         """Class names for sources mapped to ``nodes`` ("" where no neuron has a label)."""
@@ -74,7 +82,8 @@ class NeuronLabels:
         return float(self.counts.max(axis=1).sum() / max(self.counts.sum(), 1))
 
     def to_dict(self) -> dict:
-        return {"classes": list(self.classes), "counts": self.counts.tolist(), "labels": self.labels.tolist()}
+        return {"classes": list(self.classes), "counts": self.counts.tolist(), "labels": self.labels.tolist(),
+                "smoothing": self.smoothing}  # fmt: skip
 
 
 def _vote(counts, grid_distances) -> np.ndarray:
@@ -83,6 +92,7 @@ def _vote(counts, grid_distances) -> np.ndarray:
     for node in range(len(counts)):
         for ring in rings:
             votes = counts[np.round(grid_distances[node], 6) <= ring].sum(axis=0)
+            votes = np.round(votes, 9)  # smoothed votes: ties stay ties
             best = np.flatnonzero(votes == votes.max())
             if votes.max() > 0 and best.size == 1:
                 labels[node] = best[0]

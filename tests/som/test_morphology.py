@@ -56,6 +56,11 @@ def test_empty_neuron_takes_its_neighbours_vote():
     # node 1 is empty: its neighbours 0 (2 FRI) and 2 (1 FRII) say FRI
     assert list(labels.read_off([0, 1, 2, 3])) == ["FRI", "FRI", "FRII", "FRII"]
     assert list(labels.hits) == [2, 0, 1, 1]
+    # a lone FR I beside three FR II: its own vote, or with smoothing its neighbours' too
+    nodes, names = [0, 1, 1, 1], ["FRI", "FRII", "FRII", "FRII"]
+    assert NeuronLabels.fit(grid, nodes, names, ("FRI", "FRII")).read_off([0])[0] == "FRI"
+    smoothed = NeuronLabels.fit(grid, nodes, names, ("FRI", "FRII"), smoothing=1.0)
+    assert smoothed.read_off([0])[0] == "FRII" and list(smoothed.hits) == [1, 3, 0, 0]
     assert reliable_distance([0.5, 1.0, 2.0, 3.0], [True, True, False, False], target=0.6, minimum=1) == 2.0
     assert reliable_distance([0.5, 1.0], [False, False], minimum=1) is None
 
