@@ -66,6 +66,8 @@ PREPARATIONS = {
                       "crop_min": 40, "circle_diameter": 64, "scaling": "peak"},
     "arcsec_120": {"size": 64, "centre": "emission", "extent": "arcsec", "crop_arcsec": 120.0,
                    "islands_only": True, "circle_diameter": 64, "scaling": "peak"},
+    "islands_tight": {"size": 64, "centre": "emission", "extent": "islands", "source_fill": 0.95, "crop_min": 10,
+                      "circle_diameter": 64, "scaling": "peak"},
     "islands_48": {"size": 48, "centre": "emission", "extent": "islands", "islands_only": True,
                    "circle_diameter": 48, "scaling": "peak"},
 }  # fmt: skip
@@ -109,7 +111,7 @@ def make_som(config, layout, grid, epochs, seed=0):
     )  # fmt: skip
 
 
-def evaluate(images, config, rows, fold_of, layout, grid, epochs):
+def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None):
     """Cross-validated figures of one candidate (see the module docstring)."""
     from survey_classifier.som.labels import NeuronLabels, reliable_distance
 
@@ -131,6 +133,10 @@ def evaluate(images, config, rows, fold_of, layout, grid, epochs):
         said = labels.read_off(unseen["node"][scored])
         correct.append(said == fr_class[test][scored])
         near = som.map(images[test][scored], refine_within=None, return_distances=True)["node_distances"]
+        if keep is not None:
+            keep.update({f"train_nodes_{fold}": seen["node"], f"test_nodes_{fold}": unseen["node"],
+                         f"test_distance_{fold}": unseen["distance"], f"near_{fold}": near,
+                         f"grid_distances": som.grid_.distances})  # fmt: skip
         for name, votes in _other_read_offs(som.grid_, labels.counts, near).items():
             others.setdefault(name, []).append(np.array(FR)[votes] == fr_class[test][scored])
         distance.append(unseen["distance"][scored])
@@ -173,7 +179,12 @@ def run(candidates, out):
             images[prep] = prepared(cutouts, prep)
         data, config = images[prep]
         start = time.perf_counter()
-        result = evaluate(data, config, rows, fold_of, layout, grid, epochs)
+        keep = {"fold_of": fold_of}
+        result = evaluate(data, config, rows, fold_of, layout, grid, epochs, keep)
+        if os.environ.get("SOM_MORPHOLOGY_KEEP"):
+            folder = Path(os.environ["SOM_MORPHOLOGY_KEEP"])
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"{prep}-{layout}-{grid[0]}x{grid[1]}-{epochs}.npz", **keep)
         record = {"prep": prep, "layout": layout, "grid": f"{grid[0]}x{grid[1]}", "epochs": epochs,
                   **result, "wall_s": time.perf_counter() - start}  # fmt: skip
         print(f"{prep:14s} {layout:9s} {record['grid']:6s} {epochs:3d} ep: accuracy {record['accuracy']:.3f} "
@@ -183,6 +194,21 @@ def run(candidates, out):
               f"[smooth {record['accuracy_smooth']:.3f}, top3 {record['accuracy_top3']:.3f}]", flush=True)  # fmt: skip
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def table(path):
+    """The results in ``path`` (JSON lines) as a markdown table, in the order run."""
+    print("| preparation | map | epochs | accuracy (folds) | smoothed labels | purity | QE | TE | reliable "
+          "(distance) | train s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    with open(path) as handle:
+        for line in handle:
+            r = json.loads(line)
+            limit = "-" if r["reliable_distance"] is None else f"{r['reliable_distance']:.2f}"
+            print(f"| {r['prep']} | {r['layout']} {r['grid']} | {r['epochs']} | {r['accuracy']:.3f} "
+                  f"({min(r['accuracy_folds']):.2f}-{max(r['accuracy_folds']):.2f}) | "
+                  f"{r.get('accuracy_smooth', float('nan')):.3f} | {r['purity']:.3f} | {r['qe']:.3f} | "
+                  f"{r['te']:.3f} | {r['reliable']:.2f} ({limit}) | {r['train_s']:.1f} |")  # fmt: skip
 
 
 def _grid(text):
@@ -196,7 +222,11 @@ def main(argv=None):
     parser.add_argument("--preps", nargs="*", default=list(PREPARATIONS))
     parser.add_argument("--candidate", nargs="*", default=[], help="PREP:LAYOUT:GRID:EPOCHS, e.g. islands:hexagonal:9x9:10")
     parser.add_argument("--out", default=str(REPO / "bench" / "som_morphology.jsonl"))
+    parser.add_argument("--table", default=None, help="print the results in this JSON-lines file as markdown")
     args = parser.parse_args(argv)
+    if args.table:
+        table(args.table)
+        return 0
     candidates = []
     if args.stage == "preparations":
         candidates = [(prep, "cartesian", (10, 10), 10) for prep in args.preps]

@@ -210,7 +210,7 @@ def _label_neurons(som, mapping, files, labels_by_file, path):
         msg = "none of the training files is in the --labels table"
         raise click.ClickException(msg)
     labels = NeuronLabels.fit(som.grid_, mapping["node"], classes, names)
-    path.write_text(json.dumps(labels.to_dict(), indent=1))
+    path.write_text(json.dumps(labels.to_dict()))
     click.echo(f"neuron labels ({', '.join(names)}; {labels.counts.sum()} labelled cutouts, "
                f"{100 * labels.mean_purity:.1f} % in their neuron's class) written to {path}")  # fmt: skip
     return labels
