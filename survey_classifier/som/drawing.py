@@ -81,16 +81,17 @@ def draw_map(som_file, out_dir, *, db_url=None, label_column=None, nodes=()) -> 
     )
 
     som = RotationInvariantSOM.load(som_file)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     indices = [_node_index(som.grid_, x, y) for x, y in nodes]
     if indices and db_url is None:
         msg = "--node needs --db: the members of a neuron are the cutouts of a results database"
         raise ValueError(msg)
+    if db_url is not None:  # before drawing anything: a wrong column fails first
+        images, mapping, classes, _ = map_database(som, db_url, label_column=label_column)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     hits = labels = None
     written = [plot_umatrix(som, out / "umatrix.png"), save_tiles(som, out / "prototypes_tiles.png")]
     if db_url is not None:
-        images, mapping, classes, _ = map_database(som, db_url, label_column=label_column)
         hits = np.bincount(mapping["node"], minlength=som.grid_.n_nodes)
         written.append(plot_hits(som, mapping["node"], out / "hits.png"))
         if classes is not None:

@@ -115,7 +115,9 @@ def test_train_with_labels_and_show_from_a_database(tmp_path, mirabest_dir, mira
                                           "--node", "1,0", "--out", str(tmp_path / "pictures")])  # fmt: skip
     assert shown.exit_code == 0, shown.output
     assert shown.output.count("picture: ") == 6 and "node_1_0.png" in shown.output
-    wrong = CliRunner().invoke(show_som, [str(out), "--db", sqlite_url, "--label-column", "colour"])
+    wrong = CliRunner().invoke(show_som, [str(out), "--db", sqlite_url, "--label-column", "colour",
+                                          "--out", str(tmp_path / "p1")])  # fmt: skip
     assert wrong.exit_code != 0 and "no column 'colour'" in wrong.output
+    assert not (tmp_path / "p1").exists()  # refused before drawing anything
     outside = CliRunner().invoke(show_som, [str(out), "--node", "5,5", "--out", str(tmp_path / "p2")])
     assert outside.exit_code != 0 and "no neuron at (5, 5)" in outside.output
