@@ -5,12 +5,13 @@ that can span three decades: a bright unresolved core hundreds of times
 the noise beside lobes a few times the noise. A stretch anchored only to
 the peak (``asinh`` of the value relative to the peak, the page's stretch
 until December 2026) leaves everything but the core nearly black: for 81 of
-the 1027 MiraBest cutouts the median display value of the emission (the
+the 1024 MiraBest cutouts with emission the median display value of it (the
 pixels of the islands the ``measure`` stage keeps) was below 0.2, and their
 thumbnails (112 and 48 pixels across on the page) looked like black squares
 with a dot. :func:`stretch` measures brightness in units of the noise
 instead, so faint lobes stay visible whatever the peak (the same median is
-then 0.22 or more for every one of the 1027).
+then 0.22 or more for every one of them, and the median pixel outside the
+islands stays below 0.002).
 """
 
 from __future__ import annotations
