@@ -17,7 +17,8 @@ rotations, flip, epochs, schedules), ``shipped.bin`` the given map itself.
 PINK trains ``pink.bin`` on ``data.bin`` with the same grid, layout, neuron
 and circular-region size, rotations, flip and epochs; PINK keeps its update
 constant within a run, so the decaying learning rate and neighbourhood
-width are followed in one PINK run per epoch (``--init file_init``), each
+width are followed in one PINK run per epoch (``--init FILE`` continues from the
+previous one; ``pink-epoch-N.bin`` files let a stopped run resume), each
 with the schedule's values in the middle of that epoch (``unitygaussian``:
 ``lr * exp(-d^2 / 2 sigma^2)``, the update rule used here). Then PINK maps
 ``data.bin`` on every map (``--map``, float distances) and the quantization
@@ -64,19 +65,22 @@ def pink_settings(som) -> list[str]:
 def train_pink(pink, som, data, out, threads, log):
     """One PINK run per epoch, following the map's decaying schedule."""
     steps_per_epoch = som.total_steps_ // int(som.n_epochs)
-    result = out / "pink.bin"
     start = time.perf_counter()
+    previous = None
     for epoch in range(int(som.n_epochs)):
+        result = out / f"pink-epoch-{epoch + 1}.bin"
         lr, sigma = som.schedule(int((epoch + 0.5) * steps_per_epoch))
-        init = ["--init", "random"] if epoch == 0 else ["--init", "file_init", str(result)]
-        command = [pink, *pink_settings(som), *init, "--num-iter", "1", "--numthreads", str(threads),
-                   "--seed", str(1234 + epoch), "--dist-func", "unitygaussian", f"{sigma:.6g}", f"{lr:.6g}",
-                   "--progress", "1", "--train", str(data), str(out / "pink-next.bin")]  # fmt: skip
-        _run(command, log)
-        (out / "pink-next.bin").replace(result)
+        if not result.is_file():  # a run stopped part way resumes from its last epoch
+            init = ["--init", "random"] if previous is None else ["--init", str(previous)]  # a file name: file_init
+            command = [pink, *pink_settings(som), *init, "--num-iter", "1", "--numthreads", str(threads),
+                       "--seed", str(1234 + epoch), "--dist-func", "unitygaussian", f"{sigma:.6g}", f"{lr:.6g}",
+                       "--progress", "1", "--train", str(data), str(out / "pink-next.bin")]  # fmt: skip
+            _run(command, log)
+            (out / "pink-next.bin").replace(result)
         print(f"PINK epoch {epoch + 1}: lr {lr:.4f}, sigma {sigma:.3f} ({time.perf_counter() - start:.0f} s)",
               flush=True)  # fmt: skip
-    return result
+        previous = result
+    return previous
 
 
 def pink_qe(pink, som, data, som_file, out, threads, log) -> float:
