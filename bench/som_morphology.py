@@ -220,7 +220,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["preparations", "maps", "epochs"])
     parser.add_argument("--preps", nargs="*", default=list(PREPARATIONS))
-    parser.add_argument("--candidate", nargs="*", default=[], help="PREP:LAYOUT:GRID:EPOCHS, e.g. islands:hexagonal:9x9:10")
+    parser.add_argument("--candidate", nargs="*", default=[],
+                        help="PREP:LAYOUT:GRID:EPOCHS, e.g. islands:hexagonal:9x9:10")
     parser.add_argument("--out", default=str(REPO / "bench" / "som_morphology.jsonl"))
     parser.add_argument("--table", default=None, help="print the results in this JSON-lines file as markdown")
     args = parser.parse_args(argv)

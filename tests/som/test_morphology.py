@@ -93,7 +93,8 @@ def test_train_with_labels_and_show_from_a_database(tmp_path, mirabest_dir, mira
 
     files = mirabest_files[::50]
     out = tmp_path / "som"
-    args = [*map(str, files), "--out", str(out), "--grid", "2x2", "--rotations", "24", "--size", "48", "--neuron-size", "48",
+    args = [*map(str, files), "--out", str(out), "--grid", "2x2", "--rotations", "24", "--size", "48",
+            "--neuron-size", "48",
             "--centre", "emission", "--extent", "islands", "--islands-only", "--circle", "48", "--scaling", "peak",
             "--stretch", "sqrt", "--labels", str(mirabest_dir / "labels.csv"), "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(train_som, args)
