@@ -40,28 +40,25 @@ def _use_services(db_url: str | None, broker: str | None) -> None:
 @catalogue_options
 @click.option("--no-wait", is_flag=True, help="Queue the batches and return at once.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, quiet, **columns):
+def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue, no_wait, quiet, **columns):
     """Queue INPUTS to Celery workers; follow progress from the database."""
-    from tqdm import tqdm
-
+    from survey_classifier.cli.progress import RunProgress, echo_errors_hint
     from survey_classifier.distributed import submit_run, wait_for_run
+    from survey_classifier.query import failed_by_stage
 
     _use_services(db_url, broker)
-    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns)
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, recompute=recompute)
     start = time.perf_counter()
     run_id, n_batches = submit_run(engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config)
     click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")
     if no_wait:
         return
-    with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
-
-        def progress(status):
-            bar.n = status.n_done
-            bar.set_postfix(failed=status.n_failed, refresh=False)
-            bar.refresh()
-
-        status = wait_for_run(engine, run_id, progress=progress)
+    with RunProgress(len(sources), quiet=quiet, stages=[s.name for s in stage_list]) as bar:
+        status = wait_for_run(
+            engine, run_id, progress=lambda status: bar.status(status.n_done, failed_by_stage(engine, run_id))
+        )
     _print_status(status, time.perf_counter() - start)
+    echo_errors_hint(run_id, db_url, status.n_failed)
     if status.n_done and status.n_done == status.n_failed:
         sys.exit(1)
 
@@ -82,10 +79,10 @@ def _print_status(status, elapsed=None) -> None:
 @db_option
 def status(run_id, db_url):
     """Progress and failures of run RUN_ID."""
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
     from survey_classifier.distributed import run_status
 
-    _print_status(run_status(make_engine(db_url), run_id))
+    _print_status(run_status(open_database(db_url), run_id))
 
 
 @click.command("retry-failed")
@@ -97,11 +94,11 @@ def status(run_id, db_url):
               help="Also requeue batches queued more than this many seconds ago (lost by the broker).")
 def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
     """Queue again the failed batches of RUN_ID (and, optionally, stalled ones)."""
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
     from survey_classifier.distributed import retry_failed
 
     _use_services(db_url, broker)
-    n = retry_failed(make_engine(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
+    n = retry_failed(open_database(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
     click.echo(f"run {run_id}: {n} batches queued again on '{queue}'")
 
 
@@ -115,6 +112,9 @@ def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(db_url, broker, queues, concurrency, hostname, loglevel):
     """Start a Celery worker for the given queues."""
+    from survey_classifier.db.checks import open_database
+
+    open_database(db_url).dispose()  # a missing database or an old schema: one line now, not in every task
     _use_services(db_url, broker)
     from survey_classifier.workers.app import app
     from survey_classifier.workers.queues import QUEUES

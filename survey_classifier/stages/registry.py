@@ -101,8 +101,8 @@ def order_stages(stages: list[Stage]) -> list[Stage]:
         missing = [dep for dep in stage.stage_requirements if dep not in by_name]
         if missing:
             msg = (
-                f"stage {stage.name!r} requires the results of {missing}; "
-                f"add them to the stages to run"
+                f"stage {stage.name!r} requires the results of {missing}; add them to the stages to run "
+                f"(classify and submit bring them along, reading their stored results where they fit)"
             )
             raise StageConfigError(msg)
     ordered: list[Stage] = []
