@@ -92,7 +92,7 @@ def provider_problem(provider: str) -> str | None:
         detail = _library_problem(Path("libcuda.so.1"))
         if detail is not None:
             log.info("%s needs the NVIDIA driver's libcuda.so.1: %s", provider, detail)
-            return "no NVIDIA GPU driver here (libcuda.so.1 is not installed)"
+            return "no NVIDIA GPU driver (libcuda.so.1 is not installed)"
     path = Path(ort.__file__).parent / "capi" / library
     detail = _library_problem(path)
     if detail is not None:
@@ -171,7 +171,7 @@ def _say_once(stage: str, provider: str, problem: str, running: str, *, explicit
     where = "the CPU" if running == CPU else running.removesuffix("ExecutionProvider")
     not_built = problem.startswith("this ONNX Runtime")
     level = logging.INFO if not_built and not explicit else logging.WARNING
-    log.log(level, "%s stage: running on %s, as %s cannot start here: %s", stage, where, short, problem)
+    log.log(level, "%s stage: running on %s (%s cannot start here: %s)", stage, where, short, problem)
 
 
 def session_log_severity() -> int:
