@@ -85,7 +85,8 @@ def test_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
 def test_sqlite_file_missing_empty_old_or_newer(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     missing = one_line_error("query", "--db", "sqlite:///nowhere.db")
-    assert "no database file nowhere.db" in missing and "survey-classifier db upgrade --db sqlite:///nowhere.db" in missing
+    assert "no database file nowhere.db" in missing
+    assert "survey-classifier db upgrade --db sqlite:///nowhere.db" in missing
     assert not (tmp_path / "nowhere.db").exists()  # a read-only command creates no file
 
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE notes (x)").connection.close()
