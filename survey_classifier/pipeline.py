@@ -168,12 +168,17 @@ class Pipeline:
 
     def _meets(self, stage: Stage, outcome: CutoutOutcome) -> bool:
         cutout = outcome.cutout
-        missing = [dep for dep in stage.stage_requirements if dep not in cutout.results]
+        missing = [
+            f"the results of stage {dep!r}, which failed on this cutout"
+            for dep in stage.stage_requirements
+            if dep not in cutout.results
+        ]
         if "wcs" in stage.requires and cutout.wcs is None:
-            missing.append("a celestial WCS")
+            missing.append("a celestial WCS, which this cutout lacks")
+        if "beam" in stage.requires and not (cutout.beam_major_arcsec and cutout.beam_minor_arcsec):
+            missing.append("the beam, which this cutout's header does not give (BMAJ, BMIN)")
         if missing:
-            reason = f"needs {', '.join(missing)}, which is missing for this cutout (an earlier failure)"
-            self._fail(stage, outcome, "MissingRequirement", reason)
+            self._fail(stage, outcome, "MissingRequirement", f"needs {'; '.join(missing)}")
             return False
         return True
 

@@ -303,7 +303,10 @@ class Stage(abc.ABC):
         """
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        try:
+            params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        except StageConfigError:  # a repr never raises; get_params() says what is wrong
+            params = "..."
         return f"{type(self).__name__}({params})"
 
 

@@ -79,10 +79,12 @@ def load_stage(name: str, **params) -> Stage:
         msg = f"no stage named {name!r} is installed; installed stages: {sorted(stages)}"
         raise StageConfigError(msg)
     try:
-        return stages[name](**params)
+        stage = stages[name](**params)
     except TypeError as exc:
         msg = f"stage {name!r} rejected its parameters {params}: {exc}"
         raise StageConfigError(msg) from exc
+    stage.get_params()  # each parameter stored under its own name, or a message naming the rule
+    return stage
 
 
 def order_stages(stages: list[Stage]) -> list[Stage]:

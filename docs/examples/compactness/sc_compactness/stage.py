@@ -1,0 +1,35 @@
+"""A stage that reads an earlier stage's results: compact or extended, from measured fluxes."""
+
+from survey_classifier.stages.base import CutoutFailure, Stage
+
+
+def compactness(measured, min_ratio):
+    """Compact or extended from a measure result: an unresolved source has about as much
+    flux per beam at its peak as in all (peak/integrated near 1); resolved emission less."""
+    peak, total = measured["peak_flux_jy"], measured["integrated_flux_jy"]
+    if not measured["n_islands"] or not total:
+        return CutoutFailure("no island above the measure stage's threshold")
+    ratio = peak / total
+    compact = min(max(ratio, 0.0), 1.0)
+    return {
+        "label": "compact" if ratio >= min_ratio else "extended",
+        "probabilities": {"compact": compact, "extended": 1.0 - compact},
+        "peak_to_integrated": ratio,                                   # extra keys are kept as `extra`
+        "size_in_beams": (measured["las_arcsec"] or 0.0) / measured["beam_used"][0],
+    }
+
+
+class Compactness(Stage):
+    """Compact or extended, from the ratio of peak to integrated flux of the measure stage."""
+
+    name = "compactness"            # unique; used on the command line and in the database
+    version = "1"                   # bump when outputs change for the same input
+    result_kind = "classification"  # measurement | classification | som | anomaly
+    requires = ("pixels", "stage:measure")   # also "wcs", "beam"
+
+    def __init__(self, *, min_ratio=0.8):
+        self.min_ratio = min_ratio          # stored under its own name
+
+    def process(self, batch):
+        # cutout.results["measure"]: the measure stage's result for this cutout
+        return [compactness(cutout.results["measure"], self.min_ratio) for cutout in batch]
