@@ -48,7 +48,7 @@ def gallery_figure(table: Table, title: str = "Top anomalies"):
         image = _stretched(str(row["path"]))
         label = _text(row, "cnn_label")
         node = f"({_text(row, 'som_node_x')},{_text(row, 'som_node_y')})"
-        caption = f"#{rank} {_name(row)}\nscore {float(row['anomaly_score']):.3f}  {label}  node {node}"
+        caption = f"#{rank} {_shortened(_name(row), 36)}\nscore {float(row['anomaly_score']):.3f}  {label}  node {node}"
         if image is not None:
             axis.imshow(image, origin="lower", cmap="inferno")
         axis.set_title(caption, fontsize=8)
@@ -114,6 +114,10 @@ def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tu
     index = directory / "index.html"
     index.write_text(page)
     return png, index
+
+
+def _shortened(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _name(row) -> str:

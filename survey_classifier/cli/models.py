@@ -101,7 +101,7 @@ def render_model(model: dict) -> str:
     card = details.pop("card", None)
     lines = [_describe(model), ""]
     for label, value in (("file", model["filename"]), ("sha256", model["sha256"]), ("stored in", model["store"]),
-                         ("registered", model.get("created_at"))):
+                         ("registered", str(model.get("created_at"))[:19])):
         lines.append(f"{label:<11} {value}")
     metrics = model.get("metrics") or {}
     lines += ["", "metrics:" if metrics else "metrics: none recorded"]
