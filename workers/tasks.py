@@ -53,10 +53,13 @@ _pipelines: dict[str, Pipeline] = {}
 
 @worker_process_init.connect
 def _fresh_process(**_kwargs):
-    """Each worker process makes its own engine and sessions, never the parent's."""
+    """Each worker process makes its own engine and sessions, never the parent's, and warms its stages."""
+    from survey_classifier.workers.warm import warm_process
+
     global _engine
     _engine = None
     _pipelines.clear()
+    warm_process(engine())
 
 
 def engine():

@@ -55,7 +55,10 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
         return
     with RunProgress(len(sources), quiet=quiet, stages=[s.name for s in stage_list]) as bar:
         status = wait_for_run(
-            engine, run_id, progress=lambda status: bar.status(status.n_done, failed_by_stage(engine, run_id))
+            engine, run_id, progress=lambda status: bar.status(
+                status.n_done, failed_by_stage(engine, run_id),
+                note="waiting for workers" if waiting_for_workers(status) else "",
+            ),
         )
     _print_status(status, time.perf_counter() - start)
     echo_errors_hint(run_id, db_url, status.n_failed)
@@ -63,13 +66,23 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
         sys.exit(1)
 
 
+def waiting_for_workers(status) -> bool:
+    """A running run of which no batch has been stored or given up yet: no worker has reached it."""
+    return status.status == "running" and not status.batches.get("done") and not status.batches.get("failed")
+
+
 def _print_status(status, elapsed=None) -> None:
     timing = f" in {elapsed:.1f} s ({status.n_done / max(elapsed, 1e-9):.0f} cutouts/s)" if elapsed else ""
     batches = ", ".join(f"{k} {v}" for k, v in sorted(status.batches.items()))
+    state = "waiting for workers" if waiting_for_workers(status) else status.status
     click.echo(
-        f"run {status.run_id} [{status.status}]: {status.n_cutouts} cutouts, {status.n_done} done "
+        f"run {status.run_id} [{state}]: {status.n_cutouts} cutouts, {status.n_done} done "
         f"({status.n_done - status.n_failed} processed, {status.n_failed} failed){timing}; batches: {batches}"
     )
+    if waiting_for_workers(status):
+        click.echo("  no batch finished yet: are workers running on this database and broker "
+                   "(`survey-classifier worker --db ... --broker ...`)? "
+                   "A fresh worker first loads and warms its stages.")
     for stage, message, count in status.errors:
         click.echo(f"  {count} x [{stage}] {message}")
 
@@ -110,12 +123,24 @@ def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
               help="Worker processes (default: one per core; use 1 per GPU for gpu).")
 @click.option("-n", "--hostname", default=None, help="Worker name (default: celery@HOST).")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(db_url, broker, queues, concurrency, hostname, loglevel):
-    """Start a Celery worker for the given queues."""
+@click.option("--warm/--no-warm", default=None,
+              help="Load and run the default stages once in each worker process before its first batch "
+                   "(default: on, unless $SURVEY_CLASSIFIER_WARM=0).")
+def worker(db_url, broker, queues, concurrency, hostname, loglevel, warm):
+    """Start a Celery worker for the given queues.
+
+    Each worker process first loads the database's default stages with
+    their models and runs them once (its log says what and how long), so
+    that the first batch of a run is as fast as the others.
+    """
     from survey_classifier.db.checks import open_database
 
     open_database(db_url).dispose()  # a missing database or an old schema: one line now, not in every task
     _use_services(db_url, broker)
+    from survey_classifier.workers.warm import WARM_ENV
+
+    if warm is not None:
+        os.environ[WARM_ENV] = "1" if warm else "0"
     from survey_classifier.workers.app import app
     from survey_classifier.workers.queues import QUEUES
 

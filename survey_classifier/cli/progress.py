@@ -72,8 +72,9 @@ class RunProgress:
         self.bar.update(len(batch.outcomes))
         self._show()
 
-    def status(self, n_done: int, failed_by_stage: Mapping[str, int]) -> None:
-        """Where a run on workers stands: cutouts done, failed cutouts by stage."""
+    def status(self, n_done: int, failed_by_stage: Mapping[str, int], *, note: str = "") -> None:
+        """Where a run on workers stands: cutouts done, failed cutouts by stage, a note before the bar."""
+        self.bar.set_description_str(note, refresh=False)
         self.bar.n = n_done
         for stage, count in failed_by_stage.items():
             self.failed[stage] = count
