@@ -7,8 +7,10 @@ def compactness(measured, min_ratio):
     """Compact or extended from a measure result: an unresolved source has about as much
     flux per beam at its peak as in all (peak/integrated near 1); resolved emission less."""
     peak, total = measured["peak_flux_jy"], measured["integrated_flux_jy"]
-    if not measured["n_islands"] or not total:
+    if not measured["n_islands"]:
         return CutoutFailure("no island above the measure stage's threshold")
+    if not total:
+        return CutoutFailure("no integrated flux from the measure stage (no pixel scale: the cutout has no WCS)")
     ratio = peak / total
     compact = min(max(ratio, 0.0), 1.0)
     return {
