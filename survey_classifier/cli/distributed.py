@@ -61,6 +61,9 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
             ),
         )
     _print_status(status, time.perf_counter() - start)
+    if status.n_failed:
+        by_stage = sorted(failed_by_stage(engine, run_id).items(), key=lambda item: -item[1])
+        click.echo("failed cutouts by stage: " + ", ".join(f"{stage} {n}" for stage, n in by_stage))
     echo_errors_hint(run_id, db_url, status.n_failed)
     if status.n_done and status.n_done == status.n_failed:
         sys.exit(1)

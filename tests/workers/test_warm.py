@@ -28,7 +28,7 @@ def cli(*args):
 
 
 def test_worker_warms_its_stages_and_status_waits_for_workers(postgres_url, broker_url, workers, mirabest_files,
-                                                              monkeypatch):
+                                                              monkeypatch, tmp_path):
     monkeypatch.delenv("SURVEY_CLASSIFIER_DB", raising=False)
     monkeypatch.delenv("SURVEY_CLASSIFIER_BROKER", raising=False)
     upgrade(postgres_url)
@@ -64,6 +64,18 @@ def test_worker_warms_its_stages_and_status_waits_for_workers(postgres_url, brok
     assert len(seconds) >= 4  # 4 batches (one may be delivered again: the tests' visibility timeout is 6 s)
     # a cold first batch took 5.5x the later ones; warmed, it is one of them (generous: a shared machine)
     assert seconds[0] < 3 * max(sorted(seconds[1:])[1], 0.2), seconds
+
+    # a run that waits: the bar counts failed cutouts by stage, the summary says how to list them
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(mirabest_files[9].read_bytes()[:5000])
+    done = subprocess.run([str(BIN / "survey-classifier"), "submit", *files[:3], str(broken), "--db", postgres_url,
+                           "--broker", broker_url, "--batch-size", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    second = run_id + 1
+    assert "failed: read 1" in done.stderr
+    assert f"run {second} [finished]: 4 cutouts, 4 done (3 processed, 1 failed)" in done.stdout
+    assert "failed cutouts by stage: read 1" in done.stdout
+    assert f"list them all: survey-classifier query --errors --run {second} --db {postgres_url}" in done.stdout
 
 
 def test_no_warm_worker_says_so(postgres_url, broker_url, workers):
