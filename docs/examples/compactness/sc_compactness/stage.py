@@ -1,6 +1,15 @@
 """A stage that reads an earlier stage's results: compact or extended, from measured fluxes."""
 
+from survey_classifier.columns import Column
 from survey_classifier.stages.base import CutoutFailure, Stage
+
+#: The fields a result carries beyond those of its kind, described for every output (unit, UCD).
+COLUMNS = (
+    Column("peak_to_integrated", "Peak over integrated flux density (about 1: unresolved)", unit="",
+           ucd="src.morph.param", format=".3f"),
+    Column("size_in_beams", "Largest angular size over the beam's major axis", unit="", ucd="phys.angSize;src",
+           format=".2f"),
+)
 
 
 def compactness(measured, min_ratio):
@@ -28,6 +37,7 @@ class Compactness(Stage):
     version = "1"                   # bump when outputs change for the same input
     result_kind = "classification"  # measurement | classification | som | anomaly
     requires = ("pixels", "stage:measure")   # also "wcs", "beam"
+    result_columns = COLUMNS        # peak_to_integrated, size_in_beams: shown and exported with these
 
     def __init__(self, *, min_ratio=0.8):
         self.min_ratio = min_ratio          # stored under its own name

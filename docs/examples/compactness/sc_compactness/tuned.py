@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from sc_compactness.stage import compactness
+from sc_compactness.stage import COLUMNS, compactness
 from survey_classifier.errors import ModelError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.stages.base import Stage
@@ -31,6 +31,7 @@ class TunedCompactness(Stage):
     version = "1"
     result_kind = "classification"
     requires = ("pixels", "stage:measure")
+    result_columns = COLUMNS
     model_param = "thresholds"            # None | "NAME[:VERSION]" | a file path
     shipped_models = (
         ShippedModel(name="compactness-thresholds", version="1", package="sc_compactness",
