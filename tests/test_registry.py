@@ -246,7 +246,7 @@ def test_cli_register_list_show_default_retire(sqlite_url):
     done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "2", "--metrics",
                   '{"accuracy": 0.9}', "--card", str(card), str(FR_CNN.path()))
     assert done.exit_code == 0 and FR_CNN.sha256 in done.output, done.output
-    shown = json.loads(invoke("show", "fr-cnn", "2").output)
+    shown = json.loads(invoke("show", "fr-cnn", "2", "--json").output)
     assert shown["metrics"] == {"accuracy": 0.9} and shown["details"]["card"] == card.read_text()
     assert "artefact_path" not in shown and shown["store"] == "database"
     assert "default of stage cnn: fr-cnn:2" in invoke("set-default", "fr-cnn", "2").output
