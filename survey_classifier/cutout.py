@@ -63,6 +63,9 @@ class Cutout:
     wcs: Any = None
     warnings: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Where the pixels were cut from, for a cutout made from mosaic tiles: ``{"tile": URL, "x": X, "y": Y,
+    #: "tiles": [NAMES]}`` (the position's 0-based pixel on the tile); None for a cutout read from a file.
+    origin: dict[str, Any] | None = None
     #: ``{stage name: (stage version, model_ref, model_sha256)}`` of each entry of ``results``
     provenance: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
     _preprocessed: dict[str, np.ndarray] = field(default_factory=dict, repr=False)

@@ -23,6 +23,8 @@ from sqlalchemy.engine import Engine
 from survey_classifier.cutout import Cutout, CutoutSource
 from survey_classifier.errors import CutoutError, StageConfigError
 from survey_classifier.io.fits import ReadLimits, read_cutout
+from survey_classifier.io.mosaics import is_mosaic_path, read_mosaic_cutout, write_cutout_fits
+from survey_classifier.io.tiles import TileCache
 from survey_classifier.outcomes import BatchResult, CutoutOutcome, FailureRecord, RunSummary
 from survey_classifier.reuse import ONLY, StoredResults
 from survey_classifier.runs import READ_STAGE, close_run, register_run, store_batch, update_run
@@ -51,6 +53,9 @@ class Pipeline:
     stored : StoredResults, optional
         Stages whose stored results are read where they fit instead of
         computed (:mod:`survey_classifier.reuse`).
+    save_cutouts : str or None
+        Folder (or URL) where cutouts cut from mosaics are also written as
+        FITS files; None writes nothing.
     """
 
     def __init__(
@@ -60,11 +65,13 @@ class Pipeline:
         limits: ReadLimits | None = None,
         blas_threads: int | None = 1,
         stored: StoredResults | None = None,
+        save_cutouts: str | None = None,
     ):
         self.stages = order_stages(list(stages))
         self.limits = limits or ReadLimits()
         self.blas_threads = blas_threads
         self.stored = stored if stored else None
+        self.save_cutouts = save_cutouts
         self._ready = False
         self._blas = None
 
@@ -82,13 +89,19 @@ class Pipeline:
     def describe(self) -> list[dict[str, Any]]:
         return [stage.describe() for stage in self.stages]
 
-    def read(self, source: CutoutSource) -> CutoutOutcome:
-        """Read one input; a failure becomes an error on the outcome."""
+    def read(self, source: CutoutSource, tiles: TileCache | None = None) -> CutoutOutcome:
+        """Read one input (a file, or a cutout cut from the mosaic ``tiles`` open for the batch);
+        a failure becomes an error on the outcome."""
         outcome = CutoutOutcome(source=source)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                outcome.cutout = read_cutout(source, limits=self.limits)
+                if is_mosaic_path(source.path):
+                    outcome.cutout = read_mosaic_cutout(source, tiles=tiles, limits=self.limits)
+                    if self.save_cutouts:
+                        write_cutout_fits(outcome.cutout, self.save_cutouts)
+                else:
+                    outcome.cutout = read_cutout(source, limits=self.limits)
             except CutoutError as exc:
                 outcome.errors.append(
                     FailureRecord(*READ_STAGE, "", type(exc).__name__, exc.reason, hdu=exc.hdu)
@@ -108,7 +121,8 @@ class Pipeline:
 
         def read_all(timings):
             start = time.perf_counter()
-            outcomes = [self.read(source) for source in sources]
+            with TileCache() as tiles:  # each mosaic tile opened once per batch
+                outcomes = [self.read(source, tiles) for source in sources]
             timings["read"] += time.perf_counter() - start
             return outcomes
 
@@ -239,6 +253,7 @@ def run_pipeline(
     limits: ReadLimits | None = None,
     config: dict | None = None,
     progress: Callable[[BatchResult], None] | None = None,
+    save_cutouts: str | None = None,
 ) -> RunSummary:
     """Process ``sources`` in batches in this process and store everything.
 
@@ -257,9 +272,12 @@ def run_pipeline(
         whose stored results are read where they fit.
     progress : callable, optional
         Called with each batch's :class:`BatchResult` once it is stored.
+    save_cutouts : str, optional
+        Folder (or URL) where cutouts cut from mosaics are also written.
     """
     run_config = {"batch_size": batch_size, "pid": os.getpid(), **(config or {})}
-    pipeline = Pipeline(stages, limits=limits, stored=StoredResults(engine, run_config.get("reuse") or {}))
+    pipeline = Pipeline(stages, limits=limits, stored=StoredResults(engine, run_config.get("reuse") or {}),
+                        save_cutouts=save_cutouts)
     started = time.perf_counter()
     run_id, batches = register_run(
         engine, sources, pipeline.stages, batch_size=batch_size, config=run_config, executor="in-process"

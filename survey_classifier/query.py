@@ -68,6 +68,7 @@ __all__ = [
     "SEPARATION",
     "POSITION_OFFSET",
     "ANOMALY_RANK",
+    "TILE_COLUMNS",
 ]
 
 #: Columns computed by queries (the stored ones describe themselves in :mod:`survey_classifier.db.models`).
@@ -78,6 +79,14 @@ POSITION_OFFSET = Column("position_offset_arcsec", "Angular distance between the
 ANOMALY_RANK = Column("anomaly_rank", "Rank of the anomaly score among these results (1 = most anomalous)",
                       unit="", ucd="stat.rank").checked()
 
+#: Columns of cutouts cut from mosaic tiles (from ``cutouts.origin``), with the key each is read from.
+TILE_COLUMNS = (
+    (Column("tile", "Mosaic tile the cutout was cut from (path or URL)", ucd="meta.id;meta.file").checked(), "tile"),
+    (Column("tile_x", "0-based pixel column of the catalogue position on the tile", unit="pix",
+            ucd="pos.cartesian.x;instr.pixel", format=".2f").checked(), "x"),
+    (Column("tile_y", "0-based pixel row of the catalogue position on the tile", unit="pix",
+            ucd="pos.cartesian.y;instr.pixel", format=".2f").checked(), "y"),
+)
 #: The cutout columns of every result table, in this order (the database's name where it differs).
 _CUTOUT_COLUMNS = (("cutout_id", "id"), ("catalogue_id", "catalogue_id"), ("ra_deg", "ra_deg"),
                    ("dec_deg", "dec_deg"), ("wcs_ra_deg", "wcs_ra_deg"), ("wcs_dec_deg", "wcs_dec_deg"),
@@ -85,7 +94,8 @@ _CUTOUT_COLUMNS = (("cutout_id", "id"), ("catalogue_id", "catalogue_id"), ("ra_d
                    ("pixel_scale_arcsec", "pixel_scale_arcsec"), ("beam_major_arcsec", "beam_major_arcsec"),
                    ("beam_minor_arcsec", "beam_minor_arcsec"), ("path", "path"), ("sha256", "sha256"))
 #: Names a catalogue column cannot take (it is then prefixed ``catalogue_``).
-_RESERVED = {name for name, _ in _CUTOUT_COLUMNS} | {SEPARATION.name, POSITION_OFFSET.name, ANOMALY_RANK.name}
+_RESERVED = {name for name, _ in _CUTOUT_COLUMNS} | {SEPARATION.name, POSITION_OFFSET.name, ANOMALY_RANK.name} | {
+    spec.name for spec, _ in TILE_COLUMNS}
 
 #: Patterns of the columns a result table starts with, in this order.
 LEADING_COLUMNS = ("cutout_id", "catalogue_id", "ra_deg", "dec_deg", "separation_arcsec", "anomaly_rank",
@@ -514,6 +524,10 @@ def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
         annotate(table[SEPARATION.name], SEPARATION)
     table[POSITION_OFFSET.name] = _column(_position_offsets(rows))
     annotate(table[POSITION_OFFSET.name], POSITION_OFFSET)
+    if any(r.get("origin") for r in rows):  # cut from mosaic tiles: the tile and the source's pixel on it
+        for spec, key in TILE_COLUMNS:
+            table[spec.name] = _column([(r.get("origin") or {}).get(key) for r in rows], text=key == "tile")
+            annotate(table[spec.name], spec)
     return table
 
 

@@ -63,6 +63,7 @@ def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:
         catalogue_id=source.catalogue_id,
         catalogue=source.extra or None,
         warnings=cutout.warnings or None,
+        origin=cutout.origin,
     )
     return row
 

@@ -80,3 +80,21 @@ def postgres_url():
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def s3_server(tmp_path, monkeypatch):
+    """A local S3-compatible server (moto in server mode, a process of its own) for one test.
+
+    The environment points s3fs (and worker processes started by the test) at it.
+    """
+    import s3fs
+    from helpers.s3 import S3Server
+
+    server = S3Server(tmp_path / "moto.log")
+    for name, value in server.environment.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield server
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()

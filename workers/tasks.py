@@ -77,11 +77,12 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
         msg = f"run {run_id} is not in the database {engine().url.render_as_string(hide_password=True)}"
         raise StageConfigError(msg)
     described, reuse = run.stages, (run.config or {}).get("reuse") or {}
+    save_cutouts = (run.config or {}).get("save_cutouts")  # submit --save-cutouts: cutouts cut from mosaics
     models = dict(models or {})
-    key = json.dumps([described, models, reuse], sort_keys=True)
+    key = json.dumps([described, models, reuse, save_cutouts], sort_keys=True)
     if key not in _pipelines:
         stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
-        pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse))
+        pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse), save_cutouts=save_cutouts)
         pipeline.setup()
         _pipelines[key] = pipeline
         log.info(

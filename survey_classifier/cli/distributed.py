@@ -13,7 +13,14 @@ import time
 import click
 
 from survey_classifier.cli.group import fail
-from survey_classifier.cli.options import broker_option, catalogue_options, db_option, queue_option, stage_options
+from survey_classifier.cli.options import (
+    broker_option,
+    catalogue_options,
+    db_option,
+    mosaic_options,
+    queue_option,
+    stage_options,
+)
 from survey_classifier.cli.run import prepare_run
 
 __all__ = ["submit", "status", "retry_failed_command", "worker"]
@@ -38,16 +45,25 @@ def _use_services(db_url: str | None, broker: str | None) -> None:
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @queue_option
 @catalogue_options
+@mosaic_options
 @click.option("--no-wait", is_flag=True, help="Queue the batches and return at once.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue, no_wait, quiet, **columns):
-    """Queue INPUTS to Celery workers; follow progress from the database."""
+def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue, no_wait, quiet, mosaics, cutout_size,
+           save_cutouts, **columns):
+    """Queue INPUTS to Celery workers; follow progress from the database.
+
+    With --mosaics, INPUTS are catalogues of positions; the workers cut each
+    cutout from the tiles (which they must be able to read: a shared folder
+    or an object store).
+    """
     from survey_classifier.cli.progress import RunProgress, echo_errors_hint
     from survey_classifier.distributed import submit_run, wait_for_run
     from survey_classifier.query import failed_by_stage
 
     _use_services(db_url, broker)
-    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, recompute=recompute)
+    mosaic_choice = {"mosaics": mosaics, "cutout_size": cutout_size, "save_cutouts": save_cutouts}
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, mosaic_choice,
+                                                      recompute=recompute)
     start = time.perf_counter()
     run_id, n_batches = submit_run(engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config)
     click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")

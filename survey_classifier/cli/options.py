@@ -18,6 +18,7 @@ __all__ = [
     "format_option",
     "catalogue_options",
     "stage_options",
+    "mosaic_options",
     "parse_params",
 ]
 
@@ -66,6 +67,24 @@ def catalogue_options(function):
                          help="Catalogue column with Dec: a number in its unit (degrees without one) or sexagesimal."),
             click.option("--base-dir", default=None, type=click.Path(file_okay=False),
                          help="Folder that relative file names in a catalogue refer to (default: the catalogue's)."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def mosaic_options(function):
+    """``--mosaics``, ``--cutout-size`` and ``--save-cutouts``: cutouts cut from survey mosaics."""
+    for option in reversed(
+        [
+            click.option("--mosaics", default=None, metavar="DIR_OR_GLOB",
+                         help="Mosaic tiles (a folder, a glob, or their URL) to cut the catalogue's positions from; "
+                              "INPUTS are then catalogues of positions."),
+            click.option("--cutout-size", default=None, metavar="SIZE",
+                         help="Side of the cutouts cut from --mosaics: pixels (150) or an angle (270arcsec, 4.5arcmin)"
+                              " [default: 150 pixels]."),
+            click.option("--save-cutouts", default=None, metavar="DIR",
+                         help="Also write the cutouts cut from --mosaics as FITS files in DIR (a folder or a URL)."),
         ]
     ):
         function = option(function)

@@ -10,14 +10,21 @@ from pathlib import Path
 import click
 
 from survey_classifier.cli.group import fail
-from survey_classifier.cli.options import catalogue_options, db_option, parse_params, stage_options
+from survey_classifier.cli.options import (
+    catalogue_options,
+    db_option,
+    mosaic_options,
+    parse_params,
+    stage_options,
+)
 
 __all__ = ["classify", "demo", "prepare_run", "print_summary"]
 
 
-def prepare_run(db_url, inputs, stages, params, columns, *, recompute=False):
-    """Upgrade the database, build the stages with their registry models and expand INPUTS,
-    as both ``classify`` and ``submit`` start: ``(engine, stage_list, sources, config)``.
+def prepare_run(db_url, inputs, stages, params, columns, mosaics=None, *, recompute=False):
+    """Upgrade the database, build the stages with their registry models and expand INPUTS (or
+    place their positions on ``mosaics``, the values of :func:`mosaic_options`), as both
+    ``classify`` and ``submit`` start: ``(engine, stage_list, sources, config)``.
 
     Stages that named ones need come along; ``config["reuse"]`` says which
     of them are read from the database where stored (``--recompute``: none).
@@ -31,12 +38,34 @@ def prepare_run(db_url, inputs, stages, params, columns, *, recompute=False):
     parsed = parse_params(params)
     names = [n.strip() for n in stages.split(",") if n.strip()] if stages else None
     plan = plan_stages(names, parsed, engine, recompute=recompute)
-    sources = expand_inputs(list(inputs), **columns)
+    config = {"inputs": list(inputs), "params": parsed, "reuse": plan.reuse}
+    if mosaics and mosaics.get("mosaics"):
+        sources = _mosaic_sources(engine, inputs, mosaics, columns)
+        config.update({k: v for k, v in mosaics.items() if v})
+    else:
+        for option, value in (mosaics or {}).items():
+            if value:
+                fail(f"--{option.replace('_', '-')} needs --mosaics")
+        sources = expand_inputs(list(inputs), **columns)
     if not sources:
         fail(f"no cutouts found in {list(inputs)}")
     if plan.reuse:
         click.echo(plan.describe_reuse(), err=True)
-    return engine, plan.stages, sources, {"inputs": list(inputs), "params": parsed, "reuse": plan.reuse}
+    return engine, plan.stages, sources, config
+
+
+def _mosaic_sources(engine, inputs, mosaics, columns):
+    from survey_classifier.footprints import mosaic_sources
+    from survey_classifier.io.mosaics import CutoutSize
+
+    if columns.get("file_column") or columns.get("base_dir"):
+        fail("--file-column and --base-dir name cutout files; with --mosaics the catalogue gives positions only")
+    try:
+        size = CutoutSize.parse(mosaics.get("cutout_size") or "150")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cutout-size") from None
+    positions = {k: columns.get(k) for k in ("id_column", "ra_column", "dec_column")}
+    return mosaic_sources(engine, list(inputs), mosaics["mosaics"], size, **positions)
 
 
 @click.command()
@@ -47,9 +76,14 @@ def prepare_run(db_url, inputs, stages, params, columns, *, recompute=False):
 @click.option("--max-bytes", default=None, type=click.IntRange(min=1), help="Refuse files larger than this.")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1), help="Refuse images with more pixels.")
 @catalogue_options
+@mosaic_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, max_pixels, quiet, **columns):
-    """Run the stages on INPUTS (files, directories, globs or catalogue tables).
+def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, max_pixels, quiet, mosaics,
+             cutout_size, save_cutouts, **columns):
+    """Run the stages on INPUTS (files, directories, globs or catalogue tables; paths or URLs).
+
+    With --mosaics, INPUTS are catalogues of positions, and each cutout is
+    cut from the mosaic tiles as it is read.
 
     Runs in this process and stores cutouts, results and per-cutout errors in
     the database. Exits non-zero only when no cutout could be processed.
@@ -58,11 +92,14 @@ def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, m
     from survey_classifier.io.fits import ReadLimits
     from survey_classifier.pipeline import run_pipeline
 
-    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, recompute=recompute)
+    mosaic_choice = {"mosaics": mosaics, "cutout_size": cutout_size, "save_cutouts": save_cutouts}
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, mosaic_choice,
+                                                      recompute=recompute)
     limits = ReadLimits(**{k: v for k, v in {"max_bytes": max_bytes, "max_pixels": max_pixels}.items() if v})
     with RunProgress(len(sources), quiet=quiet, stages=[s.name for s in stage_list]) as bar:
         summary = run_pipeline(
-            sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.batch_done
+            sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.batch_done,
+            save_cutouts=save_cutouts,
         )
     print_summary(summary, stage_list, db_url=db_url)
     if summary.n_cutouts and summary.n_processed == 0 and not _any_stage_result(summary):

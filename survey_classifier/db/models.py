@@ -61,6 +61,7 @@ __all__ = [
     "SOMPlacementRow",
     "AnomalyScoreRow",
     "ErrorRow",
+    "MosaicTileRow",
     "RESULT_TABLES",
     "HEALPIX_ORDER",
     "utcnow",
@@ -95,8 +96,9 @@ class CutoutRow(Base):
         Integer, primary_key=True, info=describe("Identifier of the cutout in this results database (cutout_id)",
                                                  ucd="meta.id;meta.main"))
     path: Mapped[str] = mapped_column(
-        String(1024), unique=True, info=describe("Path of the cutout's FITS file on the machine that classified it",
-                                                 ucd="meta.id;meta.file"))
+        String(1024), unique=True,
+        info=describe("Path (or URL) of the cutout's FITS file on the machine that classified it; for a cutout cut "
+                      "from mosaic tiles, its mosaic: path", ucd="meta.id;meta.file"))
     sha256: Mapped[str | None] = mapped_column(
         String(64), info=describe("SHA-256 checksum of the cutout file as classified", ucd="meta.checksum"))
     hdu: Mapped[int | None] = mapped_column(
@@ -146,6 +148,10 @@ class CutoutRow(Base):
                                                ucd="meta.id"))
     catalogue: Mapped[dict | None] = mapped_column(JSON)
     warnings: Mapped[list | None] = mapped_column(JSON)
+    #: For a cutout cut from mosaic tiles: ``{"tile": URL, "x": X, "y": Y, "tiles": [NAMES]}``.
+    origin: Mapped[dict | None] = mapped_column(
+        JSON, info=describe("For a cutout cut from mosaic tiles: the tile and the catalogue position's pixel on it "
+                            "(query columns tile, tile_x, tile_y)", ucd="meta.ref"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -364,6 +370,33 @@ class ErrorRow(_ResultColumns, Base):
     error_type: Mapped[str] = mapped_column(
         String(128), info=describe("Kind of failure (the exception type)", ucd="meta.code.error"))
     message: Mapped[str] = mapped_column(Text, info=describe("What was wrong, for an astronomer", ucd="meta.note"))
+
+
+class MosaicTileRow(Base):
+    """The footprint of one survey mosaic tile, indexed once and read again only when the tile changes.
+
+    ``version`` is the tile's modification time (or an object's ETag) when
+    indexed; ``wcs_header`` the celestial WCS cards; ``radius_deg`` the
+    largest distance from the centre to a corner of the image.
+    """
+
+    __tablename__ = "mosaic_tiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[str] = mapped_column(String(128))
+    hdu: Mapped[int] = mapped_column(Integer)
+    naxis1: Mapped[int] = mapped_column(Integer)
+    naxis2: Mapped[int] = mapped_column(Integer)
+    wcs_header: Mapped[str] = mapped_column(Text)
+    ra_deg: Mapped[float] = mapped_column(Float)
+    dec_deg: Mapped[float] = mapped_column(Float)
+    radius_deg: Mapped[float] = mapped_column(Float)
+    pixel_scale_arcsec: Mapped[float] = mapped_column(Float)
+    beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
+    beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 #: Result table for each result kind of :data:`survey_classifier.stages.base.RESULT_KINDS`.

@@ -60,6 +60,7 @@ from survey_classifier.errors import (
     FITSQuirkWarning,
     NoWCSWarning,
 )
+from survey_classifier.io import remote
 
 __all__ = ["ReadLimits", "read_cutout"]
 
@@ -118,7 +119,9 @@ def read_cutout(source, *, limits=None) -> Cutout:
     Parameters
     ----------
     source : CutoutSource or str or os.PathLike
-        The file to read; a bare path is wrapped in a :class:`CutoutSource`.
+        The file to read (a path or a URL); a bare path is wrapped in a
+        :class:`CutoutSource`. A ``mosaic:`` path is cut from its mosaic
+        tiles (:func:`survey_classifier.io.mosaics.read_mosaic_cutout`).
     limits : ReadLimits, optional
         Size limits; the defaults of :class:`ReadLimits` when None.
 
@@ -151,6 +154,10 @@ def read_cutout(source, *, limits=None) -> Cutout:
     if not isinstance(source, CutoutSource):
         source = CutoutSource(path=os.fspath(source))
     limits = ReadLimits() if limits is None else limits
+    if source.path.startswith("mosaic:"):  # a cutout cut from survey mosaic tiles (io/mosaics.py)
+        from survey_classifier.io.mosaics import read_mosaic_cutout
+
+        return read_mosaic_cutout(source, limits=limits)
     reader = _Reader(source, limits)
     try:
         return reader.read()
@@ -209,8 +216,11 @@ class _Reader:
         return cutout
 
     def _read_bytes(self) -> bytes:
+        local = remote.local_path(self.path)
+        if local is None:
+            return self._read_object()
         try:
-            status = os.stat(self.path)
+            status = os.stat(local)
         except FileNotFoundError:
             raise self.fail("file not found") from None
         except OSError as exc:
@@ -227,10 +237,25 @@ class _Reader:
             )
             raise self.fail(reason, error=CutoutLimitError)
         try:
-            with open(self.path, "rb") as stream:
+            with open(local, "rb") as stream:
                 return stream.read()
         except OSError as exc:
             raise self.fail(f"cannot read the file ({exc.strerror or exc})") from None
+
+    def _read_object(self) -> bytes:
+        """The bytes of a cutout named by a URL (an object store, https)."""
+        try:
+            raw = remote.read_bytes(self.path, max_bytes=self.limits.max_bytes)
+        except FileNotFoundError:
+            raise self.fail("file not found (no such object)") from None
+        except ValueError as exc:
+            reason = f"file is {exc}, over the limit of {self.limits.max_bytes} bytes (ReadLimits.max_bytes)"
+            raise self.fail(reason, error=CutoutLimitError) from None
+        except remote.RemoteInputError as exc:
+            raise self.fail(f"cannot read the object ({exc})") from None
+        if not raw:
+            raise self.fail("file is empty (0 bytes)")
+        return raw
 
     def _decompress(self, raw: bytes) -> bytes:
         """The FITS bytes of a gzip or bzip2 file (capped at max_bytes), else ``raw``."""

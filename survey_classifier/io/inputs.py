@@ -23,6 +23,7 @@ import numpy as np
 
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.errors import CatalogueError, SurveyClassifierError
+from survey_classifier.io import remote
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -109,6 +110,10 @@ def expand_inputs(
     sources: list[CutoutSource] = []
     for item in inputs:
         text = os.fspath(item)
+        if remote.is_url(text) and remote.local_path(text) is None:
+            sources.extend(_url_sources(text, base_dir=base_dir, **columns))
+            continue
+        text = remote.local_path(text)
         path = Path(text)
         if path.is_dir():
             sources.extend(_directory_sources(path))
@@ -129,6 +134,26 @@ def expand_inputs(
         else:
             sources.append(CutoutSource(path=os.path.abspath(path)))
     return sources
+
+
+def _url_sources(url: str, **options) -> list[CutoutSource]:
+    """The cutouts named by a URL: a catalogue, or a folder, glob or object of FITS files."""
+    remote.filesystem(url)  # a scheme without its filesystem package stops here, saying which to install
+    name = remote.basename(url).lower()
+    if any(name.endswith(suffix) for suffix in CATALOGUE_FORMATS):
+        return read_catalogue(url, **options)
+    try:
+        entries = remote.list_files(url, FITS_SUFFIXES)
+    except remote.RemoteInputError:
+        return [CutoutSource(path=url)]  # reading it records why it is missing
+    if _GLOB_CHARACTERS.intersection(url.partition("://")[2]) and not entries:
+        msg = f"the pattern {url!r} matches no file"
+        raise SurveyClassifierError(msg)
+    if len(entries) == 1 and entries[0].url.rstrip("/") == url.rstrip("/") and name.endswith((".fits", ".fit", ".fts")):
+        table_hdu = _fits_table_hdu(url)
+        if table_hdu is not False:
+            return read_catalogue(url, hdu=table_hdu, **options)
+    return [CutoutSource(path=entry.url) for entry in entries]
 
 
 def _directory_sources(directory: Path) -> list[CutoutSource]:
@@ -158,8 +183,8 @@ def _fits_table_hdu(path: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdulist:
-                for index, hdu in enumerate(hdulist):
+            with remote.open_binary(str(path)) as stream, fits.open(stream, memmap=False, lazy_load_hdus=True) as hdus:
+                for index, hdu in enumerate(hdus):
                     if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
                         return index
                     if isinstance(hdu, fits.CompImageHDU) or hdu.header.get("NAXIS", 0):
@@ -184,9 +209,11 @@ def read_catalogue(
     Parameters
     ----------
     path : str or os.PathLike
-        A CSV, ECSV, TSV, VOTable or FITS binary table file.
+        A CSV, ECSV, TSV, VOTable or FITS binary table file (or its URL).
     file_column, id_column, ra_column, dec_column, base_dir
-        As for :func:`expand_inputs`.
+        As for :func:`expand_inputs`; ``file_column=False`` reads a
+        catalogue of positions without files (for cutting from mosaics):
+        each source's path is then a placeholder naming the row.
     hdu : int, optional
         HDU of a FITS table; the first table HDU when None.
 
@@ -201,10 +228,11 @@ def read_catalogue(
         converted to degrees; text columns are read as sexagesimal (hours
         for RA) when they are not plain numbers.
     """
-    path = Path(path)
+    path = path if remote.is_url(path) else Path(path)
     table = read_table(path, hdu)
     names = list(table.colnames)
-    file_name = _pick_column(path, names, file_column, FILE_COLUMNS, "file", required=True)
+    positions_only = file_column is False
+    file_name = None if positions_only else _pick_column(path, names, file_column, FILE_COLUMNS, "file", required=True)
     id_name = _pick_column(path, names, id_column, ID_COLUMNS, "id")
     ra_name = _pick_column(path, names, ra_column, RA_COLUMNS, "RA")
     dec_name = _pick_column(path, names, dec_column, DEC_COLUMNS, "Dec")
@@ -212,9 +240,11 @@ def read_catalogue(
         msg = f"catalogue {path}: RA column {ra_name!r} and Dec column {dec_name!r} must come together"
         raise CatalogueError(msg)
 
-    base = Path(base_dir) if base_dir is not None else path.parent
-    base = os.path.abspath(base)
-    files = _python_values(table[file_name])
+    if base_dir is None:
+        base = remote.parent(str(path))
+    else:
+        base = os.fspath(base_dir) if remote.is_url(base_dir) else os.path.abspath(base_dir)
+    files = [None] * len(table) if positions_only else _python_values(table[file_name])
     ids = _python_values(table[id_name]) if id_name else [None] * len(table)
     if ra_name:
         ra_values = _angles_deg(path, table[ra_name], hours=True)
@@ -227,11 +257,12 @@ def read_catalogue(
 
     sources = []
     for row, file_value in enumerate(files):
-        if file_value is None or not str(file_value).strip():
+        if positions_only:
+            file_path = f"{path}[row {row + 1}]"
+        elif file_value is None or not str(file_value).strip():
             file_path = f"{path}[row {row + 1}: no file named]"
         else:
-            file_path = os.path.join(base, os.path.expanduser(str(file_value).strip()))
-            file_path = os.path.normpath(file_path)
+            file_path = remote.join(base, str(file_value).strip())
         sources.append(
             CutoutSource(
                 path=file_path,
@@ -245,11 +276,11 @@ def read_catalogue(
     return sources
 
 
-def read_table(path: Path, hdu=None):
-    """A catalogue table (CSV, ECSV, TSV, VOTable or FITS, by suffix); the one catalogue reader."""
+def read_table(path, hdu=None):
+    """A catalogue table (CSV, ECSV, TSV, VOTable or FITS, by suffix; a path or a URL); the one catalogue reader."""
     from astropy.table import Table
 
-    name = path.name.lower()
+    name = str(path).lower()
     kwargs = {}
     for suffix, table_format in CATALOGUE_FORMATS.items():
         if name.endswith(suffix):
@@ -264,6 +295,9 @@ def read_table(path: Path, hdu=None):
                 raise CatalogueError(msg)
         kwargs["hdu"] = hdu
     try:
+        if remote.is_url(path):
+            with remote.open_binary(str(path)) as stream:
+                return Table.read(stream, **kwargs)
         return Table.read(path, **kwargs)
     except FileNotFoundError:
         msg = f"catalogue {path}: file not found"
