@@ -17,6 +17,7 @@ __all__ = [
     "NotFittedError",
     "ModelError",
     "CatalogueError",
+    "LabelError",
     "SurveyClassifierWarning",
     "FITSQuirkWarning",
     "NoWCSWarning",
@@ -74,6 +75,10 @@ class ModelError(SurveyClassifierError):
 
 class CatalogueError(SurveyClassifierError):
     """An input catalogue table is unreadable or lacks the columns needed."""
+
+
+class LabelError(SurveyClassifierError):
+    """A user's label is malformed, or names a source, neuron or label that is not stored."""
 
 
 class SurveyClassifierWarning(UserWarning):
