@@ -107,7 +107,7 @@ class ImportReport:
     def summary(self) -> str:
         how = ", ".join(f"{n} by {key}" for key, n in sorted(self.matched_by.items())) or "none matched"
         text = (
-            f"{self.path}: {self.n_rows} rows; stored {len(self.label_ids)} {self.kind} labels ({how}); "
+            f"{self.path}: {self.n_rows} rows; stored {len(self.label_ids)} {self.kind[:-1]} labels ({how}); "
             f"{self.n_already} already stored, {self.n_empty} empty, {len(self.unmatched)} unmatched"
         )
         for row, reason in self.unmatched[:5]:

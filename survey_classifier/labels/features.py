@@ -14,7 +14,11 @@ by the kind of its results, so a new SOM or CNN brings its own features:
 
 Each feature is turned into its percentile among the cutouts (0-1, ties
 sharing the mean rank), so fluxes, distances and embedding values share one
-scale whatever their units and tails; a missing value becomes 0.5.
+scale whatever their units and tails; a missing value becomes 0.5. An
+embedding's ``D`` dimensions together weigh as much as one feature: each
+is given the weight ``1 / sqrt(D)`` (:meth:`Features.weighted`), so a
+64-dimensional embedding does not outvote the handful of measured
+quantities in distances or in a regularised model.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ class Features:
     matrix: np.ndarray
     names: list[str]
     variants: dict[str, str]
+    weights: np.ndarray | None = None
+
+    def weighted(self) -> np.ndarray:
+        """The percentiles centred on 0 and multiplied by each feature's weight."""
+        weights = np.ones(len(self.names)) if self.weights is None else self.weights
+        return (self.matrix - 0.5) * weights
 
 
 def percentile_ranks(values: np.ndarray) -> np.ndarray:
@@ -161,6 +171,23 @@ def read_features(
             blocks.append(np.where(present, values[where] if len(ids) else np.nan, np.nan))
     values = np.column_stack(blocks) if blocks else np.empty((len(wanted), 0))
     keep = [j for j in range(len(names)) if np.unique(values[np.isfinite(values[:, j]), j]).size > 1]
+    kept = [names[j] for j in keep]
     return Features(
-        cutout_ids=wanted, matrix=percentile_ranks(values[:, keep]), names=[names[j] for j in keep], variants=used
+        cutout_ids=wanted, matrix=percentile_ranks(values[:, keep]), names=kept, variants=used,
+        weights=_weights(kept),
     )
+
+
+def _weights(names: list[str]) -> np.ndarray:
+    """1 per feature, ``1 / sqrt(D)`` for each of the ``D`` dimensions of one stage's embedding."""
+    blocks: dict[str, int] = {}
+    for name in names:
+        stage, _, feature = name.partition(".")
+        if feature.startswith("embedding_"):
+            blocks[stage] = blocks.get(stage, 0) + 1
+    weights = np.ones(len(names))
+    for j, name in enumerate(names):
+        stage, _, feature = name.partition(".")
+        if feature.startswith("embedding_"):
+            weights[j] = 1.0 / np.sqrt(blocks[stage])
+    return weights

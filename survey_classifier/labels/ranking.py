@@ -5,19 +5,21 @@ which odd is interesting (a sidelobe stripe is odd and dull). As in
 Astronomaly's "protege" (Lochner & Bassett 2021), the labels given while
 looking down the list train a supervised model of interest on the stored
 features of every source, and the list is re-ranked by a blend of the two
-scores, refitted after each round of labelling:
+scores that trusts the supervised model where it has seen labelled
+sources and the unsupervised score elsewhere, refitted after each round of
+labelling:
 
-``score = (1 - w) * unsupervised + w * interest``
+``score = (1 - trust) * unsupervised + trust * interest``
 
 - ``unsupervised``: the percentile of the source's unsupervised anomaly
   score (the ``anomaly`` stage's) among the ranked sources (0-1);
 - ``interest``: the percentile of the probability of "interesting" given
-  by an L2-regularised logistic regression (classes balanced) on the
-  features of :mod:`survey_classifier.labels.features`, fitted on the
-  current labels;
-- ``w = n / (n + pseudo_count)``: the trust in the supervised model, which
-  grows with the number ``n`` of labelled sources; it is 0 until both an
-  interesting and a not interesting source are labelled.
+  by an L2-regularised logistic regression (classes balanced, ``C``) on the
+  weighted features of :mod:`survey_classifier.labels.features`, fitted on
+  the current labels (while every label says the same, 1 or 0 for all);
+- ``trust = exp(-d / (distance_scale * mean d))``, ``d`` the distance from
+  the source to the nearest labelled source in that feature space: 1 on a
+  labelled source, falling to about a third at the mean distance.
 
 The method and its defaults were chosen on half of MiraBest and reported on
 the other half (docs/anomaly.md). A fit is stored as a
@@ -74,35 +76,34 @@ class InterestRanker:
     ----------
     C : float
         Inverse L2 regularisation strength of the logistic regression.
-    pseudo_count : float
-        Labels at which the supervised model weighs as much as the
-        unsupervised score (``w = n / (n + pseudo_count)``).
+    distance_scale : float
+        Distance (in units of the mean distance to the nearest labelled
+        source) over which the trust in the supervised model falls by e.
     """
 
-    def __init__(self, *, C: float = 0.3, pseudo_count: float = 10.0):
+    def __init__(self, *, C: float = 0.3, distance_scale: float = 1.0):
         self.C = C
-        self.pseudo_count = pseudo_count
+        self.distance_scale = distance_scale
 
     def get_params(self) -> dict:
-        return {"C": self.C, "pseudo_count": self.pseudo_count}
+        return {"C": self.C, "distance_scale": self.distance_scale}
 
     def fit(self, features: np.ndarray, interesting: np.ndarray) -> InterestRanker:
-        """Fit on the labelled sources' features (rows) and their interesting (True) / not (False) labels."""
+        """Fit on the labelled sources' (weighted) features and their interesting (True) / not (False) labels."""
         from sklearn.linear_model import LogisticRegression
 
         interesting = np.asarray(interesting, dtype=bool)
         features = np.asarray(features, dtype=float)
-        if len(interesting) != len(features):
-            msg = f"{len(features)} feature rows for {len(interesting)} labels"
+        if len(interesting) != len(features) or len(features) == 0:
+            msg = f"need one label per feature row, and a label; got {len(features)} rows, {len(interesting)} labels"
             raise ValueError(msg)
         self.n_labels_ = len(interesting)
         self.n_interesting_ = int(interesting.sum())
+        self.labelled_ = features
         self.model_ = None
-        self.trust_ = 0.0
         if 0 < self.n_interesting_ < self.n_labels_:
             self.model_ = LogisticRegression(C=self.C, class_weight="balanced", max_iter=5000)
             self.model_.fit(features, interesting)
-            self.trust_ = self.n_labels_ / (self.n_labels_ + self.pseudo_count)
         return self
 
     def _check_fitted(self) -> None:
@@ -110,25 +111,34 @@ class InterestRanker:
             msg = "this InterestRanker is not fitted yet; call fit first"
             raise NotFittedError(msg)
 
-    def interest(self, features: np.ndarray) -> np.ndarray | None:
-        """Probability that each source is interesting (None before both kinds of label exist)."""
+    def interest(self, features: np.ndarray) -> np.ndarray:
+        """Probability that each source is interesting (1 or 0 for all while every label agrees)."""
         self._check_fitted()
         if self.model_ is None:
-            return None
+            return np.full(len(features), 1.0 if self.n_interesting_ else 0.0)
         return self.model_.predict_proba(np.asarray(features, dtype=float))[:, 1]
 
-    def score(self, features: np.ndarray, unsupervised: np.ndarray) -> dict[str, np.ndarray]:
-        """``score`` (the blend) and its parts for each source: ``unsupervised``, ``interest``, ``interest_pct``."""
+    def trust(self, features: np.ndarray) -> np.ndarray:
+        """Trust in the supervised model for each source, from its distance to the nearest labelled source."""
+        from scipy.spatial import cKDTree
+
         self._check_fitted()
-        unsupervised_pct = _percentiles(np.asarray(unsupervised, dtype=float))
+        distance = cKDTree(self.labelled_).query(np.asarray(features, dtype=float))[0]
+        mean = distance.mean()
+        if not mean > 0:
+            return np.ones(len(distance))
+        return np.exp(-distance / (self.distance_scale * mean))
+
+    def score(self, features: np.ndarray, unsupervised: np.ndarray) -> dict[str, np.ndarray]:
+        """``score`` (the blend) and its parts for each source (``unsupervised``, ``interest``, ``interest_pct``,
+        ``trust``)."""
         interest = self.interest(features)
-        if interest is None:
-            return {"score": unsupervised_pct, "unsupervised": unsupervised_pct, "interest": None,
-                    "interest_pct": None}
-        interest_pct = _percentiles(interest)
-        blended = (1.0 - self.trust_) * unsupervised_pct + self.trust_ * interest_pct
+        interest_pct = _percentiles(interest) if self.model_ is not None else interest
+        unsupervised_pct = _percentiles(np.asarray(unsupervised, dtype=float))
+        trust = self.trust(features)
+        blended = (1.0 - trust) * unsupervised_pct + trust * interest_pct
         return {"score": blended, "unsupervised": unsupervised_pct, "interest": interest,
-                "interest_pct": interest_pct}
+                "interest_pct": interest_pct, "trust": trust}
 
     def coefficients(self, names) -> dict[str, float]:
         """The logistic regression's coefficient of each feature (largest magnitude first)."""
@@ -214,8 +224,9 @@ def rerank(
         raise LabelError(msg)
     rows = np.array([i for i, _, _ in labelled])
     interesting = np.array([value for _, value, _ in labelled], dtype=bool)
-    ranker.fit(features.matrix[rows], interesting)
-    parts = ranker.score(features.matrix, scores)
+    weighted = features.weighted()
+    ranker.fit(weighted[rows], interesting)
+    parts = ranker.score(weighted, scores)
     fit_seconds = time.perf_counter() - started
     variant = variants[stage]
     record = {
@@ -224,8 +235,9 @@ def rerank(
         "model_ref": "",
         "unsupervised": {"stage": stage, "version": variant.version, "model_ref": variant.model},
         "features": {"variants": features.variants, "names": features.names},
-        "blend": {"rule": "(1 - trust) * unsupervised + trust * interest_pct", "trust": ranker.trust_,
-                  **ranker.get_params()},
+        "blend": {"rule": "(1 - trust) * unsupervised + trust * interest_pct",
+                  "trust": "exp(-d / (distance_scale * mean d)), d: distance to the nearest labelled source",
+                  "mean_trust": round(float(parts["trust"].mean()), 4), **ranker.get_params()},
         "n_labels": ranker.n_labels_,
         "n_interesting": ranker.n_interesting_,
         "last_label_id": max(label_id for _, _, label_id in labelled),
@@ -240,11 +252,11 @@ def rerank(
         record.update(id=fit_id, model_ref=f"label-ranking:{fit_id}")
         connection.execute(update(LabelRankingRow).where(LabelRankingRow.id == fit_id)
                            .values(model_ref=record["model_ref"]))
-        _store_scores(connection, record["model_ref"], ids, parts, ranker.trust_)
+        _store_scores(connection, record["model_ref"], ids, parts)
     return record
 
 
-def _store_scores(connection: Connection, model_ref: str, ids: np.ndarray, parts: dict, trust: float) -> None:
+def _store_scores(connection: Connection, model_ref: str, ids: np.ndarray, parts: dict) -> None:
     t = AnomalyScoreRow.__table__
     connection.execute(delete(t).where(t.c.stage == RANKING_STAGE, t.c.model_ref != model_ref))
     score = parts["score"]
@@ -252,13 +264,12 @@ def _store_scores(connection: Connection, model_ref: str, ids: np.ndarray, parts
     ranks = np.empty(len(score), dtype=np.int64)
     ranks[order] = np.arange(1, len(score) + 1)
     percentile = 100.0 * np.searchsorted(np.sort(score), score, side="right") / len(score)
-    results = []
-    for i, cutout_id in enumerate(ids.tolist()):
-        components = {"unsupervised": float(parts["unsupervised"][i]), "trust": trust}
-        if parts["interest"] is not None:
-            components.update(interest=float(parts["interest"][i]), interest_pct=float(parts["interest_pct"][i]))
-        results.append((cutout_id, {"score": float(score[i]), "components": components, "partial": False,
-                                    "rank": int(ranks[i]), "percentile": float(percentile[i])}))
+    names = ("unsupervised", "interest", "interest_pct", "trust")
+    results = [
+        (cutout_id, {"score": float(score[i]), "components": {name: float(parts[name][i]) for name in names},
+                     "partial": False, "rank": int(ranks[i]), "percentile": float(percentile[i])})
+        for i, cutout_id in enumerate(ids.tolist())
+    ]
     store_results(connection, kind="anomaly", stage=RANKING_STAGE, stage_version=RANKING_VERSION,
                   model_ref=model_ref, run_id=None, results=results)
 

@@ -65,6 +65,7 @@ def simulate_user(
     Parameters
     ----------
     features : ndarray (n_sources, n_features)
+        Weighted features (:meth:`survey_classifier.labels.features.Features.weighted`).
     unsupervised : ndarray (n_sources,)
         The unsupervised anomaly score (higher: more anomalous).
     rare : ndarray of bool (n_sources,)
@@ -136,4 +137,4 @@ def simulate_from_database(
     if not rare.any():
         msg = f"no source matches the rare-source rules {list(rules)}; nothing to find"
         raise SurveyClassifierError(msg)
-    return simulate_user(features.matrix, scores, rare, rounds=rounds, per_round=per_round, ranker=ranker)
+    return simulate_user(features.weighted(), scores, rare, rounds=rounds, per_round=per_round, ranker=ranker)

@@ -31,6 +31,12 @@ def _subset(mirabest_dir) -> Table:
 
 
 @pytest.fixture(scope="session")
+def cli():
+    """``cli("labels", "list", ...)``: the command line, in-process."""
+    return invoke
+
+
+@pytest.fixture(scope="session")
 def catalogue(tmp_path_factory, mirabest_dir) -> dict:
     """The subset catalogue as CSV (with a `name` id column), and its table."""
     folder = tmp_path_factory.mktemp("labels-catalogue")
