@@ -28,10 +28,15 @@ __all__ = ["query"]
               help="Only the N most anomalous cutouts, most anomalous first.")
 @click.option("--gallery", type=click.Path(file_okay=False), default=None,
               help="With --top-anomalies: write gallery.png and index.html to this folder.")
+@click.option("--anomaly-stage", default=None,
+              help="With --top-anomalies: the anomaly stage ranked (e.g. reranked; default: the only one).")
+@click.option("--label-class", default=None, help="Only sources whose current user label has this class.")
+@click.option("--interesting/--not-interesting", default=None,
+              help="Only sources a user labelled interesting (or not interesting).")
 @click.option("-o", "--output", default=None, help="Write to a file instead of printing.")
 @format_option
 def query(db_url, stage, label, min_probability, run_id, ra, dec, radius, versions, limit, show_errors,
-          top_anomalies, gallery, output, fmt):
+          top_anomalies, gallery, anomaly_stage, label_class, interesting, output, fmt):
     """Print or export results, one row per cutout."""
     from survey_classifier.db import make_engine
     from survey_classifier.formats import EXPORT_FORMATS, table_bytes, write_table
@@ -47,7 +52,7 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, radius, versio
             from survey_classifier.anomaly.report import make_gallery
             from survey_classifier.query import top_anomalies as top
 
-            table = top(engine, top_anomalies, run_id=run_id)
+            table = top(engine, top_anomalies, run_id=run_id, stage=anomaly_stage)
             if gallery:
                 png, page = make_gallery(table, gallery)
                 click.echo(f"gallery: {png} and {page}")
@@ -55,7 +60,8 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, radius, versio
             picks = dict(v.split("=", 1) for v in versions if "=" in v)
             table = query_results(
                 engine, stage=stage, label=label, min_probability=min_probability, run_id=run_id,
-                ra=ra, dec=dec, radius=radius, versions=picks, limit=limit,
+                ra=ra, dec=dec, radius=radius, versions=picks, limit=limit, label_class=label_class,
+                interesting=interesting,
             )
     except Exception as exc:  # a database without the schema, typically
         if "no such table" in str(exc) or "does not exist" in str(exc):
