@@ -147,7 +147,7 @@ def rerank_command(db_url, anomaly_stage, top, author):
     blend = fit["blend"]
     click.echo(
         f"{fit['model_ref']}: {fit['n_labels']} labels ({fit['n_interesting']} interesting), "
-        f"mean trust in them {blend['mean_trust']:.2f}, {len(fit['features']['names'])} features of "
+        f"mean trust in the model of interest {blend['mean_trust']:.2f}, {len(fit['features']['names'])} features of "
         f"{', '.join(f'{s} {v}' for s, v in sorted(fit['features']['variants'].items()))}; "
         f"{fit['metrics']['n_sources']} sources ranked in {fit['metrics']['fit_seconds']:.2f} s"
     )
