@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from survey_classifier.columns import Column
 
 __all__ = ["CutoutSource", "Cutout"]
 
@@ -24,6 +27,10 @@ class CutoutSource:
         Position given by the catalogue (the WCS centre is used when absent).
     extra : dict
         Other catalogue columns, carried through to the results database.
+    extra_columns : dict
+        ``{name: Column}``: unit, UCD and description of each ``extra``
+        column as the catalogue gives them (recorded when a run is
+        registered; not part of the source's identity).
     """
 
     path: str
@@ -31,6 +38,7 @@ class CutoutSource:
     ra_deg: float | None = None
     dec_deg: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_columns: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass

@@ -3,6 +3,20 @@
 Adding a format means adding one :class:`ExportFormat` to
 :data:`EXPORT_FORMATS`: ``query --format`` and ``-o FILE.SUFFIX``, the
 API's ``format=`` parameter and its documented media types follow.
+
+Every format carries each column's unit, UCD and description (attached by
+:func:`survey_classifier.columns.annotate`):
+
+- VOTable: ``FIELD`` ``unit`` (an empty unit for dimensionless numbers),
+  ``ucd`` and ``DESCRIPTION``, and a ``COOSYS`` (ICRS) that the position
+  fields refer to;
+- FITS: ``TUNITn``, and ``TCOMMn`` (description) and ``TUCDn`` (UCD), the
+  keywords TOPCAT reads;
+- ECSV: units, descriptions and UCDs in its YAML header;
+- CSV: the same ECSV header as ``#`` comment lines above comma-separated
+  rows (ECSV with a comma delimiter): astropy reads it back whole
+  (``format="ascii.ecsv"``), other readers skip lines starting with ``#``
+  (``pandas.read_csv(f, comment="#")``).
 """
 
 from __future__ import annotations
@@ -12,9 +26,13 @@ from dataclasses import dataclass
 
 from astropy.table import Table
 
+from survey_classifier.columns import column_of
 from survey_classifier.errors import SurveyClassifierError
 
-__all__ = ["ExportFormat", "EXPORT_FORMATS", "format_for_path", "table_bytes", "write_table"]
+__all__ = ["ExportFormat", "EXPORT_FORMATS", "format_for_path", "table_bytes", "write_table", "to_votable"]
+
+#: ID of the ICRS ``COOSYS`` that position fields of a VOTable refer to.
+COOSYS_ID = "icrs"
 
 
 @dataclass(frozen=True)
@@ -36,7 +54,7 @@ class ExportFormat:
 EXPORT_FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
-        ExportFormat("csv", "ascii.csv", "text/csv; charset=utf-8", (".csv",), True),
+        ExportFormat("csv", "ascii.ecsv", "text/csv; charset=utf-8", (".csv",), True),
         ExportFormat("ecsv", "ascii.ecsv", "text/x-ecsv; charset=utf-8", (".ecsv",), True),
         ExportFormat("votable", "votable", "application/x-votable+xml", (".xml", ".vot", ".votable"), False),
         ExportFormat("fits", "fits", "application/fits", (".fits", ".fit"), False),
@@ -70,16 +88,61 @@ def _prepared(table: Table, fmt: str) -> Table:
     return out
 
 
+def to_votable(table: Table):
+    """``table`` as an astropy ``VOTableFile``: unit, UCD and description on each FIELD, COOSYS ICRS."""
+    from astropy.io.votable import from_table
+    from astropy.io.votable.tree import CooSys
+
+    votable = from_table(table)
+    resource = votable.resources[0]
+    positions = [f for f in resource.tables[0].fields if (f.ucd or "").startswith(("pos.eq.ra", "pos.eq.dec"))]
+    if positions:
+        resource.coordinate_systems.append(CooSys(ID=COOSYS_ID, system="ICRS"))
+        for field in positions:
+            field.ref = COOSYS_ID
+    description = table.meta.get("description")
+    if description:
+        resource.tables[0].description = description
+    return votable
+
+
+def _fits_hdus(table: Table):
+    """A primary HDU and the table, with ``TCOMMn`` and ``TUCDn`` beside each ``TFORMn``."""
+    from astropy.io import fits
+
+    hdu = fits.table_to_hdu(table)
+    for index, name in enumerate(table.colnames, start=1):
+        spec = column_of(table, name)
+        after = f"TUNIT{index}" if f"TUNIT{index}" in hdu.header else f"TFORM{index}"
+        if spec.ucd:
+            hdu.header.set(f"TUCD{index}", spec.ucd, after=after)
+        if table[name].info.description:
+            hdu.header.set(f"TCOMM{index}", spec.description, after=after)
+    return fits.HDUList([fits.PrimaryHDU(), hdu])
+
+
+def _write(table: Table, target, export: ExportFormat) -> None:
+    """``table`` written as ``export`` to ``target`` (a path, replaced if there, or a file object)."""
+    out = _prepared(table, export.name)
+    replace = isinstance(target, str)
+    if export.name == "votable":
+        to_votable(out).to_xml(target)
+    elif export.name == "fits":
+        _fits_hdus(out).writeto(target, overwrite=replace)
+    else:
+        options = {"delimiter": ","} if export.name == "csv" else {}
+        out.write(target, format=export.astropy_format, overwrite=replace, **options)
+
+
 def table_bytes(table: Table, fmt: str) -> bytes:
     """``table`` written as ``fmt``, in memory (a download body)."""
     export = _check(fmt)
-    out = _prepared(table, fmt)
     if export.text:
         text = io.StringIO()
-        out.write(text, format=export.astropy_format)
+        _write(table, text, export)
         return text.getvalue().encode("utf-8")
     buffer = io.BytesIO()
-    out.write(buffer, format=export.astropy_format)
+    _write(table, buffer, export)
     return buffer.getvalue()
 
 
@@ -92,6 +155,5 @@ def write_table(table: Table, path: str, fmt: str | None = None) -> str:
             f"use --format with one of {sorted(EXPORT_FORMATS)}"
         )
         raise SurveyClassifierError(msg)
-    export = _check(fmt)
-    _prepared(table, fmt).write(path, format=export.astropy_format, overwrite=True)
+    _write(table, str(path), _check(fmt))
     return fmt

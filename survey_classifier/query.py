@@ -6,6 +6,14 @@ for every stage with results, that stage's columns prefixed by its name
 has results of several versions or models, the most recent is shown unless
 ``versions`` picks one.
 
+Every column carries its unit, UCD and description
+(:mod:`survey_classifier.columns`), so every export writes them; columns
+carried through from an input catalogue come back under their own names
+(prefixed ``catalogue_`` only where a name is taken by one of ours) with
+the unit and description the catalogue gave. The columns come in a
+readable order: id, name, position, then each classification's label and
+probability (:data:`LEADING_COLUMNS`).
+
 Cone searches use the HEALPix pixel stored with each cutout
 (``cutouts.healpix``): the cone becomes a few ranges of one indexed integer
 column, and exact separations are computed on what those ranges return.
@@ -14,20 +22,35 @@ Every value reaches the database as a bound parameter.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from astropy import units as u
 from astropy.coordinates import angular_separation
 from astropy.table import MaskedColumn, Table
-from sqlalchemy import ARRAY, BigInteger, any_, bindparam, exists, func, or_, select, tuple_, union_all
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    String,
+    Text,
+    any_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.engine import Connection, Engine
 
+from survey_classifier.columns import Column, annotate, described_columns, family_of, order_columns
 from survey_classifier.db._healpix import cone_ranges
-from survey_classifier.db.models import RESULT_TABLES, CutoutRow, ErrorRow, RunRow
-from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, RunRow
+from survey_classifier.errors import StageConfigError, SurveyClassifierError
 from survey_classifier.labels.columns import add_label_columns
 from survey_classifier.labels.store import labelled_condition, labelled_cutout_ids
 
@@ -40,7 +63,32 @@ __all__ = [
     "query_errors",
     "cone_prefilter",
     "cone_search",
+    "LEADING_COLUMNS",
+    "SEPARATION",
+    "POSITION_OFFSET",
+    "ANOMALY_RANK",
 ]
+
+#: Columns computed by queries (the stored ones describe themselves in :mod:`survey_classifier.db.models`).
+SEPARATION = Column("separation_arcsec", "Angular distance from the centre of the cone search", unit="arcsec",
+                    ucd="pos.angDistance", format=".2f").checked()
+POSITION_OFFSET = Column("position_offset_arcsec", "Angular distance between the input catalogue's position and "
+                         "the WCS centre of the cutout", unit="arcsec", ucd="pos.angDistance", format=".2f").checked()
+ANOMALY_RANK = Column("anomaly_rank", "Rank of the anomaly score among these results (1 = most anomalous)",
+                      unit="", ucd="stat.rank").checked()
+
+#: The cutout columns of every result table, in this order (the database's name where it differs).
+_CUTOUT_COLUMNS = (("cutout_id", "id"), ("catalogue_id", "catalogue_id"), ("ra_deg", "ra_deg"),
+                   ("dec_deg", "dec_deg"), ("wcs_ra_deg", "wcs_ra_deg"), ("wcs_dec_deg", "wcs_dec_deg"),
+                   ("catalogue_ra_deg", "catalogue_ra_deg"), ("catalogue_dec_deg", "catalogue_dec_deg"),
+                   ("pixel_scale_arcsec", "pixel_scale_arcsec"), ("beam_major_arcsec", "beam_major_arcsec"),
+                   ("beam_minor_arcsec", "beam_minor_arcsec"), ("path", "path"), ("sha256", "sha256"))
+#: Names a catalogue column cannot take (it is then prefixed ``catalogue_``).
+_RESERVED = {name for name, _ in _CUTOUT_COLUMNS} | {SEPARATION.name, POSITION_OFFSET.name, ANOMALY_RANK.name}
+
+#: Patterns of the columns a result table starts with, in this order.
+LEADING_COLUMNS = ("cutout_id", "catalogue_id", "ra_deg", "dec_deg", "separation_arcsec", "anomaly_rank",
+                   "*_label", "*_probability")
 
 #: Longest list of cutout ids sent to the database as one ``IN`` condition.
 _MAX_ID_LIST = 5000
@@ -368,8 +416,9 @@ def query_results(
         ids = [r["id"] for r in rows]
         for name, variant in sorted(variants.items()):
             _add_stage_columns(connection, table, ids, name, variant)
+        _add_catalogue_columns(connection, table, rows)
         add_label_columns(connection, table, ids, variants, _column)
-    return table
+    return table[order_columns(table.colnames, LEADING_COLUMNS)]
 
 
 def _ranked_anomalies(variants: Mapping[str, Variant], stage: str):
@@ -413,8 +462,9 @@ def top_anomalies(
             order = {cutout_id: rank for rank, cutout_id in enumerate(ids, start=1)}
     table = query_results(engine, cutout_ids=ids, _variants=variants)
     table["anomaly_rank"] = np.array([order[i] for i in table["cutout_id"]], dtype=np.int64)
+    annotate(table["anomaly_rank"], ANOMALY_RANK)
     table.sort("anomaly_rank")
-    return table
+    return table[order_columns(table.colnames, LEADING_COLUMNS)]
 
 
 def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], dict[int, int]]:
@@ -438,28 +488,64 @@ def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], 
 
 
 def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
-    names = ["cutout_id", "path", "catalogue_id", "ra_deg", "dec_deg", "pixel_scale_arcsec", "sha256"]
+    described = described_columns(CutoutRow)
     table = Table()
-    table["cutout_id"] = np.array([r["id"] for r in rows], dtype=np.int64)
-    for name in names[1:]:
-        table[name] = _column([r[name] for r in rows])
+    for name, stored in _CUTOUT_COLUMNS:
+        values = [r[stored] for r in rows]
+        text = _is_text(CutoutRow.__table__.c[stored])
+        table[name] = np.array(values, dtype=np.int64) if name == "cutout_id" else _column(values, text=text)
+        annotate(table[name], described[stored].renamed(name))
     if with_separation:
-        table["separation_arcsec"] = np.array([r["separation_deg"] * 3600.0 for r in rows])
-    extra_keys = sorted({k for r in rows for k in (r["catalogue"] or {})})
-    for key in extra_keys:
-        if key not in table.colnames:
-            table[key] = _column([(r["catalogue"] or {}).get(key) for r in rows])
-    table["ra_deg"].unit = u.deg
-    table["dec_deg"].unit = u.deg
+        table[SEPARATION.name] = np.array([r["separation_deg"] * 3600.0 for r in rows])
+        annotate(table[SEPARATION.name], SEPARATION)
+    table[POSITION_OFFSET.name] = _column(_position_offsets(rows))
+    annotate(table[POSITION_OFFSET.name], POSITION_OFFSET)
     return table
 
 
-def _column(values: list):
-    """A column from Python values, masked where None."""
+def _position_offsets(rows: list[dict]) -> list[float | None]:
+    """Arcseconds between the catalogue position and the WCS centre (None without both)."""
+    keys = ("catalogue_ra_deg", "catalogue_dec_deg", "wcs_ra_deg", "wcs_dec_deg")
+    both = [i for i, r in enumerate(rows) if all(r.get(k) is not None for k in keys)]
+    offsets: list[float | None] = [None] * len(rows)
+    if both:
+        angles = np.radians(np.array([[rows[i][k] for k in keys] for i in both], dtype=float))
+        arcsec = np.degrees(angular_separation(*angles.T)) * 3600.0
+        for i, value in zip(both, arcsec.tolist()):
+            offsets[i] = value
+    return offsets
+
+
+def _add_catalogue_columns(connection, table: Table, rows: list[dict]) -> None:
+    """The catalogue's own columns, in its order, with its units and descriptions."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row["catalogue"] or {}))
+    if not names:
+        return
+    t = CatalogueColumnRow.__table__
+    stored = {r.name: r for r in connection.execute(select(t).where(t.c.name.in_(list(names))))}
+    for key in names:
+        values = [(r["catalogue"] or {}).get(key) for r in rows]
+        if any(isinstance(v, (list, dict)) for v in values):
+            values = [None if v is None else json.dumps(v) for v in values]
+        name = key if key not in table.colnames and key not in _RESERVED else f"catalogue_{key}"
+        while name in table.colnames:
+            name = f"catalogue_{name}"
+        table[name] = _column(values)
+        row = stored.get(key)
+        spec = Column(name, (row.description if row is not None else None) or f"Column {key!r} of the input catalogue",
+                      row.unit if row is not None else None, row.ucd if row is not None else None)
+        annotate(table[name], spec)
+
+
+def _column(values: list, *, text: bool = False):
+    """A column from Python values, masked where None (of strings when ``text`` and all are None)."""
     mask = [v is None for v in values]
     present = [v for v in values if v is not None]
     if not present:
-        return MaskedColumn(np.zeros(len(values)), mask=[True] * len(values))
+        empty = np.full(len(values), "", dtype=str) if text else np.zeros(len(values))
+        return MaskedColumn(empty, mask=[True] * len(values))
     if all(isinstance(v, bool) for v in present):
         fill, dtype = False, bool
     elif all(isinstance(v, int) and not isinstance(v, bool) for v in present):
@@ -473,6 +559,22 @@ def _column(values: list):
     return MaskedColumn(data, mask=mask) if any(mask) else data
 
 
+def _is_text(column) -> bool:
+    return isinstance(column.type, (String, Text))
+
+
+@lru_cache(maxsize=1)
+def _declared_result_columns() -> dict[str, dict[str, Column]]:
+    """``{stage: {key: Column}}`` of the extra result fields installed stages declare."""
+    from survey_classifier.stages.registry import available_stages
+
+    try:
+        stages = available_stages()
+    except StageConfigError:  # a broken plugin: its columns come back undescribed, the rest as declared
+        return {}
+    return {name: {c.name: c for c in cls.result_columns} for name, cls in stages.items()}
+
+
 def _add_stage_columns(connection, table: Table, ids, name: str, variant: Variant) -> None:
     t = variant.row_class.__table__
     by_cutout = {}
@@ -483,22 +585,32 @@ def _add_stage_columns(connection, table: Table, ids, name: str, variant: Varian
             select(*wanted).where(*_variant_condition(t, name, variant), _id_in(connection, t.c.cutout_id, chunk))
         )
         by_cutout.update({r.cutout_id: r._asdict() for r in rows})
-    columns = [col.name for col in t.columns if col.name not in _SKIP]
-    for column in columns:
-        table[f"{name}_{column}"] = _column([by_cutout.get(i, {}).get(column) for i in ids])
-    if variant.kind == "classification":
-        classes = sorted({k for r in by_cutout.values() for k in r["probabilities"]})
-        for cls in classes:
-            table[f"{name}_p_{cls}"] = _column([by_cutout.get(i, {}).get("probabilities", {}).get(cls) for i in ids])
-    if variant.kind == "anomaly":
-        parts = sorted({k for r in by_cutout.values() for k in r["components"]})
-        for part in parts:
-            table[f"{name}_{part}"] = _column([by_cutout.get(i, {}).get("components", {}).get(part) for i in ids])
+    described = described_columns(variant.row_class)
+    declared = _declared_result_columns().get(name, {})
+    prefix = f"{name}: "
+
+    def put(key: str, values: list, spec: Column, *, text: bool = False) -> None:
+        column_name = f"{name}_{key}"
+        table[column_name] = _column(values, text=text)
+        annotate(table[column_name], spec.renamed(column_name, prefix=prefix))
+
+    for column in (col for col in t.columns if col.name not in _SKIP):
+        put(column.name, [by_cutout.get(i, {}).get(column.name) for i in ids], described[column.name],
+            text=_is_text(column))
+    for mapping in ("probabilities", "components"):
+        family = family_of(variant.row_class, mapping)
+        if family is None:
+            continue
+        keys = sorted({k for r in by_cutout.values() for k in (r.get(mapping) or {})})
+        for key in keys:
+            spec = declared.get(key) or family.column(key)
+            put(family.column(key).name, [(by_cutout.get(i, {}).get(mapping) or {}).get(key) for i in ids], spec)
     extras = sorted({k for r in by_cutout.values() for k in (r.get("extra") or {})})
     for key in extras:
         values = [(by_cutout.get(i, {}).get("extra") or {}).get(key) for i in ids]
         if all(v is None or isinstance(v, (int, float, str, bool)) for v in values):
-            table[f"{name}_{key}"] = _column(values)
+            spec = declared.get(key) or Column(key, f"{key!r}, a result field the stage does not describe")
+            put(key, values, spec)
 
 
 def query_errors(engine: Engine, *, run_id: int | None = None) -> Table:
@@ -513,7 +625,9 @@ def query_errors(engine: Engine, *, run_id: int | None = None) -> Table:
         query = query.where(e.c.run_id == run_id)
     with engine.connect() as connection:
         rows = [dict(r._mapping) for r in connection.execute(query)]
+    described = {**described_columns(ErrorRow), "path": described_columns(CutoutRow)["path"]}
     table = Table()
     for name in ("path", "stage", "stage_version", "model_ref", "hdu", "error_type", "message", "run_id"):
-        table[name] = _column([r[name] for r in rows])
+        table[name] = _column([r[name] for r in rows], text=name not in ("hdu", "run_id"))
+        annotate(table[name], described[name])
     return table

@@ -17,7 +17,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
-from survey_classifier.db.store import clear_errors, store_errors, store_results, upsert_cutouts
+from survey_classifier.db.store import (
+    clear_errors,
+    record_catalogue_columns,
+    store_errors,
+    store_results,
+    upsert_cutouts,
+)
 from survey_classifier.errors import SurveyClassifierError
 from survey_classifier.outcomes import BatchResult, CutoutOutcome
 from survey_classifier.stages.base import Stage
@@ -45,13 +51,10 @@ def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:
     cutout = outcome.cutout
     if cutout is None:
         return row
-    ra = source.ra_deg if cutout.ra_deg is None else cutout.ra_deg
-    dec = source.dec_deg if cutout.dec_deg is None else cutout.dec_deg
     row.update(
         sha256=cutout.sha256,
         hdu=cutout.hdu,
-        ra_deg=ra,
-        dec_deg=dec,
+        **_positions(source, cutout.ra_deg, cutout.dec_deg),
         pixel_scale_arcsec=cutout.pixel_scale_arcsec,
         beam_major_arcsec=cutout.beam_major_arcsec,
         beam_minor_arcsec=cutout.beam_minor_arcsec,
@@ -62,6 +65,24 @@ def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:
         warnings=cutout.warnings or None,
     )
     return row
+
+
+def _positions(source: CutoutSource, wcs_ra_deg, wcs_dec_deg) -> dict[str, Any]:
+    """The catalogue's position, the WCS centre, and the source position cone searches use.
+
+    The source position is the catalogue's when it gave one (a catalogue
+    names the source; the cutout may be centred elsewhere), else the WCS
+    centre of the cutout.
+    """
+    catalogued = source.ra_deg is not None and source.dec_deg is not None
+    return {
+        "catalogue_ra_deg": source.ra_deg if catalogued else None,
+        "catalogue_dec_deg": source.dec_deg if catalogued else None,
+        "wcs_ra_deg": wcs_ra_deg,
+        "wcs_dec_deg": wcs_dec_deg,
+        "ra_deg": source.ra_deg if catalogued else wcs_ra_deg,
+        "dec_deg": source.dec_deg if catalogued else wcs_dec_deg,
+    }
 
 
 def store_batch(
@@ -151,6 +172,11 @@ def register_run(
         msg = f"batch_size must be at least 1, got {batch_size}"
         raise ValueError(msg)
     unique = list({source.path: source for source in reversed(sources)}.values())[::-1]
+    described = {}
+    for source in unique:
+        described.update(source.extra_columns)
+    with engine.begin() as connection:  # first: a catalogue whose units clash registers nothing
+        record_catalogue_columns(connection, described.values())
     run_id = start_run(engine, stages, config, len(unique), executor)
     batches = []
     with engine.begin() as connection:
@@ -181,8 +207,8 @@ def _registration_row(source: CutoutSource) -> dict[str, Any]:
     if source.extra:
         row["catalogue"] = source.extra
     if source.ra_deg is not None and source.dec_deg is not None:
-        row["ra_deg"] = source.ra_deg
-        row["dec_deg"] = source.dec_deg
+        row.update(ra_deg=source.ra_deg, dec_deg=source.dec_deg, catalogue_ra_deg=source.ra_deg,
+                   catalogue_dec_deg=source.dec_deg)
     return row
 
 
@@ -194,7 +220,8 @@ def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]
             row.id: row
             for row in connection.execute(
                 select(
-                    table.c.id, table.c.path, table.c.catalogue_id, table.c.catalogue, table.c.ra_deg, table.c.dec_deg
+                    table.c.id, table.c.path, table.c.catalogue_id, table.c.catalogue, table.c.catalogue_ra_deg,
+                    table.c.catalogue_dec_deg,
                 )
                 .where(table.c.id.in_(list(cutout_ids)))
             )
@@ -207,8 +234,8 @@ def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]
         CutoutSource(
             path=rows[i].path,
             catalogue_id=rows[i].catalogue_id,
-            ra_deg=rows[i].ra_deg,
-            dec_deg=rows[i].dec_deg,
+            ra_deg=rows[i].catalogue_ra_deg,
+            dec_deg=rows[i].catalogue_dec_deg,
             extra=rows[i].catalogue or {},
         )
         for i in cutout_ids

@@ -95,6 +95,37 @@ def check_results(stage: Stage, cutouts) -> None:
     )
 
 
+def check_result_columns(stage: Stage, cutouts) -> None:
+    """Every extra field a result carries that comes back as a column is declared in ``result_columns``.
+
+    Extra scalar fields (numbers, text, flags) and the keys of an anomaly
+    stage's ``components`` become query columns; each needs a
+    :class:`~survey_classifier.columns.Column` (unit, UCD, description) in
+    the stage's ``result_columns``, named as the key.
+    """
+    from survey_classifier.db.models import RESULT_TABLES
+
+    declared = {column.name for column in stage.result_columns}
+    stored = set(RESULT_TABLES[stage.result_kind].__table__.c.keys()) | {"embedding", "probabilities"}
+    for column in stage.result_columns:
+        column.checked()
+    undeclared: set[str] = set()
+    for result in _run(stage, cutouts):
+        if not isinstance(result, dict):
+            continue
+        scalars = [k for k, v in result.items() if k not in stored and _is_scalar(v)]
+        components = list(result.get("components") or {}) if stage.result_kind == "anomaly" else []
+        undeclared.update(k for k in (*scalars, *components) if k not in declared)
+    assert not undeclared, (
+        f"stage {stage.name!r} returns {sorted(undeclared)} without describing them: add a "
+        "survey_classifier.columns.Column (name, description, unit, UCD) for each to its result_columns"
+    )
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, np.generic))
+
+
 def _same(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
@@ -167,6 +198,7 @@ STAGE_CHECKS = (
     check_params_roundtrip,
     check_empty_batch,
     check_results,
+    check_result_columns,
     check_deterministic,
     check_batch_independent,
     check_stored_once,

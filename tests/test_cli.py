@@ -123,3 +123,42 @@ def test_demo_runs_end_to_end_from_the_installed_script(tmp_path):
     assert "processed, 0 failed" in done.stdout
     results = Table.read(tmp_path / "demo" / "results.ecsv")
     assert len(results) == 24 and "measure_peak_flux_jy" in results.colnames
+
+
+def test_query_columns_positions_and_formats(folder, sqlite_url, tmp_path):
+    assert invoke("classify", folder, "--db", sqlite_url, "--stages", "measure", "--quiet").exit_code == 0
+    table = Table.read(_export_as(sqlite_url, tmp_path / "all.vot"))
+    centre = table[3]
+    from astropy.coordinates import SkyCoord
+
+    coord = SkyCoord(centre["ra_deg"], centre["dec_deg"], unit="deg")
+    sexagesimal = coord.to_string("hmsdms", sep=":", precision=2)
+    found = invoke("query", "--db", sqlite_url, "--position", sexagesimal, "--radius", "1arcsec",
+                   "--columns", "cutout_id,separation_arcsec,measure_peak_flux_jy")
+    assert found.exit_code == 0, found.output
+    lines = found.output.splitlines()
+    assert lines[0].split() == ["cutout_id", "separation_arcsec", "measure_peak_flux_jy"]
+    assert "arcsec" in lines[1] and "Jy / beam" in lines[1]  # the units row
+    assert f" {centre['cutout_id']} " in f" {lines[3]} " and lines[-1] == "1 rows"
+    split = invoke("query", "--db", sqlite_url, "--ra", coord.ra.to_string(unit="hourangle", sep=":"),
+                   "--dec", coord.dec.to_string(sep=":", alwayssign=True), "--radius", "1arcsec")
+    assert split.exit_code == 0 and "1 rows" in split.output and "more columns" in split.output
+    printed = invoke("query", "--db", sqlite_url)  # floats formatted per column, the main columns first
+    header = printed.output.splitlines()[0].split()
+    assert header[:4] == ["cutout_id", "catalogue_id", "ra_deg", "dec_deg"]
+    assert all(len(value.split(".")[1]) == 6 for value in printed.output.splitlines()[3].split()[2:4])
+    described = invoke("query", "--db", sqlite_url, "--describe", "--columns", "ra_deg,measure_n_islands")
+    assert "pos.eq.ra;meta.main" in described.output and "(dimensionless)" in described.output
+    bad = invoke("query", "--db", sqlite_url, "--ra", "10:00:60", "--dec", "0", "--radius", "1")
+    assert bad.exit_code == 1 and "--ra: '10:00:60' is not an angle" in bad.output
+    unknown = invoke("query", "--db", sqlite_url, "--columns", "nosuch")
+    assert unknown.exit_code == 1 and "no column 'nosuch'" in unknown.output
+    for suffix, reader in ((".fits", "fits"), (".csv", "ascii.ecsv"), (".ecsv", "ascii.ecsv")):
+        back = Table.read(_export_as(sqlite_url, tmp_path / f"out{suffix}"), format=reader)
+        assert back["ra_deg"].unit == "deg" and len(back) == 10
+
+
+def _export_as(url, path):
+    result = invoke("query", "--db", url, "--stage", "measure", "-o", path)
+    assert result.exit_code == 0 and f"({path.suffix.lstrip('.').replace('vot', 'votable')})" in result.output
+    return path

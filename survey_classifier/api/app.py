@@ -7,7 +7,12 @@ of the anomalies by them: :mod:`survey_classifier.api.labels`) need
 ``Authorization: Bearer TOKEN`` with the token the app was created with;
 without one they are refused. Every parameter is validated: a malformed coordinate, an
 oversized page or a filter value outside its pattern is answered with a
-4xx and a message naming the parameter, never a 500.
+4xx and a message naming the parameter, never a 500. Every refusal has
+one body, ``{"detail": "..."}``, and every status and media type a route
+can answer is in its OpenAPI description (:mod:`survey_classifier.api.contract`);
+the documentation at ``/docs`` is served from the installed package
+(``fastapi-offline``), without a CDN. The Virtual Observatory endpoints
+(``/scs``, ``/cutouts/{id}/fits``) are in :mod:`survey_classifier.api.vo`.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import StringConstraints
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, StringConstraints
 from sqlalchemy import select
 
+from survey_classifier.api.contract import errors, install_error_handlers, table_responses
 from survey_classifier.db.models import CutoutRow, ErrorRow
 from survey_classifier.errors import CutoutError, SurveyClassifierError
 from survey_classifier.formats import EXPORT_FORMATS
@@ -47,6 +54,12 @@ Picks = Annotated[
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name, e.g. cnn.")]
 Format = Annotated[Literal[("json", *EXPORT_FORMATS)], Query(description="Response format.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")]
+CutoutId = Annotated[int, PathParam(ge=1, le=MAX_ID, examples=[1], description="A cutout id (`cutout_id`).")]
+ModelId = Annotated[int, PathParam(ge=1, le=MAX_ID, examples=[1], description="A model id (`GET /models`).")]
+
+
+#: Largest cone radius of ``/results``, degrees.
+MAX_RADIUS_DEG = 10.0
 
 
 def _finite(low: float, high: float, *, low_open=False, high_open=False, description=""):
@@ -55,10 +68,41 @@ def _finite(low: float, high: float, *, low_open=False, high_open=False, descrip
     return Annotated[float | None, Query(allow_inf_nan=False, description=description, **bounds)]
 
 
-RA = _finite(0.0, 360.0, description="Cone centre right ascension, degrees [0, 360].")
-Dec = _finite(-90.0, 90.0, description="Cone centre declination, degrees [-90, 90].")
-Radius = _finite(0.0, 10.0, low_open=True, description="Cone radius, degrees (0, 10].")
+def _angle(description: str):
+    """An angle query parameter, read by :mod:`survey_classifier.positions` (a 400 naming it if unreadable)."""
+    return Annotated[str | None, Query(max_length=64, description=description)]
+
+
+RA = _angle("Cone centre right ascension: degrees (150.25) or sexagesimal hours (10:01:00, 10h01m00s).")
+Dec = _angle("Cone centre declination: degrees (2.2) or sexagesimal degrees (+02:12:00, 2d12m).")
+Radius = _angle(f"Cone radius: degrees (0.5) or with a unit (30arcsec, 2arcmin, 0.5deg); at most {MAX_RADIUS_DEG:g} "
+                "degrees.")
 Probability = _finite(0.0, 1.0, description="Probability of the predicted label, [0, 1].")
+Columns = Annotated[str | None, Query(
+    max_length=2000, pattern=r"^[A-Za-z0-9_*?, .:+-]+$",
+    description="Columns to answer, comma-separated, in that order; patterns pick several (cutout_id,ra_deg,cnn_*).",
+)]
+
+
+class ColumnInfo(BaseModel):
+    """Unit (null: not a quantity; empty: dimensionless), UCD and description of one column."""
+
+    name: str
+    unit: str | None
+    ucd: str | None
+    description: str
+    format: str | None
+
+
+class TablePage(BaseModel):
+    """A page of a result table: its columns described, and one object per row."""
+
+    count: int
+    limit: int
+    offset: int
+    next_after_id: int | None
+    columns: list[ColumnInfo]
+    rows: list[dict]
 
 
 def create_app(
@@ -93,18 +137,17 @@ def create_app(
         msg = f"SOM prototype image {som_path} not found"
         raise SurveyClassifierError(msg)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="survey-classifier results",
-        description="Classifications, SOM placements, anomaly scores and measurements of radio survey cutouts.",
+        description="Classifications, SOM placements, anomaly scores and measurements of radio survey cutouts; "
+                    "an IVOA Simple Cone Search at /scs. Every refusal answers {\"detail\": \"...\"}.",
         version="1",
+        redoc_url=None,
     )
     app.state.engine = engine
     static = files("survey_classifier.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-
-    @app.exception_handler(SurveyClassifierError)
-    async def _refused(_request: Request, exc: SurveyClassifierError):
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+    install_error_handlers(app)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         if write_token is None:
@@ -122,7 +165,8 @@ def create_app(
     def page():
         return FileResponse(str(static / "index.html"), media_type="text/html")
 
-    @app.get("/results", summary="Cutouts and their results, filtered, one page at a time")
+    @app.get("/results", summary="Cutouts and their results, filtered, one page at a time",
+             responses={**table_responses(TablePage), **errors(400, 422)})
     def results(
         stage: Stage = None,
         label: Annotated[str | None, Query(pattern=_LABEL, description="Class label of `stage`.")] = None,
@@ -142,6 +186,7 @@ def create_app(
         limit: Limit = 100,
         offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
         after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Keyset pagination.")] = None,
+        columns: Columns = None,
         format: Format = "json",
         label_class: Annotated[str | None, Query(max_length=128, description="Class of the user's label.")] = None,
         interesting: Annotated[bool | None, Query(description="The user's label says interesting (or not).")] = None,
@@ -149,23 +194,21 @@ def create_app(
         from survey_classifier.query import query_results
 
         if (som_x is None) != (som_y is None):
-            raise HTTPException(422, "a SOM node needs both som_x and som_y")
+            raise HTTPException(400, "a SOM node needs both som_x and som_y")
         ranks = None
         if anomaly_rank_min is not None or anomaly_rank_max is not None:
             ranks = (anomaly_rank_min or 1, anomaly_rank_max or (anomaly_rank_min or 1) + MAX_PAGE - 1)
-        cone = (ra, dec, radius)
-        if any(v is not None for v in cone) and any(v is None for v in cone):
-            raise HTTPException(422, "a cone search needs all of ra, dec and radius")
         table = query_results(
             engine, stage=stage, label=label, min_probability=min_probability, max_probability=max_probability,
             run_id=run, versions=_picks(version), som_node=None if som_x is None else (som_x, som_y),
-            som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, ra=ra, dec=dec, radius=radius,
+            som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, **_cone(ra, dec, radius),
             limit=limit, offset=offset, after_id=after_id, label_class=label_class, interesting=interesting,
         )
-        return _respond(table, format, "results", limit=limit, offset=offset)
+        return _respond(table, format, "results", limit=limit, offset=offset, columns=columns)
 
-    @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage")
-    def cutout(cutout_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+    @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage",
+             responses=errors(404, 422))
+    def cutout(cutout_id: CutoutId):
         from survey_classifier.api._tables import table_rows
         from survey_classifier.query import query_results
 
@@ -182,9 +225,11 @@ def create_app(
         return {"cutout": table_rows(table)[0], "errors": error_list}
 
     @app.get("/cutouts/{cutout_id}/image.png", summary="The cutout rendered as PNG (asinh stretch)",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+             response_class=Response,
+             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "The picture."}, **errors(404, 422)})
     def cutout_image(
-        cutout_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+        cutout_id: CutoutId,
         size: Annotated[int, Query(ge=16, le=1024, description="Pixels across.")] = 150,
         cmap: Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()] = "inferno",
     ):
@@ -201,20 +246,22 @@ def create_app(
             raise HTTPException(404, f"cutout {cutout_id}: {exc}") from exc
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/anomalies", summary="The most anomalous cutouts, highest score first")
+    @app.get("/anomalies", summary="The most anomalous cutouts, highest score first",
+             responses={**table_responses(TablePage), **errors(400, 422)})
     def anomalies(
         top: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         stage: Stage = None,
         version: Picks = None,
+        columns: Columns = None,
         format: Format = "json",
         unlabelled: Annotated[bool, Query(description="Leave out sources a user has labelled.")] = False,
     ):
         from survey_classifier.query import top_anomalies
 
         table = top_anomalies(engine, top, stage=stage, versions=_picks(version), unlabelled=unlabelled)
-        return _respond(table, format, "anomalies", limit=top, offset=0, keyset=False)
+        return _respond(table, format, "anomalies", limit=top, offset=0, keyset=False, columns=columns)
 
-    @app.get("/labels", summary="Cutouts per label of a classification stage")
+    @app.get("/labels", summary="Cutouts per label of a classification stage", responses=errors(400, 422))
     def labels(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import label_counts
         from survey_classifier.query import find_variants, stage_of_kind
@@ -226,7 +273,8 @@ def create_app(
         v = variants[stage]
         return {"stage": stage, "stage_version": v.version, "model_ref": v.model, "labels": counts}
 
-    @app.get("/stages", summary="Stages with results, and the version/model shown by default")
+    @app.get("/stages", summary="Stages with results, and the version/model shown by default",
+             responses=errors(400))
     def stages():
         from survey_classifier.api._summaries import describe_variants
         from survey_classifier.query import find_variants
@@ -234,7 +282,8 @@ def create_app(
         with engine.connect() as connection:
             return {"stages": describe_variants(find_variants(connection))}
 
-    @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each")
+    @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each",
+             responses=errors(400, 422))
     def som(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import add_neuron_labels_to_grid, som_grid
         from survey_classifier.query import find_variants, stage_of_kind
@@ -249,7 +298,9 @@ def create_app(
         return grid
 
     @app.get("/som/image.png", summary="The SOM prototypes (or, without them, its hit map) as PNG",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+             response_class=Response,
+             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "The picture."}, **errors(400, 422)})
     def som_image_png(stage: Stage = None):
         import numpy as np
 
@@ -268,41 +319,43 @@ def create_app(
             counts[node["y"], node["x"]] = node["count"]
         return Response(hit_map_png(counts), media_type="image/png")
 
-    @app.get("/runs", summary="Pipeline runs, newest first")
+    @app.get("/runs", summary="Pipeline runs, newest first", responses=errors(422))
     def runs(limit: Limit = 100):
         from survey_classifier.api._summaries import list_runs
 
         with engine.connect() as connection:
             return {"runs": list_runs(connection, limit)}
 
-    @app.get("/models", summary="Registered models")
+    @app.get("/models", summary="Registered models", responses=errors(400, 422))
     def models(stage: Stage = None):
         from survey_classifier.api._tables import table_rows
         from survey_classifier.registry import list_models
 
         return {"models": table_rows(list_models(engine, stage=stage))}
 
-    @app.get("/models/{model_id}", summary="One registered model, with its metrics and card")
-    def model(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+    @app.get("/models/{model_id}", summary="One registered model, with its metrics and card",
+             responses=errors(404, 422))
+    def model(model_id: ModelId):
         return _model_or_404(model_id)
 
     @app.post("/models/{model_id}/default", summary="Make a model its stage's default (needs the token)",
-              dependencies=[Depends(require_token)])
-    def model_default(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+              dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 422))
+    def model_default(model_id: ModelId):
         from survey_classifier.registry import set_default
 
         found = _model_or_404(model_id)
         return set_default(engine, found["name"], found["version"])
 
     @app.post("/models/{model_id}/retire", summary="Retire a model (needs the token)",
-              dependencies=[Depends(require_token)])
-    def model_retire(model_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]):
+              dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 422))
+    def model_retire(model_id: ModelId):
         from survey_classifier.registry import retire_model
 
         found = _model_or_404(model_id)
         return retire_model(engine, found["name"], found["version"])
 
-    @app.get("/compare", summary="Agreement matrix between two versions/models of a classification stage")
+    @app.get("/compare", summary="Agreement matrix between two versions/models of a classification stage",
+             responses=errors(400, 422))
     def compare(
         stage: Annotated[str, Query(pattern=_NAME)],
         a: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:+@-]{1,256}$", description="VERSION[@MODEL]")],
@@ -330,7 +383,22 @@ def create_app(
             raise HTTPException(404, str(exc)) from exc
         return found
 
+    from survey_classifier.api.vo import vo_router
+
+    app.include_router(vo_router(engine))
     return app
+
+
+def _cone(ra: str | None, dec: str | None, radius: str | None) -> dict:
+    """``ra``, ``dec``, ``radius`` in degrees, read as the CLI reads them (positions.py)."""
+    from survey_classifier.positions import parse_dec, parse_ra, parse_radius
+
+    cone = (ra, dec, radius)
+    if all(v is None for v in cone):
+        return {}
+    if any(v is None for v in cone):
+        raise HTTPException(400, "a cone search needs all of ra, dec and radius")
+    return {"ra": parse_ra(ra), "dec": parse_dec(dec), "radius": parse_radius(radius, maximum_deg=MAX_RADIUS_DEG)}
 
 
 def _picks(values: list[str] | None) -> dict[str, str]:
@@ -338,18 +406,22 @@ def _picks(values: list[str] | None) -> dict[str, str]:
     for value in values or []:
         stage, _, pick = value.partition("=")
         if stage in picks:
-            raise HTTPException(422, f"version given twice for stage {stage!r}")
+            raise HTTPException(400, f"version given twice for stage {stage!r}")
         picks[stage] = pick
     return picks
 
 
-def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: bool = True):
+def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: bool = True, columns=None):
     from survey_classifier.api._tables import export_response, table_rows
+    from survey_classifier.columns import columns_block, select_columns
 
+    next_after = None
+    if keyset and len(table) and len(table) == limit:
+        next_after = int(table["cutout_id"][-1])
+    table = select_columns(table, columns)
     if fmt != "json":
         return export_response(table, fmt, stem)
     rows = table_rows(table)
-    next_after = rows[-1]["cutout_id"] if keyset and rows and len(rows) == limit else None
     # plain values already: skip FastAPI's per-value encoder, slow on pages of a thousand rows
     return JSONResponse({"count": len(rows), "limit": limit, "offset": offset, "next_after_id": next_after,
-                         "columns": table.colnames, "rows": rows})
+                         "columns": columns_block(table), "rows": rows})

@@ -16,6 +16,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from survey_classifier.api.contract import errors, table_responses
 from survey_classifier.db.models import CutoutRow
 from survey_classifier.formats import EXPORT_FORMATS
 from survey_classifier.labels.store import MAX_NOTE
@@ -54,6 +55,19 @@ class RerankIn(BaseModel):
     anomaly_stage: str | None = Field(None, pattern=_NAME)
 
 
+class SourceLabelPage(BaseModel):
+    """One page of current source labels (each row a label with its cutout's id, catalogue id and position)."""
+
+    count: int
+    limit: int
+    offset: int
+    rows: list[dict]
+
+
+#: Refusals of the writing routes.
+_WRITE = (401, 403, 422)
+
+
 def _plain(row: dict) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
@@ -76,7 +90,8 @@ def label_router(engine, require_token) -> APIRouter:
         stage = stage_of_kind(variants, "som", stage, "neuron labels")
         return stage, variants[stage], variants[stage].model
 
-    @router.get("/cutouts/{cutout_id}/labels", summary="The current label of a source and its history")
+    @router.get("/cutouts/{cutout_id}/labels", summary="The current label of a source and its history",
+                responses=errors(404, 422))
     def source_labels(cutout_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)]):
         from survey_classifier.labels.store import source_label_history
 
@@ -86,7 +101,8 @@ def label_router(engine, require_token) -> APIRouter:
         return {"cutout_id": cutout_id, "current": history[0] if history else None, "history": history}
 
     @router.post("/cutouts/{cutout_id}/labels", status_code=201, dependencies=write,
-                 summary="Label a source (needs the token); the newest label is the current one")
+                 summary="Label a source (needs the token); the newest label is the current one",
+                 responses=errors(400, 404, *_WRITE))
     def add_source_label(cutout_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)], body: SourceLabelIn):
         from survey_classifier.labels.store import add_source_labels, source_label_history
 
@@ -97,7 +113,8 @@ def label_router(engine, require_token) -> APIRouter:
         return _plain(stored)
 
     @router.delete("/labels/sources/{label_id}", dependencies=write,
-                   summary="Delete a source label (needs the token); the one before becomes current")
+                   summary="Delete a source label (needs the token); the one before becomes current",
+                   responses=errors(404, *_WRITE))
     def delete_source(label_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)]):
         from survey_classifier.errors import LabelError
         from survey_classifier.labels.store import delete_source_label
@@ -108,7 +125,8 @@ def label_router(engine, require_token) -> APIRouter:
         except LabelError as exc:
             raise HTTPException(404, str(exc)) from exc
 
-    @router.get("/labels/sources", summary="Current source labels, newest first, filtered, one page at a time")
+    @router.get("/labels/sources", summary="Current source labels, newest first, filtered, one page at a time",
+                responses={**table_responses(SourceLabelPage), **errors(422)})
     def list_sources(
         interesting: bool | None = None,
         label: Annotated[str | None, Query(max_length=128, description="Class (case and spaces aside).")] = None,
@@ -144,7 +162,8 @@ def label_router(engine, require_token) -> APIRouter:
                         select(t.c.label).where(t.c.stage == stage).distinct()).scalars())
             return {"classes": label_classes(connection, classifier)}
 
-    @router.get("/som/nodes/{node_x}/{node_y}/labels", summary="The current label of a SOM neuron and its history")
+    @router.get("/som/nodes/{node_x}/{node_y}/labels", summary="The current label of a SOM neuron and its history",
+                responses=errors(400, 422))
     def neuron_labels(
         node_x: Annotated[int, PathParam(ge=0, le=10_000)],
         node_y: Annotated[int, PathParam(ge=0, le=10_000)],
@@ -160,7 +179,8 @@ def label_router(engine, require_token) -> APIRouter:
                 "current": history[0] if history else None, "history": history}
 
     @router.post("/som/nodes/{node_x}/{node_y}/labels", status_code=201, dependencies=write,
-                 summary="Label a SOM neuron (needs the token); its sources get the label with a reliability")
+                 summary="Label a SOM neuron (needs the token); its sources get the label with a reliability",
+                 responses=errors(400, *_WRITE))
     def add_neuron_label(
         node_x: Annotated[int, PathParam(ge=0, le=10_000)],
         node_y: Annotated[int, PathParam(ge=0, le=10_000)],
@@ -177,7 +197,8 @@ def label_router(engine, require_token) -> APIRouter:
                           if r["id"] == label_id)
         return _plain(stored)
 
-    @router.delete("/labels/neurons/{label_id}", dependencies=write, summary="Delete a neuron label (needs the token)")
+    @router.delete("/labels/neurons/{label_id}", dependencies=write, summary="Delete a neuron label (needs the token)",
+                   responses=errors(404, *_WRITE))
     def delete_neuron(label_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)]):
         from survey_classifier.errors import LabelError
         from survey_classifier.labels.store import delete_neuron_label
@@ -188,7 +209,8 @@ def label_router(engine, require_token) -> APIRouter:
         except LabelError as exc:
             raise HTTPException(404, str(exc)) from exc
 
-    @router.get("/labels/neurons", summary="Current labels of a SOM map's neurons and their calibrated reliability")
+    @router.get("/labels/neurons", summary="Current labels of a SOM map's neurons and their calibrated reliability",
+                responses=errors(400, 422))
     def list_neurons(stage: Stage = None):
         from survey_classifier.labels.neurons import calibrate
         from survey_classifier.labels.store import current_neuron_labels
@@ -200,14 +222,16 @@ def label_router(engine, require_token) -> APIRouter:
         return {"stage": stage, "model_ref": model_ref, "labels": labels, "calibration": calibration}
 
     @router.post("/anomalies/rerank", dependencies=write,
-                 summary="Refit the anomaly ranking to the interesting / not interesting labels (needs the token)")
+                 summary="Refit the anomaly ranking to the interesting / not interesting labels (needs the token)",
+                 responses=errors(400, *_WRITE))
     def rerank_anomalies(body: RerankIn | None = None):
         from survey_classifier.labels.ranking import rerank
 
         body = body or RerankIn()
         return _plain(rerank(engine, anomaly_stage=body.anomaly_stage, author=body.author))
 
-    @router.get("/anomalies/rerank", summary="The fits of the re-ranking, newest first, and labels added since")
+    @router.get("/anomalies/rerank", summary="The fits of the re-ranking, newest first, and labels added since",
+                responses=errors(422))
     def rerank_fits(limit: Annotated[int, Query(ge=1, le=100)] = 10):
         from survey_classifier.labels.ranking import labels_since, ranking_fits
 

@@ -49,8 +49,10 @@ def catalogue_options(function):
         [
             click.option("--file-column", default=None, help="Catalogue column naming the cutout file."),
             click.option("--id-column", default=None, help="Catalogue column with the source id."),
-            click.option("--ra-column", default=None, help="Catalogue column with RA in degrees."),
-            click.option("--dec-column", default=None, help="Catalogue column with Dec in degrees."),
+            click.option("--ra-column", default=None,
+                         help="Catalogue column with RA: a number in its unit (else degrees) or sexagesimal hours."),
+            click.option("--dec-column", default=None,
+                         help="Catalogue column with Dec: a number in its unit (degrees without one) or sexagesimal."),
             click.option("--base-dir", default=None, type=click.Path(file_okay=False),
                          help="Folder that relative file names in a catalogue refer to (default: the catalogue's)."),
         ]

@@ -18,6 +18,11 @@ result, with its ``model_sha256`` beside it; both come from the
 stage. ``model_ref`` is ``""`` for stages without a model (never NULL, so
 the unique constraint holds on every database).
 
+Every column that reaches a query's output describes itself here
+(``info=describe(...)``: unit, UCD, description, display format; see
+:mod:`survey_classifier.columns`); the catalogue's own columns are
+described in ``catalogue_columns``.
+
 The schema is created and changed only by the Alembic migrations in
 ``migrations/``; these classes must match them.
 """
@@ -43,6 +48,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+from survey_classifier.columns import ColumnFamily, describe
+
 __all__ = [
     "Base",
     "CutoutRow",
@@ -51,6 +58,7 @@ __all__ = [
     "ModelRow",
     "ArtefactRow",
     "StageSettingRow",
+    "CatalogueColumnRow",
     "MeasurementRow",
     "ClassificationRow",
     "SOMPlacementRow",
@@ -89,21 +97,59 @@ class CutoutRow(Base):
 
     __tablename__ = "cutouts"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String(1024), unique=True)
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    hdu: Mapped[int | None] = mapped_column(Integer)
-    ra_deg: Mapped[float | None] = mapped_column(Float)
-    dec_deg: Mapped[float | None] = mapped_column(Float, index=True)
+    id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, info=describe("Identifier of the cutout in this results database (cutout_id)",
+                                                 ucd="meta.id;meta.main"))
+    path: Mapped[str] = mapped_column(
+        String(1024), unique=True, info=describe("Path of the cutout's FITS file on the machine that classified it",
+                                                 ucd="meta.id;meta.file"))
+    sha256: Mapped[str | None] = mapped_column(
+        String(64), info=describe("SHA-256 checksum of the cutout file as classified", ucd="meta.checksum"))
+    hdu: Mapped[int | None] = mapped_column(
+        Integer, info=describe("Index of the FITS HDU holding the image (0 = primary)", ucd="meta.id;meta.file"))
+    #: Position of the source: the catalogue's (``catalogue_ra_deg``) when it gave one, else the WCS
+    #: centre of the cutout. Cone searches use it.
+    ra_deg: Mapped[float | None] = mapped_column(
+        Float, info=describe("Right ascension (ICRS) of the source: the input catalogue's when it gives one, "
+                             "else the WCS centre of the cutout", unit="deg", ucd="pos.eq.ra;meta.main",
+                             format=".6f"))
+    dec_deg: Mapped[float | None] = mapped_column(
+        Float, index=True,
+        info=describe("Declination (ICRS) of the source: the input catalogue's when it gives one, "
+                      "else the WCS centre of the cutout", unit="deg", ucd="pos.eq.dec;meta.main", format=".6f"))
+    #: The position the input catalogue gave (converted to degrees), None without one.
+    catalogue_ra_deg: Mapped[float | None] = mapped_column(
+        Float, info=describe("Right ascension given by the input catalogue, in degrees", unit="deg",
+                             ucd="pos.eq.ra", format=".6f"))
+    catalogue_dec_deg: Mapped[float | None] = mapped_column(
+        Float, info=describe("Declination given by the input catalogue, in degrees", unit="deg",
+                             ucd="pos.eq.dec", format=".6f"))
+    #: World coordinates of the cutout's central pixel, from its WCS (None without a celestial WCS).
+    wcs_ra_deg: Mapped[float | None] = mapped_column(
+        Float, info=describe("Right ascension (ICRS) of the central pixel of the cutout, from its WCS",
+                             unit="deg", ucd="pos.eq.ra;instr.pixel", format=".6f"))
+    wcs_dec_deg: Mapped[float | None] = mapped_column(
+        Float, info=describe("Declination (ICRS) of the central pixel of the cutout, from its WCS",
+                             unit="deg", ucd="pos.eq.dec;instr.pixel", format=".6f"))
     #: HEALPix pixel of (ra_deg, dec_deg), nested scheme, order :data:`HEALPIX_ORDER`; filled by
     #: :func:`survey_classifier.db.store.upsert_cutouts`, used by cone searches.
     healpix: Mapped[int | None] = mapped_column(BigInteger)
-    pixel_scale_arcsec: Mapped[float | None] = mapped_column(Float)
-    beam_major_arcsec: Mapped[float | None] = mapped_column(Float)
-    beam_minor_arcsec: Mapped[float | None] = mapped_column(Float)
-    shape_y: Mapped[int | None] = mapped_column(Integer)
-    shape_x: Mapped[int | None] = mapped_column(Integer)
-    catalogue_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    pixel_scale_arcsec: Mapped[float | None] = mapped_column(
+        Float, info=describe("Angular size of one pixel of the cutout", unit="arcsec", ucd="instr.scale",
+                             format=".3f"))
+    beam_major_arcsec: Mapped[float | None] = mapped_column(
+        Float, info=describe("Major axis (FWHM) of the restoring beam, from the header (BMAJ)", unit="arcsec",
+                             ucd="phys.angSize.smajAxis;instr.beam", format=".3f"))
+    beam_minor_arcsec: Mapped[float | None] = mapped_column(
+        Float, info=describe("Minor axis (FWHM) of the restoring beam, from the header (BMIN)", unit="arcsec",
+                             ucd="phys.angSize.sminAxis;instr.beam", format=".3f"))
+    shape_y: Mapped[int | None] = mapped_column(
+        Integer, info=describe("Rows of the cutout image", unit="pix", ucd="meta.number;instr.pixel"))
+    shape_x: Mapped[int | None] = mapped_column(
+        Integer, info=describe("Columns of the cutout image", unit="pix", ucd="meta.number;instr.pixel"))
+    catalogue_id: Mapped[str | None] = mapped_column(
+        String(256), index=True, info=describe("Source identifier from the input catalogue's id column",
+                                               ucd="meta.id"))
     catalogue: Mapped[dict | None] = mapped_column(JSON)
     warnings: Mapped[list | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -191,14 +237,35 @@ class StageSettingRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class CatalogueColumnRow(Base):
+    """Unit, UCD and description of a column carried through from input catalogues.
+
+    Values are kept per cutout in ``cutouts.catalogue``; a column name has
+    one unit across the database (a catalogue giving another is refused).
+    """
+
+    __tablename__ = "catalogue_columns"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    unit: Mapped[str | None] = mapped_column(String(128))
+    ucd: Mapped[str | None] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class _ResultColumns:
     """Columns shared by every per-stage result table."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    stage: Mapped[str] = mapped_column(String(64))
-    stage_version: Mapped[str] = mapped_column(String(32))
-    model_ref: Mapped[str] = mapped_column(String(256), default="")
-    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(64), info=describe("Name of the stage", ucd="meta.id"))
+    stage_version: Mapped[str] = mapped_column(
+        String(32), info=describe("Version of the stage that made this result", ucd="meta.version"))
+    model_ref: Mapped[str] = mapped_column(
+        String(256), default="",
+        info=describe("Registry name:version of the model that made this result (empty: no model)",
+                      ucd="meta.id;meta.software"))
+    model_sha256: Mapped[str | None] = mapped_column(
+        String(64), info=describe("SHA-256 checksum of the model that made this result", ucd="meta.checksum"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @declared_attr
@@ -207,7 +274,8 @@ class _ResultColumns:
 
     @declared_attr
     def run_id(cls) -> Mapped[int | None]:
-        return mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+        return mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True,
+                             info=describe("Run that last wrote this result", ucd="meta.id"))
 
     @declared_attr
     def __table_args__(cls):
@@ -217,45 +285,78 @@ class _ResultColumns:
 class MeasurementRow(_ResultColumns, Base):
     __tablename__ = "measurements"
 
-    peak_flux_jy: Mapped[float | None] = mapped_column(Float)
-    integrated_flux_jy: Mapped[float | None] = mapped_column(Float)
-    n_islands: Mapped[int | None] = mapped_column(Integer)
-    las_arcsec: Mapped[float | None] = mapped_column(Float)
-    centroid_offset_arcsec: Mapped[float | None] = mapped_column(Float)
-    asymmetry: Mapped[float | None] = mapped_column(Float)
+    peak_flux_jy: Mapped[float | None] = mapped_column(
+        Float, info=describe("Peak surface brightness above the sigma-clipped background", unit="Jy/beam",
+                             ucd="phot.flux.density;stat.max", format=".5g"))
+    integrated_flux_jy: Mapped[float | None] = mapped_column(
+        Float, info=describe("Integrated flux density of the islands above the threshold (sum over the beam "
+                             "area)", unit="Jy", ucd="phot.flux.density", format=".5g"))
+    n_islands: Mapped[int | None] = mapped_column(
+        Integer, info=describe("Number of islands of emission above the threshold", unit="", ucd="meta.number"))
+    las_arcsec: Mapped[float | None] = mapped_column(
+        Float, info=describe("Largest angular size: the greatest distance between two pixels of the islands",
+                             unit="arcsec", ucd="phys.angSize", format=".2f"))
+    centroid_offset_arcsec: Mapped[float | None] = mapped_column(
+        Float, info=describe("Distance of the flux-weighted centroid of the islands from the cutout centre",
+                             unit="arcsec", ucd="pos.angDistance", format=".2f"))
+    asymmetry: Mapped[float | None] = mapped_column(
+        Float, info=describe("Rotational asymmetry of the emission about the cutout centre: 0 symmetric, "
+                             "towards 1 one-sided", unit="", ucd="src.morph.param", format=".4f"))
     extra: Mapped[dict | None] = mapped_column(JSON)
 
 
 class ClassificationRow(_ResultColumns, Base):
     __tablename__ = "classifications"
 
-    label: Mapped[str] = mapped_column(String(128), index=True)
-    probability: Mapped[float | None] = mapped_column(Float)
-    probabilities: Mapped[dict] = mapped_column(JSON)
+    label: Mapped[str] = mapped_column(
+        String(128), index=True, info=describe("Predicted class (the most probable)", ucd="src.class"))
+    probability: Mapped[float | None] = mapped_column(
+        Float, info=describe("Probability of the predicted class", unit="", ucd="stat.probability",
+                             format=".4f"))
+    probabilities: Mapped[dict] = mapped_column(
+        JSON, info={"family": ColumnFamily("p_{key}", "Probability of class {key}", unit="",
+                                           ucd="stat.probability", format=".4f")})
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
-    embedding_dtype: Mapped[str | None] = mapped_column(String(16))
+    embedding_dtype: Mapped[str | None] = mapped_column(
+        String(16), info=describe("NumPy type of the stored embedding vector", ucd="meta.code"))
     extra: Mapped[dict | None] = mapped_column(JSON)
 
 
 class SOMPlacementRow(_ResultColumns, Base):
     __tablename__ = "som_placements"
 
-    node_x: Mapped[int] = mapped_column(Integer)
-    node_y: Mapped[int] = mapped_column(Integer)
-    angle_deg: Mapped[float] = mapped_column(Float)
-    flip: Mapped[bool] = mapped_column(Boolean)
-    distance: Mapped[float] = mapped_column(Float)
+    node_x: Mapped[int] = mapped_column(
+        Integer, info=describe("Column (x) of the best-matching node of the SOM", unit="", ucd="pos.cartesian.x"))
+    node_y: Mapped[int] = mapped_column(
+        Integer, info=describe("Row (y) of the best-matching node of the SOM", unit="", ucd="pos.cartesian.y"))
+    angle_deg: Mapped[float] = mapped_column(
+        Float, info=describe("Rotation of the cutout that best matches the node's prototype", unit="deg",
+                             ucd="pos.posAng", format=".1f"))
+    flip: Mapped[bool] = mapped_column(
+        Boolean, info=describe("Whether the best match is the mirrored cutout", ucd="meta.code"))
+    distance: Mapped[float] = mapped_column(
+        Float, info=describe("Euclidean distance between the preprocessed cutout and the node's prototype",
+                             unit="", ucd="stat.fit.residual", format=".4g"))
     extra: Mapped[dict | None] = mapped_column(JSON)
 
 
 class AnomalyScoreRow(_ResultColumns, Base):
     __tablename__ = "anomaly_scores"
 
-    score: Mapped[float | None] = mapped_column(Float, index=True)
-    components: Mapped[dict] = mapped_column(JSON)
-    partial: Mapped[bool] = mapped_column(Boolean, default=False)
-    rank: Mapped[int | None] = mapped_column(Integer)
-    percentile: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(
+        Float, index=True, info=describe("Anomaly score: weighted mean of the components' percentiles in the "
+                                         "reference catalogue (0-1, higher is more unusual)", unit="",
+                                         ucd="stat.value", format=".4f"))
+    components: Mapped[dict] = mapped_column(
+        JSON, info={"family": ColumnFamily("{key}", "Anomaly score component {key}", unit="", ucd="stat.value",
+                                           format=".4g")})
+    partial: Mapped[bool] = mapped_column(
+        Boolean, default=False, info=describe("Whether the score lacks some of its components", ucd="meta.code"))
+    rank: Mapped[int | None] = mapped_column(
+        Integer, info=describe("Rank of the score within its run (1 = most anomalous)", unit="", ucd="stat.rank"))
+    percentile: Mapped[float | None] = mapped_column(
+        Float, info=describe("Percentile of the score within its run (0-100)", unit="", ucd="stat.value",
+                             format=".2f"))
     extra: Mapped[dict | None] = mapped_column(JSON)
 
 
@@ -264,9 +365,11 @@ class ErrorRow(_ResultColumns, Base):
 
     __tablename__ = "errors"
 
-    hdu: Mapped[int | None] = mapped_column(Integer)
-    error_type: Mapped[str] = mapped_column(String(128))
-    message: Mapped[str] = mapped_column(Text)
+    hdu: Mapped[int | None] = mapped_column(
+        Integer, info=describe("Index of the FITS HDU at fault, when known", ucd="meta.id;meta.file"))
+    error_type: Mapped[str] = mapped_column(
+        String(128), info=describe("Kind of failure (the exception type)", ucd="meta.code.error"))
+    message: Mapped[str] = mapped_column(Text, info=describe("What was wrong, for an astronomer", ucd="meta.note"))
 
 
 class SourceLabelRow(Base):
@@ -279,17 +382,24 @@ class SourceLabelRow(Base):
 
     __tablename__ = "source_labels"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, info=describe("Identifier of the label in this results database", ucd="meta.id"))
     cutout_id: Mapped[int] = mapped_column(ForeignKey("cutouts.id", ondelete="CASCADE"), index=True)
     #: A class, from a list or free text (``FRII``, ``hybrid``, ``artefact`` ...).
-    label: Mapped[str | None] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(
+        String(128), info=describe("Class a user gave the source (from a list or free text)", ucd="src.class"))
     #: True: interesting, False: not interesting, None: not said.
-    interesting: Mapped[bool | None] = mapped_column(Boolean)
-    note: Mapped[str | None] = mapped_column(Text)
-    author: Mapped[str] = mapped_column(String(128))
+    interesting: Mapped[bool | None] = mapped_column(
+        Boolean, info=describe("Whether a user found the source interesting (empty: not said)", ucd="meta.code"))
+    note: Mapped[str | None] = mapped_column(Text, info=describe("A user's note on the source", ucd="meta.note"))
+    author: Mapped[str] = mapped_column(
+        String(128), info=describe("Who gave the label", ucd="meta.id;meta.curation"))
     #: Where the label came from: ``api``, ``cli`` or ``import:FILE``.
-    origin: Mapped[str | None] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    origin: Mapped[str | None] = mapped_column(
+        String(512), info=describe("Where the label came from: api, cli or import:FILE", ucd="meta.note"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow,
+        info=describe("When the label was given (UTC, ISO 8601)", ucd="time.creation"))
 
 
 class NeuronLabelRow(Base):
@@ -300,16 +410,27 @@ class NeuronLabelRow(Base):
 
     __tablename__ = "neuron_labels"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, info=describe("Identifier of the label in this results database", ucd="meta.id"))
     #: The registry's ``name:version`` of the map (``som_placements.model_ref``).
-    model_ref: Mapped[str] = mapped_column(String(256))
-    node_x: Mapped[int] = mapped_column(Integer)
-    node_y: Mapped[int] = mapped_column(Integer)
-    label: Mapped[str] = mapped_column(String(128))
-    note: Mapped[str | None] = mapped_column(Text)
-    author: Mapped[str] = mapped_column(String(128))
-    origin: Mapped[str | None] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    model_ref: Mapped[str] = mapped_column(
+        String(256), info=describe("Registry name:version of the SOM map whose neuron is labelled",
+                                   ucd="meta.id;meta.software"))
+    node_x: Mapped[int] = mapped_column(
+        Integer, info=describe("Column (x) of the labelled neuron on the map (from 0)", unit="",
+                               ucd="pos.cartesian.x"))
+    node_y: Mapped[int] = mapped_column(
+        Integer, info=describe("Row (y) of the labelled neuron on the map (from 0)", unit="", ucd="pos.cartesian.y"))
+    label: Mapped[str] = mapped_column(
+        String(128), info=describe("Class a user gave the neuron", ucd="src.class"))
+    note: Mapped[str | None] = mapped_column(Text, info=describe("A user's note on the neuron", ucd="meta.note"))
+    author: Mapped[str] = mapped_column(
+        String(128), info=describe("Who gave the label", ucd="meta.id;meta.curation"))
+    origin: Mapped[str | None] = mapped_column(
+        String(512), info=describe("Where the label came from: api, cli or import:FILE", ucd="meta.note"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow,
+        info=describe("When the label was given (UTC, ISO 8601)", ucd="time.creation"))
 
 
 class LabelRankingRow(Base):

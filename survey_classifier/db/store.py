@@ -16,9 +16,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from survey_classifier.db.models import RESULT_TABLES, CutoutRow, ErrorRow, utcnow
+from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, utcnow
+from survey_classifier.errors import CatalogueError
 
-__all__ = ["upsert_rows", "upsert_cutouts", "store_results", "store_errors", "clear_errors"]
+__all__ = [
+    "upsert_rows", "upsert_cutouts", "store_results", "store_errors", "clear_errors", "record_catalogue_columns",
+]
 
 RESULT_KEY = ("cutout_id", "stage", "stage_version", "model_ref")
 _UPSERT_CHUNK = 500
@@ -194,3 +197,49 @@ def clear_errors(connection: Connection, keys: Sequence[tuple[int, str, str, str
                 table.c.cutout_id.in_(cutout_ids),
             )
         )
+
+
+def _same_unit(a: str | None, b: str | None) -> bool:
+    from astropy import units as u
+
+    if (a or None) is None or (b or None) is None:
+        return (a or None) == (b or None)
+    try:
+        return u.Unit(a, parse_strict="silent") == u.Unit(b, parse_strict="silent")
+    except ValueError:
+        return a == b
+
+
+def record_catalogue_columns(connection: Connection, columns) -> None:
+    """Keep the unit, UCD and description of carried catalogue columns (``catalogue_columns``).
+
+    A column name has one unit in a results database: a catalogue giving a
+    stored column another unit is refused, since its values would come back
+    labelled with the wrong one. A newer description or UCD replaces the
+    stored one; an empty one leaves it.
+    """
+    columns = {column.name: column for column in columns}
+    if not columns:
+        return
+    table = CatalogueColumnRow.__table__
+    stored = {
+        row.name: row
+        for row in connection.execute(select(table).where(table.c.name.in_(sorted(columns))))
+    }
+    rows = []
+    for name, column in sorted(columns.items()):
+        old = stored.get(name)
+        if old is not None and not _same_unit(old.unit, column.unit):
+            msg = (
+                f"catalogue column {name!r} is in {column.unit or 'no unit'} here, but this results database "
+                f"holds it in {old.unit or 'no unit'}; convert the column or rename it"
+            )
+            raise CatalogueError(msg)
+        rows.append({
+            "name": name,
+            "unit": column.unit if old is None else old.unit,
+            "ucd": column.ucd or (old.ucd if old is not None else None),
+            "description": column.description or (old.description if old is not None else None),
+            "updated_at": utcnow(),
+        })
+    upsert_rows(connection, table, rows, key=("name",))

@@ -5,7 +5,10 @@ file, or a catalogue table naming one file per row. Catalogues are read with
 :mod:`astropy.table`: CSV, ECSV, VOTable, or a FITS binary table (a ``.fits``
 file whose first HDU with data is a table rather than an image). Their file
 column, and optional id, RA and Dec columns, are found among common names when
-not given; every other column is carried through to the results database.
+not given. Every column but the file, RA and Dec columns is carried through to
+the results database under its own name, with its unit, UCD and description
+(the id column too, beside ``catalogue_id``); RA and Dec become the
+catalogue position, in degrees.
 """
 
 from __future__ import annotations
@@ -190,10 +193,13 @@ def read_catalogue(
     Returns
     -------
     list of CutoutSource
-        ``extra`` holds the other columns as JSON-safe Python values
-        (masked and NaN values become None). RA and Dec columns with a unit
-        are converted to degrees; text columns are read as sexagesimal
-        (hours for RA) when they are not plain numbers.
+        ``extra`` holds the carried columns (all but the file, RA and Dec
+        columns) as JSON-safe Python values (masked and NaN values become
+        None), and ``extra_columns`` their descriptions
+        (:class:`~survey_classifier.columns.Column`: unit, UCD, description
+        as the catalogue gives them). RA and Dec columns with a unit are
+        converted to degrees; text columns are read as sexagesimal (hours
+        for RA) when they are not plain numbers.
     """
     path = Path(path)
     table = read_table(path, hdu)
@@ -215,8 +221,9 @@ def read_catalogue(
         dec_values = _angles_deg(path, table[dec_name], hours=False)
     else:
         ra_values = dec_values = [None] * len(table)
-    carried = [name for name in names if name not in (file_name, id_name, ra_name, dec_name)]
+    carried = [name for name in names if name not in (file_name, ra_name, dec_name)]
     extra_columns = {name: _python_values(table[name]) for name in carried}
+    descriptions = {name: _description(table[name], is_id=name == id_name) for name in carried}
 
     sources = []
     for row, file_value in enumerate(files):
@@ -232,6 +239,7 @@ def read_catalogue(
                 ra_deg=ra_values[row],
                 dec_deg=dec_values[row],
                 extra={name: values[row] for name, values in extra_columns.items()},
+                extra_columns=descriptions,
             )
         )
     return sources
@@ -255,6 +263,8 @@ def read_table(path: Path, hdu=None):
                 msg = f"catalogue {path}: no table HDU found in the FITS file"
                 raise CatalogueError(msg)
         kwargs["hdu"] = hdu
+    if kwargs["format"] == "ascii.csv" and _has_ecsv_header(path):  # a CSV export of ours: read its header too
+        kwargs["format"] = "ascii.ecsv"
     try:
         return Table.read(path, **kwargs)
     except FileNotFoundError:
@@ -263,6 +273,27 @@ def read_table(path: Path, hdu=None):
     except Exception as exc:  # astropy raises many types for unreadable tables
         msg = f"catalogue {path}: cannot be read as {kwargs['format']} ({' '.join(str(exc).split())})"
         raise CatalogueError(msg) from exc
+
+
+def _description(column, *, is_id: bool):
+    """The unit, UCD and description a catalogue gives one of its columns (``meta.id`` for the id column)."""
+    from survey_classifier.columns import Column
+
+    unit = getattr(column, "unit", None)
+    meta = getattr(column.info, "meta", None) or {}
+    ucd = meta.get("ucd") or ("meta.id" if is_id else None)
+    description = (column.info.description or "").strip() or f"Column {column.info.name!r} of the input catalogue"
+    return Column(str(column.info.name), " ".join(description.split()), None if unit is None else unit.to_string(),
+                  None if ucd is None else str(ucd))
+
+
+def _has_ecsv_header(path: Path) -> bool:
+    """Whether a CSV file starts with the ECSV header our CSV exports carry (``# %ECSV ...``)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(7) == b"# %ECSV"
+    except OSError:
+        return False
 
 
 def _pick_column(path, names, given, candidates, role, *, required=False):

@@ -22,7 +22,7 @@ imported as neuron labels.
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,11 @@ from astropy.table import MaskedColumn, Table
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from survey_classifier.columns import Column, annotate, described_columns
 from survey_classifier.db.models import CutoutRow, NeuronLabelRow, SourceLabelRow
 from survey_classifier.errors import LabelError
 from survey_classifier.io.inputs import DEC_COLUMNS, ID_COLUMNS, RA_COLUMNS, read_table
-from survey_classifier.labels.columns import SOURCE_LABEL_COLUMNS
+from survey_classifier.labels.columns import SOURCE_LABEL_COLUMNS, label_column
 from survey_classifier.labels.store import (
     add_neuron_labels,
     add_source_labels,
@@ -51,7 +52,6 @@ __all__ = [
     "export_neuron_labels",
     "import_labels",
     "parse_interesting",
-    "COLUMN_DESCRIPTIONS",
 ]
 
 #: Columns looked for (case-insensitively, in order) for each field of an imported label.
@@ -64,27 +64,6 @@ _FIELD_COLUMNS = {
     "model_ref": ("model_ref", "som_model_ref", "map"),
     "node_x": ("node_x", "som_node_x"),
     "node_y": ("node_y", "som_node_y"),
-}
-
-#: Description of each exported column (units go on the columns themselves).
-COLUMN_DESCRIPTIONS = {
-    "label_id": "Id of the label in this database",
-    "cutout_id": "Id of the cutout in this database",
-    "catalogue_id": "Catalogue id of the source",
-    "ra_deg": "Right ascension of the source (ICRS)",
-    "dec_deg": "Declination of the source (ICRS)",
-    "file": "File name of the cutout",
-    "label_class": "Class a user gave the source",
-    "label_interesting": "Whether a user found the source interesting (1) or not (0); empty: not said",
-    "label_note": "A user's note on the source",
-    "label_author": "Who gave the label",
-    "label_time": "When the label was given (UTC, ISO 8601)",
-    "label_origin": "Where the label came from (api, cli, import:FILE)",
-    "model_ref": "SOM map (registry name:version) whose neuron is labelled",
-    "node_x": "Neuron column on the map (from 0)",
-    "node_y": "Neuron row on the map (from 0)",
-    "label": "Class a user gave the neuron",
-    "note": "A user's note on the neuron",
 }
 
 _TRUE = {"true", "t", "yes", "y", "1", "interesting"}
@@ -141,13 +120,27 @@ def parse_interesting(value) -> bool | None:
     raise LabelError(msg)
 
 
-def _described(table: Table) -> Table:
+#: Exported columns that are not a label's own fields.
+_FILE = Column("file", "File name of the cutout", ucd="meta.id;meta.file").checked()
+_INTERESTING_CODE = "Whether a user found the source interesting: 1 yes, 0 no, empty: not said"
+
+
+def _described(table: Table, row_class) -> Table:
+    """Each column with its unit, UCD and description (those of the database models)."""
+    label = described_columns(row_class)
+    cutout = described_columns(CutoutRow)
+    specs = {"label_id": label["id"].renamed("label_id"), "cutout_id": cutout["id"].renamed("cutout_id"),
+             "catalogue_id": cutout["catalogue_id"], "ra_deg": cutout["ra_deg"], "dec_deg": cutout["dec_deg"],
+             "file": _FILE, "label_author": label["author"].renamed("label_author"),
+             "label_time": label["created_at"].renamed("label_time"),
+             "label_origin": label["origin"].renamed("label_origin")}
+    if row_class is SourceLabelRow:
+        specs.update({name: label_column(field) for field, name in SOURCE_LABEL_COLUMNS.items()})
+        specs["label_interesting"] = replace(specs["label_interesting"], description=_INTERESTING_CODE)
+    else:
+        specs.update({name: label[name] for name in ("model_ref", "node_x", "node_y", "label", "note")})
     for name in table.colnames:
-        if name in COLUMN_DESCRIPTIONS:
-            table[name].description = COLUMN_DESCRIPTIONS[name]
-    for name in ("ra_deg", "dec_deg"):
-        if name in table.colnames:
-            table[name].unit = u.deg
+        annotate(table[name], specs[name])
     return table
 
 
@@ -192,7 +185,7 @@ def export_source_labels(engine: Engine, *, history: bool = False) -> Table:
         else:
             table[column] = _masked(values, str, "")
     table["label_origin"] = _masked([r["origin"] for r in rows], str, "")
-    return _described(table)
+    return _described(table, SourceLabelRow)
 
 
 def export_neuron_labels(engine: Engine, *, history: bool = False) -> Table:
@@ -213,7 +206,7 @@ def export_neuron_labels(engine: Engine, *, history: bool = False) -> Table:
     table["label_author"] = np.array([r["author"] for r in rows], dtype=str)
     table["label_time"] = np.array([as_utc(r["created_at"]).isoformat() for r in rows], dtype=str)
     table["label_origin"] = _masked([r["origin"] for r in rows], str, "")
-    return _described(table)
+    return _described(table, NeuronLabelRow)
 
 
 def _find(names: list[str], candidates, given: str | None, path) -> str | None:
@@ -244,8 +237,9 @@ def _cell(table: Table, column: str | None, row: int):
 
 
 def _degrees(table: Table, column: str, *, hours: bool, path) -> np.ndarray:
-    """A column of angles in degrees (NaN where empty): numbers with any angle unit, or sexagesimal text."""
-    from astropy.coordinates import Angle
+    """A column of angles in degrees (NaN where empty): numbers with any angle unit, or text as
+    :mod:`survey_classifier.positions` reads it (sexagesimal hours for RA)."""
+    from survey_classifier.positions import parse_dec, parse_ra
 
     data = table[column]
     if data.dtype.kind in "iuf":
@@ -258,19 +252,12 @@ def _degrees(table: Table, column: str, *, hours: bool, path) -> np.ndarray:
                 msg = f"label table {path}: column {column!r} has unit {unit}, not an angle"
                 raise LabelError(msg) from None
         return values
+    parse = parse_ra if hours else parse_dec
     out = np.full(len(table), np.nan)
     for row in range(len(table)):
         value = _cell(table, column, row)
-        if value is None:
-            continue
-        try:
-            out[row] = float(value)
-        except ValueError:
-            try:
-                out[row] = Angle(str(value), unit=u.hourangle if hours else u.deg).to_value(u.deg)
-            except (ValueError, u.UnitsError):
-                msg = f"label table {path}: row {row + 1} of column {column!r} is not an angle: {value!r}"
-                raise LabelError(msg) from None
+        if value is not None:
+            out[row] = parse(value, parameter=f"label table {path}, row {row + 1} of column {column!r}")
     return out
 
 

@@ -16,10 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from astropy.table import Table
 from sqlalchemy.engine import Connection
 
+from survey_classifier.columns import Column, annotate, described_columns
+from survey_classifier.db.models import SourceLabelRow
 from survey_classifier.labels.neurons import carried_labels
 from survey_classifier.labels.store import current_source_labels, has_source_labels
 
-__all__ = ["SOURCE_LABEL_COLUMNS", "add_label_columns"]
+__all__ = ["SOURCE_LABEL_COLUMNS", "NEURON_LABEL", "NEURON_LABEL_RELIABILITY", "label_column", "add_label_columns"]
 
 #: Query column of each source label field.
 SOURCE_LABEL_COLUMNS = {
@@ -30,6 +32,19 @@ SOURCE_LABEL_COLUMNS = {
     "created_at": "label_time",
 }
 
+#: The columns a SOM stage's labelled neurons add (named ``{stage}_neuron_label...``).
+NEURON_LABEL = Column("neuron_label", "Class a user gave the source's best-matching SOM neuron",
+                      ucd="src.class").checked()
+NEURON_LABEL_RELIABILITY = Column(
+    "neuron_label_reliability", "Fraction of the user-labelled sources at a similar distance from their labelled "
+    "neuron whose own class agrees with the neuron's (smoothed; empty without such sources)", unit="",
+    ucd="stat.probability", format=".3f").checked()
+
+
+def label_column(field: str, name: str | None = None) -> Column:
+    """The description of a source label field (``label``, ``interesting`` ...) under its output name."""
+    return described_columns(SourceLabelRow)[field].renamed(name or SOURCE_LABEL_COLUMNS[field])
+
 
 def add_label_columns(
     connection: Connection, table: Table, ids: Sequence[int], variants: Mapping, column: Callable
@@ -37,8 +52,9 @@ def add_label_columns(
     """Add the label columns to a query table whose rows are the cutouts ``ids``.
 
     ``variants`` are the stage variants the query shows
-    (:func:`survey_classifier.query.find_variants`); ``column`` makes a
-    (masked) table column from Python values.
+    (:func:`survey_classifier.query.find_variants`); ``column(values,
+    text=False)`` makes a (masked) table column from Python values. Every
+    column is described (:mod:`survey_classifier.columns`).
     """
     if has_source_labels(connection):
         labels = current_source_labels(connection, ids)
@@ -46,7 +62,8 @@ def add_label_columns(
             values = [labels.get(i, {}).get(field) for i in ids]
             if field == "created_at":
                 values = [None if v is None else v.isoformat() for v in values]
-            table[name] = column(values)
+            table[name] = column(values, text=field != "interesting")
+            annotate(table[name], label_column(field))
     for stage, variant in sorted(variants.items()):
         if variant.kind != "som" or f"{stage}_node_x" not in table.colnames:
             continue
@@ -56,7 +73,9 @@ def add_label_columns(
         if carried is None:
             continue
         labels, reliability = carried
-        table[f"{stage}_neuron_label"] = column(labels)
-        table[f"{stage}_neuron_label_reliability"] = column(
-            [None if r != r else float(r) for r in reliability.tolist()]
-        )
+        prefix = f"{stage}: "
+        for spec, values in ((NEURON_LABEL, column(labels, text=True)),
+                             (NEURON_LABEL_RELIABILITY, column([None if r != r else float(r) for r in reliability]))):
+            name = f"{stage}_{spec.name}"
+            table[name] = values
+            annotate(table[name], spec.renamed(name, prefix=prefix))

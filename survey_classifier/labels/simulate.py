@@ -20,10 +20,19 @@ import numpy as np
 from astropy.table import Table
 from sqlalchemy.engine import Engine
 
+from survey_classifier.columns import Column, annotate
 from survey_classifier.errors import SurveyClassifierError
 from survey_classifier.labels.ranking import RANKING_STAGE, InterestRanker, unsupervised_scores
 
 __all__ = ["ActiveRun", "simulate_user", "simulate_from_database"]
+
+_CURVE = (
+    Column("viewed", "Sources the simulated user has viewed so far", unit="", ucd="meta.number"),
+    Column("found_active", "Rare sources among them, the list re-ranked by the labels after each round", unit="",
+           ucd="meta.number"),
+    Column("found_unsupervised", "Rare sources among as many read from the top of the unsupervised ranking",
+           unit="", ucd="meta.number"),
+)
 
 
 @dataclass
@@ -39,10 +48,10 @@ class ActiveRun:
     def table(self) -> Table:
         """Rows ``viewed, found_active, found_unsupervised`` for 1, 2, ... sources viewed."""
         viewed = np.arange(1, len(self.found_active) + 1)
-        return Table(
-            [viewed, self.found_active, self.found_unsupervised],
-            names=("viewed", "found_active", "found_unsupervised"),
-        )
+        table = Table([viewed, self.found_active, self.found_unsupervised], names=[c.name for c in _CURVE])
+        for spec in _CURVE:
+            annotate(table[spec.name], spec.checked())
+        return table
 
     def at(self, counts=(20, 50, 100)) -> Table:
         """The same at the given numbers viewed (those reached), and at the end."""

@@ -15,11 +15,30 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import bindparam, select, update
 
+from survey_classifier.columns import Column
 from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.stages.base import CutoutFailure, Stage
 
 __all__ = ["AnomalyStage", "DEFAULT_SCORER", "ANOMALY_MIRABEST", "upstream_matches"]
+
+#: What each component of the score measures (see :mod:`survey_classifier.anomaly.scorer`).
+_COMPONENTS = {
+    "som_distance": "SOM distance over the distance typical of that node in the reference catalogue",
+    "cnn_entropy": "Entropy of the CNN class probabilities over log(number of classes): 0 certain, 1 uniform",
+    "embedding_knn": "Mean distance to the nearest reference embeddings of the CNN",
+    "embedding_iforest": "Isolation-forest anomaly score in the CNN embedding space",
+    "asymmetry": "Rotational asymmetry of the emission, from the measure stage",
+}
+
+
+def _component_columns() -> tuple[Column, ...]:
+    columns = []
+    for name, description in _COMPONENTS.items():
+        columns.append(Column(name, f"Anomaly component: {description}", unit="", ucd="stat.value", format=".4g"))
+        columns.append(Column(f"{name}_pct", f"Percentile (0-1) of {name} in the reference catalogue", unit="",
+                              ucd="stat.value", format=".4f"))
+    return tuple(columns)
 
 #: Scorer shipped with survey-classifier, fitted on MiraBest with the shipped SOM and CNN.
 ANOMALY_MIRABEST = ShippedModel(
@@ -79,6 +98,7 @@ class AnomalyStage(Stage):
     enabled_by_default = True
     model_param = "scorer"
     shipped_models = (ANOMALY_MIRABEST,)
+    result_columns = _component_columns()
 
     def __init__(self, *, scorer=None):
         self.scorer = scorer

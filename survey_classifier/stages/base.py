@@ -9,7 +9,9 @@ through that same group.
 
 What a stage provides is one of the result kinds of the results database
 (:data:`RESULT_KINDS`); each kind has required fields, and any further
-keys a stage returns are stored with the result as ``extra``.
+keys a stage returns are stored with the result as ``extra``. A stage
+describes those further fields in :attr:`Stage.result_columns` (unit, UCD,
+description), as the database describes the kinds' own fields.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from survey_classifier.columns import Column
 from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ModelRef, ShippedModel
 
@@ -95,6 +98,14 @@ class Stage(abc.ABC):
         Models shipped inside the stage's package; the registry records them
         when a database is created or upgraded, and the first is what the
         stage runs when used without a database.
+    result_columns : tuple of Column
+        The fields a result carries beyond those of its kind (stored as
+        ``extra``) that come back as columns (numbers, text, flags), and the
+        keys of the kind's mappings the stage fills (an anomaly stage's
+        ``components``): each a :class:`~survey_classifier.columns.Column`
+        with unit, UCD and description, named as the key. Queries show them
+        as ``STAGE_KEY`` with that description; the conformance kit checks
+        every such field a stage returns is declared.
     """
 
     name: ClassVar[str]
@@ -105,6 +116,7 @@ class Stage(abc.ABC):
     enabled_by_default: ClassVar[bool] = False
     model_param: ClassVar[str | None] = None
     shipped_models: ClassVar[tuple[ShippedModel, ...]] = ()
+    result_columns: ClassVar[tuple[Column, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -127,6 +139,15 @@ class Stage(abc.ABC):
                 f"expected one of {sorted(RESULT_KINDS)}"
             )
             raise TypeError(msg)
+        for column in cls.result_columns:
+            if not isinstance(column, Column):
+                msg = f"stage {cls.name!r}: result_columns must hold survey_classifier.columns.Column, got {column!r}"
+                raise TypeError(msg)
+            try:
+                column.checked()
+            except ValueError as exc:
+                msg = f"stage {cls.name!r}: {exc}"
+                raise TypeError(msg) from None
         for requirement in (*cls.requires, *cls.uses):
             if requirement not in _INPUT_REQUIREMENTS and not requirement.startswith("stage:"):
                 msg = (

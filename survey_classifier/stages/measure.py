@@ -64,6 +64,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from survey_classifier.columns import Column
 from survey_classifier.errors import StageConfigError
 from survey_classifier.stages.base import CutoutFailure, Stage
 from survey_classifier.stats import clipped_background
@@ -107,6 +108,21 @@ class MeasureStage(Stage):
     result_kind = "measurement"
     requires = ("pixels",)
     enabled_by_default = True
+    result_columns = (
+        Column("noise_jy", "Sigma-clipped standard deviation of the cutout's pixels (the noise)", unit="Jy/beam",
+               ucd="stat.stdev;phot.flux.density", format=".4g"),
+        Column("background_jy", "Sigma-clipped median of the cutout's pixels (the background)", unit="Jy/beam",
+               ucd="phot.flux.density;instr.skyLevel", format=".4g"),
+        Column("threshold_jy", "Island threshold above the background (threshold_sigma times the noise)",
+               unit="Jy/beam", ucd="phot.flux.density;stat.min", format=".4g"),
+        Column("beam_from_header", "Whether the beam came from the header (BMAJ/BMIN) rather than the default",
+               ucd="meta.code"),
+        Column("las_pixels", "Largest angular size in pixels", unit="pix", ucd="phys.angSize", format=".2f"),
+        Column("centroid_offset_pixels", "Centroid offset from the cutout centre in pixels", unit="pix",
+               ucd="pos.angDistance", format=".2f"),
+        Column("pixel_scale_missing", "Set when the cutout has no pixel scale, so sizes are in pixels only",
+               ucd="meta.code"),
+    )
 
     def __init__(
         self, *, threshold_sigma=3.0, seed_sigma=5.0, default_beam_arcsec=(5.4, 5.4), connectivity=8

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from survey_classifier.columns import Column
 from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.preprocess import PreprocessConfig
@@ -70,6 +71,10 @@ class SOMStage(Stage):
     enabled_by_default = True
     model_param = "model"
     shipped_models = (SOM_MIRABEST,)
+    result_columns = (
+        Column("node", "Index of the best-matching node (y * width + x)", unit="", ucd="meta.id"),
+        Column("distance_map", "File of the distances to every node (with distance_map_dir)", ucd="meta.id;meta.file"),
+    )
 
     def __init__(
         self,

@@ -86,7 +86,9 @@ def test_cone_search(client, service_db):
         assert all(row["separation_arcsec"] <= radius * 3600 for row in response.json()["rows"])
 
 
-@pytest.mark.parametrize("fmt, reader", [("csv", "ascii.csv"), ("votable", "votable"), ("fits", "fits")])
+@pytest.mark.parametrize(
+    "fmt, reader", [("csv", "ascii.ecsv"), ("ecsv", "ascii.ecsv"), ("votable", "votable"), ("fits", "fits")]
+)
 def test_exports_read_back(client, service_db, fmt, reader):
     response = client.get("/results", params={"format": fmt, "limit": 1000})
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
@@ -141,17 +143,41 @@ def test_anomalies_labels_som_runs_compare(client, service_db):
     assert compare["meta"]["n_common"] == 20 and compare["meta"]["n_only_a"] == 10
 
 
+def test_sexagesimal_cones_and_chosen_columns(client, service_db):
+    table = query_results(service_db["engine"])
+    centre = SkyCoord(table["ra_deg"][4], table["dec_deg"][4], unit="deg")
+    in_degrees = client.get("/results", params={"ra": centre.ra.deg, "dec": centre.dec.deg, "radius": 8.0})
+    written = {"ra": centre.ra.to_string(unit="hourangle", sep=":", precision=4),
+               "dec": centre.dec.to_string(sep=":", precision=3, alwayssign=True), "radius": "480arcmin"}
+    sexagesimal = client.get("/results", params=written)
+    assert _ids(sexagesimal) == _ids(in_degrees) and len(_ids(in_degrees)) >= 2
+    chosen = client.get("/results", params={"columns": "cutout_id,ra_deg,measure_*", "limit": 3}).json()
+    names = [c["name"] for c in chosen["columns"]]
+    assert names[:2] == ["cutout_id", "ra_deg"] and all(n.startswith("measure_") for n in names[2:])
+    assert list(chosen["rows"][0]) == names
+    ra = next(c for c in chosen["columns"] if c["name"] == "ra_deg")
+    assert (ra["unit"], ra["ucd"]) == ("deg", "pos.eq.ra;meta.main") and "Right ascension" in ra["description"]
+    flux = next(c for c in chosen["columns"] if c["name"] == "measure_peak_flux_jy")
+    assert flux["unit"] == "Jy / beam" and flux["ucd"] == "phot.flux.density;stat.max"
+    votable = client.get("/results", params={"columns": "cutout_id,ra_deg,dec_deg", "format": "votable"})
+    assert Table.read(io.BytesIO(votable.content), format="votable").colnames == ["cutout_id", "ra_deg", "dec_deg"]
+    unknown = client.get("/results", params={"columns": "cutout_id,nosuch"})
+    assert unknown.status_code == 400 and "no column 'nosuch'" in unknown.json()["detail"]
+
+
 @pytest.mark.parametrize(
     "path, params, status, words",
     [
-        ("/results", {"ra": "abc", "dec": 0, "radius": 1}, 422, "ra"),
-        ("/results", {"ra": 400, "dec": 0, "radius": 1}, 422, "ra"),
-        ("/results", {"ra": "nan", "dec": 0, "radius": 1}, 422, "ra"),
-        ("/results", {"ra": 10, "dec": -91, "radius": 1}, 422, "dec"),
-        ("/results", {"ra": 10, "dec": "inf", "radius": 1}, 422, "dec"),
-        ("/results", {"ra": 10, "dec": 0, "radius": 0}, 422, "radius"),
-        ("/results", {"ra": 10, "dec": 0, "radius": 1e9}, 422, "radius"),
-        ("/results", {"ra": 10, "dec": 0}, 422, "needs all of ra, dec and radius"),
+        ("/results", {"ra": "abc", "dec": 0, "radius": 1}, 400, "ra"),
+        ("/results", {"ra": "25:00:00", "dec": 0, "radius": 1}, 400, "ra: '25:00:00' is not an angle"),
+        ("/results", {"ra": 10, "dec": 0, "radius": "30kg"}, 400, "radius: '30kg' is not an angle"),
+        ("/results", {"ra": 400, "dec": 0, "radius": 1}, 400, "ra"),
+        ("/results", {"ra": "nan", "dec": 0, "radius": 1}, 400, "ra"),
+        ("/results", {"ra": 10, "dec": -91, "radius": 1}, 400, "dec"),
+        ("/results", {"ra": 10, "dec": "inf", "radius": 1}, 400, "dec"),
+        ("/results", {"ra": 10, "dec": 0, "radius": 0}, 400, "radius"),
+        ("/results", {"ra": 10, "dec": 0, "radius": 1e9}, 400, "radius"),
+        ("/results", {"ra": 10, "dec": 0}, 400, "needs all of ra, dec and radius"),
         ("/results", {"limit": 100000}, 422, "limit"),
         ("/results", {"limit": 0}, 422, "limit"),
         ("/results", {"offset": -1}, 422, "offset"),
@@ -164,7 +190,7 @@ def test_anomalies_labels_som_runs_compare(client, service_db):
         ("/results", {"stage": "nosuch"}, 400, "no results of stage 'nosuch'"),
         ("/results", {"label": "bright", "stage": "measure"}, 400,
          "label or probability filters need a classification"),
-        ("/results", {"som_x": 1}, 422, "som_x and som_y"),
+        ("/results", {"som_x": 1}, 400, "som_x and som_y"),
         ("/results", {"min_probability": 2}, 422, "min_probability"),
         ("/results", {"min_probability": 0.9, "max_probability": 0.1}, 400, "range is empty"),
         ("/results", {"anomaly_rank_min": 0}, 422, "anomaly_rank_min"),

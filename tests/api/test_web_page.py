@@ -126,9 +126,39 @@ def test_cone_search_form(page, service_db, tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / shot.name)
+    # sexagesimal positions and a radius with a unit find the same cutouts
+    page.fill("#ra", centre.ra.to_string(unit="hourangle", sep=":", precision=4))
+    page.fill("#dec", centre.dec.to_string(sep=":", precision=3, alwayssign=True))
+    page.fill("#radius", "480arcmin")
+    page.click("#cone-submit")
+    page.wait_for_function("document.getElementById('cone-status').textContent.includes('480arcmin')")
+    shown = page.eval_on_selector_all("#cone-results tbody tr", "rows => rows.map(r => Number(r.dataset.cutout))")
+    assert set(shown) == expected
     # a malformed coordinate is refused with the API's message, shown in the page
-    page.fill("#ra", "12h30m")
+    page.fill("#ra", "12h70m")
     page.click("#cone-submit")
     page.wait_for_selector("#cone-status.error")
     assert "ra" in page.inner_text("#cone-status")
     assert page.locator("#cone-results").is_hidden()
+
+
+def test_api_docs_render_without_a_cdn(page, server, tmp_path):
+    """/docs draws every operation from assets served by the service itself; nothing else is fetched."""
+    docs = page.context.new_page()
+    fetched = []
+    docs.on("request", lambda request: fetched.append(request.url))
+    docs.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server) else route.abort())
+    docs.goto(server + "/docs")
+    docs.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    paths = docs.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.getAttribute('data-path'))")
+    assert {"/results", "/scs", "/cutouts/{cutout_id}/fits", "/models/{model_id}/retire"} <= set(paths)
+    assert fetched and all(url.startswith(server) for url in fetched), [u for u in fetched if not u.startswith(server)]
+    assert "survey-classifier results" in docs.inner_text(".information-container")
+    shot = tmp_path / "api-docs.png"
+    docs.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    docs.close()
+    keep = os.environ.get("SURVEY_CLASSIFIER_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)

@@ -68,7 +68,7 @@ def test_labels_written_read_back_and_after_a_restart(db_url, client):
         assert listed["rows"][1]["catalogue_id"] == cutout["catalogue_id"] and cutout["catalogue_id"].startswith("MB")
         assert ids("/labels/sources", interesting=False) == [4]
         exported = restarted.get("/labels/sources", params={"format": "csv"})
-        csv = Table.read(exported.text.splitlines(), format="ascii.csv")
+        csv = Table.read(exported.text, format="ascii.ecsv")  # CSV with an ECSV header
         assert sorted(csv["cutout_id"]) == [3, 4]
         som = restarted.get("/som").json()
         node = next(n for n in som["nodes"] if (n["x"], n["y"]) == (x, y))
@@ -117,6 +117,8 @@ def test_rerank_from_the_service(client):
     labelled = {row["cutout_id"] for row in top}
     assert len(reranked["rows"]) == 10 and not labelled & {r["cutout_id"] for r in reranked["rows"]}
     assert all(r["reranked_model_ref"] == fit.json()["model_ref"] for r in reranked["rows"])
-    assert {"reranked_interest", "reranked_trust", "reranked_unsupervised"} <= set(reranked["columns"])
+    columns = {column["name"]: column for column in reranked["columns"]}
+    assert {"reranked_interest", "reranked_trust", "reranked_unsupervised"} <= set(columns)
+    assert columns["label_interesting"]["ucd"] == "meta.code" and columns["reranked_trust"]["unit"] == ""
     client.post("/cutouts/50/labels", headers=AUTH, json={"interesting": True, "author": "sim"})
     assert client.get("/anomalies/rerank").json()["labels_since_last_fit"] == 1

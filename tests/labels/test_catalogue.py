@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from astropy.table import Table
 
+from survey_classifier.columns import column_of
 from survey_classifier.db import make_engine
 from survey_classifier.errors import LabelError
 from survey_classifier.formats import write_table
+from survey_classifier.io.inputs import read_table
 from survey_classifier.labels.catalogue import (
     export_neuron_labels,
     export_source_labels,
@@ -55,12 +58,18 @@ def test_round_trip_into_another_database(cli, db_url, classified, tmp_path, suf
     path = tmp_path / f"labels{suffix}"
     written = cli("labels", "export", "--db", db_url, "-o", path)
     assert written.exit_code == 0 and "wrote 4 source labels" in written.output, written.output
-    exported = Table.read(path)
-    if suffix != ".csv":  # plain CSV carries neither units nor descriptions
-        assert exported["ra_deg"].unit == u.deg
-    if suffix in (".ecsv", ".xml"):  # FITS keeps units, not descriptions
-        assert "Right ascension" in exported["ra_deg"].description
-        assert exported["label_interesting"].description.startswith("Whether a user found")
+    exported = read_table(path)  # the catalogue reader the import uses
+    assert exported["ra_deg"].unit == u.deg
+    if suffix == ".fits":  # TCOMMn and TUCDn, which astropy does not read back into the table
+        header = fits.getheader(path, 1)
+        described = {header[f"TTYPE{i}"]: (header.get(f"TUCD{i}"), header.get(f"TCOMM{i}"))
+                     for i in range(1, header["TFIELDS"] + 1)}
+    else:
+        described = {name: (column_of(exported, name).ucd, column_of(exported, name).description)
+                     for name in exported.colnames}
+    assert described["label_class"] == ("src.class", "Class a user gave the source (from a list or free text)")
+    assert described["label_interesting"][1].startswith("Whether a user found the source interesting: 1 yes")
+    assert described["ra_deg"][0] == "pos.eq.ra;meta.main" and described["label_time"][0] == "time.creation"
 
     fresh = tmp_path / "fresh.db"
     shutil.copy(classified, fresh)

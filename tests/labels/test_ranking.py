@@ -111,7 +111,7 @@ def test_simulated_user_on_real_results(cli, db_url, db_engine, tmp_path):
     table = query_results(db_engine)
     rare = rare_mask(table, RARE)
     assert f"{rare.sum()} rare of {len(table)} sources" in result.output and "4 rounds of 5 viewed" in result.output
-    curve = Table.read(out, format="ascii.csv")
+    curve = Table.read(out, format="ascii.ecsv")  # our CSV: comma-separated rows under an ECSV header
     assert curve.colnames == ["viewed", "found_active", "found_unsupervised"]
     assert list(curve["viewed"]) == list(range(1, 21))
     by_score = np.lexsort((np.asarray(table["cutout_id"]), -np.asarray(table["anomaly_score"])))

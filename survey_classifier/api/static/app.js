@@ -8,10 +8,7 @@ async function api(path) {
   try { body = await response.json(); } catch (e) { body = null; }
   if (!response.ok) {
     const detail = body && body.detail;
-    const message = Array.isArray(detail)
-      ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ")
-      : (detail || response.statusText);
-    throw new Error(message);
+    throw new Error(detail || response.statusText);
   }
   return body;
 }
@@ -31,8 +28,10 @@ function fmt(value, digits) {
   return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
 }
 
+// `columns` describes each column of a table answer: {name, unit, ucd, description, format}
 function labelColumn(columns) {
-  return columns.find((c) => c.endsWith("_label")) || null;
+  const found = columns.find((c) => c.name.endsWith("_label"));
+  return found ? found.name : null;
 }
 
 function card(row, caption) {
@@ -134,7 +133,8 @@ async function loadAnomalies() {
   const target = document.getElementById("anomalies");
   try {
     const data = await api("/anomalies?top=24");
-    const score = data.columns.find((c) => c.endsWith("_score"));
+    const found = data.columns.find((c) => c.name.endsWith("_score"));
+    const score = found ? found.name : null;
     info.textContent = `the ${data.count} highest anomaly scores`;
     target.replaceChildren(...data.rows.map((row) => card(row, `#${row.anomaly_rank} score ${fmt(row[score], 3)}`)));
   } catch (error) {
@@ -173,7 +173,8 @@ async function coneSearch(event) {
     }));
     table.hidden = rows.length === 0;
     const plural = data.count === 1 && !data.next_after_id ? "cutout" : "cutouts";
-    status.textContent = `${data.count}${data.next_after_id ? "+" : ""} ${plural} within ${query.get("radius")}° of (${query.get("ra")}, ${query.get("dec")})`;
+    const radius = /^[0-9.]+$/.test(query.get("radius")) ? `${query.get("radius")}°` : query.get("radius");
+    status.textContent = `${data.count}${data.next_after_id ? "+" : ""} ${plural} within ${radius} of (${query.get("ra")}, ${query.get("dec")})`;
     downloads.replaceChildren(...["csv", "votable", "fits"].map((format) => {
       const q = new URLSearchParams(query);
       q.set("format", format);

@@ -11,16 +11,16 @@
 
 Self-contained: creates three tables and drops them on downgrade.
 
-Revision ID: 0006
-Revises: 0005 (model identity and artefacts)
+Revision ID: 0007
+Revises: 0006 (positions and catalogue columns)
 Create Date: 2026-12-04 10:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
