@@ -21,7 +21,8 @@ rotations + flip, one online epoch, identical initial neurons and order):
    and projected to PINK's 176,750-image epoch;
 4. mapping throughput of the ``som`` stage on one core (preprocessing
    included, and without it; the fast core alone beside the default, which
-   re-measures the best orientations in pixels).
+   re-measures the best orientations in pixels); ``--mapping-model`` times a
+   given map (e.g. the shipped one) with its own preprocessing.
 
 Everything runs with BLAS on one thread (the fast core sets this itself).
 CPU times (``time.process_time``) are printed beside wall times because the
@@ -161,17 +162,26 @@ def rgz_projection(cutouts, n_images, n_freq):
           f"{PINK_RGZ_GPU_S:.0f} s on 2 GPUs)")  # fmt: skip
 
 
-def mapping_throughput(cutouts):
+def mapping_throughput(cutouts, model=None):
+    from survey_classifier.preprocess import PreprocessConfig
     from survey_classifier.som import RotationInvariantSOM
     from survey_classifier.stages.som import SOMStage
 
-    images, config = preprocessed(cutouts, 64)
-    som = RotationInvariantSOM(grid_shape=(10, 10), neuron_size=64, region_diameter=45,
-                               random_state=0, track_errors=False, preprocess_config=config)  # fmt: skip
-    som.fit(images[:200])
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_som_map.npz"
-    som.save(path)
-    print("\n== 4. mapping throughput, one core, 10x10 map of 64x64 neurons, 360 rot + flip ==")
+    if model is None:
+        images, config = preprocessed(cutouts, 64)
+        som = RotationInvariantSOM(grid_shape=(10, 10), neuron_size=64, region_diameter=45,
+                                   random_state=0, track_errors=False, preprocess_config=config)  # fmt: skip
+        som.fit(images[:200])
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_som_map.npz"
+        som.save(path)
+    else:
+        som = RotationInvariantSOM.load(model)
+        config = PreprocessConfig.from_dict(som.preprocess_dict_)
+        images = np.stack([cutout.preprocessed(config) for cutout in cutouts])
+        path = Path(model)
+    print(f"\n== 4. mapping throughput, one core, {som.grid_.layout} {som.grid_.n_nodes}-node map of "
+          f"{som.neuron_size}x{som.neuron_size} neurons, region {som.region_diameter_:g}, {som.n_rotations} rot "
+          f"+ flip ({'trained on 200 cutouts' if model is None else model}) ==")  # fmt: skip
     with threadpool_limits(1):
         start, cpu = time.perf_counter(), time.process_time()
         som.map(images, refine_within=None)
@@ -201,7 +211,8 @@ def mapping_throughput(cutouts):
     print(f"preprocessing alone:           {prep:7.0f} cutouts/s wall, {prep_cpu:7.0f} per CPU-second")
     print(f"som stage incl. preprocessing: {full:7.0f} cutouts/s wall, {full_cpu:7.0f} per CPU-second "
           "(target >= 200)")  # fmt: skip
-    path.unlink()
+    if model is None:
+        path.unlink()
 
 
 def main(argv=None):
@@ -212,6 +223,8 @@ def main(argv=None):
     parser.add_argument("--rgz-n-freq", default="auto",
                         help="angular frequencies for the RGZ run ('auto' = ceil(pi * 32 px) + 1 = 102)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["brute", "rgz", "mapping"])
+    parser.add_argument("--mapping-model", default=None,
+                        help="som.npz whose own preprocessing the mapping test uses (default: a map trained here)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     cutouts = read_cutouts()
@@ -223,7 +236,7 @@ def main(argv=None):
     if "rgz" not in args.skip:
         rgz_projection(cutouts, args.rgz_images, args.rgz_n_freq if args.rgz_n_freq == "auto" else int(args.rgz_n_freq))
     if "mapping" not in args.skip:
-        mapping_throughput(cutouts)
+        mapping_throughput(cutouts, args.mapping_model)
     return 0
 
 

@@ -86,5 +86,5 @@ class Cutout:
 
         key = config.digest()
         if key not in self._preprocessed:
-            self._preprocessed[key] = preprocess(self.data, config)
+            self._preprocessed[key] = preprocess(self.data, config, pixel_scale_arcsec=self.pixel_scale_arcsec)
         return self._preprocessed[key]

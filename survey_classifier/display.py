@@ -1,29 +1,83 @@
-"""The one display stretch of survey cutouts, shared by the web page, galleries and plots."""
+"""How a radio cutout is shown: one intensity stretch for every picture.
+
+Radio cutouts are mostly noise around a zero background, with emission
+that can span three decades: a bright unresolved core hundreds of times
+the noise beside lobes a few times the noise. A stretch anchored only to
+the peak (``asinh`` of the value relative to the peak, the page's stretch
+until December 2026) leaves everything but the core nearly black: for 81 of
+the 1024 MiraBest cutouts with emission the median display value of it (the
+pixels of the islands the ``measure`` stage keeps) was below 0.2, and their
+thumbnails (112 and 48 pixels across on the page) looked like black squares
+with a dot. :func:`stretch` measures brightness in units of the noise
+instead, so faint lobes stay visible whatever the peak (the same median is
+then 0.22 or more for every one of them, and the median pixel outside the
+islands stays below 0.002).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["stretch"]
+from survey_classifier.stats import clipped_background
+
+__all__ = ["stretch", "SOFTENING_SIGMA"]
+
+#: Pixels this many noise units above the background sit at the knee of the
+#: asinh: fainter ones are scaled almost linearly (noise stays dark), brighter
+#: ones logarithmically (a bright core does not push the lobes into black).
+SOFTENING_SIGMA = 3.0
 
 
-def stretch(image: np.ndarray) -> np.ndarray:
-    """Asinh stretch from the background (the median) to the peak, in [0, 1]; blank pixels as 0.
+def stretch(image) -> np.ndarray:
+    """Display intensities in [0, 1] for a 2-D image (NaN shown as 0).
 
-    Radio cutouts are mostly noise around a zero background: starting at the
-    median keeps the noise dark and the asinh brings out faint lobes
-    without saturating the core.
+    ``v = asinh(s / k) / asinh(s_max / k)``, with ``s`` the pixel's height
+    above the sigma-clipped median in units of the sigma-clipped noise
+    (pixels below the background are 0), ``k`` = :data:`SOFTENING_SIGMA`
+    and ``s_max`` the brightest pixel. A 3-sigma pixel under a 500-sigma
+    core shows at 0.15 and a 10-sigma lobe at 0.33, where the peak-anchored
+    stretch gave 0.03 and 0.11. Images without noise (constant, or already
+    clipped to zero below their noise, like some survey PNGs) fall back to
+    the median absolute deviation of the pixels above the background, then
+    to a linear scale to the peak; an image with nothing above its
+    background is all zeros.
+
+    Parameters
+    ----------
+    image : array_like, shape (ny, nx)
+
+    Returns
+    -------
+    ndarray of float64, same shape, values in [0, 1]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(0.0, 1.0, (64, 64))
+    >>> image[30:33, 30:33] = 500.0   # a bright core
+    >>> image[10:14, 10:14] = 10.0    # a faint lobe
+    >>> shown = stretch(image)
+    >>> float(shown.max()), round(float(shown[12, 12]), 2), round(float(np.median(shown)), 2)
+    (1.0, 0.33, 0.0)
     """
-    from astropy.visualization import AsinhStretch, ImageNormalize
-
-    image = np.asarray(image, dtype=float)
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        msg = f"stretch expects a 2-D image, got shape {image.shape}"
+        raise ValueError(msg)
     finite = np.isfinite(image)
     if not finite.any():
         return np.zeros(image.shape)
-    values = image[finite]
-    low, high = float(np.median(values)), float(values.max())
-    if high <= low:
+    background, noise = clipped_background(image[finite])
+    height = np.where(finite, image - background, 0.0)
+    height[height < 0.0] = 0.0
+    peak = float(height.max())
+    if not peak > 0.0:
         return np.zeros(image.shape)
-    norm = ImageNormalize(vmin=low, vmax=high, stretch=AsinhStretch(a=0.05), clip=True)
-    scaled = np.asarray(norm(np.where(finite, image, low)))
-    return np.where(finite, scaled, 0.0)
+    if not noise > 0.0:
+        lifted = height[height > 0.0]
+        noise = 1.4826 * float(np.median(np.abs(lifted - np.median(lifted))))
+    if not noise > 0.0:
+        return height / peak
+    softening = SOFTENING_SIGMA * noise
+    return np.arcsinh(height / softening) / np.arcsinh(peak / softening)

@@ -17,6 +17,7 @@ __all__ = [
     "NotFittedError",
     "ModelError",
     "CatalogueError",
+    "DatabaseError",
     "LabelError",
     "SurveyClassifierWarning",
     "FITSQuirkWarning",
@@ -75,6 +76,14 @@ class ModelError(SurveyClassifierError):
 
 class CatalogueError(SurveyClassifierError):
     """An input catalogue table is unreadable or lacks the columns needed."""
+
+
+class DatabaseError(SurveyClassifierError):
+    """The results database is missing or unreachable, or its schema is not the one this version needs.
+
+    The message says what is wrong and the command that fixes it
+    (``createdb ...``, ``survey-classifier db upgrade --db ...``).
+    """
 
 
 class LabelError(SurveyClassifierError):

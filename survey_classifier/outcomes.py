@@ -34,6 +34,8 @@ class CutoutOutcome:
     source: CutoutSource
     cutout: Cutout | None = None
     errors: list[FailureRecord] = field(default_factory=list)
+    #: Stages whose results were read from the database (already stored: not stored again).
+    reused: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -55,6 +57,8 @@ class RunSummary:
     failures: list[tuple[str, str, str]]
     timings: dict[str, float]
     elapsed_s: float
+    #: Results read from the database instead of computed, counted by stage.
+    reused: Counter = field(default_factory=Counter)
 
     @property
     def reasons(self) -> Counter:

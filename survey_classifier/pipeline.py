@@ -2,8 +2,10 @@
 
 The in-process ``classify`` command and the Celery workers run exactly this
 code: :meth:`Pipeline.process_batch` reads and processes a batch without
-touching the database; :func:`survey_classifier.runs.store_batch` writes
-what it produced in one transaction, idempotently.
+writing to the database (it reads from it only the stored results of
+upstream stages a run reuses, :mod:`survey_classifier.reuse`);
+:func:`survey_classifier.runs.store_batch` writes what it produced in one
+transaction, idempotently.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ import logging
 import os
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from survey_classifier.cutout import CutoutSource
+from survey_classifier.cutout import Cutout, CutoutSource
 from survey_classifier.errors import CutoutError, StageConfigError
 from survey_classifier.io.fits import ReadLimits, read_cutout
 from survey_classifier.outcomes import BatchResult, CutoutOutcome, FailureRecord, RunSummary
+from survey_classifier.reuse import ONLY, StoredResults
 from survey_classifier.runs import READ_STAGE, close_run, register_run, store_batch, update_run
 from survey_classifier.stages.base import CutoutFailure, Stage, check_result
 from survey_classifier.stages.registry import order_stages
@@ -45,20 +48,35 @@ class Pipeline:
         scales with processes, and on small cutouts multi-threaded BLAS
         spends far more time synchronising than computing). None leaves
         the library's setting alone.
+    stored : StoredResults, optional
+        Stages whose stored results are read where they fit instead of
+        computed (:mod:`survey_classifier.reuse`).
     """
 
-    def __init__(self, stages: Sequence[Stage], *, limits: ReadLimits | None = None, blas_threads: int | None = 1):
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        limits: ReadLimits | None = None,
+        blas_threads: int | None = 1,
+        stored: StoredResults | None = None,
+    ):
         self.stages = order_stages(list(stages))
         self.limits = limits or ReadLimits()
         self.blas_threads = blas_threads
+        self.stored = stored if stored else None
         self._ready = False
         self._blas = None
 
+    def _mode(self, stage: Stage) -> str | None:
+        return None if self.stored is None else self.stored.modes.get(stage.name)
+
     def setup(self) -> None:
-        """Load each stage's resources once (model sessions, maps)."""
+        """Load each stage's resources once (model sessions, maps); not those only ever read from the database."""
         if not self._ready:
             for stage in self.stages:
-                stage.setup()
+                if self._mode(stage) != ONLY:
+                    stage.setup()
             self._ready = True
 
     def describe(self) -> list[dict[str, Any]]:
@@ -86,25 +104,44 @@ class Pipeline:
         return outcome
 
     def process_batch(self, sources: Sequence[CutoutSource]) -> BatchResult:
-        """Read and process a batch; touches no database."""
+        """Read and process a batch; writes to no database."""
+
+        def read_all(timings):
+            start = time.perf_counter()
+            outcomes = [self.read(source) for source in sources]
+            timings["read"] += time.perf_counter() - start
+            return outcomes
+
+        return self._limited(read_all)
+
+    def process_cutouts(self, cutouts: Sequence[Cutout]) -> BatchResult:
+        """Process cutouts already read (the conformance kit fills in required upstream results this way)."""
+        return self._limited(lambda timings: [CutoutOutcome(source=c.source, cutout=c) for c in cutouts])
+
+    def _limited(self, outcomes_of) -> BatchResult:
         self.setup()
         if self.blas_threads is None:
-            return self._process_batch(sources)
+            return self._process(outcomes_of)
         if self._blas is None:
             from threadpoolctl import ThreadpoolController
 
             self._blas = ThreadpoolController()
         with self._blas.limit(limits=self.blas_threads, user_api="blas"):
-            return self._process_batch(sources)
+            return self._process(outcomes_of)
 
-    def _process_batch(self, sources: Sequence[CutoutSource]) -> BatchResult:
+    def _process(self, outcomes_of) -> BatchResult:
         timings: dict[str, float] = defaultdict(float)
-        start = time.perf_counter()
-        outcomes = [self.read(source) for source in sources]
-        timings["read"] += time.perf_counter() - start
+        outcomes = outcomes_of(timings)
         for stage in self.stages:
+            if self._mode(stage) is not None:
+                start = time.perf_counter()
+                self._read_stored(stage, outcomes)
+                timings[f"stored:{stage.name}"] += time.perf_counter() - start
+                if self._mode(stage) == ONLY:
+                    continue
+            waiting = [o for o in outcomes if stage.name not in o.reused]
             config = stage.preprocess_config
-            ready = [o for o in outcomes if o.cutout is not None and self._meets(stage, o)]
+            ready = [o for o in waiting if o.cutout is not None and self._meets(stage, o)]
             if config is not None:
                 start = time.perf_counter()
                 for outcome in list(ready):
@@ -119,14 +156,29 @@ class Pipeline:
             timings[f"stage:{stage.name}"] += time.perf_counter() - start
         return BatchResult(outcomes=outcomes, timings=dict(timings))
 
+    def _read_stored(self, stage: Stage, outcomes: list[CutoutOutcome]) -> None:
+        """Put on the cutouts the stored results of ``stage`` that fit them, with their stored provenance."""
+        readable = [o for o in outcomes if o.cutout is not None]
+        for outcome, hit in zip(readable, self.stored.lookup(stage, [o.cutout for o in readable]), strict=True):
+            if hit is not None:
+                result, provenance = hit
+                outcome.cutout.results[stage.name] = result
+                outcome.cutout.provenance[stage.name] = provenance
+                outcome.reused.add(stage.name)
+
     def _meets(self, stage: Stage, outcome: CutoutOutcome) -> bool:
         cutout = outcome.cutout
-        missing = [dep for dep in stage.stage_requirements if dep not in cutout.results]
+        missing = [
+            f"the results of stage {dep!r}, which failed on this cutout"
+            for dep in stage.stage_requirements
+            if dep not in cutout.results
+        ]
         if "wcs" in stage.requires and cutout.wcs is None:
-            missing.append("a celestial WCS")
+            missing.append("a celestial WCS, which this cutout lacks")
+        if "beam" in stage.requires and not (cutout.beam_major_arcsec and cutout.beam_minor_arcsec):
+            missing.append("the beam, which this cutout's header does not give (BMAJ, BMIN)")
         if missing:
-            reason = f"needs {', '.join(missing)}, which is missing for this cutout (an earlier failure)"
-            self._fail(stage, outcome, "MissingRequirement", reason)
+            self._fail(stage, outcome, "MissingRequirement", f"needs {'; '.join(missing)}")
             return False
         return True
 
@@ -186,7 +238,7 @@ def run_pipeline(
     batch_size: int = 64,
     limits: ReadLimits | None = None,
     config: dict | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[BatchResult], None] | None = None,
 ) -> RunSummary:
     """Process ``sources`` in batches in this process and store everything.
 
@@ -199,18 +251,22 @@ def run_pipeline(
     batch_size : int
     limits : ReadLimits, optional
     config : dict, optional
-        Extra configuration recorded with the run.
+        Extra configuration recorded with the run; ``config["reuse"]``
+        (``{stage: "fill" | "only"}``, from
+        :func:`survey_classifier.stages.plan.plan_stages`) names the stages
+        whose stored results are read where they fit.
     progress : callable, optional
-        Called with the number of cutouts finished after each batch.
+        Called with each batch's :class:`BatchResult` once it is stored.
     """
-    pipeline = Pipeline(stages, limits=limits)
-    started = time.perf_counter()
     run_config = {"batch_size": batch_size, "pid": os.getpid(), **(config or {})}
+    pipeline = Pipeline(stages, limits=limits, stored=StoredResults(engine, run_config.get("reuse") or {}))
+    started = time.perf_counter()
     run_id, batches = register_run(
         engine, sources, pipeline.stages, batch_size=batch_size, config=run_config, executor="in-process"
     )
     timings: dict[str, float] = defaultdict(float)
     failures: list[tuple[str, str, str]] = []
+    reused: Counter = Counter()
     n_processed = n_failed = 0
     status = "failed"
     try:
@@ -223,6 +279,7 @@ def run_pipeline(
                 timings[step] += seconds
             timings["database"] += store_batch(engine, run_id, pipeline.stages, batch, batch_id=batch_id)
             for outcome in batch.outcomes:
+                reused.update(outcome.reused)
                 if outcome.errors:
                     n_failed += 1
                     failures.extend((outcome.source.path, e.stage, e.message) for e in outcome.errors)
@@ -230,7 +287,7 @@ def run_pipeline(
                     n_processed += 1
             update_run(engine, run_id, n_processed=n_processed, n_failed=n_failed)
             if progress is not None:
-                progress(len(batch.outcomes))
+                progress(batch)
         status = "finished"
     finally:
         close_run(engine, run_id, pipeline.stages, status=status)
@@ -242,4 +299,5 @@ def run_pipeline(
         failures=failures,
         timings=dict(timings),
         elapsed_s=time.perf_counter() - started,
+        reused=reused,
     )

@@ -58,9 +58,12 @@ __all__ = [
     "Variant",
     "find_variants",
     "stage_of_kind",
+    "classification_stages",
     "query_results",
     "top_anomalies",
     "query_errors",
+    "failed_by_stage",
+    "list_runs",
     "cone_prefilter",
     "cone_search",
     "LEADING_COLUMNS",
@@ -244,6 +247,57 @@ def stage_of_kind(variants: Mapping[str, Variant], kind: str, stage: str | None,
     return stage
 
 
+def _has_label(connection: Connection, stage: str, variant: Variant, label: str) -> bool:
+    t = variant.row_class.__table__
+    found = exists().where(*_variant_condition(t, stage, variant), t.c.label == label)
+    return bool(connection.execute(select(found)).scalar())
+
+
+def _labels_of(connection: Connection, stage: str, variant: Variant) -> list[str]:
+    t = variant.row_class.__table__
+    labels = select(t.c.label).where(*_variant_condition(t, stage, variant)).distinct()
+    return sorted(connection.execute(labels).scalars())
+
+
+def classification_stages(
+    connection: Connection, variants: Mapping[str, Variant], stage: str | None, label: str | None
+) -> list[str]:
+    """The classification stages a label or probability filter applies to.
+
+    ``stage`` when named, else every classification stage with results;
+    with ``label``, only those that gave it. A label that none of them
+    gave is refused with the labels each stage holds, so that a typo or a
+    label of another stage does not pass for an empty result.
+    """
+    if stage is not None:
+        stages = [stage_of_kind(variants, "classification", stage, "label or probability")]
+    else:
+        stages = [name for name, variant in sorted(variants.items()) if variant.kind == "classification"]
+        if not stages:
+            msg = "no classification results in this database to filter on label or probability"
+            raise SurveyClassifierError(msg)
+    if label is None:
+        return stages
+    holding = [name for name in stages if _has_label(connection, name, variants[name], label)]
+    if holding:
+        return holding
+    held = {
+        name: _labels_of(connection, name, variant)
+        for name, variant in sorted(variants.items())
+        if variant.kind == "classification"
+    }
+    holders = [name for name, labels in held.items() if label in labels]
+    if stage is not None and holders:
+        msg = (
+            f"stage {stage!r} has no results labelled {label!r} (its labels: {', '.join(held[stage]) or 'none'}); "
+            f"{label!r} is a label of stage {', '.join(holders)}: name that stage, or name none to search them all"
+        )
+    else:
+        listed = "; ".join(f"{name}: {', '.join(labels) or 'none'}" for name, labels in held.items())
+        msg = f"no classification stage has results labelled {label!r}; labels stored: {listed}"
+    raise SurveyClassifierError(msg)
+
+
 def _check_range(name: str, low, high, *, lowest=None, highest=None) -> None:
     for value in (low, high):
         if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
@@ -288,10 +342,11 @@ def query_results(
     engine : Engine
     stage : str, optional
         Keep cutouts with a result of this stage; ``label`` and the
-        probability range apply to it (default: the classification stage
-        present, when those filters are given).
+        probability range apply to it (default: every classification
+        stage, a cutout passing when one of them matches).
     label : str, optional
-        Keep this class label.
+        Keep this class label (refused, naming the stages that hold it,
+        when the stages searched never gave it).
     min_probability, max_probability : float, optional
         Range of the probability of the predicted label.
     run_id : int, optional
@@ -344,20 +399,24 @@ def query_results(
         variants = dict(_variants) if _variants is not None else find_variants(connection, versions)
         conditions = []
         if label is not None or min_probability is not None or max_probability is not None:
-            stage = stage_of_kind(variants, "classification", stage, "label or probability")
-        if stage is not None:
+            classified = []
+            for name in classification_stages(connection, variants, stage, label):
+                t = variants[name].row_class.__table__
+                condition = [t.c.cutout_id == c.id, *_variant_condition(t, name, variants[name])]
+                if label is not None:
+                    condition.append(t.c.label == label)
+                if min_probability is not None:
+                    condition.append(t.c.probability >= min_probability)
+                if max_probability is not None:
+                    condition.append(t.c.probability <= max_probability)
+                classified.append(exists().where(*condition))
+            conditions.append(or_(*classified))
+        elif stage is not None:
             if stage not in variants:
                 msg = f"no results of stage {stage!r} in this database; stages with results: {sorted(variants)}"
                 raise SurveyClassifierError(msg)
             t = variants[stage].row_class.__table__
-            condition = [t.c.cutout_id == c.id, *_variant_condition(t, stage, variants[stage])]
-            if label is not None:
-                condition.append(t.c.label == label)
-            if min_probability is not None:
-                condition.append(t.c.probability >= min_probability)
-            if max_probability is not None:
-                condition.append(t.c.probability <= max_probability)
-            conditions.append(exists().where(*condition))
+            conditions.append(exists().where(t.c.cutout_id == c.id, *_variant_condition(t, stage, variants[stage])))
         if som_node is not None:
             som_stage = stage_of_kind(variants, "som", som_stage, "SOM node")
             t = variants[som_stage].row_class.__table__
@@ -611,6 +670,44 @@ def _add_stage_columns(connection, table: Table, ids, name: str, variant: Varian
         if all(v is None or isinstance(v, (int, float, str, bool)) for v in values):
             spec = declared.get(key) or Column(key, f"{key!r}, a result field the stage does not describe")
             put(key, values, spec)
+
+
+def list_runs(engine: Engine, *, limit: int = 20) -> Table:
+    """The newest ``limit`` runs, newest first: when, how long, status, counts, stages with their models."""
+    r = RunRow.__table__
+    with engine.connect() as connection:
+        rows = connection.execute(select(r).order_by(r.c.id.desc()).limit(int(limit))).all()
+    table = Table()
+    table["run"] = np.array([row.id for row in rows], dtype=np.int64)
+    table["started_utc"] = [row.started_at.strftime("%Y-%m-%d %H:%M:%S") if row.started_at else "" for row in rows]
+    table["took_s"] = _column([
+        (row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None
+        for row in rows
+    ])
+    table["took_s"].format = ".1f"
+    table["status"] = [row.status for row in rows]
+    table["executor"] = [row.executor for row in rows]
+    for name in ("n_cutouts", "n_processed", "n_failed"):
+        table[name.removeprefix("n_")] = np.array([getattr(row, name) or 0 for row in rows], dtype=np.int64)
+    table["stages"] = [", ".join(_stage_text(entry) for entry in row.stages or []) for row in rows]
+    return table
+
+
+def _stage_text(entry: dict) -> str:
+    """``"cnn 1 (fr-cnn:1)"`` from a stage as a run recorded it."""
+    return f"{entry['name']} {entry['version']}" + (f" ({entry['model']})" if entry.get("model") else "")
+
+
+def failed_by_stage(engine: Engine, run_id: int) -> dict[str, int]:
+    """Cutouts with an error stored by run ``run_id``, counted by stage (``read`` for unreadable files)."""
+    e = ErrorRow.__table__
+    query = (
+        select(e.c.stage, func.count(func.distinct(e.c.cutout_id)))
+        .where(e.c.run_id == run_id)
+        .group_by(e.c.stage)
+    )
+    with engine.connect() as connection:
+        return {stage: int(count) for stage, count in connection.execute(query)}
 
 
 def query_errors(engine: Engine, *, run_id: int | None = None) -> Table:

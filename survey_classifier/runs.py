@@ -111,7 +111,7 @@ def store_batch(
             results = [
                 (ids[o.source.path], o.cutout.results[stage.name])
                 for o in outcomes
-                if o.cutout is not None and stage.name in o.cutout.results
+                if o.cutout is not None and stage.name in o.cutout.results and stage.name not in o.reused
             ]
             store_results(
                 connection,

@@ -7,8 +7,11 @@ Run any stage through the same checks the built-in stages pass::
 
 where ``cutouts`` are real :class:`~survey_classifier.cutout.Cutout`
 objects (read them with :func:`survey_classifier.io.fits.read_cutout`).
-Each check raises ``AssertionError`` with a message naming the stage and
-what it got wrong.
+The results of the stages a stage requires (``requires =
+("stage:measure",)``) are computed first by the installed stages, with
+their default parameters and shipped models, where the cutouts do not
+carry them already. Each check raises ``AssertionError`` with a message
+naming the stage and what it got wrong.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from survey_classifier.cutout import Cutout
 from survey_classifier.stages.base import RESULT_KINDS, CutoutFailure, Stage
 
-__all__ = ["check_stage", "STAGE_CHECKS"]
+__all__ = ["check_stage", "STAGE_CHECKS", "with_requirements"]
 
 
 def _fresh(cutouts: Sequence[Cutout]) -> list[Cutout]:
@@ -38,6 +41,39 @@ def _fresh(cutouts: Sequence[Cutout]) -> list[Cutout]:
         clone._preprocessed = {}
         copies.append(clone)
     return copies
+
+
+def with_requirements(stage: Stage, cutouts: Sequence[Cutout]) -> list[Cutout]:
+    """Copies of ``cutouts`` carrying the results of every stage ``stage`` requires.
+
+    Results already on a cutout are kept; the others are computed by the
+    installed stages (default parameters, shipped models), through the
+    same :class:`~survey_classifier.pipeline.Pipeline` as a run.
+    """
+    from survey_classifier.pipeline import Pipeline
+    from survey_classifier.stages.registry import available_stages, load_stage
+
+    installed = available_stages()
+    needed: list[str] = []
+    pending = [dep for dep in stage.stage_requirements if any(dep not in c.results for c in cutouts)]
+    while pending:
+        name = pending.pop(0)
+        if name in needed:
+            continue
+        if name not in installed:
+            msg = (
+                f"stage {stage.name!r} requires the results of {name!r}, and no installed stage is called "
+                f"{name!r}: fill cutout.results[{name!r}] (and cutout.provenance) before calling check_stage"
+            )
+            raise AssertionError(msg)
+        needed.append(name)
+        pending.extend(r.split(":", 1)[1] for r in installed[name].requires if r.startswith("stage:"))
+    copies = _fresh(cutouts)
+    if not needed:
+        return copies
+    upstream = [load_stage(name) for name in needed]
+    batch = Pipeline(upstream, blas_threads=None).process_cutouts(copies)
+    return [outcome.cutout for outcome in batch.outcomes]
 
 
 def check_declaration(stage: Stage, cutouts) -> None:
@@ -213,14 +249,16 @@ def check_stage(stage: Stage, cutouts: Sequence[Cutout], *, skip: Sequence[str] 
     stage : Stage
         The stage under test, configured as it would be used.
     cutouts : sequence of Cutout
-        Real cutouts (at least two), with ``results`` of the stages this one
-        requires already filled in.
+        Real cutouts (at least two). The results of the stages this one
+        requires are computed by the installed stages where missing
+        (:func:`with_requirements`); fill them in yourself to test on others.
     skip : sequence of str
         Names of checks to leave out, for a documented reason.
     """
     if len(cutouts) < 2:
         msg = "check_stage needs at least two cutouts"
         raise ValueError(msg)
+    cutouts = with_requirements(stage, cutouts)
     for check in STAGE_CHECKS:
         if check.__name__ not in skip:
             check(stage, cutouts)

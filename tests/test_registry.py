@@ -26,11 +26,11 @@ from survey_classifier.registry import (
 )
 from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, AnomalyStage
 from survey_classifier.stages.cnn import FR_CNN, CNNStage
-from survey_classifier.stages.som import SOM_MIRABEST
+from survey_classifier.stages.som import SOM_MIRABEST, SOM_MIRABEST_2
 
 pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.SurveyClassifierWarning")
 
-SHIPPED = {"cnn": FR_CNN, "som": SOM_MIRABEST, "anomaly": ANOMALY_MIRABEST}
+SHIPPED = {f"{m.name}:{m.version}": m for m in (FR_CNN, SOM_MIRABEST, SOM_MIRABEST_2, ANOMALY_MIRABEST)}
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +54,9 @@ def test_shipped_models_are_registry_entries_from_the_start(engine):
     assert {(r["stage"], r["model_ref"]) for r in table if r["is_default"]} == {
         ("cnn", "fr-cnn:1"), ("som", "som-mirabest:1"), ("anomaly", "anomaly-mirabest:3"),
     }
+    assert sorted(table["model_ref"]) == sorted(SHIPPED)
     for row in table:
-        shipped = SHIPPED[row["stage"]]
+        shipped = SHIPPED[row["model_ref"]]
         assert row["store"] == f"package:survey_classifier/{shipped.resource}"
         assert row["sha256"] == shipped.sha256 == sha256_file(shipped.path())  # the declared bytes are the file's
         assert "# " in get_model(engine, id=int(row["id"]))["details"]["card"]
@@ -107,7 +108,7 @@ def test_the_same_bytes_give_the_same_ref(engine, tmp_path):
 
     assert model_for(engine, SOMStage, str(copy)).ref == "som-mirabest:1"
     assert SOMStage(model=str(copy)).model_ref == "som-mirabest:1"  # without a database too
-    assert model_for(engine, SOMStage, "som-mirabest").ref == "som-mirabest:1"
+    assert model_for(engine, SOMStage, "som-mirabest").ref == "som-mirabest:2"  # the newest version
     assert model_for(engine, SOMStage, "som-mirabest:1").sha256 == SOM_MIRABEST.sha256
     with pytest.raises(ModelError, match="neither a model registered for this stage"):
         model_for(engine, SOMStage, "som-mirabest:9")
@@ -214,16 +215,21 @@ def test_a_new_default_cnn_version_is_what_the_rows_say(sqlite_url, engine, mira
 
 
 def test_a_new_default_som_and_scorer_are_what_the_rows_say(sqlite_url, engine, mirabest_files):
-    files = mirabest_files[:6]
-    _classify(sqlite_url, files)
-    register_model(engine, SOM_MIRABEST.path(), stage="som", name="som-mirabest", version="2", make_default=True)
-    register_model(engine, ANOMALY_MIRABEST.path(), stage="anomaly", name="anomaly-mirabest", version="4",
-                   make_default=True)
-    output = _classify(sqlite_url, files)
-    assert "som 2 (som-mirabest:2)" in output and "anomaly 2 (anomaly-mirabest:4)" in output
-    assert _refs(engine, SOMPlacementRow, "som") == {"som-mirabest:1": 6, "som-mirabest:2": 6}
     from survey_classifier.db.models import AnomalyScoreRow
 
+    files = mirabest_files[:6]
+    _classify(sqlite_url, files)
+    set_default(engine, "som-mirabest", "2")  # the shipped morphology map
+    assert "som 2 (som-mirabest:2)" in _classify(sqlite_url, files, "--stages", "measure,som")
+    assert _refs(engine, SOMPlacementRow, "som") == {"som-mirabest:1": 6, "som-mirabest:2": 6}
+    refused = CliRunner().invoke(main, ["classify", *map(str, files), "--db", sqlite_url, "--quiet"])
+    assert refused.exit_code == 1 and "fitted on som results" in refused.output  # the scorer knows its map
+    assert "this run's som results come from 2@som-mirabest:2" in refused.output
+
+    set_default(engine, "som-mirabest", "1")
+    register_model(engine, ANOMALY_MIRABEST.path(), stage="anomaly", name="anomaly-mirabest", version="4",
+                   make_default=True)
+    assert "anomaly 2 (anomaly-mirabest:4)" in _classify(sqlite_url, files)
     assert _refs(engine, AnomalyScoreRow, "anomaly") == {"anomaly-mirabest:3": 6, "anomaly-mirabest:4": 6}
     assert AnomalyStage().model_ref == "anomaly-mirabest:3"  # without a database: the shipped default
 
@@ -235,12 +241,12 @@ def test_cli_register_list_show_default_retire(sqlite_url):
         return cli.invoke(main, ["models", *args, "--db", sqlite_url])
 
     listing = invoke("list").output
-    assert "fr-cnn:1" in listing and "som-mirabest:1" in listing and "3 models" in listing
+    assert "fr-cnn:1" in listing and "som-mirabest:2" in listing and "4 models" in listing
     card = FR_CNN.path().parent / "MODEL_CARD.md"
     done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "2", "--metrics",
                   '{"accuracy": 0.9}', "--card", str(card), str(FR_CNN.path()))
     assert done.exit_code == 0 and FR_CNN.sha256 in done.output, done.output
-    shown = json.loads(invoke("show", "fr-cnn", "2").output)
+    shown = json.loads(invoke("show", "fr-cnn", "2", "--json").output)
     assert shown["metrics"] == {"accuracy": 0.9} and shown["details"]["card"] == card.read_text()
     assert "artefact_path" not in shown and shown["store"] == "database"
     assert "default of stage cnn: fr-cnn:2" in invoke("set-default", "fr-cnn", "2").output

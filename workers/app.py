@@ -12,6 +12,11 @@ variable                                    meaning                             
                                             worker that died is delivered again
 ``SURVEY_CLASSIFIER_RESTORE_INTERVAL``      seconds between sweeps for such      ``30``
                                             messages
+``SURVEY_CLASSIFIER_WARM``                  ``0``: do not load and warm the      ``1``
+                                            default stages when a worker
+                                            process starts
+``SURVEY_CLASSIFIER_WARM_TIMEOUT``          seconds a worker process may take    ``300``
+                                            to start (warming included)
 ==========================================  ===================================  ==========================
 
 Messages are JSON only (pickle is refused), acknowledged late (after the
@@ -64,6 +69,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
     worker_hijack_root_logger=False,
+    # a process warms its stages before it reports up (workers/warm.py): give it time to
+    worker_proc_alive_timeout=float(os.environ.get("SURVEY_CLASSIFIER_WARM_TIMEOUT", "300")),
     worker_send_task_events=True,
     task_send_sent_event=True,
 )

@@ -30,6 +30,7 @@ from survey_classifier.db.models import RunRow
 from survey_classifier.errors import StageConfigError
 from survey_classifier.modelref import ModelRef
 from survey_classifier.pipeline import Pipeline
+from survey_classifier.reuse import StoredResults
 from survey_classifier.runs import close_run_if_done, mark_batch_failed, sources_for, store_batch
 from survey_classifier.stages.registry import load_stage
 from survey_classifier.workers.app import app
@@ -52,10 +53,13 @@ _pipelines: dict[str, Pipeline] = {}
 
 @worker_process_init.connect
 def _fresh_process(**_kwargs):
-    """Each worker process makes its own engine and sessions, never the parent's."""
+    """Each worker process makes its own engine and sessions, never the parent's, and warms its stages."""
+    from survey_classifier.workers.warm import warm_process
+
     global _engine
     _engine = None
     _pipelines.clear()
+    warm_process(engine())
 
 
 def engine():
@@ -68,15 +72,16 @@ def engine():
 def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipeline:
     """The run's stages with their models, built, verified and set up once per process."""
     with engine().connect() as connection:
-        described = connection.execute(select(RunRow.stages).where(RunRow.id == run_id)).scalar_one_or_none()
-    if described is None:
+        run = connection.execute(select(RunRow.stages, RunRow.config).where(RunRow.id == run_id)).first()
+    if run is None:
         msg = f"run {run_id} is not in the database {engine().url.render_as_string(hide_password=True)}"
         raise StageConfigError(msg)
+    described, reuse = run.stages, (run.config or {}).get("reuse") or {}
     models = dict(models or {})
-    key = json.dumps([described, models], sort_keys=True)
+    key = json.dumps([described, models, reuse], sort_keys=True)
     if key not in _pipelines:
         stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
-        pipeline = Pipeline(stages)
+        pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse))
         pipeline.setup()
         _pipelines[key] = pipeline
         log.info(

@@ -32,9 +32,9 @@ def train_anomaly(db_url, output, run_id, som_stage, cnn_stage, measure_stage, n
     """Fit the anomaly scorer on a catalogue already run through measure, som and cnn."""
     from survey_classifier.anomaly.fit import fit_from_database
     from survey_classifier.anomaly.scorer import DEFAULT_WEIGHTS
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
 
-    engine = make_engine(db_url)
+    engine = open_database(db_url)
     chosen = dict(DEFAULT_WEIGHTS, **_parse_weights(weights))
     try:
         scorer, path = fit_from_database(
@@ -91,11 +91,11 @@ def evaluate_anomaly(db_url, run_id, rules, seed, output):
 
     from survey_classifier.anomaly.report import evaluate_scores, image_statistics, rare_mask
     from survey_classifier.anomaly.scorer import COMPONENTS
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
     from survey_classifier.formats import write_table
     from survey_classifier.query import query_results
 
-    engine = make_engine(db_url)
+    engine = open_database(db_url)
     table = query_results(engine, run_id=run_id)
     if "anomaly_score" not in table.colnames:
         fail("no anomaly scores in this database; run classify with the anomaly stage first")

@@ -11,7 +11,7 @@ from astropy.table import Table
 
 from survey_classifier.errors import SurveyClassifierError
 
-__all__ = ["make_gallery", "rare_mask", "image_statistics", "evaluate_scores"]
+__all__ = ["make_gallery", "gallery_figure", "rare_mask", "image_statistics", "evaluate_scores"]
 
 
 def _stretched(path: str) -> np.ndarray | None:
@@ -27,54 +27,78 @@ def _stretched(path: str) -> np.ndarray | None:
     return stretch(data)
 
 
-def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tuple[Path, Path]:
-    """Write ``gallery.png`` (a grid) and ``index.html`` (a table with each cutout).
+def gallery_figure(table: Table, title: str = "Top anomalies"):
+    """The grid of ``gallery.png`` (a matplotlib Figure) and which rows had a readable image.
 
-    ``table`` is the output of :func:`survey_classifier.query.top_anomalies`.
+    Constrained layout keeps the title clear of the tiles' captions.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    directory = Path(directory)
-    (directory / "cutouts").mkdir(parents=True, exist_ok=True)
     n = len(table)
     columns = min(5, max(n, 1))
     rows = max(1, int(np.ceil(n / columns)))
-    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.3 * rows), squeeze=False)
-    entries = []
-    for i, (axis, row) in enumerate(zip(axes.flat, table)):
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.0 * columns, 3.3 * rows + 0.4), squeeze=False, layout="constrained"
+    )
+    images = []
+    for rank, (axis, row) in enumerate(zip(axes.flat, table), start=1):
         image = _stretched(str(row["path"]))
         label = _text(row, "cnn_label")
         node = f"({_text(row, 'som_node_x')},{_text(row, 'som_node_y')})"
-        caption = f"#{i + 1} score {float(row['anomaly_score']):.3f}\n{label} node {node}"
+        caption = f"#{rank} {_shortened(_name(row), 36)}\nscore {float(row['anomaly_score']):.3f}  {label}  node {node}"
         if image is not None:
             axis.imshow(image, origin="lower", cmap="inferno")
-            single = directory / "cutouts" / f"{i + 1:04d}.png"
-            plt.imsave(single, image, origin="lower", cmap="inferno")
         axis.set_title(caption, fontsize=8)
         axis.set_axis_off()
-        entries.append((i + 1, row, image is not None))
+        images.append(image)
     for axis in list(axes.flat)[n:]:
         axis.set_axis_off()
     figure.suptitle(title)
-    figure.tight_layout()
+    return figure, images
+
+
+def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tuple[Path, Path]:
+    """Write ``gallery.png`` (a grid) and ``index.html`` (a table with each cutout).
+
+    ``table`` is the output of :func:`survey_classifier.query.top_anomalies`,
+    most anomalous first. The page names each source (its catalogue id,
+    else its file's name), gives RA and Dec, and links the FITS file.
+    """
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    (directory / "cutouts").mkdir(parents=True, exist_ok=True)
+    figure, images = gallery_figure(table, title)
     png = directory / "gallery.png"
     figure.savefig(png, dpi=90)
     plt.close(figure)
+    for rank, image in enumerate(images, start=1):
+        if image is not None:
+            plt.imsave(directory / "cutouts" / f"{rank:04d}.png", image, origin="lower", cmap="inferno")
+    shown = {"anomaly_score", "anomaly_rank", "anomaly_stage_version", "anomaly_model_ref", "anomaly_run_id",
+             "anomaly_model_sha256", "anomaly_percentile"}
     component_columns = [c for c in table.colnames if c.startswith("anomaly_") and not c.endswith("_pct")
-                         and c not in ("anomaly_score", "anomaly_stage_version", "anomaly_model_ref", "anomaly_run_id")]
-    headings = ["rank", "cutout", "name", "score", "label", "SOM node", *component_columns]
+                         and c not in shown]
+    headings = ["rank", "cutout", "name", "RA (deg)", "Dec (deg)", "score", "percentile", "label", "SOM node",
+                *(c.removeprefix("anomaly_") for c in component_columns)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in headings)
     body = []
-    for rank, row, has_image in entries:
-        image = f'<img src="cutouts/{rank:04d}.png" width="128">' if has_image else "unreadable"
+    for rank, (row, image) in enumerate(zip(table, images), start=1):
+        path = Path(str(row["path"]))
+        picture = f'<img src="cutouts/{rank:04d}.png" width="128" alt="">' if image is not None else "unreadable"
+        name = f'<a href="{html.escape(path.resolve().as_uri())}" title="{html.escape(str(path))}">' \
+               f"{html.escape(_name(row))}</a>"
         cells = [
             str(rank),
-            image,
-            html.escape(Path(str(row["path"])).name),
+            picture,
+            name,
+            _text(row, "ra_deg", ".5f"),
+            _text(row, "dec_deg", ".5f"),
             f"{float(row['anomaly_score']):.3f}",
+            _text(row, "anomaly_percentile", ".1f"),
             html.escape(_text(row, "cnn_label")),
             f"({_text(row, 'som_node_x')}, {_text(row, 'som_node_y')})",
             *[html.escape(_text(row, c)) for c in component_columns],
@@ -84,7 +108,7 @@ def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tu
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px;font-size:13px}"
         "table{border-collapse:collapse}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1><p><img src='gallery.png' width='100%'></p>"
+        f"<body><h1>{html.escape(title)}</h1><p><img src='gallery.png' width='100%' alt=''></p>"
         f"<table><tr>{head}</tr>{''.join(body)}</table></body></html>"
     )
     index = directory / "index.html"
@@ -92,14 +116,24 @@ def make_gallery(table: Table, directory, *, title: str = "Top anomalies") -> tu
     return png, index
 
 
-def _text(row, column) -> str:
+def _shortened(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _name(row) -> str:
+    """The source's catalogue id, else its file's name without the suffix."""
+    name = _text(row, "catalogue_id")
+    return name if name != "-" else Path(str(row["path"])).name.removesuffix(".gz").rsplit(".", 1)[0]
+
+
+def _text(row, column, fmt: str = ".3g") -> str:
     if column not in row.colnames:
         return "-"
     value = row[column]
     if np.ma.is_masked(value):
         return "-"
     if isinstance(value, (float, np.floating)):
-        return f"{value:.3g}"
+        return format(value, fmt)
     return str(value)
 
 

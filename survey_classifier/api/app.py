@@ -126,9 +126,9 @@ def create_app(
     engine : Engine, optional
         An engine to use instead of one made from ``db_url``.
     """
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
 
-    engine = engine if engine is not None else make_engine(db_url)
+    engine = engine if engine is not None else open_database(db_url)
     if write_token is not None and len(write_token) < 16:
         msg = "the write token must be at least 16 characters long"
         raise SurveyClassifierError(msg)
@@ -169,7 +169,9 @@ def create_app(
              responses={**table_responses(TablePage), **errors(400, 422)})
     def results(
         stage: Stage = None,
-        label: Annotated[str | None, Query(pattern=_LABEL, description="Class label of `stage`.")] = None,
+        label: Annotated[str | None, Query(
+            pattern=_LABEL, description="Class label of `stage`, else of any classification stage that gave it."
+        )] = None,
         min_probability: Probability = None,
         max_probability: Probability = None,
         run: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Run id.")] = None,

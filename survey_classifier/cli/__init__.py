@@ -31,6 +31,7 @@ __all__ = ["main"]
         "status": "survey_classifier.cli.distributed:status",
         "retry-failed": "survey_classifier.cli.distributed:retry_failed_command",
         "worker": "survey_classifier.cli.distributed:worker",
+        "runs": "survey_classifier.cli.runs:runs",
         "labels": "survey_classifier.labels.cli:labels",
     },
     context_settings={"help_option_names": ["-h", "--help"]},

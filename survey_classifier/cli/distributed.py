@@ -40,39 +40,52 @@ def _use_services(db_url: str | None, broker: str | None) -> None:
 @catalogue_options
 @click.option("--no-wait", is_flag=True, help="Queue the batches and return at once.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def submit(inputs, db_url, broker, stages, params, batch_size, queue, no_wait, quiet, **columns):
+def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue, no_wait, quiet, **columns):
     """Queue INPUTS to Celery workers; follow progress from the database."""
-    from tqdm import tqdm
-
+    from survey_classifier.cli.progress import RunProgress, echo_errors_hint
     from survey_classifier.distributed import submit_run, wait_for_run
+    from survey_classifier.query import failed_by_stage
 
     _use_services(db_url, broker)
-    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns)
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, recompute=recompute)
     start = time.perf_counter()
     run_id, n_batches = submit_run(engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config)
     click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")
     if no_wait:
         return
-    with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
-
-        def progress(status):
-            bar.n = status.n_done
-            bar.set_postfix(failed=status.n_failed, refresh=False)
-            bar.refresh()
-
-        status = wait_for_run(engine, run_id, progress=progress)
+    with RunProgress(len(sources), quiet=quiet, stages=[s.name for s in stage_list]) as bar:
+        status = wait_for_run(
+            engine, run_id, progress=lambda status: bar.status(
+                status.n_done, failed_by_stage(engine, run_id),
+                note="waiting for workers" if waiting_for_workers(status) else "",
+            ),
+        )
     _print_status(status, time.perf_counter() - start)
+    if status.n_failed:
+        by_stage = sorted(failed_by_stage(engine, run_id).items(), key=lambda item: -item[1])
+        click.echo("failed cutouts by stage: " + ", ".join(f"{stage} {n}" for stage, n in by_stage))
+    echo_errors_hint(run_id, db_url, status.n_failed)
     if status.n_done and status.n_done == status.n_failed:
         sys.exit(1)
+
+
+def waiting_for_workers(status) -> bool:
+    """A running run of which no batch has been stored or given up yet: no worker has reached it."""
+    return status.status == "running" and not status.batches.get("done") and not status.batches.get("failed")
 
 
 def _print_status(status, elapsed=None) -> None:
     timing = f" in {elapsed:.1f} s ({status.n_done / max(elapsed, 1e-9):.0f} cutouts/s)" if elapsed else ""
     batches = ", ".join(f"{k} {v}" for k, v in sorted(status.batches.items()))
+    state = "waiting for workers" if waiting_for_workers(status) else status.status
     click.echo(
-        f"run {status.run_id} [{status.status}]: {status.n_cutouts} cutouts, {status.n_done} done "
+        f"run {status.run_id} [{state}]: {status.n_cutouts} cutouts, {status.n_done} done "
         f"({status.n_done - status.n_failed} processed, {status.n_failed} failed){timing}; batches: {batches}"
     )
+    if waiting_for_workers(status):
+        click.echo("  no batch finished yet: are workers running on this database and broker "
+                   "(`survey-classifier worker --db ... --broker ...`)? "
+                   "A fresh worker first loads and warms its stages.")
     for stage, message, count in status.errors:
         click.echo(f"  {count} x [{stage}] {message}")
 
@@ -82,10 +95,10 @@ def _print_status(status, elapsed=None) -> None:
 @db_option
 def status(run_id, db_url):
     """Progress and failures of run RUN_ID."""
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
     from survey_classifier.distributed import run_status
 
-    _print_status(run_status(make_engine(db_url), run_id))
+    _print_status(run_status(open_database(db_url), run_id))
 
 
 @click.command("retry-failed")
@@ -97,11 +110,11 @@ def status(run_id, db_url):
               help="Also requeue batches queued more than this many seconds ago (lost by the broker).")
 def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
     """Queue again the failed batches of RUN_ID (and, optionally, stalled ones)."""
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
     from survey_classifier.distributed import retry_failed
 
     _use_services(db_url, broker)
-    n = retry_failed(make_engine(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
+    n = retry_failed(open_database(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
     click.echo(f"run {run_id}: {n} batches queued again on '{queue}'")
 
 
@@ -113,9 +126,24 @@ def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
               help="Worker processes (default: one per core; use 1 per GPU for gpu).")
 @click.option("-n", "--hostname", default=None, help="Worker name (default: celery@HOST).")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(db_url, broker, queues, concurrency, hostname, loglevel):
-    """Start a Celery worker for the given queues."""
+@click.option("--warm/--no-warm", default=None,
+              help="Load and run the default stages once in each worker process before its first batch "
+                   "(default: on, unless $SURVEY_CLASSIFIER_WARM=0).")
+def worker(db_url, broker, queues, concurrency, hostname, loglevel, warm):
+    """Start a Celery worker for the given queues.
+
+    Each worker process first loads the database's default stages with
+    their models and runs them once (its log says what and how long), so
+    that the first batch of a run is as fast as the others.
+    """
+    from survey_classifier.db.checks import open_database
+
+    open_database(db_url).dispose()  # a missing database or an old schema: one line now, not in every task
     _use_services(db_url, broker)
+    from survey_classifier.workers.warm import WARM_ENV
+
+    if warm is not None:
+        os.environ[WARM_ENV] = "1" if warm else "0"
     from survey_classifier.workers.app import app
     from survey_classifier.workers.queues import QUEUES
 

@@ -83,12 +83,48 @@ def list_(db_url, stage, active):
 @db_option
 @click.argument("name")
 @click.argument("version", required=False)
-def show(db_url, name, version):
-    """Show one model (its newest version when VERSION is not given) as JSON."""
+@click.option("--json", "as_json", is_flag=True, help="The registry record as JSON (for scripts).")
+def show(db_url, name, version, as_json):
+    """Show one model (its newest version when VERSION is not given): record, metrics, model card."""
     from survey_classifier.registry import get_model
 
     model = get_model(_engine(db_url), name, version)
-    click.echo(json.dumps(model, indent=2, default=str, sort_keys=True))
+    if as_json:
+        click.echo(json.dumps(model, indent=2, default=str, sort_keys=True))
+        return
+    click.echo(render_model(model))
+
+
+def render_model(model: dict) -> str:
+    """A registered model as text: its record, its metrics as a table and its card as the Markdown it is."""
+    details = dict(model.get("details") or {})
+    card = details.pop("card", None)
+    lines = [_describe(model), ""]
+    for label, value in (("file", model["filename"]), ("sha256", model["sha256"]), ("stored in", model["store"]),
+                         ("registered", str(model.get("created_at"))[:19])):
+        lines.append(f"{label:<11} {value}")
+    metrics = model.get("metrics") or {}
+    lines += ["", "metrics:" if metrics else "metrics: none recorded"]
+    if metrics:
+        width = max(len(str(k)) for k in metrics)
+        lines.append(f"  {'metric':<{width}}  value")
+        lines.append(f"  {'-' * width}  {'-' * 5}")
+        lines += [f"  {name:<{width}}  {_value(value)}" for name, value in sorted(metrics.items())]
+    if details:
+        lines += ["", "details:"]
+        lines += [f"  {key}: {_value(value)}" for key, value in sorted(details.items())]
+    lines += ["", "model card:" if card else "model card: none (models register --card CARD.md adds one)"]
+    if card:
+        lines += ["", card.rstrip()]
+    return "\n".join(lines)
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
 
 
 @models.command("set-default")

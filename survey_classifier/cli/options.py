@@ -6,11 +6,13 @@ import json
 
 import click
 
+from survey_classifier.cli.group import DB_URL_KEY
 from survey_classifier.formats import EXPORT_FORMATS
 from survey_classifier.workers.queues import QUEUES
 
 __all__ = [
     "db_option",
+    "remember_db_url",
     "broker_option",
     "queue_option",
     "format_option",
@@ -19,10 +21,19 @@ __all__ = [
     "parse_params",
 ]
 
+
+
+def remember_db_url(ctx: click.Context, _param, value):
+    """Keep the ``--db`` URL where the command group finds it to explain a database problem."""
+    ctx.meta[DB_URL_KEY] = value
+    return value
+
+
 db_option = click.option(
     "--db",
     "db_url",
     default=None,
+    callback=remember_db_url,
     help="Database URL (default: $SURVEY_CLASSIFIER_DB or sqlite:///survey-classifier.db).",
 )
 
@@ -62,7 +73,10 @@ def catalogue_options(function):
 
 
 def stage_options(function):
-    """``--stages`` and ``--param``."""
+    """``--stages``, ``--param`` and ``--recompute``."""
+    function = click.option("--recompute", is_flag=True,
+                            help="Compute the stages that named ones need, instead of reading their stored results.")(
+        function)
     function = click.option("--param", "params", multiple=True,
                             help="Stage parameter STAGE.NAME=VALUE (VALUE as JSON).")(function)
     return click.option("--stages", default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from survey_classifier.cli.group import CommandGroup
-from survey_classifier.cli.options import db_option
+from survey_classifier.cli.options import db_option, remember_db_url
 
 __all__ = ["plugins"]
 
@@ -16,7 +16,7 @@ def plugins():
 
 
 @plugins.command("list")
-@click.option("--db", "db_url", default=None,
+@click.option("--db", "db_url", default=None, callback=remember_db_url,
               help="Also read which stages this database enables (default: only what is installed).")
 def plugins_list(db_url):
     """List installed stages: version, result kind, whether they run by default, origin."""

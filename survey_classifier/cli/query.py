@@ -20,7 +20,8 @@ _PRINTED = ("cutout_id", "catalogue_id", "ra_deg", "dec_deg", "separation_arcsec
 @click.command()
 @db_option
 @click.option("--stage", default=None, help="Only cutouts with results of this stage (filters apply to it).")
-@click.option("--label", default=None, help="Only this class label.")
+@click.option("--label", default=None,
+              help="Only this class label (of --stage, else of any classification stage that gave it).")
 @click.option("--min-probability", type=click.FloatRange(0, 1), default=None)
 @click.option("--run", "run_id", type=int, default=None, help="Only cutouts written by this run.")
 @click.option("--ra", default=None, help="Cone centre RA: degrees (150.25) or sexagesimal hours (10:01:00, 10h01m).")
@@ -50,35 +51,30 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, position, radi
           top_anomalies, gallery, anomaly_stage, label_class, interesting, columns, describe, output, fmt):
     """Print or export results, one row per cutout."""
     from survey_classifier.columns import columns_block, select_columns
-    from survey_classifier.db import make_engine
+    from survey_classifier.db.checks import open_database
     from survey_classifier.formats import EXPORT_FORMATS, table_bytes, write_table
     from survey_classifier.query import query_errors, query_results
 
-    engine = make_engine(db_url)
     if gallery and not top_anomalies:
         fail("--gallery needs --top-anomalies N")
-    try:
-        if show_errors:
-            table = query_errors(engine, run_id=run_id)
-        elif top_anomalies:
-            from survey_classifier.anomaly.report import make_gallery
-            from survey_classifier.query import top_anomalies as top
+    engine = open_database(db_url)
+    if show_errors:
+        table = query_errors(engine, run_id=run_id)
+    elif top_anomalies:
+        from survey_classifier.anomaly.report import make_gallery
+        from survey_classifier.query import top_anomalies as top
 
-            table = top(engine, top_anomalies, run_id=run_id, stage=anomaly_stage)
-            if gallery:
-                png, page = make_gallery(table, gallery)
-                click.echo(f"gallery: {png} and {page}")
-        else:
-            picks = dict(v.split("=", 1) for v in versions if "=" in v)
-            cone = _cone(ra, dec, position, radius)
-            table = query_results(
-                engine, stage=stage, label=label, min_probability=min_probability, run_id=run_id,
-                versions=picks, limit=limit, label_class=label_class, interesting=interesting, **cone,
-            )
-    except Exception as exc:  # a database without the schema, typically
-        if "no such table" in str(exc) or "does not exist" in str(exc):
-            fail("the database has no survey-classifier tables; run `survey-classifier db upgrade` first")
-        raise
+        table = top(engine, top_anomalies, run_id=run_id, stage=anomaly_stage)
+        if gallery:
+            png, page = make_gallery(table, gallery)
+            click.echo(f"gallery: {png} and {page}")
+    else:
+        picks = dict(v.split("=", 1) for v in versions if "=" in v)
+        cone = _cone(ra, dec, position, radius)
+        table = query_results(
+            engine, stage=stage, label=label, min_probability=min_probability, run_id=run_id,
+            versions=picks, limit=limit, label_class=label_class, interesting=interesting, **cone,
+        )
     table = select_columns(table, columns)
     if describe:
         _print_columns(columns_block(table))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -14,22 +15,28 @@ from survey_classifier.cli.options import catalogue_options, db_option, parse_pa
 __all__ = ["classify", "demo", "prepare_run", "print_summary"]
 
 
-def prepare_run(db_url, inputs, stages, params, columns):
+def prepare_run(db_url, inputs, stages, params, columns, *, recompute=False):
     """Upgrade the database, build the stages with their registry models and expand INPUTS,
-    as both ``classify`` and ``submit`` start: ``(engine, stage_list, sources, config)``."""
+    as both ``classify`` and ``submit`` start: ``(engine, stage_list, sources, config)``.
+
+    Stages that named ones need come along; ``config["reuse"]`` says which
+    of them are read from the database where stored (``--recompute``: none).
+    """
     from survey_classifier.db import make_engine, upgrade
     from survey_classifier.io.inputs import expand_inputs
-    from survey_classifier.stages.plan import build_stages
+    from survey_classifier.stages.plan import plan_stages
 
     upgrade(db_url)
     engine = make_engine(db_url)
     parsed = parse_params(params)
     names = [n.strip() for n in stages.split(",") if n.strip()] if stages else None
-    stage_list = build_stages(names, parsed, engine)
+    plan = plan_stages(names, parsed, engine, recompute=recompute)
     sources = expand_inputs(list(inputs), **columns)
     if not sources:
         fail(f"no cutouts found in {list(inputs)}")
-    return engine, stage_list, sources, {"inputs": list(inputs), "params": parsed}
+    if plan.reuse:
+        click.echo(plan.describe_reuse(), err=True)
+    return engine, plan.stages, sources, {"inputs": list(inputs), "params": parsed, "reuse": plan.reuse}
 
 
 @click.command()
@@ -41,24 +48,23 @@ def prepare_run(db_url, inputs, stages, params, columns):
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1), help="Refuse images with more pixels.")
 @catalogue_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def classify(inputs, db_url, stages, params, batch_size, max_bytes, max_pixels, quiet, **columns):
+def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, max_pixels, quiet, **columns):
     """Run the stages on INPUTS (files, directories, globs or catalogue tables).
 
     Runs in this process and stores cutouts, results and per-cutout errors in
     the database. Exits non-zero only when no cutout could be processed.
     """
-    from tqdm import tqdm
-
+    from survey_classifier.cli.progress import RunProgress
     from survey_classifier.io.fits import ReadLimits
     from survey_classifier.pipeline import run_pipeline
 
-    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns)
+    engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, recompute=recompute)
     limits = ReadLimits(**{k: v for k, v in {"max_bytes": max_bytes, "max_pixels": max_pixels}.items() if v})
-    with tqdm(total=len(sources), unit="cutout", disable=quiet, file=sys.stderr) as bar:
+    with RunProgress(len(sources), quiet=quiet, stages=[s.name for s in stage_list]) as bar:
         summary = run_pipeline(
-            sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.update
+            sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.batch_done
         )
-    print_summary(summary, stage_list)
+    print_summary(summary, stage_list, db_url=db_url)
     if summary.n_cutouts and summary.n_processed == 0 and not _any_stage_result(summary):
         sys.exit(1)
 
@@ -67,22 +73,36 @@ def _any_stage_result(summary) -> bool:
     return summary.n_failed < summary.n_cutouts or any(stage != "read" for _, stage, _ in summary.failures)
 
 
-def print_summary(summary, stages) -> None:
-    """The closing lines of a run: counts, rate, stages and models, time per step, failures by reason."""
+def print_summary(summary, stages, *, db_url=None) -> None:
+    """The closing lines of a run: counts, rate, stages and models, results read from the database,
+    time per step, failures by reason and the command that lists them all."""
+    from survey_classifier.cli.progress import echo_errors_hint
+
     described = ", ".join(f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages)
     click.echo(
         f"run {summary.run_id}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, "
         f"{summary.n_failed} failed, in {summary.elapsed_s:.1f} s "
         f"({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s); stages: {described}"
     )
+    if summary.reused:
+        parts = ", ".join(f"{stage} {count}" for stage, count in sorted(summary.reused.items()))
+        click.echo(f"read from the database (stored by an earlier run, same version, model and parameters): {parts}")
     if summary.timings:
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in summary.timings.items())
         click.echo(f"time: {parts}")
     if summary.failures:
-        click.echo("failures:")
-        for (stage, reason), count in summary.reasons.most_common(20):
+        reasons = summary.reasons
+        by_stage = Counter()
+        for (stage, _), count in reasons.items():
+            by_stage[stage] += count
+        click.echo("failures by stage: " + ", ".join(f"{stage} {n}" for stage, n in by_stage.most_common()))
+        click.echo("failures by reason:")
+        for (stage, reason), count in reasons.most_common(20):
             examples = [Path(p).name for p, s, r in summary.failures if s == stage and r == reason][:3]
             click.echo(f"  {count} x [{stage}] {reason} (e.g. {', '.join(examples)})")
+        if len(reasons) > 20:
+            click.echo(f"  ... and {len(reasons) - 20} more reasons")
+        echo_errors_hint(summary.run_id, db_url, summary.n_failed)
 
 
 @click.command()

@@ -21,6 +21,7 @@ from survey_classifier.errors import CatalogueError
 
 __all__ = [
     "upsert_rows", "upsert_cutouts", "store_results", "store_errors", "clear_errors", "record_catalogue_columns",
+    "result_from_row",
 ]
 
 RESULT_KEY = ("cutout_id", "stage", "stage_version", "model_ref")
@@ -121,6 +122,29 @@ def _result_row(kind: str, result: dict[str, Any]) -> dict[str, Any]:
         row.setdefault("embedding_dtype", None)
     row["extra"] = extra or None
     return row
+
+
+#: Columns of a result table that are bookkeeping or derived, not part of what the stage returned.
+_NOT_RESULT = {"id", "cutout_id", "stage", "stage_version", "model_ref", "model_sha256", "run_id", "updated_at",
+               "extra", "probability", "embedding_dtype", "rank", "percentile"}
+
+
+def result_from_row(kind: str, row) -> dict[str, Any]:
+    """The stage result a stored row holds: the inverse of the split done on storing.
+
+    The kind's columns and the keys kept in ``extra``; a classification's
+    embedding as a float32 array again. Values are as stored (a NaN was
+    stored as None).
+    """
+    mapping = row._mapping if hasattr(row, "_mapping") else row
+    table = RESULT_TABLES[kind].__table__
+    result = {name: mapping[name] for name in table.c.keys() if name not in _NOT_RESULT and name in mapping}
+    if kind == "classification":
+        blob = result.pop("embedding", None)
+        if blob is not None:
+            result["embedding"] = np.frombuffer(blob, dtype=np.dtype(mapping["embedding_dtype"] or "<f4")).copy()
+    result.update(mapping.get("extra") or {})
+    return result
 
 
 def _plain(value):

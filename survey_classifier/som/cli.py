@@ -1,7 +1,10 @@
-"""``survey-classifier train som``: train a rotation-invariant SOM from FITS cutouts.
+"""``survey-classifier train som`` and ``show som``: train a rotation-invariant SOM, draw it.
 
-Mounted by the main command line as ``train som`` (and ``show som`` for
-:func:`show_som`). Writes ``som.npz`` plus the PNG pictures into ``--out``.
+Mounted by the main command line as ``train som`` and ``show som``.
+Training writes ``som.npz`` plus the PNG pictures into ``--out`` (and, with
+``--labels``, ``neurons.json``: each neuron's class counts and label).
+``show som`` draws a map from its ``som.npz``, with hit counts, classes and
+a neuron's members when given a results database.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-__all__ = ["train_som", "show_som", "load_training_images"]
+__all__ = ["train_som", "show_som", "load_training_images", "preprocess_options"]
 
-_PICTURES = ("prototypes.png", "hits.png", "best_matches.png")
+_PICTURES = ("prototypes.png", "hits.png", "umatrix.png", "labels.png", "best_matches.png")
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -58,6 +61,64 @@ def load_training_images(inputs, config, *, progress=False):
     return np.stack(images), used
 
 
+def preprocess_options(command):
+    """The click options of :class:`~survey_classifier.preprocess.PreprocessConfig`."""
+    options = [
+        click.option("--size", "image_size", default=64, show_default=True, type=int,
+                     help="Preprocessed image side [pixels]."),
+        click.option("--crop", default=None, type=int, help="Central crop before resizing [pixels] (--extent fixed)."),
+        click.option("--centre", type=click.Choice(["image", "emission"]), default="image", show_default=True,
+                     help="Centre the window on the cutout or on its islands' flux-weighted centroid."),
+        click.option("--extent", type=click.Choice(["fixed", "arcsec", "islands"]), default="fixed",
+                     show_default=True, help="Window side: --crop pixels, --crop-arcsec, or the source's islands."),
+        click.option("--crop-arcsec", type=float, default=None, help="Window side in arcsec (--extent arcsec)."),
+        click.option("--source-fill", type=float, default=0.8, show_default=True,
+                     help="--extent islands: the source diameter spans this fraction of the window."),
+        click.option("--source-flux-fraction", type=float, default=0.9, show_default=True,
+                     help="--extent islands: the source radius holds this fraction of the islands' flux."),
+        click.option("--crop-min", type=float, default=16.0, show_default=True,
+                     help="--extent islands: smallest window side [input pixels]."),
+        click.option("--islands-only/--no-islands-only", default=False, show_default=True,
+                     help="Zero every pixel outside the kept islands (3 sigma flood, 5 sigma seed)."),
+        click.option("--clip-sigma", type=float, default=3.0, show_default=True, help="Zero pixels below k sigma."),
+        click.option("--circle", "circle_diameter", type=float, default=None,
+                     help="Zero the image outside the centred circle of this diameter [output pixels]."),
+        click.option("--stretch", type=click.Choice(["linear", "sqrt", "log"]), default="linear",
+                     show_default=True, help="Intensity transform before the scaling (log: log(1 + S/noise))."),
+        click.option("--scaling", type=click.Choice(["minmax", "peak", "total", "none"]), default="minmax",
+                     show_default=True, help="Per-image normalisation."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _preprocess_config(options):
+    from survey_classifier.preprocess import PreprocessConfig
+
+    return PreprocessConfig(
+        size=options["image_size"], crop=options["crop"], clip_sigma=options["clip_sigma"],
+        scaling=options["scaling"], centre=options["centre"], extent=options["extent"],
+        crop_arcsec=options["crop_arcsec"], source_flux_fraction=options["source_flux_fraction"],
+        source_fill=options["source_fill"], crop_min=options["crop_min"],
+        islands_only=options["islands_only"], circle_diameter=options["circle_diameter"],
+        stretch=options["stretch"],
+    )  # fmt: skip
+
+
+def read_labels(path, column):
+    """``{file name: label}`` from a CSV with a ``file`` column (such as MiraBest's labels.csv)."""
+    import csv
+
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"file", column} - set(reader.fieldnames or ())
+        if missing:
+            msg = f"{path}: no column {sorted(missing)} (columns: {reader.fieldnames})"
+            raise click.ClickException(msg)
+        return {Path(row["file"]).name: row[column] for row in reader}
+
+
 @click.command("som")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -83,8 +144,10 @@ def load_training_images(inputs, config, *, progress=False):
 @click.option("--batch-size", default=1, show_default=True, type=int, help="1 = online updates as PINK.")
 @click.option("--init", type=click.Choice(["samples", "random"]), default="samples", show_default=True)
 @click.option("--seed", "random_state", default=0, show_default=True, type=int)
-@click.option("--size", "image_size", default=64, show_default=True, type=int, help="Preprocessed image side [pixels].")
-@click.option("--crop", default=None, type=int, help="Central crop before resizing [pixels].")
+@preprocess_options
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV with a 'file' column: label the neurons with --label-column (neurons.json, labels.png).")
+@click.option("--label-column", default="fr_class", show_default=True)
 @click.option("--checkpoint/--no-checkpoint", default=False, help="Save som.npz after every epoch.")
 @click.option("--pink/--no-pink", "write_pink", default=False, help="Also write som.pink (PINK 2 SOM file).")
 @click.option("--pictures/--no-pictures", default=True, show_default=True)
@@ -92,10 +155,10 @@ def load_training_images(inputs, config, *, progress=False):
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_som(inputs, out_dir, grid, layout, periodic, neuron_size, region_diameter, n_rotations,
               flip, n_freq, neighbourhood, learning_rate, sigma, decay, n_epochs, batch_size, init,
-              random_state, image_size, crop, checkpoint, write_pink, pictures, show, progress):  # fmt: skip
+              random_state, labels_csv, label_column, checkpoint, write_pink, pictures, show, progress,
+              **preprocessing):  # fmt: skip
     """Train a rotation/flip-invariant SOM on the FITS cutouts in INPUTS."""
     from survey_classifier.errors import SurveyClassifierError
-    from survey_classifier.preprocess import PreprocessConfig
     from survey_classifier.som import RotationInvariantSOM
 
     if n_freq not in ("auto", "all") and not str(n_freq).isdigit():
@@ -105,7 +168,7 @@ def train_som(inputs, out_dir, grid, layout, periodic, neuron_size, region_diame
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        config = PreprocessConfig(size=image_size, crop=crop)
+        config = _preprocess_config(preprocessing)
         images, used = load_training_images(inputs, config, progress=progress)
         som = RotationInvariantSOM(
             grid_shape=_grid(grid), layout=layout, periodic=periodic, neuron_size=neuron_size,
@@ -130,12 +193,31 @@ def train_som(inputs, out_dir, grid, layout, periodic, neuron_size, region_diame
         from survey_classifier.som.pink import write_som
 
         click.echo(f"PINK SOM written to {write_som(out / 'som.pink', som)}")
+    mapping = som.map(images) if pictures or labels_csv else None
+    labels = None
+    if labels_csv:
+        labels = _label_neurons(som, mapping, used, read_labels(labels_csv, label_column), out / "neurons.json")
     if pictures:
         from survey_classifier.som.plots import save_pictures
 
-        written = save_pictures(som, images, out)
+        written = save_pictures(som, images, out, mapping=mapping, labels=labels)
         (out / "training_files.json").write_text(json.dumps([str(p) for p in used], indent=1))
         _report(written.values(), show)
+
+
+def _label_neurons(som, mapping, files, labels_by_file, path):
+    from survey_classifier.som.labels import NeuronLabels
+
+    classes = [labels_by_file.get(Path(file).name, "") for file in files]
+    names = sorted({name for name in classes if name})
+    if not names:
+        msg = "none of the training files is in the --labels table"
+        raise click.ClickException(msg)
+    labels = NeuronLabels.fit(som.grid_, mapping["node"], classes, names)
+    path.write_text(json.dumps(labels.to_dict()))
+    click.echo(f"neuron labels ({', '.join(names)}; {labels.counts.sum()} labelled cutouts, "
+               f"{100 * labels.mean_purity:.1f} % in their neuron's class) written to {path}")  # fmt: skip
+    return labels
 
 
 def _report(paths, show):
@@ -145,13 +227,45 @@ def _report(paths, show):
             click.launch(str(path))
 
 
+def _node(text):
+    try:
+        x, y = (int(part) for part in text.split(","))
+    except ValueError:
+        msg = f"--node expects X,Y such as 3,4, got {text!r}"
+        raise click.BadParameter(msg) from None
+    return x, y
+
+
 @click.command("som")
-@click.argument("som_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("som_path", type=click.Path(exists=True))
+@click.option("--db", "db_url", default=None,
+              help="Results database: its cutouts are mapped for hit counts, classes and --node members.")
+@click.option("--label-column", default=None,
+              help="Column of the results table holding each cutout's class (a catalogue column such as "
+                   "fr_class, or cnn_label).")  # fmt: skip
+@click.option("--node", "nodes", multiple=True, help="X,Y of a neuron whose members to draw (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="som-pictures", show_default=True)
 @click.option("--open", "open_", is_flag=True, help="Open the pictures with the system viewer.")
-def show_som(som_dir, open_):
-    """Print (and with --open, open) the PNG pictures written beside a SOM."""
-    found = [Path(som_dir) / name for name in _PICTURES if (Path(som_dir) / name).is_file()]
-    if not found:
-        msg = f"no SOM pictures ({', '.join(_PICTURES)}) in {som_dir}; train with --pictures"
-        raise click.ClickException(msg)
-    _report(found, open_)
+def show_som(som_path, db_url, label_column, nodes, out_dir, open_):
+    """Draw the SOM in SOM_PATH (som.npz, or its folder): prototypes, U-matrix, classes, members.
+
+    A folder without som.npz but with pictures written by ``train som``
+    lists those pictures instead.
+    """
+    path = Path(som_path)
+    if path.is_dir() and not (path / "som.npz").is_file():
+        found = [path / name for name in _PICTURES if (path / name).is_file()]
+        if not found:
+            msg = f"no som.npz and no SOM pictures ({', '.join(_PICTURES)}) in {som_path}"
+            raise click.ClickException(msg)
+        _report(found, open_)
+        return
+    from survey_classifier.errors import SurveyClassifierError
+    from survey_classifier.som.drawing import draw_map
+
+    try:
+        written = draw_map(path / "som.npz" if path.is_dir() else path, out_dir, db_url=db_url,
+                           label_column=label_column, nodes=[_node(text) for text in nodes])  # fmt: skip
+    except (SurveyClassifierError, ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report(written, open_)

@@ -608,8 +608,12 @@ class RotationInvariantSOM:
 
     # --- settings checks and persistence ---------------------------------------
     def check_settings(self, *, neuron_size=None, n_rotations=None, flip=None,
-                       region_diameter=None, region_shape=None, source="") -> None:
+                       region_diameter=None, region_shape=None, preprocess=None, source="") -> None:
         """Refuse mapping settings that differ from those the map was trained with.
+
+        ``preprocess`` (a :class:`~survey_classifier.preprocess.PreprocessConfig`
+        or its dict) is compared field by field with the preparation the map
+        records.
 
         Raises
         ------
@@ -636,6 +640,7 @@ class RotationInvariantSOM:
                 wrong.append(f"region_shape={value!r} (trained with 'circle')")
             elif type(trained[key])(value) != trained[key]:
                 wrong.append(f"{key}={value!r} (trained with {trained[key]!r})")
+        wrong.extend(self._preprocess_differences(preprocess))
         if wrong:
             where = f" {source}" if source else ""
             msg = (
@@ -643,6 +648,20 @@ class RotationInvariantSOM:
                 + "; ".join(wrong)
             )
             raise ModelError(msg)
+
+    def _preprocess_differences(self, preprocess) -> list[str]:
+        if preprocess is None:
+            return []
+        asked = preprocess.to_dict() if isinstance(preprocess, PreprocessConfig) else (
+            PreprocessConfig.from_dict(dict(preprocess)).to_dict()
+        )  # fmt: skip
+        trained = self.preprocess_dict_
+        if trained is None:
+            return ["preprocess given, but the map records no preprocessing"]
+        return [
+            f"preprocess {key}={asked[key]!r} (trained with {trained[key]!r})"
+            for key in sorted(asked) if asked[key] != trained[key]
+        ]  # fmt: skip
 
     def metadata(self) -> dict:
         params = {name: getattr(self, name) for name in self._SAVED_PARAMS}
@@ -719,7 +738,12 @@ class RotationInvariantSOM:
         params["learning_rate"] = tuple(params["learning_rate"])
         if params["sigma"] is not None:
             params["sigma"] = tuple(params["sigma"])
-        som = cls(**params, preprocess_config=meta["preprocess"])
+        try:
+            preprocess = None if meta["preprocess"] is None else PreprocessConfig.from_dict(meta["preprocess"])
+        except ValueError as exc:
+            msg = f"{path}: its preprocessing record cannot be used: {exc}"
+            raise ModelError(msg) from exc
+        som = cls(**params, preprocess_config=preprocess)
         som._build()
         expected = (som.polar_.n_freq, som.polar_.n_rings, som.grid_.n_nodes)
         if neurons.shape != expected or neurons.dtype != np.complex64:

@@ -126,10 +126,8 @@ class AnomalyStage(Stage):
                 "measure_ref": scorer.measure_ref}
 
     def setup(self) -> None:
-        from survey_classifier.anomaly.scorer import AnomalyScorer
-
         if not hasattr(self, "_scorer"):
-            self._scorer = AnomalyScorer.load(self.model_.path)
+            self._scorer = _load_scorer_once(self.model_.path, self.model_.sha256)
 
     def _check_versions(self, cutout) -> None:
         scorer = self._scorer
@@ -220,3 +218,17 @@ class AnomalyStage(Stage):
                 for i, r, p in zip(ids, ranks, percentiles)
             ],
         )
+
+
+_SCORERS: dict[tuple[str, str], object] = {}
+
+
+def _load_scorer_once(path: Path, sha256: str):
+    """The scorer of these bytes, loaded once per process (loading refits its isolation forest;
+    workers build stages per run and warm them when they start)."""
+    from survey_classifier.anomaly.scorer import AnomalyScorer
+
+    key = (str(path), sha256)
+    if key not in _SCORERS:
+        _SCORERS[key] = AnomalyScorer.load(path)
+    return _SCORERS[key]

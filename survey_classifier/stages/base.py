@@ -170,8 +170,27 @@ class Stage(abc.ABC):
         return names
 
     def get_params(self) -> dict[str, Any]:
-        """The keyword parameters this stage was built with."""
-        return {name: getattr(self, name) for name in self._param_names()}
+        """The keyword parameters this stage was built with.
+
+        Raises
+        ------
+        StageConfigError
+            When ``__init__`` did not store a parameter under its own name
+            (the rule that lets a run record, and a worker rebuild, the stage).
+        """
+        params = {}
+        for name in self._param_names():
+            try:
+                params[name] = getattr(self, name)
+            except AttributeError as exc:
+                msg = (
+                    f"stage {self.name!r} ({type(self).__qualname__}): __init__ takes the parameter {name!r} but "
+                    f"does not store it as self.{name}; store every keyword parameter under its own name "
+                    f"(self.{name} = {name}), as runs record the parameters and workers rebuild the stage "
+                    f"from them (derived values belong in setup(), or in attributes ending in '_')"
+                )
+                raise StageConfigError(msg) from exc
+        return params
 
     # -- the model ------------------------------------------------------
     @classmethod
@@ -305,7 +324,10 @@ class Stage(abc.ABC):
         """
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        try:
+            params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        except StageConfigError:  # a repr never raises; get_params() says what is wrong
+            params = "..."
         return f"{type(self).__name__}({params})"
 
 

@@ -7,8 +7,9 @@ with). The shipped FR I / FR II model is ``fr-cnn:1``
 (``survey_classifier/models/fr-cnn``).
 
 One ONNX Runtime session is created per process and model, lazily in
-:meth:`CNNStage.setup`, with the CUDA provider first when it is available
-and the CPU provider otherwise; the provider in use is logged.
+:meth:`CNNStage.setup`, with the CUDA provider first when it can start
+and the CPU provider otherwise (decided beforehand, and said once per
+process, by :mod:`survey_classifier.onnx_providers`).
 """
 
 from __future__ import annotations
@@ -193,15 +194,10 @@ class CNNStage(Stage):
 
     # -- session ----------------------------------------------------------
     def _wanted_providers(self) -> list[str]:
-        import onnxruntime as ort
+        from survey_classifier.onnx_providers import CPU, CUDA, usable_providers
 
-        wanted = list(self.providers or ("CUDAExecutionProvider", "CPUExecutionProvider"))
-        available = set(ort.get_available_providers())
-        chosen = [p for p in wanted if p in available]
-        if not chosen:
-            msg = f"none of the ONNX Runtime providers {wanted} is available here ({sorted(available)})"
-            raise StageConfigError(msg)
-        return chosen
+        wanted = list(self.providers or (CUDA, CPU))
+        return usable_providers(wanted, stage=self.name, explicit=self.providers is not None)
 
     def setup(self) -> None:
         """Open (or reuse) this process's session on the verified model file."""
@@ -222,12 +218,14 @@ class CNNStage(Stage):
     def _open_session(self, model, providers):
         import onnxruntime as ort
 
+        from survey_classifier.onnx_providers import session_log_severity
+
         options = ort.SessionOptions()
         if self.intra_op_threads:
             options.intra_op_num_threads = int(self.intra_op_threads)
         if self.inter_op_threads:
             options.inter_op_num_threads = int(self.inter_op_threads)
-        options.log_severity_level = 3
+        options.log_severity_level = session_log_severity()
         try:
             session = ort.InferenceSession(str(model.path), options, providers=providers)
         except Exception as exc:
@@ -237,12 +235,9 @@ class CNNStage(Stage):
         _check_shapes(session, record, model.path, embedding=False)
         running = session.get_providers()[0]
         logger.info("%s stage: model %s on %s (asked for %s)", self.name, model.ref, running, providers)
-        if providers[0] == "CUDAExecutionProvider" and running != "CUDAExecutionProvider":
-            logger.warning(
-                "%s stage: the CUDA provider could not start (ONNX Runtime's own message above names "
-                "the missing CUDA or cuDNN library); model %s runs on %s instead",
-                self.name, model.ref, running,
-            )
+        if running != providers[0]:
+            logger.warning("%s stage: ONNX Runtime could not start %s after all; model %s runs on %s (-v for its "
+                           "message)", self.name, providers[0], model.ref, running)
         return session, record
 
     @property

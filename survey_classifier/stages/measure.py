@@ -62,20 +62,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from survey_classifier.columns import Column
 from survey_classifier.errors import StageConfigError
+from survey_classifier.islands import CONNECTIVITIES, kept_islands
 from survey_classifier.stages.base import CutoutFailure, Stage
 from survey_classifier.stats import clipped_background
 
 __all__ = ["MeasureStage", "rotational_asymmetry"]
 
 _FWHM_AREA = math.pi / (4.0 * math.log(2.0))  # Gaussian beam area / (bmaj * bmin)
-_STRUCTURES = {
-    4: ndimage.generate_binary_structure(2, 1),
-    8: ndimage.generate_binary_structure(2, 2),
-}
 
 
 class MeasureStage(Stage):
@@ -151,7 +147,7 @@ class MeasureStage(Stage):
                 f"(major, minor) in arcsec, got {beam!r}"
             )
             raise StageConfigError(msg)
-        if self.connectivity not in _STRUCTURES:
+        if self.connectivity not in CONNECTIVITIES:
             msg = f"measure: connectivity must be 4 or 8, got {self.connectivity!r}"
             raise StageConfigError(msg)
 
@@ -182,15 +178,10 @@ class MeasureStage(Stage):
         threshold = self.threshold_sigma * noise
 
         signal = np.where(finite, image - np.float32(background), np.float32(0.0))
-        islands, n_islands = ndimage.label(signal > threshold, structure=_STRUCTURES[self.connectivity])
-        if n_islands and self.seed_sigma is not None:
-            seeded = np.zeros(n_islands + 1, dtype=bool)
-            seeded[islands[signal >= self.seed_sigma * noise]] = True
-            seeded[0] = False  # background
-            n_islands = int(seeded.sum())
-            above = seeded[islands]
-        else:
-            above = islands > 0
+        above, _, n_islands = kept_islands(
+            signal, noise, threshold_sigma=self.threshold_sigma, seed_sigma=self.seed_sigma,
+            connectivity=self.connectivity,
+        )  # fmt: skip
         result = {
             "peak_flux_jy": float(signal[finite].max()),
             "integrated_flux_jy": 0.0,

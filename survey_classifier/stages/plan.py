@@ -5,12 +5,19 @@ a run uses survey-classifier's own stages that are on by default plus any
 stage enabled in the results database (``survey-classifier plugins enable
 NAME``), less any disabled there. Third-party stages are never on until
 enabled: installing a plugin does not change what a run computes.
+
+A stage named without the stages it needs brings them along
+(:func:`plan_stages`): their stored results are read where they are
+exactly what the run would compute (:mod:`survey_classifier.reuse`), and
+required ones are computed for the other cutouts; ``--recompute`` reads
+nothing and computes every required stage.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -28,7 +35,16 @@ from survey_classifier.stages.registry import (
     stage_distributions,
 )
 
-__all__ = ["stage_switches", "default_stage_names", "set_stage_enabled", "build_stages", "bind_models"]
+__all__ = [
+    "stage_switches",
+    "default_stage_names",
+    "set_stage_enabled",
+    "build_stages",
+    "bind_models",
+    "StagePlan",
+    "upstream_modes",
+    "plan_stages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +115,96 @@ def build_stages(
     if engine is not None:
         bind_models(engine, stages)
     return stages
+
+
+@dataclass
+class StagePlan:
+    """The stages of a run, and which of them are read from the database where stored."""
+
+    stages: list[Stage]
+    #: ``{stage: "fill" | "only"}`` for stages brought along by others (see :mod:`survey_classifier.reuse`).
+    reuse: dict[str, str] = field(default_factory=dict)
+
+    def describe_reuse(self) -> str:
+        """One line for the user, or "" when nothing is reused."""
+        from survey_classifier.reuse import FILL
+
+        if not self.reuse:
+            return ""
+        parts = [
+            f"{name} (stored results where they fit{', computed for the rest' if mode == FILL else ''})"
+            for name, mode in sorted(self.reuse.items())
+        ]
+        return "reading from the database: " + "; ".join(parts) + " (--recompute to compute them again)"
+
+
+def upstream_modes(names: Sequence[str], *, recompute: bool = False) -> dict[str, str]:
+    """The stages ``names`` need or use without naming them, with how the run gets their results.
+
+    A required stage (``requires = ("stage:NAME",)``) is read where stored
+    and computed for the rest (``"fill"``), and its own requirements come
+    along too; a used one (``uses``) is read where stored (``"only"``).
+    With ``recompute``, used stages are left out (the caller computes the
+    required ones like named stages).
+
+    Raises
+    ------
+    StageConfigError
+        When a needed stage is not installed.
+    """
+    from survey_classifier.reuse import FILL, ONLY
+
+    classes = available_stages()
+    modes: dict[str, str] = {}
+    pending = list(names)
+    while pending:
+        name = pending.pop(0)
+        if name not in classes:
+            msg = f"no stage named {name!r} is installed; installed stages: {sorted(classes)}"
+            raise StageConfigError(msg)
+        probe = classes[name]
+        required = [r.split(":", 1)[1] for r in probe.requires if r.startswith("stage:")]
+        used = [r.split(":", 1)[1] for r in probe.uses if r.startswith("stage:")]
+        for dep in required:
+            if dep not in names and modes.get(dep) != FILL:
+                if dep not in classes:
+                    msg = (
+                        f"stage {name!r} requires the results of {dep!r}, and no stage {dep!r} is installed; "
+                        f"installed stages: {sorted(classes)}"
+                    )
+                    raise StageConfigError(msg)
+                modes[dep] = FILL
+                pending.append(dep)
+        if not recompute:
+            for dep in used:
+                if dep in classes and dep not in names and dep not in modes:
+                    modes[dep] = ONLY
+    return modes
+
+
+def plan_stages(
+    names: Sequence[str] | None,
+    params: Mapping[str, Mapping],
+    engine: Engine | None = None,
+    *,
+    recompute: bool = False,
+) -> StagePlan:
+    """The stages of a run (as :func:`build_stages`), with the upstream stages the named ones need.
+
+    Parameters
+    ----------
+    names, params, engine
+        As for :func:`build_stages`; ``params`` may also configure the
+        stages brought along.
+    recompute : bool
+        Compute required upstream stages for every cutout instead of reading
+        stored results; leave optional ones out.
+    """
+    chosen = list(names) if names else default_stage_names(engine)
+    fresh = recompute or engine is None  # without a database nothing is stored to read
+    modes = upstream_modes(chosen, recompute=fresh)
+    stages = build_stages([*chosen, *modes], params, engine)
+    return StagePlan(stages=stages, reuse={} if fresh else modes)
 
 
 def bind_models(engine: Engine, stages: Sequence[Stage]) -> None:

@@ -79,10 +79,12 @@ def load_stage(name: str, **params) -> Stage:
         msg = f"no stage named {name!r} is installed; installed stages: {sorted(stages)}"
         raise StageConfigError(msg)
     try:
-        return stages[name](**params)
+        stage = stages[name](**params)
     except TypeError as exc:
         msg = f"stage {name!r} rejected its parameters {params}: {exc}"
         raise StageConfigError(msg) from exc
+    stage.get_params()  # each parameter stored under its own name, or a message naming the rule
+    return stage
 
 
 def order_stages(stages: list[Stage]) -> list[Stage]:
@@ -101,8 +103,8 @@ def order_stages(stages: list[Stage]) -> list[Stage]:
         missing = [dep for dep in stage.stage_requirements if dep not in by_name]
         if missing:
             msg = (
-                f"stage {stage.name!r} requires the results of {missing}; "
-                f"add them to the stages to run"
+                f"stage {stage.name!r} requires the results of {missing}; add them to the stages to run "
+                f"(classify and submit bring them along, reading their stored results where they fit)"
             )
             raise StageConfigError(msg)
     ordered: list[Stage] = []

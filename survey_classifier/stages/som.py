@@ -22,7 +22,7 @@ from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.som.som import REFINE_LIMIT, REFINE_WITHIN
 from survey_classifier.stages.base import Stage
 
-__all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST"]
+__all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST", "SOM_MIRABEST_2"]
 
 #: The SOM shipped with survey-classifier (10x10 map trained on MiraBest).
 SOM_MIRABEST = ShippedModel(
@@ -34,7 +34,19 @@ SOM_MIRABEST = ShippedModel(
     card="models/som-mirabest/MODEL_CARD.md",
     metrics={"quantization_error": 1.065, "topographic_error": 0.074},
 )
-#: Its file in the installed package.
+#: The morphology map (sources centred on their emission and filling the neurons); registered beside
+#: version 1 in every results database, made the default with ``models set-default som-mirabest 2``.
+SOM_MIRABEST_2 = ShippedModel(
+    name="som-mirabest",
+    version="2",
+    package="survey_classifier",
+    resource="models/som-mirabest-2/som.npz",
+    sha256="0af0b201cf6af23fbd6d037784902c6e0b2440065abe6a8d95219b2baa5c3cf2",
+    card="models/som-mirabest-2/MODEL_CARD.md",
+    metrics={"cv_neuron_label_accuracy_fri_frii": 0.773, "purity": 0.723, "quantization_error": 3.266,
+             "topographic_error": 0.099},
+)
+#: The default map's file in the installed package.
 DEFAULT_SOM = SOM_MIRABEST.path()
 
 
@@ -70,7 +82,7 @@ class SOMStage(Stage):
     requires = ("pixels",)
     enabled_by_default = True
     model_param = "model"
-    shipped_models = (SOM_MIRABEST,)
+    shipped_models = (SOM_MIRABEST, SOM_MIRABEST_2)
     result_columns = (
         Column("node", "Index of the best-matching node (y * width + x)", unit="", ucd="meta.id"),
         Column("distance_map", "File of the distances to every node (with distance_map_dir)", ucd="meta.id;meta.file"),

@@ -59,8 +59,11 @@ def test_label_and_probability_filters(client, service_db):
     assert sure == [i for i in sorted(peaks) if p_faint[i] >= 0.99]
     unsure = _ids(client.get("/results", params={"max_probability": 0.9, "version": "peak=1@peak:0.01"}))
     assert unsure == [i for i in sorted(peaks) if max(p_faint[i], 1 - p_faint[i]) <= 0.9]
-    # a label the model never gives is a valid question with an empty answer
-    assert _ids(client.get("/results", params={"label": "FRII"})) == []
+    # a label no classification stage gave is answered with the labels they hold (not 0 rows, silently)
+    unknown = client.get("/results", params={"label": "FRII"})
+    assert unknown.status_code == 400
+    assert "no classification stage has results labelled 'FRII'; labels stored: peak: bright, faint" in \
+        unknown.json()["detail"]
 
 
 def test_run_som_node_and_anomaly_rank_filters(client, service_db):

@@ -23,9 +23,11 @@ def test_train_writes_map_pictures_and_pink(tmp_path, mirabest_files):
     assert som.preprocess_dict_["size"] == 64
     neurons, grid = read_som(out / "som.pink")
     assert neurons.shape == (6, 64, 64)
-    shown = CliRunner().invoke(show_som, [str(out)])
-    assert shown.exit_code == 0
-    assert shown.output.count("picture: ") == 3 and "hits.png" in shown.output
+    for name in ("prototypes.png", "hits.png", "umatrix.png", "best_matches.png", "prototypes_tiles.png"):
+        assert (out / name).is_file()
+    shown = CliRunner().invoke(show_som, [str(out), "--out", str(tmp_path / "drawn")])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("picture: ") == 3 and "umatrix.png" in shown.output
 
 
 def test_train_reports_bad_options(tmp_path, mirabest_files):
@@ -37,4 +39,4 @@ def test_train_reports_bad_options(tmp_path, mirabest_files):
     result = CliRunner().invoke(train_som, hexagon)
     assert result.exit_code != 0 and "d odd" in result.output
     empty = CliRunner().invoke(show_som, [str(tmp_path)])
-    assert empty.exit_code != 0 and "no SOM pictures" in empty.output
+    assert empty.exit_code != 0 and "no som.npz and no SOM pictures" in empty.output

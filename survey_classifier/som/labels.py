@@ -1,0 +1,119 @@
+"""Labels for neurons, not sources: what a map says about morphology.
+
+As in the Radio Galaxy Zoo and LoTSS analyses of PINK maps (Galvin et al.
+2019; Mostert et al. 2021; Alam et al. 2025), each neuron takes the
+majority class of the labelled sources that map to it, and a new source is
+read off as the label of its best-matching neuron. The label is trusted up
+to a calibrated distance to that neuron (:func:`reliable_distance`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["NeuronLabels", "reliable_distance"]
+
+
+@dataclass
+class NeuronLabels:
+    """Class counts per neuron and the label each neuron gives.
+
+    Parameters
+    ----------
+    classes : tuple of str
+        Class names, in the column order of ``counts``.
+    counts : ndarray, (n_nodes, n_classes)
+        Labelled sources per neuron and class.
+    labels : ndarray of int, (n_nodes,)
+        Index of each neuron's class: the majority of its own sources (with
+        ``smoothing``, of the counts summed over the map with a Gaussian of
+        that width in nodes); for a neuron without sources, or with a tie,
+        the majority of the sources of the neurons within 1, 2, ... nodes
+        of it on the map (the first ring that breaks the tie); -1 if none does.
+    smoothing : float
+        Width (in nodes) of the Gaussian the votes were summed with; 0: none.
+    """
+
+    classes: tuple[str, ...]
+    counts: np.ndarray
+    labels: np.ndarray
+    smoothing: float = 0.0
+
+    @classmethod
+    def fit(cls, grid, nodes, classes, class_names, *, smoothing=0.0) -> NeuronLabels:
+        """Count the labelled sources (``nodes[i]`` with class ``classes[i]``) per neuron.
+
+        ``grid`` is the map's :class:`~survey_classifier.som.MapGrid`;
+        sources whose class is not in ``class_names`` are ignored. With
+        ``smoothing`` > 0 a neuron's vote includes its neighbours' sources,
+        weighted ``exp(-d^2 / 2 smoothing^2)`` at ``d`` nodes away: the map's
+        order fills in neurons with few sources.
+        """
+        class_names = tuple(class_names)
+        lookup = {name: index for index, name in enumerate(class_names)}
+        counts = np.zeros((grid.n_nodes, len(class_names)), dtype=np.int64)
+        for node, name in zip(np.asarray(nodes, dtype=int), classes, strict=True):
+            if name in lookup:
+                counts[node, lookup[name]] += 1
+        votes = counts if not smoothing else np.exp(-0.5 * (grid.distances / smoothing) ** 2) @ counts
+        return cls(class_names, counts, _vote(votes, grid.distances), float(smoothing))
+
+    def read_off(self, nodes) -> np.ndarray:
+        """Class names for sources mapped to ``nodes`` ("" where no neuron has a label)."""
+        names = np.array([*self.classes, ""], dtype=object)
+        return names[self.labels[np.asarray(nodes, dtype=int)]]
+
+    @property
+    def hits(self) -> np.ndarray:
+        """Labelled sources per neuron."""
+        return self.counts.sum(axis=1)
+
+    @property
+    def purity(self) -> np.ndarray:
+        """Per neuron, the fraction of its sources in its majority class (NaN if none)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.counts.max(axis=1) / self.hits
+
+    @property
+    def mean_purity(self) -> float:
+        """Fraction of all labelled sources that belong to their neuron's majority class."""
+        return float(self.counts.max(axis=1).sum() / max(self.counts.sum(), 1))
+
+    def to_dict(self) -> dict:
+        return {"classes": list(self.classes), "counts": self.counts.tolist(), "labels": self.labels.tolist(),
+                "smoothing": self.smoothing}  # fmt: skip
+
+
+def _vote(counts, grid_distances) -> np.ndarray:
+    labels = np.full(len(counts), -1, dtype=np.int64)
+    rings = np.unique(np.round(grid_distances, 6))
+    for node in range(len(counts)):
+        for ring in rings:
+            votes = counts[np.round(grid_distances[node], 6) <= ring].sum(axis=0)
+            votes = np.round(votes, 9)  # smoothed votes: ties stay ties
+            best = np.flatnonzero(votes == votes.max())
+            if votes.max() > 0 and best.size == 1:
+                labels[node] = best[0]
+                break
+    return labels
+
+
+def reliable_distance(distances, correct, *, target=0.9, minimum=20) -> float | None:
+    """Largest best-matching distance up to which labels are right at least ``target`` of the time.
+
+    Sources are sorted by distance; the returned distance is the largest
+    one at which the accuracy of all sources at or below it is still at
+    least ``target`` (counting from the ``minimum``-th source on, so a few
+    close sources alone do not set it). None when no such distance exists.
+
+    >>> reliable_distance([1, 2, 3, 4, 5], [True, True, True, False, False], target=0.75, minimum=1)
+    4.0
+    """
+    distances = np.asarray(distances, dtype=float)
+    order = np.argsort(distances, kind="stable")
+    right = np.cumsum(np.asarray(correct, dtype=float)[order])
+    accuracy = right / np.arange(1, len(order) + 1)
+    good = np.flatnonzero(accuracy[minimum - 1 :] >= target) + minimum - 1
+    return float(distances[order[good[-1]]]) if good.size else None
