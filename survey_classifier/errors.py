@@ -18,6 +18,7 @@ __all__ = [
     "ModelError",
     "CatalogueError",
     "DatabaseError",
+    "LabelError",
     "SurveyClassifierWarning",
     "FITSQuirkWarning",
     "NoWCSWarning",
@@ -83,6 +84,10 @@ class DatabaseError(SurveyClassifierError):
     The message says what is wrong and the command that fixes it
     (``createdb ...``, ``survey-classifier db upgrade --db ...``).
     """
+
+
+class LabelError(SurveyClassifierError):
+    """A user's label is malformed, or names a source, neuron or label that is not stored."""
 
 
 class SurveyClassifierWarning(UserWarning):

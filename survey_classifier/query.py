@@ -51,6 +51,8 @@ from survey_classifier.columns import Column, annotate, described_columns, famil
 from survey_classifier.db._healpix import cone_ranges
 from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, RunRow
 from survey_classifier.errors import StageConfigError, SurveyClassifierError
+from survey_classifier.labels.columns import add_label_columns
+from survey_classifier.labels.store import labelled_condition, labelled_cutout_ids
 
 __all__ = [
     "Variant",
@@ -339,6 +341,8 @@ def query_results(
     cutout_ids: Sequence[int] | None = None,
     offset: int = 0,
     after_id: int | None = None,
+    label_class: str | None = None,
+    interesting: bool | None = None,
     _variants: Mapping[str, Variant] | None = None,
 ) -> Table:
     """Cutouts and their results as one table, ordered by cutout id.
@@ -374,6 +378,18 @@ def query_results(
         Skip this many rows (page ``n`` of size ``limit`` has offset ``n * limit``).
     after_id : int, optional
         Keyset pagination: only cutouts with an id above this one.
+    label_class : str, optional
+        Keep cutouts whose current user label has this class (case and
+        spacing aside).
+    interesting : bool, optional
+        Keep cutouts whose current user label says interesting (True) or
+        not interesting (False).
+
+    Returns
+    -------
+    Table
+        With the label columns of :mod:`survey_classifier.labels.columns`
+        when there are labels.
     """
     cone = (ra, dec, radius)
     if any(v is not None for v in cone) and any(v is None for v in cone):
@@ -444,6 +460,8 @@ def query_results(
             conditions.append(_id_in(connection, c.id, cutout_ids))
         if after_id is not None:
             conditions.append(c.id > int(after_id))
+        if label_class is not None or interesting is not None:
+            conditions.append(labelled_condition(c.id, label=label_class, interesting=interesting))
         separations = None
         page_in_sql = True
         if radius is not None:
@@ -468,6 +486,7 @@ def query_results(
         for name, variant in sorted(variants.items()):
             _add_stage_columns(connection, table, ids, name, variant)
         _add_catalogue_columns(connection, table, rows)
+        add_label_columns(connection, table, ids, variants, _column)
     return table[order_columns(table.colnames, LEADING_COLUMNS)]
 
 
@@ -488,10 +507,13 @@ def top_anomalies(
     stage: str | None = None,
     versions: Mapping[str, str] | None = None,
     run_id: int | None = None,
+    unlabelled: bool = False,
 ) -> Table:
     """The ``n`` cutouts with the highest anomaly scores, highest first, with ``anomaly_rank``.
 
-    With ``run_id``, only the scores that run wrote (ranked within it).
+    With ``run_id``, only the scores that run wrote (ranked within it); with
+    ``unlabelled``, only cutouts no user has labelled (``anomaly_rank``
+    still counts the labelled ones).
     """
     if not isinstance(n, int) or n < 1:
         msg = f"the number of anomalies must be a positive integer, got {n!r}"
@@ -502,13 +524,36 @@ def top_anomalies(
         ranked = _ranked_anomalies(variants, stage)
         if run_id is not None:
             ranked = ranked.where(variants[stage].row_class.__table__.c.run_id == run_id)
-        ids = connection.execute(ranked.limit(n)).scalars().all()
+        if unlabelled:
+            ids, order = _unlabelled_top(connection, ranked, n)
+        else:
+            ids = connection.execute(ranked.limit(n)).scalars().all()
+            order = {cutout_id: rank for rank, cutout_id in enumerate(ids, start=1)}
     table = query_results(engine, cutout_ids=ids, _variants=variants)
-    order = {cutout_id: rank for rank, cutout_id in enumerate(ids, start=1)}
     table["anomaly_rank"] = np.array([order[i] for i in table["cutout_id"]], dtype=np.int64)
     annotate(table["anomaly_rank"], ANOMALY_RANK)
     table.sort("anomaly_rank")
     return table[order_columns(table.colnames, LEADING_COLUMNS)]
+
+
+def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], dict[int, int]]:
+    """The first ``n`` ids of ``ranked`` that no user labelled, and the rank of each among all."""
+    labelled = labelled_cutout_ids(connection)
+    ids: list[int] = []
+    order: dict[int, int] = {}
+    place = 0
+    while len(ids) < n:
+        chunk = connection.execute(ranked.offset(place).limit(n + len(labelled))).scalars().all()
+        for cutout_id in chunk:
+            place += 1
+            if cutout_id not in labelled:
+                ids.append(cutout_id)
+                order[cutout_id] = place
+                if len(ids) == n:
+                    break
+        if len(chunk) < n + len(labelled):
+            break
+    return ids, order
 
 
 def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:

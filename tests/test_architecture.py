@@ -11,7 +11,7 @@ from survey_classifier.workers.queues import QUEUES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "survey_classifier"
 #: Subpackage modules that are commands themselves (mounted on the main command line).
-COMMAND_MODULES = {"cnn/cli.py", "som/cli.py", "anomaly/cli.py", "api/cli.py"}
+COMMAND_MODULES = {"cnn/cli.py", "som/cli.py", "anomaly/cli.py", "api/cli.py", "labels/cli.py"}
 
 
 def _command(*path):

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 from survey_classifier.db.models import RunRow
 from survey_classifier.query import Variant
 
-__all__ = ["label_counts", "som_grid", "list_runs", "describe_variants"]
+__all__ = ["label_counts", "som_grid", "add_neuron_labels_to_grid", "list_runs", "describe_variants"]
 
 
 def _variant_where(table, stage: str, variant: Variant) -> list:
@@ -66,6 +66,20 @@ def som_grid(connection: Connection, stage: str, variant: Variant) -> dict:
     height = max((n["y"] for n in nodes), default=-1) + 1
     return {"stage": stage, "stage_version": variant.version, "model_ref": variant.model,
             "width": width, "height": height, "nodes": nodes}
+
+
+def add_neuron_labels_to_grid(connection: Connection, grid: dict) -> None:
+    """Give each node of :func:`som_grid`'s answer its current user label (``label``, null if none)."""
+    from survey_classifier.labels.store import current_neuron_labels
+
+    labels = current_neuron_labels(connection, grid["model_ref"])
+    for node in grid["nodes"]:
+        found = labels.get((grid["model_ref"], node["x"], node["y"]))
+        node["label"] = None if found is None else found["label"]
+    grid["labelled_nodes"] = [
+        {"x": x, "y": y, "label": row["label"], "author": row["author"], "label_id": row["id"]}
+        for (_, x, y), row in sorted(labels.items(), key=lambda item: (item[0][2], item[0][1]))
+    ]
 
 
 def list_runs(connection: Connection, limit: int) -> list[dict]:

@@ -2,9 +2,10 @@
 
 Read-only by default: every ``GET`` reads the database through SQLAlchemy
 with bound parameters, and the few endpoints that write (making a model the
-default of its stage, retiring a model) need ``Authorization: Bearer
-TOKEN`` with the token the app was created with; without one they are
-refused. Every parameter is validated: a malformed coordinate, an
+default of its stage, retiring a model, users' labels and the re-ranking
+of the anomalies by them: :mod:`survey_classifier.api.labels`) need
+``Authorization: Bearer TOKEN`` with the token the app was created with;
+without one they are refused. Every parameter is validated: a malformed coordinate, an
 oversized page or a filter value outside its pattern is answered with a
 4xx and a message naming the parameter, never a 500. Every refusal has
 one body, ``{"detail": "..."}``, and every status and media type a route
@@ -150,11 +151,15 @@ def create_app(
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         if write_token is None:
-            raise HTTPException(403, "this service is read-only; start it with a write token to change models")
+            raise HTTPException(
+                403, "this service is read-only; start it with a write token to change models or labels"
+            )
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), write_token.encode()):
-            raise HTTPException(401, "a valid 'Authorization: Bearer TOKEN' header is needed to change models",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "a valid 'Authorization: Bearer TOKEN' header is needed to change models or labels",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -185,6 +190,8 @@ def create_app(
         after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Keyset pagination.")] = None,
         columns: Columns = None,
         format: Format = "json",
+        label_class: Annotated[str | None, Query(max_length=128, description="Class of the user's label.")] = None,
+        interesting: Annotated[bool | None, Query(description="The user's label says interesting (or not).")] = None,
     ):
         from survey_classifier.query import query_results
 
@@ -197,7 +204,7 @@ def create_app(
             engine, stage=stage, label=label, min_probability=min_probability, max_probability=max_probability,
             run_id=run, versions=_picks(version), som_node=None if som_x is None else (som_x, som_y),
             som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, **_cone(ra, dec, radius),
-            limit=limit, offset=offset, after_id=after_id,
+            limit=limit, offset=offset, after_id=after_id, label_class=label_class, interesting=interesting,
         )
         return _respond(table, format, "results", limit=limit, offset=offset, columns=columns)
 
@@ -249,10 +256,11 @@ def create_app(
         version: Picks = None,
         columns: Columns = None,
         format: Format = "json",
+        unlabelled: Annotated[bool, Query(description="Leave out sources a user has labelled.")] = False,
     ):
         from survey_classifier.query import top_anomalies
 
-        table = top_anomalies(engine, top, stage=stage, versions=_picks(version))
+        table = top_anomalies(engine, top, stage=stage, versions=_picks(version), unlabelled=unlabelled)
         return _respond(table, format, "anomalies", limit=top, offset=0, keyset=False, columns=columns)
 
     @app.get("/labels", summary="Cutouts per label of a classification stage", responses=errors(400, 422))
@@ -279,13 +287,14 @@ def create_app(
     @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each",
              responses=errors(400, 422))
     def som(stage: Stage = None, version: Picks = None):
-        from survey_classifier.api._summaries import som_grid
+        from survey_classifier.api._summaries import add_neuron_labels_to_grid, som_grid
         from survey_classifier.query import find_variants, stage_of_kind
 
         with engine.connect() as connection:
             variants = find_variants(connection, _picks(version))
             stage = stage_of_kind(variants, "som", stage, "SOM node")
             grid = som_grid(connection, stage, variants[stage])
+            add_neuron_labels_to_grid(connection, grid)
         grid["prototype_image"] = "/som/image.png"
         grid["has_prototypes"] = som_path is not None
         return grid
@@ -361,6 +370,10 @@ def create_app(
         matrix = agreement_matrix(engine, stage, a, b, stage_b=stage_b)
         meta = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in matrix.meta.items()}
         return {"meta": meta, "matrix": table_rows(matrix)}
+
+    from survey_classifier.api.labels import label_router
+
+    app.include_router(label_router(engine, require_token))
 
     def _model_or_404(model_id: int) -> dict:
         from survey_classifier.errors import ModelError

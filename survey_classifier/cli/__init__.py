@@ -32,6 +32,7 @@ __all__ = ["main"]
         "retry-failed": "survey_classifier.cli.distributed:retry_failed_command",
         "worker": "survey_classifier.cli.distributed:worker",
         "runs": "survey_classifier.cli.runs:runs",
+        "labels": "survey_classifier.labels.cli:labels",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -62,6 +63,12 @@ def show():
     """Show the pictures of a trained model (SOM prototypes, hits, best matches)."""
 
 
-@main.group(cls=CommandGroup, lazy={"anomaly": "survey_classifier.anomaly.cli:evaluate_anomaly"})
+@main.group(
+    cls=CommandGroup,
+    lazy={
+        "anomaly": "survey_classifier.anomaly.cli:evaluate_anomaly",
+        "active": "survey_classifier.labels.cli:evaluate_active",
+    },
+)
 def evaluate():
     """Evaluate stages on labelled catalogues."""

@@ -36,6 +36,11 @@ _PRINTED = ("cutout_id", "catalogue_id", "ra_deg", "dec_deg", "separation_arcsec
               help="Only the N most anomalous cutouts, most anomalous first.")
 @click.option("--gallery", type=click.Path(file_okay=False), default=None,
               help="With --top-anomalies: write gallery.png and index.html to this folder.")
+@click.option("--anomaly-stage", default=None,
+              help="With --top-anomalies: the anomaly stage ranked (e.g. reranked; default: the only one).")
+@click.option("--label-class", default=None, help="Only sources whose current user label has this class.")
+@click.option("--interesting/--not-interesting", default=None,
+              help="Only sources a user labelled interesting (or not interesting).")
 @click.option("--columns", default=None,
               help="Columns to show or export, comma-separated, in that order; patterns pick several "
                    "('cutout_id,ra_deg,dec_deg,cnn_*'; '*' for all). Printing shows the main ones by default.")
@@ -43,7 +48,7 @@ _PRINTED = ("cutout_id", "catalogue_id", "ra_deg", "dec_deg", "separation_arcsec
 @click.option("-o", "--output", default=None, help="Write to a file (format from its suffix) instead of printing.")
 @format_option
 def query(db_url, stage, label, min_probability, run_id, ra, dec, position, radius, versions, limit, show_errors,
-          top_anomalies, gallery, columns, describe, output, fmt):
+          top_anomalies, gallery, anomaly_stage, label_class, interesting, columns, describe, output, fmt):
     """Print or export results, one row per cutout."""
     from survey_classifier.columns import columns_block, select_columns
     from survey_classifier.db.checks import open_database
@@ -59,7 +64,7 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, position, radi
         from survey_classifier.anomaly.report import make_gallery
         from survey_classifier.query import top_anomalies as top
 
-        table = top(engine, top_anomalies, run_id=run_id)
+        table = top(engine, top_anomalies, run_id=run_id, stage=anomaly_stage)
         if gallery:
             png, page = make_gallery(table, gallery)
             click.echo(f"gallery: {png} and {page}")
@@ -68,7 +73,7 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, position, radi
         cone = _cone(ra, dec, position, radius)
         table = query_results(
             engine, stage=stage, label=label, min_probability=min_probability, run_id=run_id,
-            versions=picks, limit=limit, **cone,
+            versions=picks, limit=limit, label_class=label_class, interesting=interesting, **cone,
         )
     table = select_columns(table, columns)
     if describe:

@@ -4,7 +4,10 @@ One row per cutout (``cutouts``), per run (``runs``) and per model
 (``models``, whose bytes are in ``artefacts`` or another store named by the
 row); one table per result kind (``measurements``,
 ``classifications``, ``som_placements``, ``anomaly_scores``) and one for the
-errors recorded against cutouts (``errors``).
+errors recorded against cutouts (``errors``). What users say about sources and SOM neurons is kept apart
+from what the pipeline computed (``source_labels``, ``neuron_labels``), as
+are the fits that re-rank the anomalies by those labels
+(``label_rankings``).
 
 A result is identified by ``(cutout_id, stage, stage_version, model_ref)``:
 re-running the same stage version with the same model updates the row in
@@ -62,6 +65,9 @@ __all__ = [
     "AnomalyScoreRow",
     "ErrorRow",
     "MosaicTileRow",
+    "SourceLabelRow",
+    "NeuronLabelRow",
+    "LabelRankingRow",
     "RESULT_TABLES",
     "HEALPIX_ORDER",
     "utcnow",
@@ -399,6 +405,95 @@ class MosaicTileRow(Base):
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class SourceLabelRow(Base):
+    """What a user said about one source, and who said it when.
+
+    Rows are only added (never updated): the newest row of a cutout is its
+    current label, the older ones its history. A row never touches the
+    pipeline's results.
+    """
+
+    __tablename__ = "source_labels"
+
+    id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, info=describe("Identifier of the label in this results database", ucd="meta.id"))
+    cutout_id: Mapped[int] = mapped_column(ForeignKey("cutouts.id", ondelete="CASCADE"), index=True)
+    #: A class, from a list or free text (``FRII``, ``hybrid``, ``artefact`` ...).
+    label: Mapped[str | None] = mapped_column(
+        String(128), info=describe("Class a user gave the source (from a list or free text)", ucd="src.class"))
+    #: True: interesting, False: not interesting, None: not said.
+    interesting: Mapped[bool | None] = mapped_column(
+        Boolean, info=describe("Whether a user found the source interesting (empty: not said)", ucd="meta.code"))
+    note: Mapped[str | None] = mapped_column(Text, info=describe("A user's note on the source", ucd="meta.note"))
+    author: Mapped[str] = mapped_column(
+        String(128), info=describe("Who gave the label", ucd="meta.id;meta.curation"))
+    #: Where the label came from: ``api``, ``cli`` or ``import:FILE``.
+    origin: Mapped[str | None] = mapped_column(
+        String(512), info=describe("Where the label came from: api, cli or import:FILE", ucd="meta.note"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow,
+        info=describe("When the label was given (UTC, ISO 8601)", ucd="time.creation"))
+
+
+class NeuronLabelRow(Base):
+    """What a user said about one neuron of one SOM map (``model_ref``), and who said it when.
+
+    Rows are only added; the newest row of a neuron is its current label.
+    """
+
+    __tablename__ = "neuron_labels"
+
+    id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, info=describe("Identifier of the label in this results database", ucd="meta.id"))
+    #: The registry's ``name:version`` of the map (``som_placements.model_ref``).
+    model_ref: Mapped[str] = mapped_column(
+        String(256), info=describe("Registry name:version of the SOM map whose neuron is labelled",
+                                   ucd="meta.id;meta.software"))
+    node_x: Mapped[int] = mapped_column(
+        Integer, info=describe("Column (x) of the labelled neuron on the map (from 0)", unit="",
+                               ucd="pos.cartesian.x"))
+    node_y: Mapped[int] = mapped_column(
+        Integer, info=describe("Row (y) of the labelled neuron on the map (from 0)", unit="", ucd="pos.cartesian.y"))
+    label: Mapped[str] = mapped_column(
+        String(128), info=describe("Class a user gave the neuron", ucd="src.class"))
+    note: Mapped[str | None] = mapped_column(Text, info=describe("A user's note on the neuron", ucd="meta.note"))
+    author: Mapped[str] = mapped_column(
+        String(128), info=describe("Who gave the label", ucd="meta.id;meta.curation"))
+    origin: Mapped[str | None] = mapped_column(
+        String(512), info=describe("Where the label came from: api, cli or import:FILE", ucd="meta.note"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow,
+        info=describe("When the label was given (UTC, ISO 8601)", ucd="time.creation"))
+
+
+class LabelRankingRow(Base):
+    """One fit of the anomaly ranking to the users' interesting / not interesting labels.
+
+    Its scores are ``anomaly_scores`` rows of stage ``stage`` whose
+    ``model_ref`` is ``model_ref`` (``label-ranking:ID``); the fit is fixed by
+    the labels up to ``last_label_id``, the ``features`` (stage variants) and
+    the ``method`` with its ``blend`` parameters.
+    """
+
+    __tablename__ = "label_rankings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(64))
+    model_ref: Mapped[str] = mapped_column(String(256))
+    #: The unsupervised anomaly scores blended with: ``{"stage": ..., "version": ..., "model_ref": ...}``.
+    unsupervised: Mapped[dict] = mapped_column(JSON)
+    #: The stored results the supervised model read: ``{stage: "VERSION@MODEL"}`` and the feature names.
+    features: Mapped[dict] = mapped_column(JSON)
+    blend: Mapped[dict] = mapped_column(JSON)
+    n_labels: Mapped[int] = mapped_column(Integer)
+    n_interesting: Mapped[int] = mapped_column(Integer)
+    last_label_id: Mapped[int | None] = mapped_column(Integer)
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    author: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 #: Result table for each result kind of :data:`survey_classifier.stages.base.RESULT_KINDS`.
 RESULT_TABLES = {
     "measurement": MeasurementRow,
@@ -422,6 +517,7 @@ for _row_class in (MeasurementRow, ClassificationRow, SOMPlacementRow, AnomalySc
         _row_class.updated_at,
     )
 del _row_class
+Index("ix_neuron_labels_neuron", NeuronLabelRow.model_ref, NeuronLabelRow.node_x, NeuronLabelRow.node_y)
 Index(
     "ix_anomaly_scores_variant_score",
     AnomalyScoreRow.stage,

@@ -294,6 +294,8 @@ def read_table(path, hdu=None):
                 msg = f"catalogue {path}: no table HDU found in the FITS file"
                 raise CatalogueError(msg)
         kwargs["hdu"] = hdu
+    if kwargs["format"] == "ascii.csv" and _has_ecsv_header(path):  # a CSV export of ours: read its header too
+        kwargs["format"] = "ascii.ecsv"
     try:
         if remote.is_url(path):
             with remote.open_binary(str(path)) as stream:
@@ -317,6 +319,15 @@ def _description(column, *, is_id: bool):
     description = (column.info.description or "").strip() or f"Column {column.info.name!r} of the input catalogue"
     return Column(str(column.info.name), " ".join(description.split()), None if unit is None else unit.to_string(),
                   None if ucd is None else str(ucd))
+
+
+def _has_ecsv_header(path: Path) -> bool:
+    """Whether a CSV file starts with the ECSV header our CSV exports carry (``# %ECSV ...``)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(7) == b"# %ECSV"
+    except OSError:
+        return False
 
 
 def _pick_column(path, names, given, candidates, role, *, required=False):

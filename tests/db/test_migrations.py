@@ -14,7 +14,7 @@ from survey_classifier.db.models import Base
 
 TABLES = {
     "cutouts", "runs", "run_batches", "models", "artefacts", "stage_settings", "measurements", "classifications",
-    "som_placements", "anomaly_scores", "errors",
+    "som_placements", "anomaly_scores", "errors", "source_labels", "neuron_labels", "label_rankings",
 }
 
 
