@@ -186,7 +186,9 @@ def create_app(
         ra: RA = None,
         dec: Dec = None,
         radius: Radius = None,
-        limit: Limit = 100,
+        limit: Annotated[int | None, Query(
+            ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}); default 100 for JSON, and for a "
+                                           "format= export every row of the filtered set.")] = None,
         offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
         after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Keyset pagination.")] = None,
         columns: Columns = None,
@@ -202,6 +204,8 @@ def create_app(
 
         if (som_x is None) != (som_y is None):
             raise HTTPException(400, "a SOM node needs both som_x and som_y")
+        if limit is None and format == "json":
+            limit = 100
         ranks = None
         if anomaly_rank_min is not None or anomaly_rank_max is not None:
             ranks = (anomaly_rank_min or 1, anomaly_rank_max or (anomaly_rank_min or 1) + MAX_PAGE - 1)
@@ -212,7 +216,8 @@ def create_app(
             limit=limit, offset=offset, after_id=after_id, label_class=label_class, interesting=interesting,
             sort=sort.lstrip("-") if sort else None, descending=bool(sort and sort.startswith("-")),
         )
-        return _respond(table, format, "results", limit=limit, offset=offset, columns=columns, keyset=sort is None)
+        return _respond(table, format, "results", limit=limit, offset=offset, columns=columns,
+                        keyset=sort is None and limit is not None)
 
     @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage",
              responses=errors(404, 422))

@@ -32,9 +32,13 @@ function el(tag, attrs = {}, text = null) {
   return node;
 }
 
-function thumb(id, size = 112) {
-  return el("img", { src: `/cutouts/${id}/image.png?size=${size}`, alt: `cutout ${id}`, loading: "lazy",
+function thumb(id, size = 112, lazy = false) {
+  return el("img", { src: `/cutouts/${id}/image.png?size=${size}`, alt: `cutout ${id}`, loading: lazy ? "lazy" : null,
                      width: size, height: size });
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 function fmt(value, digits) {
@@ -263,7 +267,7 @@ async function showResults(params) {
   document.querySelector("#results-table tbody").replaceChildren(...data.rows.map((row) => {
     const tr = el("tr", { "data-cutout": row.cutout_id });
     const image = el("td");
-    image.appendChild(sourceLink(row.cutout_id, thumb(row.cutout_id, 48)));
+    image.appendChild(sourceLink(row.cutout_id, thumb(row.cutout_id, 48, true)));
     tr.appendChild(image);
     for (const name of chosen) {
       const td = el("td", {}, show(byName.get(name), row[name]));
@@ -376,7 +380,7 @@ function renderStages(row) {
   for (const s of state.stages) {
     const prefix = `${s.stage}_`;
     const keys = Object.keys(row).filter((k) => k.startsWith(prefix) && row[k] !== null && !/_pct$/.test(k) &&
-                                                !["run_id", "stage_version", "model_ref", "model_sha256"].some((x) => k === prefix + x));
+                                                !["run_id", "stage_version", "model_ref", "model_sha256", "embedding_dtype"].some((x) => k === prefix + x));
     if (!keys.length || s.kind === "anomaly") continue;
     const box = el("div", { class: "stage-box", "data-stage": s.stage });
     box.appendChild(el("h4", {}, `${s.stage} · version ${s.stage_version}${s.model_ref ? " · model " + s.model_ref : ""}`));
@@ -531,7 +535,7 @@ async function saveSourceLabel(event) {
     try {
       const fit = await api("/anomalies/rerank", { method: "POST", body: { author: state.author }, write: true });
       await loadStages();
-      setStatus(status, `saved; anomalies re-ranked with ${fit.n_labels} labels`);
+      setStatus(status, `saved; anomalies re-ranked with ${plural(fit.n_labels, "label")}`);
       const link = el("a", { href: "#/anomalies?stage=reranked", id: "see-reranked" }, " see the re-ranked list →");
       status.appendChild(link);
     } catch (error) {
@@ -561,8 +565,8 @@ async function showAnomalies(params) {
     let text = `the ${data.count} highest scores of ${stage}`;
     if (fits.fits.length) {
       const fit = fits.fits[0];
-      text += ` · last re-ranking: ${fit.n_labels} labels, ${fit.created_at.slice(0, 16).replace("T", " ")} UTC`;
-      if (fits.labels_since_last_fit) text += `, ${fits.labels_since_last_fit} labels since`;
+      text += ` · last re-ranking: ${plural(fit.n_labels, "label")}, ${fit.created_at.slice(0, 16).replace("T", " ")} UTC`;
+      if (fits.labels_since_last_fit) text += `, ${plural(fits.labels_since_last_fit, "label")} since`;
     }
     info.textContent = text;
     target.replaceChildren(...data.rows.map((row) => {
@@ -614,7 +618,7 @@ async function showSom(params) {
   }
   const placed = som.nodes.reduce((sum, node) => sum + node.count, 0);
   info.textContent = `${som.stage} v${som.stage_version}, map ${som.model_ref}${som.layout ? ", " + som.layout : ""}: ` +
-    `${som.width} × ${som.height} neurons, ${placed} sources placed, ${som.labelled_nodes.length} neurons labelled`;
+    `${som.width} × ${som.height} neurons, ${plural(placed, "source")} placed, ${plural(som.labelled_nodes.length, "neuron")} labelled`;
   const byNode = new Map(som.nodes.map((node) => [`${node.x},${node.y}`, node]));
   const neurons = som.neurons || [];
   if (!neurons.length) {
@@ -675,7 +679,7 @@ async function showNode(x, y) {
       (som.has_neuron_images ? ", each turned into the neuron's frame, closest first" : "");
     target.replaceChildren(...data.rows.map((row) => {
       const image = som.has_neuron_images
-        ? el("img", { src: `/cutouts/${row.cutout_id}/som.png?size=96&stage=${som.stage}`, alt: `cutout ${row.cutout_id} in the neuron's frame`, width: 96, height: 96, loading: "lazy" })
+        ? el("img", { src: `/cutouts/${row.cutout_id}/som.png?size=96&stage=${som.stage}`, alt: `cutout ${row.cutout_id} in the neuron's frame`, width: 96, height: 96 })
         : thumb(row.cutout_id, 96);
       const label = Object.keys(row).find((k) => k.endsWith("_label") && !k.startsWith(som.stage) && row[k]);
       return card(row, [sourceName(row), `${label ? row[label] + " " : ""}d=${fmt(row[sort], 2)}`], 96, image);
