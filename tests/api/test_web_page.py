@@ -10,6 +10,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from helpers.browser import CHROMIUM_ARGS, chromium, keep_screenshot
 
+from survey_classifier.formats import EXPORT_FORMATS
 from survey_classifier.query import query_results
 
 
@@ -108,7 +109,7 @@ def test_cone_search_form(page, server, service_db, tmp_path):
     assert set(shown) == expected
     page.wait_for_function("[...document.querySelectorAll('#results-table img')].every(i => i.complete)")
     assert _images_loaded(page, "#results-table img")
-    assert page.locator("#exports a").count() == 4
+    assert page.locator("#exports a").count() == len(EXPORT_FORMATS)
     shot = tmp_path / "results-page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

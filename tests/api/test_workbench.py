@@ -18,36 +18,14 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from click.testing import CliRunner
 from helpers.browser import CHROMIUM_ARGS, chromium, keep_screenshot
 from sqlalchemy import select
 
-from survey_classifier.cli import main
 from survey_classifier.db import make_engine
 from survey_classifier.db.models import ClassificationRow, SourceLabelRow
 from survey_classifier.query import query_results, top_anomalies
 
 TOKEN = "workbench-t0ken-for-the-tests"
-
-
-@pytest.fixture(scope="module")
-def database(tmp_path_factory, mirabest_dir):
-    """36 MiraBest sources (every 37th, and the first 8 hybrids or non-standard ones) through every default stage."""
-    folder = tmp_path_factory.mktemp("workbench")
-    catalogue = Table.read(mirabest_dir / "labels.csv")
-    rows = np.arange(len(catalogue))
-    rare = np.flatnonzero((catalogue["fr_class"] == "hybrid") | (catalogue["morphology"] != "standard"))[:8]
-    keep = (rows % 37 == 0) | np.isin(rows, rare)
-    subset = catalogue[keep]
-    subset["name"] = [f"MB{row:04d}" for row in rows[keep]]
-    subset.write(folder / "subset.csv", format="ascii.csv")
-    url = f"sqlite:///{folder / 'workbench.db'}"
-    result = CliRunner().invoke(main, ["classify", str(folder / "subset.csv"), "--base-dir",
-                                       str(mirabest_dir / "fits"), "--db", url, "--quiet"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    engine = make_engine(url)
-    yield {"url": url, "engine": engine, "folder": folder, "n": len(subset)}
-    engine.dispose()
 
 
 class Service:
@@ -80,6 +58,19 @@ class Service:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def database(classified_db, tmp_path_factory):
+    """A copy of the classified database for this module to label."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("workbench-labels")
+    shutil.copy(classified_db["path"], folder / "workbench.db")
+    url = f"sqlite:///{folder / 'workbench.db'}"
+    engine = make_engine(url)
+    yield {"url": url, "engine": engine, "folder": folder, "n": classified_db["n"]}
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -286,13 +286,28 @@ async function showResults(params) {
   document.getElementById("next-page").disabled = !more;
   // the filtered set, every row of it, with the columns shown
   const exports = document.getElementById("exports");
-  exports.replaceChildren(el("span", { class: "muted" }, "export all matching: "), ...["csv", "votable", "fits", "parquet"].map((format) => {
+  exports.replaceChildren(el("span", { class: "muted" }, "export all matching: "), ...(await exportFormats()).map((format) => {
     const q = new URLSearchParams();
     for (const name of [...FILTERS, "sort"]) if (params.get(name)) q.set(name, params.get(name));
     q.set("columns", chosen.join(","));
     q.set("format", format);
     return el("a", { href: `/results?${q}`, class: "export", "data-format": format }, format.toUpperCase());
   }));
+}
+
+// the export formats /results offers, read from its OpenAPI description (one list, kept by the service)
+let formats = null;
+async function exportFormats() {
+  if (formats === null) {
+    try {
+      const schema = await api("/openapi.json");
+      const parameter = schema.paths["/results"].get.parameters.find((p) => p.name === "format");
+      formats = parameter.schema.enum.filter((name) => name !== "json");
+    } catch (error) {
+      formats = ["csv", "votable", "fits"];
+    }
+  }
+  return formats;
 }
 
 function renderColumnPicker(params, names, chosen, byName) {
