@@ -42,7 +42,27 @@ _PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "
               "description": "The picture."}}
 
 _MAPS: dict[str, object] = {}
+#: (database, model_ref) -> sha256 of the map's bytes, once fetched and verified.
+_REFS: dict[tuple[str, str], str] = {}
 _LOCK = threading.Lock()
+
+
+def _map_sha(engine, model_ref: str) -> str:
+    """The sha256 of the map registered as ``model_ref``, fetched, verified and loaded once per process."""
+    from survey_classifier.artefacts import fetch
+    from survey_classifier.registry import stored_ref
+    from survey_classifier.som import RotationInvariantSOM
+
+    key = (engine.url.render_as_string(hide_password=True), model_ref)
+    with _LOCK:
+        if key in _REFS:
+            return _REFS[key]
+    ref = stored_ref(engine, model_ref)
+    with _LOCK:
+        if ref.sha256 not in _MAPS:
+            _MAPS[ref.sha256] = RotationInvariantSOM.load(fetch(ref, engine).path)
+        _REFS[key] = ref.sha256
+        return ref.sha256
 
 
 def load_map(engine, model_ref: str):
@@ -53,15 +73,7 @@ def load_map(engine, model_ref: str):
     ModelError
         No registered map of that name, or its bytes cannot be fetched or verified.
     """
-    from survey_classifier.artefacts import fetch
-    from survey_classifier.registry import stored_ref
-    from survey_classifier.som import RotationInvariantSOM
-
-    ref = stored_ref(engine, model_ref)
-    with _LOCK:
-        if ref.sha256 not in _MAPS:
-            _MAPS[ref.sha256] = RotationInvariantSOM.load(fetch(ref, engine).path)
-        return _MAPS[ref.sha256]
+    return _MAPS[_map_sha(engine, model_ref)]
 
 
 def map_layout(som) -> dict:
@@ -128,12 +140,10 @@ def inspect_router(engine) -> APIRouter:
 
     def _map_of(variant):
         try:
-            som = load_map(engine, variant.model)
+            sha = _map_sha(engine, variant.model)
         except ModelError as exc:
             raise HTTPException(404, f"no map to draw for SOM results of {variant.model!r}: {exc}") from exc
-        from survey_classifier.registry import stored_ref
-
-        return som, stored_ref(engine, variant.model).sha256
+        return _MAPS[sha], sha
 
     @router.get("/cutouts/{cutout_id}/som.png", response_class=Response,
                 summary="The source as its SOM stage mapped it: prepared, mirrored and rotated into its neuron's frame",
