@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from astropy.table import Table
 
 from survey_classifier.columns import column_of
@@ -78,16 +79,6 @@ def _check(fmt: str) -> ExportFormat:
     return EXPORT_FORMATS[fmt]
 
 
-def _prepared(table: Table, fmt: str) -> Table:
-    """A copy the writer of ``fmt`` accepts (FITS and VOTable have no masked booleans)."""
-    out = table.copy()
-    if fmt in ("fits", "votable"):
-        for name in out.colnames:
-            if out[name].dtype.kind == "b" and hasattr(out[name], "mask"):
-                out[name] = out[name].filled(False)
-    return out
-
-
 def to_votable(table: Table):
     """``table`` as an astropy ``VOTableFile``: unit, UCD and description on each FIELD, COOSYS ICRS."""
     from astropy.io.votable import from_table
@@ -110,7 +101,7 @@ def _fits_hdus(table: Table):
     """A primary HDU and the table, with ``TCOMMn`` and ``TUCDn`` beside each ``TFORMn``."""
     from astropy.io import fits
 
-    hdu = fits.table_to_hdu(table)
+    hdu = fits.table_to_hdu(_filled_logicals(table))
     for index, name in enumerate(table.colnames, start=1):
         spec = column_of(table, name)
         after = f"TUNIT{index}" if f"TUNIT{index}" in hdu.header else f"TFORM{index}"
@@ -121,17 +112,63 @@ def _fits_hdus(table: Table):
     return fits.HDUList([fits.PrimaryHDU(), hdu])
 
 
+def _masked_logicals(table: Table) -> dict[str, np.ndarray]:
+    """The rows of each boolean column that hold no value (an unlabelled source's ``label_interesting``)."""
+    return {
+        name: np.asarray(table[name].mask)
+        for name in table.colnames
+        if table[name].dtype.kind == "b" and getattr(table[name], "mask", None) is not None and table[name].mask.any()
+    }
+
+
+def _filled_logicals(table: Table) -> Table:
+    """``table`` with its masked booleans filled (astropy's FITS writer has no null logical): :func:`_fits_bytes`."""
+    masked = _masked_logicals(table)
+    if not masked:
+        return table
+    out = table.copy(copy_data=False)
+    for name in masked:
+        out[name] = table[name].filled(False)
+    return out
+
+
+def _fits_bytes(table: Table) -> bytes:
+    """The FITS file of ``table``, undefined logicals written as the FITS null byte (standard, section 7.3.3).
+
+    astropy fills masked booleans, which would turn "not labelled" into "not interesting"; TOPCAT and
+    cfitsio read a zero byte in an ``L`` column as null, astropy as False with a warning naming the column.
+    """
+    hdus = _fits_hdus(table)
+    buffer = io.BytesIO()
+    hdus.writeto(buffer)
+    data = bytearray(buffer.getvalue())
+    masked = _masked_logicals(table)
+    if masked:
+        header = hdus[1].header
+        start = len(hdus[0].header.tostring()) + len(header.tostring())
+        row_bytes = header["NAXIS1"]
+        for name, rows in masked.items():
+            column_offset = hdus[1].data.dtype.fields[name][1]
+            for row in np.flatnonzero(rows):
+                data[start + row * row_bytes + column_offset] = 0
+    return bytes(data)
+
+
 def _write(table: Table, target, export: ExportFormat) -> None:
     """``table`` written as ``export`` to ``target`` (a path, replaced if there, or a file object)."""
-    out = _prepared(table, export.name)
     replace = isinstance(target, str)
     if export.name == "votable":
-        to_votable(out).to_xml(target)
+        to_votable(table).to_xml(target)
     elif export.name == "fits":
-        _fits_hdus(out).writeto(target, overwrite=replace)
+        body = _fits_bytes(table)
+        if replace:
+            with open(target, "wb") as stream:
+                stream.write(body)
+        else:
+            target.write(body)
     else:
         options = {"delimiter": ","} if export.name == "csv" else {}
-        out.write(target, format=export.astropy_format, overwrite=replace, **options)
+        table.write(target, format=export.astropy_format, overwrite=replace, **options)
 
 
 def table_bytes(table: Table, fmt: str) -> bytes:

@@ -193,7 +193,6 @@ def train_cnn(**options):
     from survey_classifier.cnn.export import export_onnx, write_model_record
     from survey_classifier.cnn.train import save_training
     from survey_classifier.cnn.train import train_cnn as run_training
-    from survey_classifier.errors import SurveyClassifierError
 
     dataset, preprocess_config, extra = _load(options)
     weights = None if options["weights"] in ("none", "", None) else options["weights"]
@@ -207,49 +206,42 @@ def train_cnn(**options):
     if options["folds"]:
         _cross_validate(dataset, preprocess_config, config, extra, options, output, command)
         return
-    try:
-        result = run_training(dataset, preprocess_config, config, progress=click.echo,
-                              cache_dir=options["cache_dir"], extra=extra)
-        files = save_training(result, output, name=name)
-        click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
-        if options["export"]:
-            check = result.images["test"] if len(result.images["test"]) else result.images["valid"]
-            if not len(check):
-                check = result.images["train"]
-            export_check = export_onnx(
-                result.model, output / "model.onnx", classes=result.classes,
-                preprocess_config=preprocess_config, name=name,
-                version=options["model_version"], check_images=check[:256],
-            )
-            record = write_model_record(
-                output / "model.onnx", name=name, version=options["model_version"],
-                classes=result.classes, preprocess_config=preprocess_config,
-                metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch", "members")
-                         if k in result.metrics},
-                training={**config.to_dict(), "catalogue": dataset.catalogue,
-                          "selection": dataset.selection, "seconds": round(result.seconds, 1),
-                          **({"extra_train_selection": extra.selection,
-                              "extra_training_rows": result.metrics["extra_training_rows"]}
-                             if extra is not None else {})},
-                export_check=export_check, command=command,
-            )
-            click.echo(
-                f"wrote {output / 'model.onnx'} and {record} (ONNX vs Keras max |dp| "
-                f"{export_check['max_abs_diff_probabilities']:.2g} on {export_check['n_checked']} images)"
-            )
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = run_training(dataset, preprocess_config, config, progress=click.echo,
+                          cache_dir=options["cache_dir"], extra=extra)
+    files = save_training(result, output, name=name)
+    click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+    if options["export"]:
+        check = result.images["test"] if len(result.images["test"]) else result.images["valid"]
+        if not len(check):
+            check = result.images["train"]
+        export_check = export_onnx(
+            result.model, output / "model.onnx", classes=result.classes,
+            preprocess_config=preprocess_config, name=name,
+            version=options["model_version"], check_images=check[:256],
+        )
+        record = write_model_record(
+            output / "model.onnx", name=name, version=options["model_version"],
+            classes=result.classes, preprocess_config=preprocess_config,
+            metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch", "members")
+                     if k in result.metrics},
+            training={**config.to_dict(), "catalogue": dataset.catalogue,
+                      "selection": dataset.selection, "seconds": round(result.seconds, 1),
+                      **({"extra_train_selection": extra.selection,
+                          "extra_training_rows": result.metrics["extra_training_rows"]}
+                         if extra is not None else {})},
+            export_check=export_check, command=command,
+        )
+        click.echo(
+            f"wrote {output / 'model.onnx'} and {record} (ONNX vs Keras max |dp| "
+            f"{export_check['max_abs_diff_probabilities']:.2g} on {export_check['n_checked']} images)"
+        )
 
 
 def _cross_validate(dataset, preprocess_config, config, extra, options, output, command):
     from survey_classifier.cnn.crossval import cross_validate
-    from survey_classifier.errors import SurveyClassifierError
 
-    try:
-        summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
-                                 progress=click.echo, cache_dir=options["cache_dir"])
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
+                             progress=click.echo, cache_dir=options["cache_dir"])
     output.mkdir(parents=True, exist_ok=True)
     record = {**summary, "training": config.to_dict(), "preprocess": preprocess_config.to_dict(),
               "command": command}
@@ -272,20 +264,16 @@ def cnn_table(**options):
     accuracy is printed as mean ± std (Markdown).
     """
     from survey_classifier.cnn.table import format_table, transfer_table
-    from survey_classifier.errors import SurveyClassifierError
 
     dataset, preprocess_config, extra = _load(options)
     if extra is not None:
         raise click.UsageError("--extra-train-where is not supported by cnn-table")
     config = _training_config(options)
     seeds = [int(s) for s in options["seeds"].split(",") if s.strip()]
-    try:
-        table = transfer_table(
-            dataset, preprocess_config, options["base"], config=config, seeds=seeds,
-            progress=click.echo, cache_dir=options["cache_dir"],
-        )
-    except SurveyClassifierError as exc:
-        raise click.ClickException(str(exc)) from exc
+    table = transfer_table(
+        dataset, preprocess_config, options["base"], config=config, seeds=seeds,
+        progress=click.echo, cache_dir=options["cache_dir"],
+    )
     click.echo(format_table(table))
     if options["output"]:
         Path(options["output"]).write_text(json.dumps(table, indent=2) + "\n")

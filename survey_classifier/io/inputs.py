@@ -194,6 +194,23 @@ def _fits_table_hdu(path: Path):
     return False
 
 
+def _with_null_logicals_masked(table, path, hdu):
+    """``table`` with the undefined values of its FITS logical columns (a zero byte) masked, not False."""
+    from astropy.io import fits
+    from astropy.table import MaskedColumn
+
+    logical = [name for name in table.colnames if table[name].dtype.kind == "b" and table[name].ndim == 1]
+    if not logical:
+        return table
+    with remote.open_binary(str(path)) as stream, fits.open(stream, memmap=False, logical_as_bytes=True) as hdus:
+        raw = {name: np.asarray(hdus[hdu].data[name]) for name in logical}
+    for name, values in raw.items():
+        undefined = (values == b"") | (values == b"\x00")
+        if undefined.any():
+            table[name] = MaskedColumn(table[name], mask=undefined)
+    return table
+
+
 def read_catalogue(
     path,
     *,
@@ -297,10 +314,16 @@ def read_table(path, hdu=None):
     if kwargs["format"] == "ascii.csv" and _has_ecsv_header(path):  # a CSV export of ours: read its header too
         kwargs["format"] = "ascii.ecsv"
     try:
-        if remote.is_url(path):
-            with remote.open_binary(str(path)) as stream:
-                return Table.read(stream, **kwargs)
-        return Table.read(path, **kwargs)
+        with warnings.catch_warnings():  # FITS null logicals: astropy reads them as False, masked below
+            warnings.filterwarnings("ignore", message=".*contains NULL \\(undefined\\) values")
+            if remote.is_url(path):
+                with remote.open_binary(str(path)) as stream:
+                    table = Table.read(stream, **kwargs)
+            else:
+                table = Table.read(path, **kwargs)
+        if kwargs["format"] == "fits":
+            table = _with_null_logicals_masked(table, path, kwargs["hdu"])
+        return table
     except FileNotFoundError:
         msg = f"catalogue {path}: file not found"
         raise CatalogueError(msg) from None

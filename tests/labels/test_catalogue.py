@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -86,6 +87,34 @@ def test_round_trip_into_another_database(cli, db_url, classified, tmp_path, suf
     assert len(export_source_labels(fresh_engine, history=True)) == 4
     engine.dispose()
     fresh_engine.dispose()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".xml", ".fits"])
+def test_a_source_never_judged_interesting_or_not_stays_blank(cli, db_url, classified, tmp_path, suffix):
+    """A class without an interesting/not judgement is exported as null (TOPCAT's blank), never as "not interesting"."""
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        add_source_labels(connection, [
+            {"cutout_id": 3, "label": "FRI", "author": "ann"},
+            {"cutout_id": 4, "label": "FRII", "interesting": False, "author": "ann"},
+            {"cutout_id": 6, "label": "hybrid", "interesting": True, "author": "ann"},
+        ])
+    for command in ("labels export", "query"):
+        path = tmp_path / f"{command.replace(' ', '-')}{suffix}"
+        written = cli(*command.split(), "--db", db_url, "-o", path)
+        assert written.exit_code == 0, written.output
+        exported = read_table(path)
+        judged = {}
+        for row in exported:
+            if not np.ma.is_masked(row["label_class"]) and row["label_class"]:
+                value = row["label_interesting"]
+                judged[row["label_class"]] = None if np.ma.is_masked(value) else bool(value)
+        assert judged == {"FRI": None, "FRII": False, "hybrid": True}, command
+    with fits.open(path, logical_as_bytes=True) if suffix == ".fits" else nullcontext() as hdus:
+        if hdus:  # query's boolean: the FITS null logical, a zero byte (TOPCAT and cfitsio show a blank)
+            raw = dict(zip(hdus[1].data["label_class"], hdus[1].data["label_interesting"]))
+            assert raw["FRI"] in (b"", b"\x00") and raw["FRII"] == b"F" and raw["hybrid"] == b"T"
+    engine.dispose()
 
 
 def test_neuron_labels_round_trip(cli, db_url, classified, tmp_path):
