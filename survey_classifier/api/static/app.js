@@ -348,7 +348,9 @@ function imageUrl(id) {
 function refreshImage() {
   if (currentSource === null) return;
   document.getElementById("img-softening-value").textContent = document.getElementById("img-softening").value;
-  document.getElementById("source-image").src = imageUrl(currentSource);
+  const image = document.getElementById("source-image");
+  image.alt = `cutout ${currentSource}`;
+  image.src = imageUrl(currentSource);
 }
 
 function keyValueTable(rows) {
@@ -389,9 +391,24 @@ async function showSource(id) {
   loadSourceLabel(id);
 }
 
+// the cutout's own columns and what the input catalogue said of the source
+const CUTOUT_KEYS = new Set(["cutout_id", "catalogue_id", "ra_deg", "dec_deg", "path", "sha256", "anomaly_rank", "separation_arcsec"]);
+
+function renderCatalogue(row, target) {
+  const stagePrefixes = state.stages.map((s) => `${s.stage}_`);
+  const keys = Object.keys(row).filter((k) => !CUTOUT_KEYS.has(k) && !k.startsWith("label_") && row[k] !== null &&
+                                              !stagePrefixes.some((prefix) => k.startsWith(prefix)));
+  if (!keys.length) return;
+  const box = el("div", { class: "stage-box", "data-stage": "catalogue" });
+  box.appendChild(el("h4", {}, "the cutout and its catalogue row"));
+  box.appendChild(keyValueTable(keys.map((k) => [k, show(null, row[k])])));
+  target.appendChild(box);
+}
+
 function renderStages(row) {
   const target = document.getElementById("source-stages");
   target.replaceChildren();
+  renderCatalogue(row, target);
   for (const s of state.stages) {
     const prefix = `${s.stage}_`;
     const keys = Object.keys(row).filter((k) => k.startsWith(prefix) && row[k] !== null && !/_pct$/.test(k) &&
