@@ -271,7 +271,7 @@ async function showResults(params) {
     tr.appendChild(image);
     for (const name of chosen) {
       const td = el("td", {}, show(byName.get(name), row[name]));
-      if (name === "cutout_id" || name === "catalogue_id") {
+      if ((name === "cutout_id" || name === "catalogue_id") && row[name] !== null) {
         td.replaceChildren(el("a", { href: `#/source/${row.cutout_id}` }, show(byName.get(name), row[name])));
       }
       tr.appendChild(td);
