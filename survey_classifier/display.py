@@ -20,15 +20,19 @@ import numpy as np
 
 from survey_classifier.stats import clipped_background
 
-__all__ = ["stretch", "SOFTENING_SIGMA"]
+__all__ = ["stretch", "SOFTENING_SIGMA", "SCALES"]
 
 #: Pixels this many noise units above the background sit at the knee of the
 #: asinh: fainter ones are scaled almost linearly (noise stays dark), brighter
 #: ones logarithmically (a bright core does not push the lobes into black).
 SOFTENING_SIGMA = 3.0
+#: How heights above the background become display values: ``asinh`` (the
+#: default, above), ``sqrt`` and ``linear`` of the height over the peak, and
+#: ``log``, ``log(1 + s/k) / log(1 + s_max/k)`` with the same softening.
+SCALES = ("asinh", "sqrt", "linear", "log")
 
 
-def stretch(image) -> np.ndarray:
+def stretch(image, *, scale: str = "asinh", softening_sigma: float = SOFTENING_SIGMA) -> np.ndarray:
     """Display intensities in [0, 1] for a 2-D image (NaN shown as 0).
 
     ``v = asinh(s / k) / asinh(s_max / k)``, with ``s`` the pixel's height
@@ -45,6 +49,11 @@ def stretch(image) -> np.ndarray:
     Parameters
     ----------
     image : array_like, shape (ny, nx)
+    scale : {"asinh", "sqrt", "linear", "log"}
+        One of :data:`SCALES` (the page's stretch control).
+    softening_sigma : float
+        ``k`` of ``asinh`` and ``log`` in noise units: smaller shows faint
+        emission brighter.
 
     Returns
     -------
@@ -61,6 +70,12 @@ def stretch(image) -> np.ndarray:
     >>> float(shown.max()), round(float(shown[12, 12]), 2), round(float(np.median(shown)), 2)
     (1.0, 0.33, 0.0)
     """
+    if scale not in SCALES:
+        msg = f"scale must be one of {', '.join(SCALES)}, got {scale!r}"
+        raise ValueError(msg)
+    if not softening_sigma > 0.0:
+        msg = f"softening_sigma must be positive, got {softening_sigma!r}"
+        raise ValueError(msg)
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         msg = f"stretch expects a 2-D image, got shape {image.shape}"
@@ -77,7 +92,13 @@ def stretch(image) -> np.ndarray:
     if not noise > 0.0:
         lifted = height[height > 0.0]
         noise = 1.4826 * float(np.median(np.abs(lifted - np.median(lifted))))
+    if scale == "linear":
+        return height / peak
+    if scale == "sqrt":
+        return np.sqrt(height / peak)
     if not noise > 0.0:
         return height / peak
-    softening = SOFTENING_SIGMA * noise
+    softening = softening_sigma * noise
+    if scale == "log":
+        return np.log1p(height / softening) / np.log1p(peak / softening)
     return np.arcsinh(height / softening) / np.arcsinh(peak / softening)

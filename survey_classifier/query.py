@@ -36,6 +36,7 @@ from sqlalchemy import (
     BigInteger,
     String,
     Text,
+    and_,
     any_,
     bindparam,
     exists,
@@ -343,6 +344,8 @@ def query_results(
     after_id: int | None = None,
     label_class: str | None = None,
     interesting: bool | None = None,
+    sort: str | None = None,
+    descending: bool = False,
     _variants: Mapping[str, Variant] | None = None,
 ) -> Table:
     """Cutouts and their results as one table, ordered by cutout id.
@@ -384,6 +387,13 @@ def query_results(
     interesting : bool, optional
         Keep cutouts whose current user label says interesting (True) or
         not interesting (False).
+    sort : str, optional
+        Order by this column instead of the cutout id: a column of the
+        cutout (``ra_deg``, ``catalogue_id`` ...) or a stored result column
+        of a stage (``cnn_probability``, ``anomaly_score``, ``som_distance``);
+        missing values last, ties by cutout id. Not with ``after_id``.
+    descending : bool
+        Largest first.
 
     Returns
     -------
@@ -471,7 +481,14 @@ def query_results(
             else:  # a wide cone: filter on the pixel ranges, then on the exact separations here
                 conditions.append(cone_prefilter(ra, dec, radius))
                 page_in_sql = False
-        query = select(CutoutRow.__table__).where(*conditions).order_by(c.id)
+        query = select(CutoutRow.__table__).where(*conditions)
+        if sort is not None:
+            if after_id is not None:
+                msg = "keyset pagination (after_id) follows the cutout id; page a sorted table with offset"
+                raise SurveyClassifierError(msg)
+            query = _sorted(query, variants, sort, descending)
+        else:
+            query = query.order_by(c.id)
         if page_in_sql and offset:
             query = query.offset(offset)
         if page_in_sql and limit is not None:
@@ -488,6 +505,31 @@ def query_results(
         _add_catalogue_columns(connection, table, rows)
         add_label_columns(connection, table, ids, variants, _column)
     return table[order_columns(table.colnames, LEADING_COLUMNS)]
+
+
+def _sorted(query, variants: Mapping[str, Variant], sort: str, descending: bool):
+    """``query`` of cutouts ordered by the column ``sort`` (a cutout's or a stage result's), missing last."""
+    c = CutoutRow.__table__.c
+    stored = dict(_CUTOUT_COLUMNS)
+    if sort in stored:
+        column = c[stored[sort]]
+    else:
+        column = None
+        for stage in sorted(variants, key=len, reverse=True):
+            field = sort[len(stage) + 1:] if sort.startswith(f"{stage}_") else None
+            t = variants[stage].row_class.__table__.alias("sort_by")  # the filters' subqueries use the table itself
+            if field and field not in _SKIP and field in t.c:
+                query = query.outerjoin(t, and_(t.c.cutout_id == c.id,
+                                                *_variant_condition(t, stage, variants[stage])))
+                column = t.c[field]
+                break
+        if column is None:
+            columns = [name for name, _ in _CUTOUT_COLUMNS] + sorted(
+                f"{stage}_{col.name}" for stage, v in variants.items() for col in v.row_class.__table__.columns
+                if col.name not in _SKIP and col.name not in ("run_id", "model_sha256"))
+            msg = f"cannot sort by {sort!r}: sortable columns are {', '.join(columns)}"
+            raise SurveyClassifierError(msg)
+    return query.order_by(column.is_(None), column.desc() if descending else column.asc(), c.id)
 
 
 def _ranked_anomalies(variants: Mapping[str, Variant], stage: str):

@@ -48,6 +48,7 @@ __all__ = [
     "register_model",
     "list_models",
     "get_model",
+    "stored_ref",
     "set_default",
     "retire_model",
     "resolve_model",
@@ -324,6 +325,22 @@ def get_model(engine: Engine, name: str | None = None, version: str | None = Non
         msg = f"no registered model {what}; see `survey-classifier models list`"
         raise ModelError(msg)
     return model
+
+
+def stored_ref(engine: Engine, model_ref: str) -> ModelRef:
+    """The reference of the registered model whose results carry ``model_ref`` (``NAME:VERSION``), retired or not.
+
+    Raises
+    ------
+    ModelError
+        When no registered model has that name and version (a file used
+        outside the registry, ``file:NAME@SHA``, has none).
+    """
+    name, _, version = str(model_ref).partition(":")
+    if not name or not version:
+        msg = f"{model_ref!r} names no registered model (NAME:VERSION)"
+        raise ModelError(msg)
+    return _ref(get_model(engine, name, version))
 
 
 def set_default(engine: Engine, name: str, version: str) -> dict:

@@ -58,3 +58,19 @@ def test_blank_and_flat_images():
     assert shown.max() == 1.0 and 0 < shown[2, 2] < shown[3, 3] and shown[0, 0] == 0.0
     with pytest.raises(ValueError, match="2-D image"):
         stretch(np.zeros(5))
+
+
+def test_the_page_scales_share_the_background_and_the_peak(mirabest_dir):
+    """Every scale shows the background black and the peak white; sqrt is linear squared; a lower knee lifts lobes."""
+    data = read_cutout(mirabest_dir / "fits" / DARK[0]).data
+    emission = _emission(data)
+    shown = {scale: stretch(data, scale=scale) for scale in ("asinh", "sqrt", "linear", "log")}
+    for values in shown.values():
+        assert values.max() == pytest.approx(1.0) and np.median(values[~emission]) < 0.05
+    assert np.allclose(shown["sqrt"] ** 2, shown["linear"])
+    assert np.median(shown["linear"][emission]) < np.median(shown["asinh"][emission])
+    lifted = stretch(data, softening_sigma=1.0)
+    assert np.median(lifted[emission]) > np.median(shown["asinh"][emission])
+    for bad in ({"scale": "cube"}, {"softening_sigma": 0.0}):
+        with pytest.raises(ValueError, match="scale|softening"):
+            stretch(data, **bad)

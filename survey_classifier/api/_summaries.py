@@ -1,14 +1,16 @@
-"""Aggregates the web page shows: label counts, the SOM grid, runs and stages."""
+"""Aggregates the web page shows: label counts, the SOM grid, runs, stages, embedding neighbours."""
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
-from survey_classifier.db.models import RunRow
+from survey_classifier.db.models import CutoutRow, RunRow
 from survey_classifier.query import Variant
 
-__all__ = ["label_counts", "som_grid", "add_neuron_labels_to_grid", "list_runs", "describe_variants"]
+__all__ = ["label_counts", "som_grid", "add_neuron_labels_to_grid", "list_runs", "describe_variants",
+           "embedding_neighbours"]
 
 
 def _variant_where(table, stage: str, variant: Variant) -> list:
@@ -91,3 +93,62 @@ def list_runs(connection: Connection, limit: int) -> list[dict]:
             record[key] = record[key].isoformat() if record[key] is not None else None
         out.append(record)
     return out
+
+
+def embedding_neighbours(
+    connection: Connection, cutout_id: int, *, stage: str | None = None, k: int = 8
+) -> dict | None:
+    """The ``k`` sources nearest to ``cutout_id`` in the embedding space of a classification variant.
+
+    ``stage`` names the classification stage (default: the first, by name,
+    whose variant shown stores embeddings). Distances are cosine distances
+    (1 - cosine similarity) between the stored vectors. None when the source
+    has no stored embedding.
+    """
+    from survey_classifier.errors import SurveyClassifierError
+    from survey_classifier.query import find_variants
+
+    variants = find_variants(connection)
+    if stage is not None and (stage not in variants or variants[stage].kind != "classification"):
+        known = sorted(name for name, v in variants.items() if v.kind == "classification")
+        msg = f"no classification results of stage {stage!r}; classification stages: {known}"
+        raise SurveyClassifierError(msg)
+    names = [stage] if stage is not None else sorted(n for n, v in variants.items() if v.kind == "classification")
+    for name in names:
+        variant = variants[name]
+        t = variant.row_class.__table__
+        rows = connection.execute(
+            select(t.c.cutout_id, t.c.embedding, t.c.embedding_dtype, t.c.label, t.c.probability)
+            .where(*_variant_where(t, name, variant), t.c.embedding.is_not(None))
+            .order_by(t.c.cutout_id)
+        ).all()
+        own = next((row for row in rows if row.cutout_id == cutout_id), None)
+        if own is None:
+            continue
+        vector = _vector(own)
+        rows = [row for row in rows if row.cutout_id != cutout_id]
+        vectors = [_vector(row) for row in rows]
+        keep = [i for i, v in enumerate(vectors) if v.shape == vector.shape]
+        if not keep:
+            return _neighbour_answer(name, variant, cutout_id, [])
+        matrix = np.stack([vectors[i] for i in keep])
+        norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector)
+        distance = 1.0 - (matrix @ vector) / np.where(norms > 0, norms, 1.0)
+        order = np.argsort(distance, kind="stable")[:k]
+        found = [{"cutout_id": int(rows[keep[i]].cutout_id), "distance": float(distance[i]),
+                  "label": rows[keep[i]].label, "probability": rows[keep[i]].probability} for i in order]
+        names = dict(connection.execute(select(CutoutRow.id, CutoutRow.catalogue_id).where(
+            CutoutRow.id.in_([n["cutout_id"] for n in found]))).all())
+        for neighbour in found:
+            neighbour["catalogue_id"] = names.get(neighbour["cutout_id"])
+        return _neighbour_answer(name, variant, cutout_id, found)
+    return None
+
+
+def _vector(row) -> np.ndarray:
+    return np.frombuffer(row.embedding, dtype=np.dtype(row.embedding_dtype or "<f4")).astype(np.float64)
+
+
+def _neighbour_answer(stage: str, variant: Variant, cutout_id: int, found: list[dict]) -> dict:
+    return {"stage": stage, "stage_version": variant.version, "model_ref": variant.model, "metric": "cosine",
+            "cutout_id": cutout_id, "neighbours": found}

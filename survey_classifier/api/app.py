@@ -33,7 +33,8 @@ from sqlalchemy import select
 
 from survey_classifier.api.contract import errors, install_error_handlers, table_responses
 from survey_classifier.db.models import CutoutRow, ErrorRow
-from survey_classifier.errors import CutoutError, SurveyClassifierError
+from survey_classifier.display import SCALES, SOFTENING_SIGMA
+from survey_classifier.errors import CutoutError, ModelError, SurveyClassifierError
 from survey_classifier.formats import EXPORT_FORMATS
 
 __all__ = ["create_app", "MAX_PAGE"]
@@ -185,18 +186,26 @@ def create_app(
         ra: RA = None,
         dec: Dec = None,
         radius: Radius = None,
-        limit: Limit = 100,
+        limit: Annotated[int | None, Query(
+            ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}); default 100 for JSON, and for a "
+                                           "format= export every row of the filtered set.")] = None,
         offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
         after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Keyset pagination.")] = None,
         columns: Columns = None,
         format: Format = "json",
         label_class: Annotated[str | None, Query(max_length=128, description="Class of the user's label.")] = None,
         interesting: Annotated[bool | None, Query(description="The user's label says interesting (or not).")] = None,
+        sort: Annotated[str | None, Query(
+            pattern=r"^-?[A-Za-z0-9_]{1,160}$",
+            description="Order by this column (a cutout's or a stage result's: anomaly_score, cnn_probability); "
+                        "a leading - for largest first. Page with offset.")] = None,
     ):
         from survey_classifier.query import query_results
 
         if (som_x is None) != (som_y is None):
             raise HTTPException(400, "a SOM node needs both som_x and som_y")
+        if limit is None and format == "json":
+            limit = 100
         ranks = None
         if anomaly_rank_min is not None or anomaly_rank_max is not None:
             ranks = (anomaly_rank_min or 1, anomaly_rank_max or (anomaly_rank_min or 1) + MAX_PAGE - 1)
@@ -205,8 +214,10 @@ def create_app(
             run_id=run, versions=_picks(version), som_node=None if som_x is None else (som_x, som_y),
             som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, **_cone(ra, dec, radius),
             limit=limit, offset=offset, after_id=after_id, label_class=label_class, interesting=interesting,
+            sort=sort.lstrip("-") if sort else None, descending=bool(sort and sort.startswith("-")),
         )
-        return _respond(table, format, "results", limit=limit, offset=offset, columns=columns)
+        return _respond(table, format, "results", limit=limit, offset=offset, columns=columns,
+                        keyset=sort is None and limit is not None)
 
     @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage",
              responses=errors(404, 422))
@@ -226,7 +237,7 @@ def create_app(
             error_list = [dict(r._mapping) for r in errors]
         return {"cutout": table_rows(table)[0], "errors": error_list}
 
-    @app.get("/cutouts/{cutout_id}/image.png", summary="The cutout rendered as PNG (asinh stretch)",
+    @app.get("/cutouts/{cutout_id}/image.png", summary="The cutout rendered as PNG (the display stretch)",
              response_class=Response,
              responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                               "description": "The picture."}, **errors(404, 422)})
@@ -234,6 +245,11 @@ def create_app(
         cutout_id: CutoutId,
         size: Annotated[int, Query(ge=16, le=1024, description="Pixels across.")] = 150,
         cmap: Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()] = "inferno",
+        scale: Annotated[Literal[SCALES], Query(description="How brightness above the background is shown.")] = "asinh",
+        softening: Annotated[float, Query(
+            ge=0.1, le=1000.0, allow_inf_nan=False,
+            description="Knee of the asinh and log scales, in noise sigmas: smaller shows faint emission brighter.",
+        )] = SOFTENING_SIGMA,
     ):
         from survey_classifier.api.images import cutout_png
 
@@ -243,7 +259,7 @@ def create_app(
         if row is None:
             raise HTTPException(404, f"no cutout with id {cutout_id}")
         try:
-            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap)
+            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap, scale=scale, softening_sigma=softening)
         except CutoutError as exc:
             raise HTTPException(404, f"cutout {cutout_id}: {exc}") from exc
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
@@ -284,10 +300,11 @@ def create_app(
         with engine.connect() as connection:
             return {"stages": describe_variants(find_variants(connection))}
 
-    @app.get("/som", summary="The SOM grid: cutouts per node and the best-matching cutout of each",
+    @app.get("/som", summary="The SOM grid: cutouts per node, the best-matching cutout of each, the map's layout",
              responses=errors(400, 422))
     def som(stage: Stage = None, version: Picks = None):
         from survey_classifier.api._summaries import add_neuron_labels_to_grid, som_grid
+        from survey_classifier.api.inspect import load_map, map_layout
         from survey_classifier.query import find_variants, stage_of_kind
 
         with engine.connect() as connection:
@@ -297,6 +314,14 @@ def create_app(
             add_neuron_labels_to_grid(connection, grid)
         grid["prototype_image"] = "/som/image.png"
         grid["has_prototypes"] = som_path is not None
+        grid["layout"], grid["neurons"], grid["has_neuron_images"] = None, None, False
+        try:
+            layout = map_layout(load_map(engine, grid["model_ref"]))
+        except ModelError:  # a map outside the registry: its hits only
+            return grid
+        grid.update(layout, has_neuron_images=True)
+        grid["width"] = max(grid["width"], 1 + max(n["x"] for n in layout["neurons"]))
+        grid["height"] = max(grid["height"], 1 + max(n["y"] for n in layout["neurons"]))
         return grid
 
     @app.get("/som/image.png", summary="The SOM prototypes (or, without them, its hit map) as PNG",
@@ -384,6 +409,10 @@ def create_app(
         except ModelError as exc:
             raise HTTPException(404, str(exc)) from exc
         return found
+
+    from survey_classifier.api.inspect import inspect_router
+
+    app.include_router(inspect_router(engine))
 
     from survey_classifier.api.vo import vo_router
 

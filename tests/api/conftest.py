@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import numpy as np
 import pytest
+from astropy.table import Table
+from click.testing import CliRunner
 from helpers.stages import peak_classifier
 from sqlalchemy import select
 
+from survey_classifier.cli import main
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import MeasurementRow
@@ -67,3 +73,28 @@ def client(app):
 
     with TestClient(app) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def classified_db(tmp_path_factory, mirabest_dir):
+    """36 real MiraBest sources (every 37th, the first 8 hybrids or non-standard ones) through every default stage.
+
+    Read only: a test that writes labels works on a copy of ``path``.
+    """
+    folder = tmp_path_factory.mktemp("workbench")
+    catalogue = Table.read(mirabest_dir / "labels.csv")
+    rows = np.arange(len(catalogue))
+    rare = np.flatnonzero((catalogue["fr_class"] == "hybrid") | (catalogue["morphology"] != "standard"))[:8]
+    keep = (rows % 37 == 0) | np.isin(rows, rare)
+    subset = catalogue[keep]
+    subset["name"] = [f"MB{row:04d}" for row in rows[keep]]
+    subset.write(folder / "subset.csv", format="ascii.csv")
+    url = f"sqlite:///{folder / 'workbench.db'}"
+    result = CliRunner().invoke(main, ["classify", str(folder / "subset.csv"), "--base-dir",
+                                       str(mirabest_dir / "fits"), "--db", url, "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(folder / "workbench.db") as connection:  # everything into the main file, to copy it
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine = make_engine(url)
+    yield {"url": url, "engine": engine, "path": folder / "workbench.db", "n": len(subset)}
+    engine.dispose()

@@ -38,4 +38,10 @@ def test_api_on_postgres(postgres_url, mirabest_files):
         assert client.get(f"/models/{2**31 - 1}").status_code == 404
         assert client.get("/results", params={"after_id": 2**31 - 1}).json()["rows"] == []
         assert client.get("/anomalies").status_code == 400  # no anomaly stage has run: said, not a 500
+        # sorted by a stage's result column, largest first, a page at a time, filtered on the same stage
+        flux = dict(zip(table["cutout_id"].tolist(), table["measure_peak_flux_jy"].tolist()))
+        brightest = sorted(flux, key=lambda i: (-flux[i], i))
+        page = {"sort": "-measure_peak_flux_jy", "stage": "measure", "limit": 4}
+        assert [r["cutout_id"] for r in client.get("/results", params={**page, "offset": 4}).json()["rows"]] == (
+            brightest[4:8])
     engine.dispose()

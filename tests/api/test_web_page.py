@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from astropy.coordinates import SkyCoord
+from helpers.browser import CHROMIUM_ARGS, chromium, keep_screenshot
 
+from survey_classifier.formats import EXPORT_FORMATS
 from survey_classifier.query import query_results
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def _chromium() -> str:
-    path = os.environ.get("SURVEY_CLASSIFIER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    problem = None
-    if not Path(path).exists():
-        problem = f"no Chromium at {path} (apt-get install chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed (pip install playwright)"
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"the browser test is required in CI: {problem}")
-        pytest.skip(problem)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +37,7 @@ def server(app):
 
 @pytest.fixture(scope="module")
 def page(server):
-    executable = _chromium()
+    executable = chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -78,68 +57,75 @@ def _images_loaded(page, selector) -> bool:
     return page.eval_on_selector_all(selector, loaded)
 
 
-def test_page_shows_labels_som_and_anomalies(page, service_db):
+def test_page_shows_labels_som_and_anomalies(page, server, service_db):
+    page.goto(server + "/#/results")
     page.wait_for_selector("#labels .bar-row")
     labels = page.eval_on_selector_all("#labels .bar-row", "rows => rows.map(r => r.dataset.label)")
     assert set(labels) <= {"bright", "faint"} and labels
-    page.wait_for_selector("#som-grid .som-cell img")
+    page.goto(server + "/#/som")
+    page.wait_for_selector("#som-map .som-cell img")
     placements = service_db["placements"]
     width = 1 + max(p["node_x"] for p in placements.values())
     height = 1 + max(p["node_y"] for p in placements.values())
-    assert page.locator("#som-grid .som-cell").count() == width * height
+    assert page.locator("#som-map .som-cell").count() == width * height  # a map outside the registry: its hits
+    page.goto(server + "/#/anomalies?top=24")
     page.wait_for_function("document.querySelectorAll('#anomalies .card').length === 24")
     page.wait_for_function("[...document.querySelectorAll('#anomalies img')].every(i => i.complete)")
     assert _images_loaded(page, "#anomalies img")
 
 
-def test_clicking_a_som_node_lists_its_cutouts(page, service_db):
+def test_clicking_a_som_node_lists_its_cutouts(page, server, service_db):
     placements = service_db["placements"]
     node = max({(p["node_x"], p["node_y"]) for p in placements.values()},
                key=lambda n: sum((p["node_x"], p["node_y"]) == n for p in placements.values()))
-    members = sorted(i for i, p in placements.items() if (p["node_x"], p["node_y"]) == node)
-    page.click(f'#som-grid .som-cell[data-x="{node[0]}"][data-y="{node[1]}"]')
+    members = sorted((i for i, p in placements.items() if (p["node_x"], p["node_y"]) == node),
+                     key=lambda i: (placements[i]["distance"], i))
+    page.goto(server + "/#/som")
+    page.click(f'#som-map .som-cell[data-x="{node[0]}"][data-y="{node[1]}"]')
     page.wait_for_function(f"document.querySelectorAll('#node-cutouts .card').length === {len(members)}")
     shown = page.eval_on_selector_all("#node-cutouts .card", "cards => cards.map(c => Number(c.dataset.cutout))")
-    assert shown == members
-    assert f"node ({node[0]}, {node[1]}): {len(members)} cutouts" in page.inner_text("#node-title")
+    assert shown == members  # closest to the neuron first
+    assert f"neuron ({node[0]}, {node[1]}): {len(members)} sources" in page.inner_text("#node-title")
 
 
-def test_cone_search_form(page, service_db, tmp_path):
+def _cone(page, ra, dec, radius):
+    page.fill("#f-ra", ra)
+    page.fill("#f-dec", dec)
+    page.fill("#f-radius", radius)
+    page.click("#apply")
+
+
+def test_cone_search_form(page, server, service_db, tmp_path):
     table = query_results(service_db["engine"])
     coords = SkyCoord(table["ra_deg"], table["dec_deg"])
     centre = coords[7]
     expected = set(table["cutout_id"][centre.separation(coords).deg <= 8.0].tolist())
-    page.fill("#ra", f"{centre.ra.deg:.5f}")
-    page.fill("#dec", f"{centre.dec.deg:.5f}")
-    page.fill("#radius", "8")
-    page.click("#cone-submit")
-    page.wait_for_selector("#cone-results tbody tr")
-    shown = page.eval_on_selector_all("#cone-results tbody tr", "rows => rows.map(r => Number(r.dataset.cutout))")
+    page.goto(server + "/#/results")
+    page.wait_for_selector("#results-table tbody tr")
+    _cone(page, f"{centre.ra.deg:.5f}", f"{centre.dec.deg:.5f}", "8")
+    page.wait_for_function("location.hash.includes('radius=8')")
+    page.wait_for_function(f"document.querySelectorAll('#results-table tbody tr').length === {len(expected)}")
+    shown = page.eval_on_selector_all("#results-table tbody tr", "rows => rows.map(r => Number(r.dataset.cutout))")
     assert set(shown) == expected
-    page.wait_for_function("[...document.querySelectorAll('#cone-results img')].every(i => i.complete)")
-    assert _images_loaded(page, "#cone-results img")
-    assert page.locator("#cone-downloads a").count() == 3
+    page.wait_for_function("[...document.querySelectorAll('#results-table img')].every(i => i.complete)")
+    assert _images_loaded(page, "#results-table img")
+    assert page.locator("#exports a").count() == len(EXPORT_FORMATS)
     shot = tmp_path / "results-page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    keep = os.environ.get("SURVEY_CLASSIFIER_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / shot.name)
+    keep_screenshot(shot)
     # sexagesimal positions and a radius with a unit find the same cutouts
-    page.fill("#ra", centre.ra.to_string(unit="hourangle", sep=":", precision=4))
-    page.fill("#dec", centre.dec.to_string(sep=":", precision=3, alwayssign=True))
-    page.fill("#radius", "480arcmin")
-    page.click("#cone-submit")
-    page.wait_for_function("document.getElementById('cone-status').textContent.includes('480arcmin')")
-    shown = page.eval_on_selector_all("#cone-results tbody tr", "rows => rows.map(r => Number(r.dataset.cutout))")
+    _cone(page, centre.ra.to_string(unit="hourangle", sep=":", precision=4),
+          centre.dec.to_string(sep=":", precision=3, alwayssign=True), "480arcmin")
+    page.wait_for_function("location.hash.includes('480arcmin')")
+    page.wait_for_function(f"document.querySelectorAll('#results-table tbody tr').length === {len(expected)}")
+    shown = page.eval_on_selector_all("#results-table tbody tr", "rows => rows.map(r => Number(r.dataset.cutout))")
     assert set(shown) == expected
     # a malformed coordinate is refused with the API's message, shown in the page
-    page.fill("#ra", "12h70m")
-    page.click("#cone-submit")
-    page.wait_for_selector("#cone-status.error")
-    assert "ra" in page.inner_text("#cone-status")
-    assert page.locator("#cone-results").is_hidden()
+    _cone(page, "12h70m", "+10:00:00", "1deg")
+    page.wait_for_selector("#results-status.error")
+    assert "ra" in page.inner_text("#results-status")
+    assert page.locator("#results-table tbody tr").count() == 0
 
 
 def test_api_docs_render_without_a_cdn(page, server, tmp_path):
@@ -158,7 +144,4 @@ def test_api_docs_render_without_a_cdn(page, server, tmp_path):
     docs.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
     docs.close()
-    keep = os.environ.get("SURVEY_CLASSIFIER_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / shot.name)
+    keep_screenshot(shot)

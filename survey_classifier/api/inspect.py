@@ -1,0 +1,196 @@
+"""Endpoints of the per-source and SOM views: a source in its neuron's frame, neurons, embedding neighbours.
+
+The map of a SOM stage's results is the registered model named by their
+``model_ref``: it is fetched and verified as a worker fetches it
+(:func:`survey_classifier.artefacts.fetch`) and loaded once per process.
+A source is drawn in its neuron's frame as the SOM stage mapped it: read
+from its file, prepared with the map's own preprocessing, mirrored (when
+its placement says ``flip``) and rotated by its ``angle_deg``
+(:meth:`~survey_classifier.som.RotationInvariantSOM.rotate_into_frame`, the
+same turn ``show som`` draws). Neighbours in the CNN's embedding space
+are the sources whose stored embeddings (of the classification variant
+shown) are nearest in cosine distance.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from functools import lru_cache
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from survey_classifier.api.contract import errors
+from survey_classifier.db.models import CutoutRow
+from survey_classifier.errors import CutoutError, ModelError
+
+__all__ = ["inspect_router", "load_map", "map_layout"]
+
+_MAX_ID = 2**31 - 1
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name (default: the one shown).")]
+Size = Annotated[int, Query(ge=16, le=1024, description="Pixels across.")]
+Cmap = Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()]
+CutoutId = Annotated[int, PathParam(ge=1, le=_MAX_ID, description="A cutout id (`cutout_id`).")]
+Node = Annotated[int, PathParam(ge=0, le=10_000)]
+_PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+              "description": "The picture."}}
+
+_MAPS: dict[str, object] = {}
+#: (database, model_ref) -> sha256 of the map's bytes, once fetched and verified.
+_REFS: dict[tuple[str, str], str] = {}
+_LOCK = threading.Lock()
+
+
+def _map_sha(engine, model_ref: str) -> str:
+    """The sha256 of the map registered as ``model_ref``, fetched, verified and loaded once per process."""
+    from survey_classifier.artefacts import fetch
+    from survey_classifier.registry import stored_ref
+    from survey_classifier.som import RotationInvariantSOM
+
+    key = (engine.url.render_as_string(hide_password=True), model_ref)
+    with _LOCK:
+        if key in _REFS:
+            return _REFS[key]
+    ref = stored_ref(engine, model_ref)
+    with _LOCK:
+        if ref.sha256 not in _MAPS:
+            _MAPS[ref.sha256] = RotationInvariantSOM.load(fetch(ref, engine).path)
+        _REFS[key] = ref.sha256
+        return ref.sha256
+
+
+def load_map(engine, model_ref: str):
+    """The SOM registered as ``model_ref``, fetched, verified and loaded once per process.
+
+    Raises
+    ------
+    ModelError
+        No registered map of that name, or its bytes cannot be fetched or verified.
+    """
+    return _MAPS[_map_sha(engine, model_ref)]
+
+
+def map_layout(som) -> dict:
+    """Layout of a map for the page: every neuron's ``(x, y)`` and its place ``(px, py)`` in node spacings."""
+    grid = som.grid_
+    positions = grid.positions - grid.positions.min(axis=0)
+    return {
+        "layout": grid.layout,
+        "neurons": [{"x": int(x), "y": int(y), "px": float(px), "py": float(py)}
+                    for (x, y), (px, py) in zip(grid.index_xy.tolist(), positions.tolist(), strict=True)],
+    }
+
+
+def _node_index(som, x: int, y: int) -> int:
+    found = np.flatnonzero((som.grid_.index_xy[:, 0] == x) & (som.grid_.index_xy[:, 1] == y))
+    if found.size == 0:
+        raise HTTPException(404, f"no neuron ({x}, {y}) on this {som.grid_.layout} map")
+    return int(found[0])
+
+
+def _shown(image: np.ndarray) -> np.ndarray:
+    """Display values of a prepared image or prototype: over its peak, clipped to [0, 1]."""
+    peak = float(np.nanmax(image)) if image.size else 0.0
+    return np.clip(np.nan_to_num(image) / peak, 0.0, 1.0) if peak > 0 else np.zeros(image.shape)
+
+
+@lru_cache(maxsize=1024)
+def _member_png(map_sha: str, path: str, sha256: str | None, angle_deg: float, flip: bool, size: int,
+                cmap: str) -> bytes:
+    """The cutout at ``path`` in its neuron's frame (``sha256`` in the key: a changed file is drawn anew)."""
+    del sha256
+    from survey_classifier.api.images import array_png
+    from survey_classifier.io.fits import read_cutout
+    from survey_classifier.preprocess import PreprocessConfig
+
+    som = _MAPS[map_sha]
+    with warnings.catch_warnings():  # the reader's quirks were reported when the cutout was classified
+        warnings.simplefilter("ignore")
+        prepared = read_cutout(path).preprocessed(PreprocessConfig.from_dict(som.preprocess_dict_))
+    return array_png(_shown(som.rotate_into_frame(prepared, angle_deg, flip)), size=size, cmap=cmap)
+
+
+@lru_cache(maxsize=1024)
+def _prototype_png(map_sha: str, node: int, size: int, cmap: str) -> bytes:
+    from survey_classifier.api.images import array_png
+
+    return array_png(_shown(_MAPS[map_sha].prototypes_[node]), size=size, cmap=cmap)
+
+
+def _png(content: bytes) -> Response:
+    return Response(content, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+def inspect_router(engine) -> APIRouter:
+    """The routes of this module over ``engine``."""
+    router = APIRouter()
+
+    def _som_variant(connection, stage: str | None):
+        from survey_classifier.query import find_variants, stage_of_kind
+
+        variants = find_variants(connection)
+        stage = stage_of_kind(variants, "som", stage, "SOM pictures")
+        return stage, variants[stage]
+
+    def _map_of(variant):
+        try:
+            sha = _map_sha(engine, variant.model)
+        except ModelError as exc:
+            raise HTTPException(404, f"no map to draw for SOM results of {variant.model!r}: {exc}") from exc
+        return _MAPS[sha], sha
+
+    @router.get("/cutouts/{cutout_id}/som.png", response_class=Response,
+                summary="The source as its SOM stage mapped it: prepared, mirrored and rotated into its neuron's frame",
+                responses={**_PNG, **errors(400, 404, 422)})
+    def member_in_frame(cutout_id: CutoutId, stage: Stage = None, size: Size = 128, cmap: Cmap = "inferno"):
+        c = CutoutRow.__table__.c
+        with engine.connect() as connection:
+            stage, variant = _som_variant(connection, stage)
+            t = variant.row_class.__table__
+            row = connection.execute(
+                select(c.path, c.sha256, t.c.angle_deg, t.c.flip)
+                .join(t, t.c.cutout_id == c.id)
+                .where(c.id == cutout_id, t.c.stage == stage, t.c.stage_version == variant.version,
+                       t.c.model_ref == variant.model)
+            ).first()
+        if row is None:
+            raise HTTPException(404, f"cutout {cutout_id} has no placement of SOM stage {stage!r} ({variant.model})")
+        _, map_sha = _map_of(variant)
+        try:
+            png = _member_png(map_sha, row.path, row.sha256, float(row.angle_deg or 0.0), bool(row.flip), size, cmap)
+        except (CutoutError, ValueError) as exc:
+            raise HTTPException(404, f"cutout {cutout_id}: {exc}") from exc
+        return _png(png)
+
+    @router.get("/som/nodes/{node_x}/{node_y}/prototype.png", response_class=Response,
+                summary="The prototype of one SOM neuron", responses={**_PNG, **errors(400, 404, 422)})
+    def prototype(node_x: Node, node_y: Node, stage: Stage = None, size: Size = 128, cmap: Cmap = "inferno"):
+        with engine.connect() as connection:
+            _, variant = _som_variant(connection, stage)
+        som, map_sha = _map_of(variant)
+        return _png(_prototype_png(map_sha, _node_index(som, node_x, node_y), size, cmap))
+
+    @router.get("/cutouts/{cutout_id}/neighbours",
+                summary="The sources nearest to this one in a CNN's embedding space (cosine distance)",
+                responses=errors(400, 404, 422))
+    def neighbours(
+        cutout_id: CutoutId,
+        stage: Annotated[str | None, Query(pattern=_NAME, description="A classification stage that stores "
+                                                                        "embeddings (default: the first).")] = None,
+        k: Annotated[int, Query(ge=1, le=100, description="How many neighbours.")] = 8,
+    ):
+        from survey_classifier.api._summaries import embedding_neighbours
+
+        with engine.connect() as connection:
+            found = embedding_neighbours(connection, cutout_id, stage=stage, k=k)
+        if found is None:
+            raise HTTPException(404, f"cutout {cutout_id} has no stored embedding")
+        return found
+
+    return router
