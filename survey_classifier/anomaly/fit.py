@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from survey_classifier.anomaly.scorer import AnomalyScorer
 from survey_classifier.db.models import ClassificationRow, MeasurementRow, SOMPlacementRow
+from survey_classifier.db.store import embedding_array
 from survey_classifier.errors import SurveyClassifierError
 
 __all__ = ["latest_variant", "load_reference", "fit_from_database"]
@@ -63,7 +63,7 @@ def load_reference(engine: Engine, *, som_stage="som", cnn_stage="cnn", measure_
     for row in cnn.values():
         embedding = None
         if row["embedding"] is not None:
-            embedding = np.frombuffer(row["embedding"], dtype=np.dtype(row["embedding_dtype"] or "<f4"))
+            embedding = embedding_array(row["embedding"], row["embedding_dtype"])
         cnn_results.append({"probabilities": row["probabilities"], "embedding": embedding})
     measure_results = [{"asymmetry": r["asymmetry"]} for r in measure.values()]
     refs = {

@@ -7,6 +7,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from survey_classifier.db.models import CutoutRow, RunRow
+from survey_classifier.db.store import embedding_array
 from survey_classifier.query import Variant
 
 __all__ = ["label_counts", "som_grid", "add_neuron_labels_to_grid", "list_runs", "describe_variants",
@@ -146,7 +147,7 @@ def embedding_neighbours(
 
 
 def _vector(row) -> np.ndarray:
-    return np.frombuffer(row.embedding, dtype=np.dtype(row.embedding_dtype or "<f4")).astype(np.float64)
+    return embedding_array(row.embedding, row.embedding_dtype).astype(np.float64)
 
 
 def _neighbour_answer(stage: str, variant: Variant, cutout_id: int, found: list[dict]) -> dict:

@@ -31,6 +31,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, StringConstraints
 from sqlalchemy import select
 
+from survey_classifier.api._params import MAX_ID, NAME_PATTERN, ColourMap, CutoutId, ImageSize
 from survey_classifier.api.contract import errors, install_error_handlers, table_responses
 from survey_classifier.db.models import CutoutRow, ErrorRow
 from survey_classifier.display import SCALES, SOFTENING_SIGMA
@@ -41,10 +42,7 @@ __all__ = ["create_app", "MAX_PAGE"]
 
 #: Largest page of rows one request may ask for.
 MAX_PAGE = 1000
-#: Largest id (the id columns are 32-bit integers).
-MAX_ID = 2**31 - 1
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+_NAME = NAME_PATTERN
 _LABEL = r"^[A-Za-z0-9][A-Za-z0-9 _.:+/()-]{0,127}$"
 _PICK = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}=[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,255}$"
 
@@ -55,7 +53,6 @@ Picks = Annotated[
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name, e.g. cnn.")]
 Format = Annotated[Literal[("json", *EXPORT_FORMATS)], Query(description="Response format.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")]
-CutoutId = Annotated[int, PathParam(ge=1, le=MAX_ID, examples=[1], description="A cutout id (`cutout_id`).")]
 ModelId = Annotated[int, PathParam(ge=1, le=MAX_ID, examples=[1], description="A model id (`GET /models`).")]
 
 
@@ -243,8 +240,8 @@ def create_app(
                               "description": "The picture."}, **errors(404, 422)})
     def cutout_image(
         cutout_id: CutoutId,
-        size: Annotated[int, Query(ge=16, le=1024, description="Pixels across.")] = 150,
-        cmap: Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()] = "inferno",
+        size: ImageSize = 150,
+        cmap: ColourMap = "inferno",
         scale: Annotated[Literal[SCALES], Query(description="How brightness above the background is shown.")] = "asinh",
         softening: Annotated[float, Query(
             ge=0.1, le=1000.0, allow_inf_nan=False,

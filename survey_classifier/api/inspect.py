@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import warnings
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
@@ -25,18 +25,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from survey_classifier.api._params import NAME_PATTERN, ColourMap, CutoutId, ImageSize
 from survey_classifier.api.contract import errors
 from survey_classifier.db.models import CutoutRow
 from survey_classifier.errors import CutoutError, ModelError
 
 __all__ = ["inspect_router", "load_map", "map_layout"]
 
-_MAX_ID = 2**31 - 1
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+_NAME = NAME_PATTERN
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name (default: the one shown).")]
-Size = Annotated[int, Query(ge=16, le=1024, description="Pixels across.")]
-Cmap = Annotated[Literal["inferno", "viridis", "gray", "magma", "cividis"], Query()]
-CutoutId = Annotated[int, PathParam(ge=1, le=_MAX_ID, description="A cutout id (`cutout_id`).")]
 Node = Annotated[int, PathParam(ge=0, le=10_000)]
 _PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
               "description": "The picture."}}
@@ -148,7 +145,7 @@ def inspect_router(engine) -> APIRouter:
     @router.get("/cutouts/{cutout_id}/som.png", response_class=Response,
                 summary="The source as its SOM stage mapped it: prepared, mirrored and rotated into its neuron's frame",
                 responses={**_PNG, **errors(400, 404, 422)})
-    def member_in_frame(cutout_id: CutoutId, stage: Stage = None, size: Size = 128, cmap: Cmap = "inferno"):
+    def member_in_frame(cutout_id: CutoutId, stage: Stage = None, size: ImageSize = 128, cmap: ColourMap = "inferno"):
         c = CutoutRow.__table__.c
         with engine.connect() as connection:
             stage, variant = _som_variant(connection, stage)
@@ -170,7 +167,7 @@ def inspect_router(engine) -> APIRouter:
 
     @router.get("/som/nodes/{node_x}/{node_y}/prototype.png", response_class=Response,
                 summary="The prototype of one SOM neuron", responses={**_PNG, **errors(400, 404, 422)})
-    def prototype(node_x: Node, node_y: Node, stage: Stage = None, size: Size = 128, cmap: Cmap = "inferno"):
+    def prototype(node_x: Node, node_y: Node, stage: Stage = None, size: ImageSize = 128, cmap: ColourMap = "inferno"):
         with engine.connect() as connection:
             _, variant = _som_variant(connection, stage)
         som, map_sha = _map_of(variant)

@@ -16,6 +16,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from survey_classifier.api._params import NAME_PATTERN, RowId
 from survey_classifier.api.contract import errors, table_responses
 from survey_classifier.db.models import CutoutRow
 from survey_classifier.formats import EXPORT_FORMATS
@@ -23,8 +24,7 @@ from survey_classifier.labels.store import MAX_NOTE
 
 __all__ = ["label_router"]
 
-_MAX_ID = 2**31 - 1
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+_NAME = NAME_PATTERN
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name, e.g. som.")]
 
 
@@ -92,7 +92,7 @@ def label_router(engine, require_token) -> APIRouter:
 
     @router.get("/cutouts/{cutout_id}/labels", summary="The current label of a source and its history",
                 responses=errors(404, 422))
-    def source_labels(cutout_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)]):
+    def source_labels(cutout_id: RowId):
         from survey_classifier.labels.store import source_label_history
 
         with engine.connect() as connection:
@@ -103,7 +103,7 @@ def label_router(engine, require_token) -> APIRouter:
     @router.post("/cutouts/{cutout_id}/labels", status_code=201, dependencies=write,
                  summary="Label a source (needs the token); the newest label is the current one",
                  responses=errors(400, 404, *_WRITE))
-    def add_source_label(cutout_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)], body: SourceLabelIn):
+    def add_source_label(cutout_id: RowId, body: SourceLabelIn):
         from survey_classifier.labels.store import add_source_labels, source_label_history
 
         with engine.begin() as connection:
@@ -115,7 +115,7 @@ def label_router(engine, require_token) -> APIRouter:
     @router.delete("/labels/sources/{label_id}", dependencies=write,
                    summary="Delete a source label (needs the token); the one before becomes current",
                    responses=errors(404, *_WRITE))
-    def delete_source(label_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)]):
+    def delete_source(label_id: RowId):
         from survey_classifier.errors import LabelError
         from survey_classifier.labels.store import delete_source_label
 
@@ -199,7 +199,7 @@ def label_router(engine, require_token) -> APIRouter:
 
     @router.delete("/labels/neurons/{label_id}", dependencies=write, summary="Delete a neuron label (needs the token)",
                    responses=errors(404, *_WRITE))
-    def delete_neuron(label_id: Annotated[int, PathParam(ge=1, le=_MAX_ID)]):
+    def delete_neuron(label_id: RowId):
         from survey_classifier.errors import LabelError
         from survey_classifier.labels.store import delete_neuron_label
 

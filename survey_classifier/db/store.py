@@ -21,7 +21,7 @@ from survey_classifier.errors import CatalogueError
 
 __all__ = [
     "upsert_rows", "upsert_cutouts", "store_results", "store_errors", "clear_errors", "record_catalogue_columns",
-    "result_from_row",
+    "result_from_row", "embedding_array",
 ]
 
 RESULT_KEY = ("cutout_id", "stage", "stage_version", "model_ref")
@@ -129,6 +129,11 @@ _NOT_RESULT = {"id", "cutout_id", "stage", "stage_version", "model_ref", "model_
                "extra", "probability", "embedding_dtype", "rank", "percentile"}
 
 
+def embedding_array(blob: bytes, dtype: str | None) -> np.ndarray:
+    """A stored embedding (its bytes and the ``embedding_dtype`` beside them; little-endian float32 when none)."""
+    return np.frombuffer(blob, dtype=np.dtype(dtype or "<f4"))
+
+
 def result_from_row(kind: str, row) -> dict[str, Any]:
     """The stage result a stored row holds: the inverse of the split done on storing.
 
@@ -142,7 +147,7 @@ def result_from_row(kind: str, row) -> dict[str, Any]:
     if kind == "classification":
         blob = result.pop("embedding", None)
         if blob is not None:
-            result["embedding"] = np.frombuffer(blob, dtype=np.dtype(mapping["embedding_dtype"] or "<f4")).copy()
+            result["embedding"] = embedding_array(blob, mapping["embedding_dtype"]).copy()
     result.update(mapping.get("extra") or {})
     return result
 

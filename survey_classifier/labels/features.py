@@ -31,6 +31,8 @@ from scipy.stats import rankdata
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from survey_classifier.db.store import embedding_array
+
 __all__ = ["Features", "read_features", "percentile_ranks"]
 
 #: Measurement columns that are bookkeeping, not measurements.
@@ -107,7 +109,7 @@ def _stage_columns(connection: Connection, stage: str, variant) -> tuple[np.ndar
 def _embedding_columns(stage: str, rows) -> dict[str, np.ndarray]:
     """One column per embedding dimension (NaN for cutouts without an embedding of the common length)."""
     vectors = [
-        None if row.embedding is None else np.frombuffer(row.embedding, dtype=np.dtype(row.embedding_dtype or "<f4"))
+        None if row.embedding is None else embedding_array(row.embedding, row.embedding_dtype)
         for row in rows
     ]
     sizes = [len(v) for v in vectors if v is not None]
