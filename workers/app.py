@@ -17,12 +17,18 @@ variable                                    meaning                             
                                             process starts
 ``SURVEY_CLASSIFIER_WARM_TIMEOUT``          seconds a worker process may take    ``300``
                                             to start (warming included)
+``SURVEY_CLASSIFIER_DB_RETRIES``            retries of a batch, with backoff,    ``12``
+                                            while the database or broker is
+                                            unreachable; then its message goes
+                                            back to the queue
+``SURVEY_CLASSIFIER_RETRY_BACKOFF_MAX``     longest wait between two retries, s  ``30``
 ==========================================  ===================================  ==========================
 
 Messages are JSON only (pickle is refused), acknowledged late (after the
-batch is stored), rejected back to the queue when the worker process is
-lost, and prefetched one at a time, so a killed worker loses no batch and
-a slow batch does not hold others hostage.
+batch's outcome is committed), rejected back to the queue when the worker
+process is lost or killed by the hard time limit, and prefetched one at a
+time, so a killed worker loses no batch and a slow batch does not hold
+others hostage.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from kombu import Queue
 
 from survey_classifier.workers.queues import QUEUES
 
-__all__ = ["app", "QUEUES", "broker_url", "use_broker"]
+__all__ = ["app", "QUEUES", "broker_url", "use_broker", "retry_budget"]
 
 
 def broker_url() -> str:
@@ -52,6 +58,7 @@ app.conf.update(
     result_backend=None,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    task_acks_on_timeout=False,  # a batch killed by the hard time limit goes back to the queue
     worker_prefetch_multiplier=1,
     task_soft_time_limit=int(os.environ.get("SURVEY_CLASSIFIER_SOFT_TIME_LIMIT", "600")),
     task_time_limit=int(os.environ.get("SURVEY_CLASSIFIER_TIME_LIMIT", "900")),
@@ -74,6 +81,13 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
 )
+
+
+def retry_budget() -> tuple[int, float]:
+    """Retries of a batch on a transient error, and the longest wait between two (seconds)."""
+    retries = int(os.environ.get("SURVEY_CLASSIFIER_DB_RETRIES", "12"))
+    backoff_max = float(os.environ.get("SURVEY_CLASSIFIER_RETRY_BACKOFF_MAX", "30"))
+    return retries, backoff_max
 
 
 def use_broker(url: str) -> None:

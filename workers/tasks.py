@@ -10,8 +10,16 @@ the batch with :func:`~survey_classifier.runs.store_batch` (upserts,
 batch marked done in the same transaction). A redelivered batch is simply
 stored again, to the same rows.
 
-Only transient errors (database or broker connection) are retried, with
-exponential backoff; a bad cutout is an error row, not a task failure.
+Nothing is acknowledged that is not recorded: the message of a batch is
+acknowledged only once the batch is stored or its failure is committed.
+Transient errors (database or broker connection) are retried in the
+worker with exponential backoff (``SURVEY_CLASSIFIER_DB_RETRIES`` times);
+past that budget the message is given back to the queue after a pause
+(``SURVEY_CLASSIFIER_RETRY_BACKOFF_MAX`` seconds), never dropped, so an
+outage of any length ends with the batch stored. Any other error marks
+the batch failed (for ``retry-failed``); if even that cannot be written,
+the message goes back to the queue too. A bad cutout is an error row, not
+a task failure.
 """
 
 from __future__ import annotations
@@ -19,8 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
+from celery.exceptions import Reject, Retry
 from celery.signals import worker_process_init
+from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -33,7 +44,7 @@ from survey_classifier.pipeline import Pipeline
 from survey_classifier.reuse import StoredResults
 from survey_classifier.runs import close_run_if_done, mark_batch_failed, sources_for, store_batch
 from survey_classifier.stages.registry import load_stage
-from survey_classifier.workers.app import app
+from survey_classifier.workers.app import app, retry_budget
 
 __all__ = ["process_batch", "TRANSIENT_ERRORS"]
 
@@ -113,41 +124,70 @@ def _rebuild(run_id: int, entry: dict, message: dict | None):
     return stage
 
 
-class BatchTask(app.Task):
-    """Marks the batch failed when the task gives up, so ``retry-failed`` finds it."""
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        batch_id = kwargs.get("batch_id", args[1] if len(args) > 1 else None)
-        if not isinstance(batch_id, int):
-            return
-        try:
-            mark_batch_failed(engine(), batch_id, f"{type(exc).__name__}: {exc}")
-        except TRANSIENT_ERRORS:
-            log.exception("could not mark batch %s failed", batch_id)
-
-
 @app.task(
     name="survey_classifier.process_batch",
-    base=BatchTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=12,
+    max_retries=None,  # counted against SURVEY_CLASSIFIER_DB_RETRIES here, not by Celery
 )
 def process_batch(self, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None = None) -> dict:
-    """Process and store one batch of registered cutouts with the models named in ``models``."""
+    """Process and store one batch of registered cutouts with the models named in ``models``.
+
+    Returns only once the batch's outcome is committed: its results, or its
+    failure. Otherwise the message is retried or given back to the queue.
+    """
     if not (isinstance(run_id, int) and isinstance(batch_id, int) and all(isinstance(i, int) for i in cutout_ids)):
         msg = f"process_batch expects integer ids, got run {run_id!r}, batch {batch_id!r}"
         raise TypeError(msg)
+    try:
+        return _process(self, run_id, batch_id, cutout_ids, models)
+    except TRANSIENT_ERRORS as exc:
+        _retry_or_give_back(self, batch_id, exc)
+    except Exception as exc:
+        _record_failure(batch_id, exc)
+        raise
+
+
+def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None) -> dict:
     pipeline = pipeline_for_run(run_id, models)
     sources = sources_for(engine(), cutout_ids)
     batch = pipeline.process_batch(sources)
-    store_batch(engine(), run_id, pipeline.stages, batch, batch_id=batch_id, worker=self.request.hostname)
+    store_batch(engine(), run_id, pipeline.stages, batch, batch_id=batch_id, worker=task.request.hostname)
     close_run_if_done(engine(), run_id, pipeline.stages)
     failed = sum(1 for outcome in batch.outcomes if outcome.errors)
     log.info("run %s batch %s: %d cutouts, %d failed", run_id, batch_id, len(sources), failed)
     return {"run_id": run_id, "batch_id": batch_id, "n_cutouts": len(sources), "n_failed": failed}
+
+
+def _retry_or_give_back(task, batch_id: int, exc: BaseException):
+    """Retry with backoff inside the budget; past it, pause and give the message back to the queue."""
+    retries, backoff_max = retry_budget()
+    reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if task.request.retries < retries:
+        countdown = get_exponential_backoff_interval(1, task.request.retries, backoff_max, True)
+        try:
+            raise task.retry(exc=exc, countdown=countdown, max_retries=retries)
+        except Retry:
+            raise
+        except Exception:  # the broker too is unreachable: the message stays ours, give it back below
+            log.warning("batch %s: could not schedule a retry through the broker", batch_id)
+    log.warning(
+        "batch %s: database or broker unreachable after %d retries (%s); the message goes back to the queue "
+        "in %.0f s", batch_id, retries, reason, backoff_max,
+    )
+    time.sleep(backoff_max)
+    raise Reject(reason, requeue=True) from exc
+
+
+def _record_failure(batch_id: int, exc: BaseException) -> None:
+    """Commit the batch's failure (for ``retry-failed``) before its message is acknowledged."""
+    reason = f"{type(exc).__name__}: {exc}"
+    try:
+        mark_batch_failed(engine(), batch_id, reason)
+    except TRANSIENT_ERRORS as database_exc:
+        _, backoff_max = retry_budget()
+        log.warning("batch %s failed (%s) but the failure cannot be recorded (%s); the message goes back to "
+                    "the queue in %.0f s", batch_id, reason, type(database_exc).__name__, backoff_max)
+        time.sleep(backoff_max)
+        raise Reject(reason, requeue=True) from exc

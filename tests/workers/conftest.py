@@ -271,3 +271,63 @@ def own_redis(tmp_path):
     handle.start, handle.stop = start, stop
     yield handle
     stop()
+
+
+def _port_in(first: int, last: int) -> int:
+    for port in range(first, last + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail(f"no free port in {first}-{last}")
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own (initdb in a temporary folder), to stop and start at will.
+
+    Its port is taken from SURVEY_CLASSIFIER_TEST_PG_PORTS (``first-last``, default 55410-55419).
+    """
+    import glob
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or [shutil.which("pg_ctl")]
+    if not found or not found[-1]:
+        pytest.fail("PostgreSQL's pg_ctl is not installed")
+    bindir = Path(found[-1]).parent
+    first, last = (int(p) for p in os.environ.get("SURVEY_CLASSIFIER_TEST_PG_PORTS", "55410-55419").split("-"))
+    port = _port_in(first, last)
+    root = Path(tempfile.mkdtemp(prefix="sc-pg-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+
+    def pg(*args, check=True):
+        return subprocess.run([*as_postgres, *args], check=check, capture_output=True, text=True)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+
+    def start():
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+
+    def stop():
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop", check=False)
+
+    start()
+    pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "survey")
+
+    class Handle:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/survey"
+
+    handle = Handle()
+    handle.start, handle.stop = start, stop
+    try:
+        yield handle
+    finally:
+        stop()
+        shutil.rmtree(root, ignore_errors=True)
