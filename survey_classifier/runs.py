@@ -31,6 +31,7 @@ from survey_classifier.stages.base import Stage
 __all__ = [
     "READ_STAGE",
     "store_batch",
+    "store_outcomes",
     "register_run",
     "sources_for",
     "finish_run_if_done",
@@ -105,40 +106,7 @@ def store_batch(
     start = time.perf_counter()
     outcomes = batch.outcomes
     with engine.begin() as connection:
-        ids = upsert_cutouts(connection, [_cutout_row(o) for o in outcomes])
-        read_ok = [(ids[o.source.path], *READ_STAGE, "") for o in outcomes if o.cutout is not None]
-        clear_errors(connection, read_ok)
-        for stage in stages:
-            results = [
-                (ids[o.source.path], o.cutout.results[stage.name])
-                for o in outcomes
-                if o.cutout is not None and stage.name in o.cutout.results and stage.name not in o.reused
-            ]
-            store_results(
-                connection,
-                kind=stage.result_kind,
-                stage=stage.name,
-                stage_version=stage.version,
-                model_ref=stage.model_ref,
-                model_sha256=stage.model_sha256,
-                run_id=run_id,
-                results=results,
-            )
-        errors = [
-            {
-                "cutout_id": ids[o.source.path],
-                "stage": e.stage,
-                "stage_version": e.stage_version,
-                "model_ref": e.model_ref,
-                "model_sha256": e.model_sha256,
-                "hdu": e.hdu,
-                "error_type": e.error_type,
-                "message": e.message,
-            }
-            for o in outcomes
-            for e in o.errors
-        ]
-        store_errors(connection, errors, run_id)
+        store_outcomes(connection, run_id, stages, outcomes)
         if batch_id is not None:
             batches = RunBatchRow.__table__
             connection.execute(
@@ -150,9 +118,50 @@ def store_batch(
                     worker=worker,
                     finished_at=utcnow(),
                     attempts=batches.c.attempts + 1,
+                    failure=None,
                 )
             )
     return time.perf_counter() - start
+
+
+def store_outcomes(connection: Connection, run_id: int | None, stages: Sequence[Stage],
+                   outcomes: Sequence[CutoutOutcome]) -> dict[str, int]:
+    """Write cutouts, results and errors inside the caller's transaction; returns cutout ids by path."""
+    ids = upsert_cutouts(connection, [_cutout_row(o) for o in outcomes])
+    read_ok = [(ids[o.source.path], *READ_STAGE, "") for o in outcomes if o.cutout is not None]
+    clear_errors(connection, read_ok)
+    for stage in stages:
+        results = [
+            (ids[o.source.path], o.cutout.results[stage.name])
+            for o in outcomes
+            if o.cutout is not None and stage.name in o.cutout.results and stage.name not in o.reused
+        ]
+        store_results(
+            connection,
+            kind=stage.result_kind,
+            stage=stage.name,
+            stage_version=stage.version,
+            model_ref=stage.model_ref,
+            model_sha256=stage.model_sha256,
+            run_id=run_id,
+            results=results,
+        )
+    errors = [
+        {
+            "cutout_id": ids[o.source.path],
+            "stage": e.stage,
+            "stage_version": e.stage_version,
+            "model_ref": e.model_ref,
+            "model_sha256": e.model_sha256,
+            "hdu": e.hdu,
+            "error_type": e.error_type,
+            "message": e.message,
+        }
+        for o in outcomes
+        for e in o.errors
+    ]
+    store_errors(connection, errors, run_id)
+    return ids
 
 
 def register_run(
@@ -304,7 +313,7 @@ def mark_batch_failed(engine: Engine, batch_id: int, reason: str) -> None:
         connection.execute(
             update(table)
             .where(table.c.id == batch_id, table.c.status != "done")
-            .values(status="failed", worker=reason[:256])
+            .values(status="failed", failure=reason)
         )
 
 

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Reject, Retry, TimeLimitExceeded
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import select
@@ -38,7 +38,19 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from survey_classifier.artefacts import fetch
 from survey_classifier.db import make_engine
 from survey_classifier.db.models import RunRow
+from survey_classifier.deliveries import (
+    begin_cutout,
+    begin_delivery,
+    begin_split,
+    death_reason,
+    finish_split,
+    max_deliveries,
+    note_hard_timeout,
+    record_culprit,
+    store_cutout,
+)
 from survey_classifier.errors import StageConfigError
+from survey_classifier.io.fits import ReadLimits
 from survey_classifier.modelref import ModelRef
 from survey_classifier.pipeline import Pipeline
 from survey_classifier.reuse import StoredResults
@@ -93,7 +105,8 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
     key = json.dumps([described, models, reuse, save_cutouts], sort_keys=True)
     if key not in _pipelines:
         stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
-        pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse), save_cutouts=save_cutouts)
+        pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse), save_cutouts=save_cutouts,
+                            limits=ReadLimits.from_environment())
         pipeline.setup()
         _pipelines[key] = pipeline
         log.info(
@@ -124,8 +137,23 @@ def _rebuild(run_id: int, entry: dict, message: dict | None):
     return stage
 
 
+class BatchTask(app.Task):
+    """Counts a hard time limit against the batch's current cutout (in the worker's main process, which sees it;
+    the message then goes back to the queue: ``task_acks_on_timeout`` is off)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        batch_id = kwargs.get("batch_id", args[1] if len(args) > 1 else None)
+        if not isinstance(exc, TimeLimitExceeded) or not isinstance(batch_id, int):
+            return  # other failures are recorded by the task itself, before its message is acknowledged
+        try:
+            note_hard_timeout(engine(), batch_id, self.time_limit or app.conf.task_time_limit)
+        except TRANSIENT_ERRORS:
+            log.exception("batch %s: could not record the hard time limit", batch_id)
+
+
 @app.task(
     name="survey_classifier.process_batch",
+    base=BatchTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -150,14 +178,43 @@ def process_batch(self, run_id: int, batch_id: int, cutout_ids: list[int], model
 
 
 def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None) -> dict:
+    delivery = begin_delivery(engine(), batch_id, task.request.hostname)  # counted before anything can die
     pipeline = pipeline_for_run(run_id, models)
     sources = sources_for(engine(), cutout_ids)
-    batch = pipeline.process_batch(sources)
-    store_batch(engine(), run_id, pipeline.stages, batch, batch_id=batch_id, worker=task.request.hostname)
+    limit = max_deliveries()
+    if delivery.one_at_a_time(limit):
+        failed = _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delivery, limit)
+    else:
+        batch = pipeline.process_batch(sources)
+        store_batch(engine(), run_id, pipeline.stages, batch, batch_id=batch_id, worker=task.request.hostname)
+        failed = sum(1 for outcome in batch.outcomes if outcome.errors)
     close_run_if_done(engine(), run_id, pipeline.stages)
-    failed = sum(1 for outcome in batch.outcomes if outcome.errors)
     log.info("run %s batch %s: %d cutouts, %d failed", run_id, batch_id, len(sources), failed)
     return {"run_id": run_id, "batch_id": batch_id, "n_cutouts": len(sources), "n_failed": failed}
+
+
+def _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delivery, limit) -> int:
+    """Process a batch delivered ``limit`` times without ending cutout by cutout, each stored as it ends;
+    record the cutouts that killed their process ``limit`` times. Returns the batch's failed cutouts."""
+    split = delivery.split or begin_split(
+        engine(), batch_id, f"delivered {delivery.number} times without its outcome stored: its worker process "
+                            "died; processing it one cutout at a time",
+    )
+    log.warning("batch %s: delivery %d, processing %d cutouts one at a time (%d stored before)",
+                batch_id, delivery.number, len(cutout_ids), len(split["stored"]))
+    stored = set(split["stored"])
+    for cutout_id, source in zip(cutout_ids, sources, strict=True):
+        if cutout_id in stored:
+            continue
+        culprit = death_reason(split, cutout_id, limit, task.time_limit or app.conf.task_time_limit)
+        if culprit is not None:
+            record_culprit(engine(), run_id, batch_id, cutout_id, *culprit)
+            log.error("batch %s: %s: %s; recorded as failed", batch_id, source.path, culprit[1])
+            continue
+        begin_cutout(engine(), batch_id, cutout_id)
+        outcome = pipeline.process_batch([source])
+        store_cutout(engine(), run_id, pipeline.stages, batch_id, cutout_id, outcome.outcomes)
+    return finish_split(engine(), batch_id, task.request.hostname)
 
 
 def _retry_or_give_back(task, batch_id: int, exc: BaseException):

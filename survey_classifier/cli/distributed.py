@@ -17,11 +17,14 @@ from survey_classifier.cli.options import (
     broker_option,
     catalogue_options,
     db_option,
+    max_memory_option,
     mosaic_options,
     queue_option,
     stage_options,
 )
 from survey_classifier.cli.run import prepare_run
+from survey_classifier.deliveries import DELIVERIES_ENV
+from survey_classifier.io.fits import MAX_MEMORY_ENV
 
 __all__ = ["submit", "status", "retry_failed_command", "worker"]
 
@@ -145,7 +148,11 @@ def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
 @click.option("--warm/--no-warm", default=None,
               help="Load and run the default stages once in each worker process before its first batch "
                    "(default: on, unless $SURVEY_CLASSIFIER_WARM=0).")
-def worker(db_url, broker, queues, concurrency, hostname, loglevel, warm):
+@max_memory_option
+@click.option("--max-deliveries", type=click.IntRange(min=1), default=None, envvar=DELIVERIES_ENV,
+              help="Deliveries of a batch that end without its outcome stored (its worker process died) before "
+                   f"it is processed one cutout at a time to find the culprit (default 3; ${DELIVERIES_ENV}).")
+def worker(db_url, broker, queues, concurrency, hostname, loglevel, warm, max_memory, max_deliveries):
     """Start a Celery worker for the given queues.
 
     Each worker process first loads the database's default stages with
@@ -160,6 +167,10 @@ def worker(db_url, broker, queues, concurrency, hostname, loglevel, warm):
 
     if warm is not None:
         os.environ[WARM_ENV] = "1" if warm else "0"
+    if max_memory is not None:  # read by each worker process
+        os.environ[MAX_MEMORY_ENV] = str(max_memory)
+    if max_deliveries is not None:
+        os.environ[DELIVERIES_ENV] = str(max_deliveries)
     from survey_classifier.workers.app import app
     from survey_classifier.workers.queues import QUEUES
 

@@ -8,6 +8,7 @@ import click
 
 from survey_classifier.cli.group import DB_URL_KEY
 from survey_classifier.formats import EXPORT_FORMATS
+from survey_classifier.io.fits import MAX_MEMORY_ENV, parse_memory
 from survey_classifier.workers.queues import QUEUES
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "stage_options",
     "mosaic_options",
     "parse_params",
+    "max_memory_option",
 ]
 
 
@@ -47,6 +49,22 @@ broker_option = click.option(
 queue_option = click.option(
     "--queue", default=QUEUES[0], show_default=True, type=click.Choice(QUEUES),
     help="Queue for the batches: gpu sends them to GPU workers (for the cnn stage).",
+)
+
+def _memory(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        return parse_memory(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+max_memory_option = click.option(
+    "--max-memory", default=None, envvar=MAX_MEMORY_ENV, callback=_memory, metavar="SIZE",
+    help="Refuse a cutout whose memory need, estimated from its header before decoding (file, decompressed "
+         "bytes and working copies of the image), exceeds SIZE (800M, 1.5G); default: no limit "
+         f"(${MAX_MEMORY_ENV}).",
 )
 
 format_option = click.option(

@@ -13,6 +13,7 @@ from survey_classifier.cli.group import fail
 from survey_classifier.cli.options import (
     catalogue_options,
     db_option,
+    max_memory_option,
     mosaic_options,
     parse_params,
     stage_options,
@@ -75,11 +76,12 @@ def _mosaic_sources(engine, inputs, mosaics, columns):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-bytes", default=None, type=click.IntRange(min=1), help="Refuse files larger than this.")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1), help="Refuse images with more pixels.")
+@max_memory_option
 @catalogue_options
 @mosaic_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, max_pixels, quiet, mosaics,
-             cutout_size, save_cutouts, **columns):
+def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, max_pixels, max_memory, quiet,
+             mosaics, cutout_size, save_cutouts, **columns):
     """Run the stages on INPUTS (files, directories, globs or catalogue tables; paths or URLs).
 
     With --mosaics, INPUTS are catalogues of positions, and each cutout is
@@ -95,7 +97,8 @@ def classify(inputs, db_url, stages, params, recompute, batch_size, max_bytes, m
     mosaic_choice = {"mosaics": mosaics, "cutout_size": cutout_size, "save_cutouts": save_cutouts}
     engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, mosaic_choice,
                                                       recompute=recompute)
-    limits = ReadLimits(**{k: v for k, v in {"max_bytes": max_bytes, "max_pixels": max_pixels}.items() if v})
+    chosen = {"max_bytes": max_bytes, "max_pixels": max_pixels, "max_memory": max_memory}
+    limits = ReadLimits(**{k: v for k, v in chosen.items() if v})
     with RunProgress(len(sources), quiet=quiet, stages=[s.name for s in stage_list]) as bar:
         summary = run_pipeline(
             sources, stage_list, engine, batch_size=batch_size, limits=limits, config=config, progress=bar.batch_done,

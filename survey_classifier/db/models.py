@@ -195,6 +195,15 @@ class RunBatchRow(Base):
     worker: Mapped[str | None] = mapped_column(String(256))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Times a worker began this batch (counted before processing: a delivery that killed its process counts).
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_worker: Mapped[str | None] = mapped_column(String(256))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Why the batch failed (status "failed"), in words.
+    failure: Mapped[str | None] = mapped_column(Text)
+    #: Progress of a batch processed one cutout at a time after too many deliveries
+    #: (:mod:`survey_classifier.deliveries`); None until then.
+    split: Mapped[dict | None] = mapped_column(JSON)
 
 
 class ModelRow(Base):

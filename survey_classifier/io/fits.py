@@ -62,7 +62,7 @@ from survey_classifier.errors import (
 )
 from survey_classifier.io import remote
 
-__all__ = ["ReadLimits", "read_cutout"]
+__all__ = ["ReadLimits", "read_cutout", "parse_memory", "WORKING_COPIES", "MAX_MEMORY_ENV"]
 
 _BLOCK = 2880
 _CARD = 80
@@ -86,6 +86,15 @@ _AIPS_BEAM = re.compile(rb"BMAJ\s*=\s*([-+0-9.EeDd]+)\s+BMIN\s*=\s*([-+0-9.EeDd]
 _DISTORTION_KEYWORDS = (b"A_ORDER ", b"B_ORDER ", b"CPDIS", b"D2IMDIS", b"DP1 ", b"DP2 ", b"DQ1 ", b"DQ2 ")
 #: wcslib fixes that only derive one date keyword from another.
 _SILENT_FIXES = ("datfix",)
+#: Float32 copies of an image that reading it and running the stages hold at once. Measured peak
+#: memory over the image's float32 size, on an 8192 x 8192 image: 7.3 with the measure stage
+#: alone, about 9 with the default stages (2.3 GB for a 256 MiB image).
+WORKING_COPIES = 8
+#: Environment variable: the memory budget of one cutout, in bytes or as 800M, 1.5G (``--max-memory``).
+MAX_MEMORY_ENV = "SURVEY_CLASSIFIER_MAX_MEMORY"
+#: Decompressed bytes looked at for the headers when estimating a compressed file's memory need.
+_HEADER_PEEK = 64 * _BLOCK
+_MEMORY_UNITS = {"": 1, "B": 1, "K": 1024, "M": _MiB, "G": 1024 * _MiB, "T": 1024 * 1024 * _MiB}
 
 
 @dataclass(frozen=True)
@@ -100,17 +109,44 @@ class ReadLimits:
     max_pixels : int
         Largest image accepted (product of the NAXISn), checked from the
         header before the data are read.
+    max_memory : int or None
+        Most bytes of memory one cutout may need, estimated from its header
+        before anything is decoded: the file's bytes, its decompressed
+        bytes for a ``.gz``/``.bz2`` file, and ``WORKING_COPIES`` float32
+        copies of the image. None: no estimate is made.
     """
 
     max_bytes: int = 512 * _MiB
     max_pixels: int = 64 * 1024 * 1024
+    max_memory: int | None = None
+
+    @classmethod
+    def from_environment(cls) -> ReadLimits:
+        """The default limits, with the memory budget of ``$SURVEY_CLASSIFIER_MAX_MEMORY`` if set."""
+        budget = os.environ.get(MAX_MEMORY_ENV)
+        return cls(max_memory=parse_memory(budget)) if budget else cls()
 
     def __post_init__(self):
-        for name in ("max_bytes", "max_pixels"):
+        for name in ("max_bytes", "max_pixels", "max_memory"):
             value = getattr(self, name)
+            if name == "max_memory" and value is None:
+                continue
             if not isinstance(value, int) or value <= 0:
                 msg = f"ReadLimits.{name} must be a positive integer, got {value!r}"
                 raise ValueError(msg)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from ``"1.5G"``, ``"800M"``, ``"800MiB"``, ``"2GB"`` or a plain number of bytes (powers of 1024).
+
+    >>> parse_memory("1.5G"), parse_memory("800MiB"), parse_memory("4096")
+    (1610612736, 838860800, 4096)
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+    if match is None or float(match.group(1)) <= 0:
+        msg = f"memory {text!r} is not a positive size such as 800M or 1.5G"
+        raise ValueError(msg)
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
 
 
 def read_cutout(source, *, limits=None) -> Cutout:
@@ -192,6 +228,7 @@ class _Reader:
     # -------------------------------------------------------------------- read
     def read(self) -> Cutout:
         raw = self._read_bytes()
+        self._check_memory(raw)
         sha256 = sha256_bytes(raw)
         buffer = self._decompress(raw)
         if not buffer.startswith(b"SIMPLE  ="):
@@ -296,6 +333,31 @@ class _Reader:
         if not decompressor.eof:
             raise self.fail(f"truncated file: the {kind} stream ends early")
         return b"".join(parts)
+
+    # ----------------------------------------------------------------- memory
+    def _check_memory(self, raw: bytes) -> None:
+        """Refuse, before decoding anything, an image whose estimated memory need exceeds the budget."""
+        budget = self.limits.max_memory
+        if budget is None:
+            return
+        compressed = raw.startswith((b"\x1f\x8b", b"BZh"))
+        geometry = _image_geometry(_peek_decompressed(raw) if compressed else raw[:_HEADER_PEEK])
+        if geometry is None:
+            return  # no image header near the start: reading says what is wrong
+        hdu, naxes, bitpix = geometry
+        n_pixels = math.prod(naxes)
+        decoded = n_pixels * abs(bitpix) // 8
+        need = len(raw) + (decoded if compressed else 0) + n_pixels * 4 * WORKING_COPIES
+        if need <= budget:
+            return
+        shape = " x ".join(str(n) for n in naxes)
+        inflated = f", {_mebibytes(decoded)} once decompressed" if compressed else ""
+        reason = (
+            f"needs about {_mebibytes(need)} of memory to decode and process ({shape} pixels of BITPIX "
+            f"{bitpix}{inflated}, {WORKING_COPIES} working copies), over the budget of {_mebibytes(budget)} "
+            "(--max-memory); refused before decoding"
+        )
+        raise self.fail(reason, hdu=hdu, error=CutoutLimitError)
 
     # ------------------------------------------------------------------- HDUs
     def _first_image(self, buffer: bytes):
@@ -702,6 +764,53 @@ def _inflate(decompressor, data: bytes, max_length: int) -> bytes:
             return b""
         return decompressor.decompress(data, max_length=max_length)
     return decompressor.decompress(data or decompressor.unconsumed_tail, max_length)
+
+
+def _mebibytes(n_bytes: int) -> str:
+    return f"{n_bytes / _MiB:.{0 if n_bytes >= 10 * _MiB else 1}f} MiB"
+
+
+def _peek_decompressed(raw: bytes) -> bytes:
+    """The first decompressed bytes of a gzip or bzip2 file, enough for its headers (fed in small pieces,
+    so that what comes before a corrupt or truncated part is still seen)."""
+    decompressor = zlib.decompressobj(wbits=31) if raw.startswith(b"\x1f\x8b") else bz2.BZ2Decompressor()
+    parts: list[bytes] = []
+    size = 0
+    step = 4096
+    for start in range(0, len(raw), step):
+        try:
+            part = _inflate(decompressor, raw[start : start + step], _HEADER_PEEK - size)
+        except (zlib.error, OSError, EOFError):
+            break
+        parts.append(part)
+        size += len(part)
+        if size >= _HEADER_PEEK or getattr(decompressor, "eof", False):
+            break
+    return b"".join(parts)
+
+
+def _image_geometry(buffer: bytes) -> tuple[int, list[int], int] | None:
+    """(HDU, NAXISn, BITPIX) of the image in the primary HDU or, after a data-less primary, the first
+    extension (tile-compressed: its ZNAXISn, ZBITPIX); None when the headers do not say."""
+    offset = 0
+    for index in (0, 1):
+        end = buffer.find(_END_CARD, offset)
+        while end >= 0 and (end - offset) % _CARD:
+            end = buffer.find(_END_CARD, end + 1)
+        if end < 0:
+            return None
+        header = _Header(buffer[offset:end].translate(_SANITISE))
+        prefix = "Z" if header.get("ZIMAGE") is True else ""
+        naxis, bitpix = header.get(f"{prefix}NAXIS"), header.get(f"{prefix}BITPIX")
+        if not isinstance(naxis, int) or not isinstance(bitpix, int) or bitpix not in _BITPIX_DTYPES:
+            return None
+        naxes = [header.get(f"{prefix}NAXIS{axis}") for axis in range(1, naxis + 1)]
+        if not all(isinstance(n, int) and n >= 0 for n in naxes):
+            return None
+        if naxes and math.prod(naxes) > 0:
+            return index, naxes, bitpix
+        offset += _padded(end + _CARD - offset)
+    return None
 
 
 def _has_distortion(cards: bytes) -> bool:

@@ -331,3 +331,67 @@ def own_postgres():
     finally:
         stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class MemoryWatchdog:
+    """SIGKILLs a worker's pool process whose resident memory passes ``limit_bytes``, as a container's
+    OOM killer would; counts the kills."""
+
+    def __init__(self, worker: Worker, limit_bytes: int, poll_s: float = 0.02):
+        self.worker = worker
+        self.limit_bytes = limit_bytes
+        self.poll_s = poll_s
+        self.kills: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for pid in _children(self.worker.process.pid):
+                if _rss_bytes(pid) > self.limit_bytes:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        self.kills.append(pid)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(self.poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def memory_watchdog():
+    """Factory: ``memory_watchdog(worker, limit_bytes)``; every watchdog is stopped at the end of the test."""
+    started: list[MemoryWatchdog] = []
+
+    def start(worker, limit_bytes) -> MemoryWatchdog:
+        watchdog = MemoryWatchdog(worker, limit_bytes)
+        started.append(watchdog)
+        return watchdog
+
+    yield start
+    for watchdog in started:
+        watchdog.stop()

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
 
@@ -92,3 +93,82 @@ def test_postgres_down_longer_than_the_retry_budget(own_postgres, broker_url, wo
     assert worker.alive
     print(f"outage {outage_s:.1f} s; all {n_batches} batches stored {recovery_s:.1f} s after PostgreSQL came back")
     engine.dispose()
+
+
+@pytest.fixture
+def pg(postgres_url):
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    yield postgres_url, engine
+    engine.dispose()
+
+
+def poison_cutout(path, side=8192) -> str:
+    """A .fits.gz of some hundred kB that expands to a side x side float32 image (256 MiB at 8192)."""
+    cards = ["SIMPLE  =                    T", "BITPIX  =                  -32", "NAXIS   =                    2",
+             f"NAXIS1  = {side:20d}", f"NAXIS2  = {side:20d}", "END"]
+    header = "".join(card.ljust(80) for card in cards)
+    data_bytes = side * side * 4
+    with gzip.open(path, "wb", compresslevel=1) as stream:
+        stream.write(header.ljust(2880).encode("ascii"))
+        chunk = bytes(16 * 1024 * 1024)
+        for start in range(0, data_bytes, len(chunk)):
+            stream.write(chunk[: min(len(chunk), data_bytes - start)])
+        stream.write(bytes(-data_bytes % 2880))
+    return str(path)
+
+
+def poisoned_run(engine, mirabest_files, poison: str):
+    """22 cutouts in 3 batches of 8; the poison third in the second batch."""
+    paths = [str(p) for p in mirabest_files[:21]]
+    paths.insert(10, poison)
+    return submit_run(engine, [CutoutSource(p) for p in paths], [load_stage("measure")], batch_size=8)
+
+
+def test_poison_cutout_killing_its_worker_ends_recorded(pg, broker_url, workers, memory_watchdog, mirabest_files,
+                                                       tmp_path):
+    """An OOM-killed batch is redelivered 3 times, then processed one cutout at a time: the poison cutout is
+    recorded as failed after killing its process 3 times alone, everything else is stored once."""
+    url, engine = pg
+    use_broker(broker_url)
+    poison = poison_cutout(tmp_path / "poison.fits.gz")
+    worker = workers("oom", url, broker_url, env=QUICK)
+    worker.wait_ready()
+    watchdog = memory_watchdog(worker, 500 * 1024 * 1024)
+    start = time.monotonic()
+    run_id, n_batches = poisoned_run(engine, mirabest_files, poison)
+    status = wait_for_run(engine, run_id, timeout_s=90)
+    elapsed = time.monotonic() - start
+    assert status.status == "finished" and status.batches == {"done": n_batches}, status
+    reason = "worker process died while processing this cutout 3 times: memory or a crash"
+    assert errors_of(engine) == [(poison, "WorkerLost", reason)]
+    assert status.n_done == 22 and status.n_failed == 1
+    assert stored_once(engine, "measure") == (21, 21, 22)
+    assert len(watchdog.kills) == 6, watchdog.kills  # 3 deliveries of the batch, then 3 of the poison alone
+    with engine.connect() as connection:
+        deliveries = dict(connection.execute(
+            select(RunBatchRow.batch_index, RunBatchRow.deliveries).where(RunBatchRow.run_id == run_id)
+        ).all())
+    assert deliveries == {0: 1, 1: 7, 2: 1}
+    assert worker.alive
+    print(f"poison batch ended after {len(watchdog.kills)} kills, run finished in {elapsed:.1f} s")
+
+
+def test_max_memory_refuses_the_poison_before_decoding(pg, broker_url, workers, memory_watchdog, mirabest_files,
+                                                       tmp_path):
+    url, engine = pg
+    use_broker(broker_url)
+    poison = poison_cutout(tmp_path / "poison.fits.gz")
+    worker = workers("budgeted", url, broker_url, env={**QUICK, "SURVEY_CLASSIFIER_MAX_MEMORY": "1G"})
+    worker.wait_ready()
+    watchdog = memory_watchdog(worker, 500 * 1024 * 1024)
+    run_id, n_batches = poisoned_run(engine, mirabest_files, poison)
+    status = wait_for_run(engine, run_id, timeout_s=40)
+    assert status.batches == {"done": n_batches} and status.n_failed == 1, status
+    [(path, error_type, message)] = errors_of(engine)
+    assert (path, error_type) == (poison, "CutoutLimitError")
+    assert message.startswith("needs about 2305 MiB of memory to decode and process (8192 x 8192 pixels of "
+                              "BITPIX -32, 256 MiB once decompressed, 8 working copies), over the budget of "
+                              "1024 MiB (--max-memory)")
+    assert watchdog.kills == []
+    assert stored_once(engine, "measure") == (21, 21, 22)
