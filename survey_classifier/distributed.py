@@ -8,6 +8,7 @@ whatever happened to the broker.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,15 +16,33 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import ErrorRow, RunBatchRow, RunRow, utcnow
-from survey_classifier.errors import SurveyClassifierError
-from survey_classifier.runs import finish_run_if_done, register_run
+from survey_classifier.errors import BrokerError, DatabaseError, SurveyClassifierError
+from survey_classifier.heartbeat import Heartbeat
+from survey_classifier.runs import finish_run_if_done, register_run, update_run
 from survey_classifier.stages.base import Stage
 from survey_classifier.stages.registry import order_stages
 
-__all__ = ["RunStatus", "submit_run", "enqueue_batches", "run_status", "retry_failed", "wait_for_run"]
+__all__ = [
+    "RunStatus",
+    "PUBLISH_RETRY",
+    "check_broker",
+    "submit_run",
+    "enqueue_batches",
+    "run_status",
+    "retry_failed",
+    "wait_for_run",
+]
+
+#: How one message is published while the broker is unreachable: retried for about half a minute.
+PUBLISH_RETRY = {"max_retries": 8, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 5.0}
+#: Batches whose ``queued_at`` is set in one update, just before their messages are sent.
+_SEND_CHUNK = 500
+#: Errors of a database that is down or restarting, which a waiting ``submit`` outlives.
+_DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -41,24 +60,79 @@ class RunStatus:
         return self.batches.get("queued", 0) == 0 and self.batches.get("failed", 0) == 0
 
 
+def _broker_shown() -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    from survey_classifier.workers.app import app
+
+    return maybe_sanitize_url(app.conf.broker_url)
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def check_broker(timeout_s: float = 5.0) -> None:
+    """Raise :class:`BrokerError` (one line) unless the broker answers within about ``timeout_s``."""
+    from survey_classifier.workers.app import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0.5, timeout=timeout_s)
+    except Exception as exc:  # kombu wraps the transport's errors: any of them means "not reachable"
+        msg = (
+            f"cannot reach the broker at {_broker_shown()} ({_reason(exc)}): is Redis running and the --broker "
+            "URL right? Nothing was queued."
+        )
+        raise BrokerError(msg) from exc
+
+
 def enqueue_batches(engine: Engine, batch_ids: Sequence[int], *, queue: str = "cpu") -> int:
-    """Send one message per batch to ``queue``: ids and the run's model references, JSON."""
+    """Send one message per batch to ``queue``: ids and the run's model references, JSON.
+
+    Each batch's ``queued_at`` is set just before its message is sent (the
+    sweeper's clock for lost messages starts then). A publish is retried
+    while the broker is unreachable (:data:`PUBLISH_RETRY`); past that a
+    :class:`BrokerError` says how many were sent and what sends the rest.
+    """
+    from kombu.exceptions import OperationalError as BrokerDown
+
     from survey_classifier.workers.tasks import process_batch
 
     table = RunBatchRow.__table__
     with engine.connect() as connection:
         rows = connection.execute(
-            select(table.c.id, table.c.run_id, table.c.cutout_ids).where(table.c.id.in_(list(batch_ids)))
+            select(table.c.id, table.c.run_id, table.c.cutout_ids)
+            .where(table.c.id.in_(list(batch_ids)))
+            .order_by(table.c.id)
         ).all()
         described = dict(
             connection.execute(
                 select(RunRow.id, RunRow.stages).where(RunRow.id.in_({row.run_id for row in rows}))
             ).all()
         )
-    for batch_id, run_id, cutout_ids in rows:
-        models = {s["name"]: s["model_artefact"] for s in described[run_id] if s.get("model_artefact")}
-        process_batch.apply_async(args=[run_id, batch_id, cutout_ids], kwargs={"models": models}, queue=queue)
-    return len(rows)
+    sent = 0
+    for first in range(0, len(rows), _SEND_CHUNK):
+        chunk = rows[first : first + _SEND_CHUNK]
+        with engine.begin() as connection:
+            ids = [row.id for row in chunk]
+            connection.execute(update(table).where(table.c.id.in_(ids)).values(queued_at=utcnow()))
+        for batch_id, run_id, cutout_ids in chunk:
+            models = {s["name"]: s["model_artefact"] for s in described[run_id] if s.get("model_artefact")}
+            try:
+                process_batch.apply_async(
+                    args=[run_id, batch_id, cutout_ids], kwargs={"models": models}, queue=queue, retry=True,
+                    retry_policy=PUBLISH_RETRY,
+                )
+            except (BrokerDown, OSError) as exc:
+                msg = (
+                    f"the broker at {_broker_shown()} stopped answering ({_reason(exc)}) after {sent} of {len(rows)} "
+                    "batches were sent; the workers' sweeper sends the others once it is back (or run the same "
+                    "command again)"
+                )
+                raise BrokerError(msg) from exc
+            sent += 1
+    return sent
 
 
 def submit_run(
@@ -69,8 +143,15 @@ def submit_run(
     batch_size: int = 256,
     queue: str = "cpu",
     config: dict | None = None,
+    announce: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
-    """Register a run and its batches, then queue them; returns (run id, batches)."""
+    """Register a run and its batches, then queue them; returns (run id, batches).
+
+    ``announce`` is called with the run id as soon as the run is recorded.
+    While it registers and queues, this process beats on the run (an owner
+    that dies meanwhile leaves an *interrupted* run, which ``status``
+    shows); once every message is sent, the workers own the run.
+    """
     from survey_classifier.workers.app import QUEUES
 
     if queue not in QUEUES:
@@ -78,10 +159,18 @@ def submit_run(
         raise SurveyClassifierError(msg)
     ordered = order_stages(list(stages))
     run_config = {"batch_size": batch_size, "queue": queue, **(config or {})}
-    run_id, batches = register_run(
-        engine, sources, ordered, batch_size=batch_size, config=run_config, executor="celery"
-    )
-    enqueue_batches(engine, [batch_id for batch_id, _ in batches], queue=queue)
+    with contextlib.ExitStack() as beating:
+
+        def started(run_id: int) -> None:
+            if announce is not None:
+                announce(run_id)
+            beating.enter_context(Heartbeat(engine, run_id))
+
+        run_id, batches = register_run(
+            engine, sources, ordered, batch_size=batch_size, config=run_config, executor="celery", on_start=started
+        )
+        enqueue_batches(engine, [batch_id for batch_id, _ in batches], queue=queue)
+    update_run(engine, run_id, heartbeat_at=None)
     return run_id, len(batches)
 
 
@@ -129,6 +218,7 @@ def retry_failed(engine: Engine, run_id: int, *, queue: str = "cpu", stalled_aft
     Safe at any time: a batch processed twice is stored to the same rows.
     """
     table = RunBatchRow.__table__
+    _require_run(engine, run_id)
     condition = (table.c.status == "failed") | (table.c.n_failed > 0)
     if stalled_after_s is not None:
         cutoff = utcnow() - timedelta(seconds=stalled_after_s)
@@ -145,6 +235,13 @@ def retry_failed(engine: Engine, run_id: int, *, queue: str = "cpu", stalled_aft
     return enqueue_batches(engine, ids, queue=queue) if ids else 0
 
 
+def _require_run(engine: Engine, run_id: int) -> None:
+    with engine.connect() as connection:
+        if connection.execute(select(RunRow.id).where(RunRow.id == run_id)).first() is None:
+            msg = f"no run with id {run_id} in this database (`survey-classifier runs list` shows them)"
+            raise SurveyClassifierError(msg)
+
+
 def wait_for_run(
     engine: Engine,
     run_id: int,
@@ -152,16 +249,39 @@ def wait_for_run(
     poll_s: float = 1.0,
     timeout_s: float | None = None,
     progress: Callable[[RunStatus], None] | None = None,
+    outage_s: float = 600.0,
+    on_outage: Callable[[float, BaseException], None] | None = None,
 ) -> RunStatus:
-    """Poll the database until every batch of the run is done or failed."""
+    """Poll the database until every batch of the run is done or failed.
+
+    A database that is down or restarting is polled again (``on_outage``
+    is told how long it has been unreachable) for up to ``outage_s``
+    seconds; past that a one-line :class:`DatabaseError` says that the run
+    goes on without this process.
+    """
     start = time.monotonic()
+    down_since = None
     while True:
-        status = run_status(engine, run_id)
-        if progress is not None:
-            progress(status)
-        if status.batches.get("queued", 0) == 0:
-            finish_run_if_done(engine, run_id)
-            return run_status(engine, run_id)
-        if timeout_s is not None and time.monotonic() - start > timeout_s:
+        try:
+            status = run_status(engine, run_id)
+            if progress is not None:
+                progress(status)
+            if status.batches.get("queued", 0) == 0:
+                finish_run_if_done(engine, run_id)
+                return run_status(engine, run_id)
+            down_since = None
+        except _DATABASE_DOWN as exc:
+            down_since = time.monotonic() if down_since is None else down_since
+            down_s = time.monotonic() - down_since
+            if down_s > outage_s:
+                msg = (
+                    f"the database has not answered for {down_s:.0f} s ({_reason(getattr(exc, 'orig', None) or exc)}); "
+                    f"run {run_id} goes on on the workers: follow it with `survey-classifier status {run_id}`"
+                )
+                raise DatabaseError(msg) from exc
+            if on_outage is not None:
+                on_outage(down_s, exc)
+            status = None
+        if status is not None and timeout_s is not None and time.monotonic() - start > timeout_s:
             return status
         time.sleep(poll_s)

@@ -9,7 +9,7 @@ stage and model version), so a batch run twice stores nothing twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -25,6 +25,7 @@ from survey_classifier.db.store import (
     upsert_cutouts,
 )
 from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.heartbeat import owner_tag
 from survey_classifier.outcomes import BatchResult, CutoutOutcome
 from survey_classifier.stages.base import Stage
 
@@ -163,11 +164,13 @@ def register_run(
     batch_size: int,
     config: dict,
     executor: str,
+    on_start: Callable[[int], None] | None = None,
 ) -> tuple[int, list[tuple[int, list[CutoutSource]]]]:
     """Record a run, its cutouts (by path) and its batches before processing.
 
     A path listed twice is processed once. Returns the run id and, per
-    batch, its ``run_batches`` id and sources.
+    batch, its ``run_batches`` id and sources. ``on_start`` is called with
+    the run id as soon as the run is recorded, before its cutouts are.
     """
     if batch_size < 1:
         msg = f"batch_size must be at least 1, got {batch_size}"
@@ -179,6 +182,8 @@ def register_run(
     with engine.begin() as connection:  # first: a catalogue whose units clash registers nothing
         record_catalogue_columns(connection, described.values())
     run_id = start_run(engine, stages, config, len(unique), executor)
+    if on_start is not None:
+        on_start(run_id)
     batches = []
     with engine.begin() as connection:
         for index, first in enumerate(range(0, len(unique), batch_size)):
@@ -320,6 +325,8 @@ def start_run(engine: Engine, stages: Sequence[Stage], config: dict, n_cutouts: 
                 n_cutouts=n_cutouts,
                 n_processed=0,
                 n_failed=0,
+                owner=owner_tag(),
+                heartbeat_at=utcnow(),
             )
         )
         return int(result.inserted_primary_key[0])

@@ -57,15 +57,19 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
     or an object store).
     """
     from survey_classifier.cli.progress import RunProgress, echo_errors_hint
-    from survey_classifier.distributed import submit_run, wait_for_run
+    from survey_classifier.distributed import check_broker, submit_run, wait_for_run
     from survey_classifier.query import failed_by_stage
 
     _use_services(db_url, broker)
+    check_broker()  # before anything is registered: a broker that is down leaves nothing half-queued
     mosaic_choice = {"mosaics": mosaics, "cutout_size": cutout_size, "save_cutouts": save_cutouts}
     engine, stage_list, sources, config = prepare_run(db_url, inputs, stages, params, columns, mosaic_choice,
                                                       recompute=recompute)
     start = time.perf_counter()
-    run_id, n_batches = submit_run(engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config)
+    run_id, n_batches = submit_run(
+        engine, sources, stage_list, batch_size=batch_size, queue=queue, config=config,
+        announce=lambda run_id: click.echo(f"run {run_id}: registering {len(sources)} cutouts"),
+    )
     click.echo(f"run {run_id}: {len(sources)} cutouts in {n_batches} batches queued on '{queue}'")
     if no_wait:
         return
@@ -75,6 +79,8 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
                 status.n_done, failed_by_stage(engine, run_id),
                 note="waiting for workers" if waiting_for_workers(status) else "",
             ),
+            on_outage=lambda down_s, exc: bar.status(
+                bar.bar.n, {}, note=f"database unreachable for {down_s:.0f} s, retrying"),
         )
     _print_status(status, time.perf_counter() - start)
     if status.n_failed:
@@ -127,9 +133,10 @@ def status(run_id, db_url):
 def retry_failed_command(run_id, db_url, broker, queue, stalled_after):
     """Queue again the failed batches of RUN_ID (and, optionally, stalled ones)."""
     from survey_classifier.db.checks import open_database
-    from survey_classifier.distributed import retry_failed
+    from survey_classifier.distributed import check_broker, retry_failed
 
     _use_services(db_url, broker)
+    check_broker()
     n = retry_failed(open_database(db_url), run_id, queue=queue, stalled_after_s=stalled_after)
     click.echo(f"run {run_id}: {n} batches queued again on '{queue}'")
 
