@@ -8,10 +8,10 @@ variable                                    meaning                             
 ``SURVEY_CLASSIFIER_SOFT_TIME_LIMIT``       seconds before a batch is told to    ``600``
                                             stop (SoftTimeLimitExceeded)
 ``SURVEY_CLASSIFIER_TIME_LIMIT``            seconds before its process is killed ``900``
-``SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT``    seconds before a message taken by a  ``3600``
-                                            worker that died is delivered again
-``SURVEY_CLASSIFIER_RESTORE_INTERVAL``      seconds between sweeps for such      ``30``
-                                            messages
+``SURVEY_CLASSIFIER_STALL_AFTER``           seconds after which the batch of a   ``120``
+                                            worker that died, or whose message
+                                            the broker lost, is sent again
+                                            (the sweeper: ``workers/sweeper.py``)
 ``SURVEY_CLASSIFIER_WARM``                  ``0``: do not load and warm the      ``1``
                                             default stages when a worker
                                             process starts
@@ -22,7 +22,9 @@ variable                                    meaning                             
 Messages are JSON only (pickle is refused), acknowledged late (after the
 batch is stored), rejected back to the queue when the worker process is
 lost, and prefetched one at a time, so a killed worker loses no batch and
-a slow batch does not hold others hostage.
+a slow batch does not hold others hostage. Each worker runs a sweeper
+(:mod:`survey_classifier.workers.sweeper`) that renews the lease of the
+messages it holds and sends again the batches whose message was lost.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from celery import Celery
 from kombu import Queue
 
 from survey_classifier.workers.queues import QUEUES
+from survey_classifier.workers.sweeper import Sweeper, stall_after_s, sweep_interval_s
 
 __all__ = ["app", "QUEUES", "broker_url", "use_broker"]
 
@@ -58,9 +61,10 @@ app.conf.update(
     task_queues=[Queue(name) for name in QUEUES],
     task_default_queue="cpu",
     broker_transport_options={
-        "visibility_timeout": int(os.environ.get("SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT", "3600")),
-        # sweep for messages of dead workers every interval seconds (not every 10 x interval)
-        "unacked_restore_interval": int(os.environ.get("SURVEY_CLASSIFIER_RESTORE_INTERVAL", "30")),
+        # a message taken by a worker is given back after this long without its lease renewed (workers/sweeper.py)
+        "visibility_timeout": stall_after_s(),
+        # look for such messages every interval seconds (not every 10 x interval)
+        "unacked_restore_interval": sweep_interval_s(),
         "unacked_restore_throttle": 1,
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
@@ -74,6 +78,9 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
 )
+
+
+app.steps["consumer"].add(Sweeper)
 
 
 def use_broker(url: str) -> None:

@@ -1,0 +1,175 @@
+"""The workers' sweeper: no batch stays stuck when the broker loses its messages or a worker dies.
+
+A thread in the main process of every worker (a step of Celery's consumer
+blueprint, so it starts and stops with the worker; no Celery beat, no
+other process to deploy or keep single) does two things every
+``stall_after / 4`` seconds:
+
+1. **Leases.** Redis keeps each message a worker has taken but not yet
+   acknowledged in its ``unacked`` set, with the time it was taken, and
+   gives it back to the queue once that time is older than the
+   *visibility timeout*. The visibility timeout here is short
+   (``SURVEY_CLASSIFIER_STALL_AFTER``, 120 s by default) and the sweeper
+   of a live worker renews the time of every message its worker holds, so
+   a batch being processed, however long, is never given back, and the
+   batch of a worker that died (SIGKILL, lost machine) is given back
+   ``stall_after`` seconds after its last renewal, to a live worker.
+2. **Lost messages.** Once per interval in the whole cluster (a Redis
+   lock), the database's view is compared with the broker's: a batch of a
+   running Celery run still ``queued`` ``stall_after`` seconds after its
+   message was sent, whose message is neither waiting in a queue nor held
+   by a worker, was lost (a Redis restarted without persistence, a
+   submitter killed while queueing); it is claimed in the database and
+   sent again. Stores are idempotent, so a batch sent twice is harmless.
+
+Only the Redis broker can be read this way; with another broker the
+sweeper renews nothing and looks for no lost message (RabbitMQ gives a
+dead worker's messages back by itself and keeps durable queues).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import time
+
+from celery import bootsteps
+
+__all__ = ["STALL_ENV", "stall_after_s", "Sweeper", "batches_in_broker"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds after which a batch taken by a dead worker, or whose message was lost, is sent again.
+STALL_ENV = "SURVEY_CLASSIFIER_STALL_AFTER"
+#: The Redis key that makes one sweeper in the cluster look for lost messages per interval.
+_LOCK_KEY = "survey_classifier:sweeper"
+_TASK = "survey_classifier.process_batch"
+
+
+def stall_after_s() -> float:
+    return float(os.environ.get(STALL_ENV, "120"))
+
+
+def sweep_interval_s() -> float:
+    return max(0.5, stall_after_s() / 4)
+
+
+def _batch_id(raw: bytes | str) -> int | None:
+    """The batch id a raw kombu message of the batch task carries, or None for any other message."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
+            message = message[0]
+        if message.get("headers", {}).get("task") != _TASK:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return int(args[1])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def batches_in_broker(client, queues, *, page: int = 1000) -> set[int]:
+    """Ids of the batches whose message waits in one of ``queues`` or is held by a worker.
+
+    The queues are read before the workers' ``unacked`` set: a message moves
+    from the first to the second, so one moving meanwhile is still seen.
+    """
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    found: set[int] = set()
+    for queue in queues:
+        for key in [queue] + [f"{queue}{Channel.sep}{p}" for p in PRIORITY_STEPS if p]:
+            for first in range(0, client.llen(key), page):
+                found.update(_batch_id(raw) for raw in client.lrange(key, first, first + page - 1))
+    for _, raw in client.hscan_iter(Channel.unacked_key, count=page):
+        found.add(_batch_id(raw))
+    found.discard(None)
+    return found
+
+
+class Sweeper(bootsteps.StartStopStep):
+    """The sweeper thread of one worker (see the module's description)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.consumer = parent
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._engine = None
+        self._client = None
+
+    def start(self, parent) -> None:
+        if not parent.app.conf.broker_url.startswith(("redis://", "rediss://")):
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="survey-classifier-sweeper", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, parent) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(self.consumer.app.conf.broker_url, socket_timeout=10,
+                                            socket_connect_timeout=5)
+        log.info("sweeper: batches stalled for %.0f s are sent again (checked every %.1f s)", stall_after_s(),
+                 sweep_interval_s())
+        while not self._stop.wait(sweep_interval_s()):
+            for step in (self.renew_leases, self.requeue_lost):
+                try:
+                    step()
+                except Exception:  # the broker or the database is away: try again next interval
+                    log.warning("sweeper: %s failed; trying again in %.1f s", step.__name__, sweep_interval_s(),
+                                exc_info=True)
+
+    def _held_tags(self) -> list[str]:
+        task_consumer = getattr(self.consumer, "task_consumer", None)
+        qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
+        for _ in range(3):  # the consumer's thread may change the dict while it is copied
+            try:
+                return list(getattr(qos, "_delivered", {}))
+            except RuntimeError:
+                time.sleep(0.01)
+        return []
+
+    def renew_leases(self) -> None:
+        """Mark the messages this worker holds as taken now, so that none is given back while it is alive."""
+        from kombu.transport.redis import Channel
+
+        tags = self._held_tags()
+        if tags:
+            self._client.zadd(Channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True)
+
+    def requeue_lost(self) -> None:
+        """Send again the stale batches the broker no longer has (one sweeper in the cluster per interval)."""
+        from survey_classifier.db import make_engine
+        from survey_classifier.distributed import requeue_lost, stale_batches
+        from survey_classifier.workers.queues import QUEUES
+
+        if not self._client.set(_LOCK_KEY, os.getpid(), nx=True, ex=max(1, int(sweep_interval_s()))):
+            return
+        if self._engine is None:
+            self._engine = make_engine(os.environ.get("SURVEY_CLASSIFIER_DB"))
+        stale = stale_batches(self._engine, stall_after_s())
+        if not stale:
+            return
+        present = batches_in_broker(self._client, QUEUES)
+        lost = [entry for entry in stale if entry[0] not in present]
+        if not lost:
+            return
+        sent = requeue_lost(self._engine, lost, stall_after_s())
+        if sent:
+            runs = sorted({run_id for batch_id, run_id, _ in lost if batch_id in set(sent)})
+            log.warning("sweeper: %d batches of runs %s had no message in the broker (lost); sent again: %s",
+                        len(sent), runs, sent[:20])
