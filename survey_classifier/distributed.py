@@ -9,9 +9,10 @@ whatever happened to the broker.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -22,16 +23,20 @@ from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import ErrorRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.errors import BrokerError, DatabaseError, SurveyClassifierError
 from survey_classifier.heartbeat import Heartbeat, owner_dead
-from survey_classifier.runs import finish_run_if_done, register_run, update_run
+from survey_classifier.runs import finish_run_if_done, register_run, resume_run, update_run
 from survey_classifier.stages.base import Stage
 from survey_classifier.stages.registry import order_stages
 
 __all__ = [
     "RunStatus",
+    "BatchState",
+    "STALL_ENV",
+    "stall_after_s",
     "PUBLISH_RETRY",
     "check_broker",
     "submit_run",
     "enqueue_batches",
+    "unsent_batches",
     "run_status",
     "retry_failed",
     "wait_for_run",
@@ -39,12 +44,31 @@ __all__ = [
     "requeue_lost",
 ]
 
+#: Seconds after which a batch taken by a dead worker, or whose message was lost, is sent again
+#: (read by the workers' sweeper, :mod:`survey_classifier.workers.sweeper`; default 120).
+STALL_ENV = "SURVEY_CLASSIFIER_STALL_AFTER"
 #: How one message is published while the broker is unreachable: retried for about half a minute.
 PUBLISH_RETRY = {"max_retries": 8, "interval_start": 0.5, "interval_step": 1.0, "interval_max": 5.0}
 #: Batches whose ``queued_at`` is set in one update, just before their messages are sent.
 _SEND_CHUNK = 500
 #: Errors of a database that is down or restarting, which a waiting ``submit`` outlives.
 _DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+@dataclass
+class BatchState:
+    """One batch as ``status`` shows it."""
+
+    index: int
+    status: str
+    #: Seconds since its message was sent (queued) or since it ended (done, failed).
+    age_s: float
+    #: The worker that stored it, or the last one that took it (where the database records it).
+    worker: str | None = None
+    #: How many times a worker took it (where the database records it).
+    deliveries: int | None = None
+    #: Why it failed.
+    reason: str | None = None
 
 
 @dataclass
@@ -56,10 +80,30 @@ class RunStatus:
     n_failed: int
     batches: dict[str, int]
     errors: list[tuple[str, str, int]]
+    executor: str = "celery"
+    config: dict = field(default_factory=dict)
+    #: ``PID@HOST`` of the process that drives (or drove) the run.
+    owner: str | None = None
+    #: What the run is doing: its stored status, or "interrupted" (its owner died) or "stalled"
+    #: (no batch stored for ``stalled_after_s``).
+    state: str = ""
+    #: Seconds since the last batch was stored (or the run started).
+    idle_s: float = 0.0
+    stalled_after_s: float = 600.0
+    #: The batches not done (every batch on request), in order.
+    details: list[BatchState] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         return self.batches.get("queued", 0) == 0 and self.batches.get("failed", 0) == 0
+
+    @property
+    def n_left(self) -> int:
+        return sum(n for status, n in self.batches.items() if status != "done")
+
+
+def stall_after_s() -> float:
+    return float(os.environ.get(STALL_ENV, "120"))
 
 
 def _broker_shown() -> str:
@@ -145,14 +189,16 @@ def submit_run(
     batch_size: int = 256,
     queue: str = "cpu",
     config: dict | None = None,
-    announce: Callable[[int], None] | None = None,
+    announce: Callable[[int, bool], None] | None = None,
 ) -> tuple[int, int]:
     """Register a run and its batches, then queue them; returns (run id, batches).
 
-    ``announce`` is called with the run id as soon as the run is recorded.
-    While it registers and queues, this process beats on the run (an owner
-    that dies meanwhile leaves an *interrupted* run, which ``status``
-    shows); once every message is sent, the workers own the run.
+    ``announce`` is called with the run id (and whether it is resumed) as
+    soon as the run is recorded. While it registers and queues, this process
+    beats on the run (an owner that dies meanwhile leaves an *interrupted*
+    run, which ``status`` shows); once every message is sent, the workers
+    own the run. An interrupted run of the same inputs, stages and
+    parameters is resumed instead: its batches without a message are sent.
     """
     from survey_classifier.workers.app import QUEUES
 
@@ -161,38 +207,81 @@ def submit_run(
         raise SurveyClassifierError(msg)
     ordered = order_stages(list(stages))
     run_config = {"batch_size": batch_size, "queue": queue, **(config or {})}
+    n_cutouts = len({source.path for source in sources})
+    resumed = resume_run(engine, executor="celery", config=run_config, stages=ordered, n_cutouts=n_cutouts)
     with contextlib.ExitStack() as beating:
 
         def started(run_id: int) -> None:
             if announce is not None:
-                announce(run_id)
+                announce(run_id, resumed is not None)
             beating.enter_context(Heartbeat(engine, run_id))
 
-        run_id, batches = register_run(
-            engine, sources, ordered, batch_size=batch_size, config=run_config, executor="celery", on_start=started
-        )
-        enqueue_batches(engine, [batch_id for batch_id, _ in batches], queue=queue)
+        if resumed is None:
+            run_id, batches = register_run(
+                engine, sources, ordered, batch_size=batch_size, config=run_config, executor="celery",
+                on_start=started,
+            )
+            enqueue_batches(engine, [batch_id for batch_id, _ in batches], queue=queue)
+        else:
+            run_id = resumed
+            started(run_id)
+            enqueue_batches(engine, unsent_batches(engine, run_id), queue=queue)
     update_run(engine, run_id, heartbeat_at=None)
-    return run_id, len(batches)
+    with engine.connect() as connection:
+        n_batches = connection.execute(select(func.count()).where(RunBatchRow.run_id == run_id)).scalar_one()
+    return run_id, n_batches
 
 
-def run_status(engine: Engine, run_id: int) -> RunStatus:
-    """Counts of batches by status, cutouts done and failed, errors by reason."""
+def unsent_batches(engine: Engine, run_id: int) -> list[int]:
+    """The queued batches of a run without a message in the broker (with a broker other than Redis,
+    which cannot be read: every queued batch)."""
+    from survey_classifier.workers.app import app
+
+    table = RunBatchRow.__table__
+
+    def queued() -> list[int]:
+        with engine.connect() as connection:
+            return list(connection.execute(
+                select(table.c.id).where(table.c.run_id == run_id, table.c.status == "queued").order_by(table.c.id)
+            ).scalars())
+
+    candidates = queued()
+    if not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return candidates
+    import redis
+
+    from survey_classifier.workers.queues import QUEUES
+    from survey_classifier.workers.sweeper import batches_in_broker
+
+    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=10, socket_timeout=30)
+    try:
+        present = batches_in_broker(client, QUEUES)
+    finally:
+        client.close()
+    still_queued = set(queued())  # a batch stored meanwhile has left the broker, and needs nothing
+    return [batch_id for batch_id in candidates if batch_id not in present and batch_id in still_queued]
+
+
+def run_status(engine: Engine, run_id: int, *, stalled_after_s: float = 600.0, every_batch: bool = False,
+               max_details: int = 50) -> RunStatus:
+    """Counts of batches by status, cutouts done and failed, errors by reason, what the run is doing
+    (``state``) and the batches not done (``every_batch``: all of them), at most ``max_details``."""
     batches = RunBatchRow.__table__
     errors = ErrorRow.__table__
     with engine.connect() as connection:
         run = connection.execute(select(RunRow.__table__).where(RunRow.__table__.c.id == run_id)).first()
         if run is None:
-            msg = f"no run with id {run_id} in this database"
+            msg = f"no run with id {run_id} in this database (`survey-classifier runs list` shows them)"
             raise SurveyClassifierError(msg)
         by_status = dict(
             connection.execute(
                 select(batches.c.status, func.count()).where(batches.c.run_id == run_id).group_by(batches.c.status)
             ).all()
         )
-        n_done, n_failed = connection.execute(
+        n_done, n_failed, last_stored = connection.execute(
             select(
-                func.coalesce(func.sum(batches.c.n_cutouts), 0), func.coalesce(func.sum(batches.c.n_failed), 0)
+                func.coalesce(func.sum(batches.c.n_cutouts), 0), func.coalesce(func.sum(batches.c.n_failed), 0),
+                func.max(batches.c.finished_at),
             ).where(batches.c.run_id == run_id, batches.c.status == "done")
         ).one()
         reasons = connection.execute(
@@ -202,7 +291,8 @@ def run_status(engine: Engine, run_id: int) -> RunStatus:
             .order_by(func.count().desc())
             .limit(20)
         ).all()
-    return RunStatus(
+        details = _batch_states(connection, run_id, every_batch, max_details)
+    status = RunStatus(
         run_id=run_id,
         status=run.status,
         n_cutouts=run.n_cutouts,
@@ -210,7 +300,50 @@ def run_status(engine: Engine, run_id: int) -> RunStatus:
         n_failed=int(n_failed),
         batches={str(k): int(v) for k, v in by_status.items()},
         errors=[(stage, message, int(count)) for stage, message, count in reasons],
+        executor=run.executor,
+        config=run.config or {},
+        owner=run.owner,
+        idle_s=_seconds_since(last_stored or run.started_at),
+        stalled_after_s=stalled_after_s,
+        details=details,
     )
+    status.state = run.status
+    if run.status == "running" and owner_dead(run.owner, run.heartbeat_at):
+        status.state = "interrupted"
+    elif run.status == "running" and status.n_left and status.idle_s > stalled_after_s:
+        status.state = "stalled"
+    return status
+
+
+def _seconds_since(moment) -> float:
+    now = utcnow()
+    if moment.tzinfo is None:  # SQLite returns naive UTC
+        now = now.replace(tzinfo=None)
+    return max(0.0, (now - moment).total_seconds())
+
+
+def _batch_states(connection, run_id: int, every_batch: bool, limit: int) -> list[BatchState]:
+    table = RunBatchRow.__table__
+    # recorded by the workers where the schema has them (``run_batches.deliveries``, ``last_worker``)
+    deliveries, last_worker = (getattr(table.c, name, None) for name in ("deliveries", "last_worker"))
+    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at]
+    columns += [column for column in (deliveries, last_worker) if column is not None]
+    query = select(*columns).where(table.c.run_id == run_id).order_by(table.c.batch_index).limit(limit)
+    if not every_batch:
+        query = query.where(table.c.status != "done")
+    states = []
+    for row in connection.execute(query).mappings():
+        failed = row["status"] == "failed"
+        ended = row["finished_at"] if row["status"] == "done" else None
+        states.append(BatchState(
+            index=row["batch_index"],
+            status=row["status"],
+            age_s=_seconds_since(ended or row["queued_at"]),
+            worker=None if failed else (row.get("last_worker") or row["worker"]),
+            deliveries=row.get("deliveries"),
+            reason=row["worker"] if failed else None,  # mark_batch_failed records the reason there
+        ))
+    return states
 
 
 def retry_failed(engine: Engine, run_id: int, *, queue: str = "cpu", stalled_after_s: float | None = None) -> int:

@@ -8,6 +8,7 @@ stage and model version), so a batch run twice stores nothing twice.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from survey_classifier.db.store import (
     upsert_cutouts,
 )
 from survey_classifier.errors import SurveyClassifierError
-from survey_classifier.heartbeat import owner_tag
+from survey_classifier.heartbeat import owner_dead, owner_tag
 from survey_classifier.outcomes import BatchResult, CutoutOutcome
 from survey_classifier.stages.base import Stage
 
@@ -40,6 +41,9 @@ __all__ = [
     "mark_batch_failed",
     "start_run",
     "update_run",
+    "resume_run",
+    "unfinished_batches",
+    "done_counts",
 ]
 
 #: Name and version under which reading errors are stored.
@@ -336,3 +340,62 @@ def update_run(engine: Engine, run_id: int, **values) -> None:
     """Set columns of the ``runs`` row of ``run_id``."""
     with engine.begin() as connection:
         connection.execute(update(RunRow.__table__).where(RunRow.__table__.c.id == run_id).values(**values))
+
+
+def _same_run(config: dict, stages: list) -> str:
+    """What makes two runs "the same": their configuration (but the process id) and stages, as canonical JSON."""
+    kept = {key: value for key, value in json.loads(json.dumps(config, default=str)).items() if key != "pid"}
+    return json.dumps([kept, json.loads(json.dumps(stages, default=str))], sort_keys=True)
+
+
+def resume_run(engine: Engine, *, executor: str, config: dict, stages: Sequence[Stage], n_cutouts: int) -> int | None:
+    """The id of an interrupted run of the same inputs, stages and parameters, now claimed by this process; or None.
+
+    A run is interrupted when it is still ``running`` and its owner is dead
+    (:func:`survey_classifier.heartbeat.owner_dead`). The claim is atomic:
+    of two processes resuming the same run, one gets it.
+    """
+    runs = RunRow.__table__
+    wanted = _same_run(config, [stage.describe() for stage in stages])
+    with engine.connect() as connection:
+        candidates = connection.execute(
+            select(runs.c.id, runs.c.config, runs.c.stages, runs.c.owner, runs.c.heartbeat_at)
+            .where(runs.c.status == "running", runs.c.executor == executor, runs.c.n_cutouts == n_cutouts)
+            .order_by(runs.c.id.desc())
+        ).all()
+    for row in candidates:
+        if not owner_dead(row.owner, row.heartbeat_at) or _same_run(row.config, row.stages) != wanted:
+            continue
+        with engine.begin() as connection:
+            claimed = connection.execute(
+                update(runs)
+                .where(runs.c.id == row.id, runs.c.status == "running", runs.c.owner == row.owner,
+                       runs.c.heartbeat_at == row.heartbeat_at)
+                .values(owner=owner_tag(), heartbeat_at=utcnow())
+            ).rowcount
+        if claimed == 1:
+            return int(row.id)
+    return None
+
+
+def unfinished_batches(engine: Engine, run_id: int) -> list[tuple[int, list[CutoutSource]]]:
+    """The batches of a run not stored yet, in order, with their sources: what resuming it processes."""
+    table = RunBatchRow.__table__
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(table.c.id, table.c.cutout_ids)
+            .where(table.c.run_id == run_id, table.c.status != "done")
+            .order_by(table.c.batch_index)
+        ).all()
+    return [(int(batch_id), sources_for(engine, cutout_ids)) for batch_id, cutout_ids in rows]
+
+
+def done_counts(engine: Engine, run_id: int) -> tuple[int, int, int]:
+    """Cutouts in the run's stored batches: (all, processed, failed)."""
+    table = RunBatchRow.__table__
+    with engine.connect() as connection:
+        n_cutouts, n_failed = connection.execute(
+            select(func.coalesce(func.sum(table.c.n_cutouts), 0), func.coalesce(func.sum(table.c.n_failed), 0))
+            .where(table.c.run_id == run_id, table.c.status == "done")
+        ).one()
+    return int(n_cutouts), int(n_cutouts) - int(n_failed), int(n_failed)

@@ -34,8 +34,9 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from survey_classifier.distributed import stall_after_s
 from survey_classifier.workers.queues import QUEUES
-from survey_classifier.workers.sweeper import Sweeper, stall_after_s, sweep_interval_s
+from survey_classifier.workers.sweeper import Sweeper, sweep_interval_s
 
 __all__ = ["app", "QUEUES", "broker_url", "use_broker"]
 

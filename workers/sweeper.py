@@ -38,19 +38,15 @@ import time
 
 from celery import bootsteps
 
-__all__ = ["STALL_ENV", "stall_after_s", "Sweeper", "batches_in_broker"]
+from survey_classifier.distributed import stall_after_s
+
+__all__ = ["Sweeper", "batches_in_broker", "sweep_interval_s"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds after which a batch taken by a dead worker, or whose message was lost, is sent again.
-STALL_ENV = "SURVEY_CLASSIFIER_STALL_AFTER"
 #: The Redis key that makes one sweeper in the cluster look for lost messages per interval.
 _LOCK_KEY = "survey_classifier:sweeper"
 _TASK = "survey_classifier.process_batch"
-
-
-def stall_after_s() -> float:
-    return float(os.environ.get(STALL_ENV, "120"))
 
 
 def sweep_interval_s() -> float:

@@ -38,7 +38,7 @@ def prepare_run(db_url, inputs, stages, params, columns, mosaics=None, *, recomp
     parsed = parse_params(params)
     names = [n.strip() for n in stages.split(",") if n.strip()] if stages else None
     plan = plan_stages(names, parsed, engine, recompute=recompute)
-    config = {"inputs": list(inputs), "params": parsed, "reuse": plan.reuse}
+    config = {"inputs": list(inputs), "stages_asked": names, "params": parsed, "reuse": plan.reuse}
     if mosaics and mosaics.get("mosaics"):
         sources = _mosaic_sources(engine, inputs, mosaics, columns)
         config.update({k: v for k, v in mosaics.items() if v})
@@ -116,8 +116,9 @@ def print_summary(summary, stages, *, db_url=None) -> None:
     from survey_classifier.cli.progress import echo_errors_hint
 
     described = ", ".join(f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages)
+    resumed = " (an interrupted run, resumed)" if summary.resumed else ""
     click.echo(
-        f"run {summary.run_id}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, "
+        f"run {summary.run_id}{resumed}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, "
         f"{summary.n_failed} failed, in {summary.elapsed_s:.1f} s "
         f"({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s); stages: {described}"
     )
