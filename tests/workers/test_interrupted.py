@@ -57,6 +57,7 @@ def test_classify_killed_is_interrupted_then_resumed(sqlite_url, mirabest_files,
     assert f"its process {process.pid}@" in shown and f"with {10 - done_at_kill} batches not stored" in shown
     assert "resume it with `survey-classifier classify" in shown and "--stages slow_measure" in shown
     assert shown.count("[queued] registered") == 10 - done_at_kill
+    assert " interrupted " in cli("runs", "list", "--db", sqlite_url).stdout
 
     resumed = cli(*args)
     assert resumed.returncode == 0, resumed.stderr
@@ -74,6 +75,51 @@ def test_classify_killed_is_interrupted_then_resumed(sqlite_url, mirabest_files,
     assert attempts == {1}, "a batch stored before the kill was processed again"
 
 
+def kill_submitter_while_queueing(db_url, broker_url, files, client) -> tuple[list[str], int]:
+    """Start `submit --no-wait` of one-cutout batches, freeze it once some messages are sent, SIGKILL it;
+    returns its arguments and process id."""
+    args = ["submit", *map(str, files), "--db", db_url, "--broker", broker_url, "--stages", "measure",
+            "--batch-size", "1", "--no-wait"]
+    process = subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = process.stdout.readline()
+    assert first.startswith(f"run 1: registering {len(files)} cutouts"), first
+    deadline = time.monotonic() + 30
+    while client.llen("cpu") == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.kill(process.pid, signal.SIGSTOP)  # frozen mid-queue, then killed
+    sent_before = client.llen("cpu")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    assert 0 < sent_before < len(files)
+    return args, process.pid
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_sweeper_sends_what_a_dead_submitter_left_unsent(postgres_url, broker_url, mirabest_files, workers):
+    """Nobody submits again: the workers' sweeper sends the missing batches and the run finishes by itself."""
+    from survey_classifier.distributed import wait_for_run
+
+    upgrade(postgres_url)
+    client = redis.Redis.from_url(broker_url)
+    kill_submitter_while_queueing(postgres_url, broker_url, mirabest_files[:150], client)
+    assert "run 1 [interrupted]" in cli("status", "1", "--db", postgres_url).stdout
+    worker = workers("adopter", postgres_url, broker_url,
+                     env={"SURVEY_CLASSIFIER_WARM": "0", "SURVEY_CLASSIFIER_STALL_AFTER": "2"})
+    worker.wait_ready()
+    engine = make_engine(postgres_url)
+    status = wait_for_run(engine, 1, timeout_s=45, poll_s=0.2)
+    with engine.connect() as connection:
+        rows, distinct = connection.execute(select(func.count(), func.count(MeasurementRow.cutout_id.distinct()))).one()
+    engine.dispose()
+    assert status.status == "finished" and status.batches == {"done": 150}, status
+    assert (rows, distinct) == (150, 150)
+    assert "had no message in the broker (lost)" in worker.log()
+    assert "run 1 [finished]" in cli("status", "1", "--db", postgres_url).stdout
+
+
 def _queued_batches(client) -> Counter:
     return Counter(
         json.loads(base64.b64decode(json.loads(raw)["body"]))[0][1] for raw in client.lrange("cpu", 0, -1)
@@ -86,24 +132,9 @@ def _queued_batches(client) -> Counter:
 def test_submitter_killed_while_queueing_is_interrupted_then_resumed(postgres_url, broker_url, mirabest_files):
     upgrade(postgres_url)
     client = redis.Redis.from_url(broker_url)
-    files = [str(p) for p in mirabest_files[:400]]
-    args = ["submit", *files, "--db", postgres_url, "--broker", broker_url, "--stages", "measure",
-            "--batch-size", "1", "--no-wait"]
-    process = subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    first = process.stdout.readline()
-    assert first.startswith("run 1: registering 400 cutouts"), first
-    deadline = time.monotonic() + 30
-    while client.llen("cpu") == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    os.kill(process.pid, signal.SIGSTOP)  # frozen mid-queue, then killed
-    sent_before = client.llen("cpu")
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    process.stdout.close()
-    assert 0 < sent_before < 400
-
+    args, killed = kill_submitter_while_queueing(postgres_url, broker_url, mirabest_files[:400], client)
     shown = cli("status", "1", "--db", postgres_url).stdout
-    assert "run 1 [interrupted]" in shown and f"its submitter {process.pid}@" in shown, shown
+    assert "run 1 [interrupted]" in shown and f"its submitter {killed}@" in shown, shown
     assert "resume it now with `survey-classifier submit" in shown
 
     again = cli(*args)
