@@ -23,7 +23,7 @@ from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import ErrorRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.errors import BrokerError, DatabaseError, SurveyClassifierError
 from survey_classifier.heartbeat import Heartbeat, owner_dead
-from survey_classifier.runs import finish_run_if_done, register_run, resume_run, update_run
+from survey_classifier.runs import finish_run_if_done, register_run, resume_run, retry_unreachable, update_run
 from survey_classifier.stages.base import Stage
 from survey_classifier.stages.registry import order_stages
 
@@ -160,9 +160,7 @@ def enqueue_batches(engine: Engine, batch_ids: Sequence[int], *, queue: str = "c
     sent = 0
     for first in range(0, len(rows), _SEND_CHUNK):
         chunk = rows[first : first + _SEND_CHUNK]
-        with engine.begin() as connection:
-            ids = [row.id for row in chunk]
-            connection.execute(update(table).where(table.c.id.in_(ids)).values(queued_at=utcnow()))
+        retry_unreachable(lambda chunk=chunk: _mark_sent(engine, [row.id for row in chunk]))
         for batch_id, run_id, cutout_ids in chunk:
             models = {s["name"]: s["model_artefact"] for s in described[run_id] if s.get("model_artefact")}
             try:
@@ -179,6 +177,12 @@ def enqueue_batches(engine: Engine, batch_ids: Sequence[int], *, queue: str = "c
                 raise BrokerError(msg) from exc
             sent += 1
     return sent
+
+
+def _mark_sent(engine: Engine, batch_ids: list[int]) -> None:
+    table = RunBatchRow.__table__
+    with engine.begin() as connection:
+        connection.execute(update(table).where(table.c.id.in_(batch_ids)).values(queued_at=utcnow()))
 
 
 def submit_run(
@@ -226,10 +230,13 @@ def submit_run(
             run_id = resumed
             started(run_id)
             enqueue_batches(engine, unsent_batches(engine, run_id), queue=queue)
-    update_run(engine, run_id, heartbeat_at=None)
+    retry_unreachable(lambda: update_run(engine, run_id, heartbeat_at=None))
+    return run_id, retry_unreachable(lambda: _count_batches(engine, run_id))
+
+
+def _count_batches(engine: Engine, run_id: int) -> int:
     with engine.connect() as connection:
-        n_batches = connection.execute(select(func.count()).where(RunBatchRow.run_id == run_id)).scalar_one()
-    return run_id, n_batches
+        return connection.execute(select(func.count()).where(RunBatchRow.run_id == run_id)).scalar_one()
 
 
 def unsent_batches(engine: Engine, run_id: int) -> list[int]:

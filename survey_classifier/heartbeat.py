@@ -88,15 +88,19 @@ class Heartbeat:
                 update(table).where(table.c.id == self.run_id).values(owner=owner_tag(), heartbeat_at=utcnow())
             )
 
+    def _try_beat(self) -> None:
+        try:
+            self.beat()
+        except Exception as exc:  # a missed beat is tried again; the run goes on
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+            log.warning("run %s: heartbeat not recorded (%s: %s)", self.run_id, type(exc).__name__, reason)
+
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.beat()
-            except Exception:  # a missed beat is retried; the run goes on
-                log.warning("run %s: heartbeat not recorded", self.run_id, exc_info=True)
+            self._try_beat()
 
     def __enter__(self) -> Heartbeat:
-        self.beat()
+        self._try_beat()
         self._thread.start()
         return self
 

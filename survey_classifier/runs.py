@@ -9,14 +9,17 @@ stage and model version), so a batch run twice stores nothing twice.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from survey_classifier.cutout import CutoutSource
+from survey_classifier.db.checks import unreachable
 from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.db.store import (
     clear_errors,
@@ -44,7 +47,30 @@ __all__ = [
     "resume_run",
     "unfinished_batches",
     "done_counts",
+    "retry_unreachable",
 ]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Waits between tries of a database operation while the server is unreachable (30 s in all).
+RETRY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def retry_unreachable(operation: Callable[[], T]) -> T:
+    """``operation()``, tried again while the database is unreachable (:data:`RETRY_WAITS_S`).
+
+    Only for operations that are one transaction (a failed try leaves nothing).
+    """
+    for wait_s in (*RETRY_WAITS_S, None):
+        try:
+            return operation()
+        except (OperationalError, InterfaceError) as exc:
+            if wait_s is None or not unreachable(exc):
+                raise
+            log.warning("the database is unreachable; trying again in %.1f s", wait_s)
+            time.sleep(wait_s)
+    raise AssertionError  # pragma: no cover - the loop returns or raises
 
 #: Name and version under which reading errors are stored.
 READ_STAGE = ("read", "1")
@@ -183,11 +209,20 @@ def register_run(
     described = {}
     for source in unique:
         described.update(source.extra_columns)
-    with engine.begin() as connection:  # first: a catalogue whose units clash registers nothing
-        record_catalogue_columns(connection, described.values())
-    run_id = start_run(engine, stages, config, len(unique), executor)
+
+    def record_columns() -> None:
+        with engine.begin() as connection:  # first: a catalogue whose units clash registers nothing
+            record_catalogue_columns(connection, described.values())
+
+    retry_unreachable(record_columns)
+    run_id = retry_unreachable(lambda: start_run(engine, stages, config, len(unique), executor))
     if on_start is not None:
         on_start(run_id)
+    return run_id, retry_unreachable(lambda: _register_batches(engine, run_id, unique, batch_size))
+
+
+def _register_batches(engine: Engine, run_id: int, unique: Sequence[CutoutSource], batch_size: int):
+    """The cutouts and batches of a run, in one transaction."""
     batches = []
     with engine.begin() as connection:
         for index, first in enumerate(range(0, len(unique), batch_size)):
@@ -207,7 +242,7 @@ def register_run(
                 )
             )
             batches.append((int(result.inserted_primary_key[0]), chunk))
-    return run_id, batches
+    return batches
 
 
 def _registration_row(source: CutoutSource) -> dict[str, Any]:
@@ -366,6 +401,9 @@ def resume_run(engine: Engine, *, executor: str, config: dict, stages: Sequence[
     for row in candidates:
         if not owner_dead(row.owner, row.heartbeat_at) or _same_run(row.config, row.stages) != wanted:
             continue
+        if _registered_cutouts(engine, row.id) < n_cutouts:  # died before its batches were recorded
+            update_run(engine, row.id, status="failed", finished_at=utcnow())
+            continue
         with engine.begin() as connection:
             claimed = connection.execute(
                 update(runs)
@@ -376,6 +414,14 @@ def resume_run(engine: Engine, *, executor: str, config: dict, stages: Sequence[
         if claimed == 1:
             return int(row.id)
     return None
+
+
+def _registered_cutouts(engine: Engine, run_id: int) -> int:
+    table = RunBatchRow.__table__
+    with engine.connect() as connection:
+        return connection.execute(
+            select(func.coalesce(func.sum(table.c.n_cutouts), 0)).where(table.c.run_id == run_id)
+        ).scalar_one()
 
 
 def unfinished_batches(engine: Engine, run_id: int) -> list[tuple[int, list[CutoutSource]]]:

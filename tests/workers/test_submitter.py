@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,32 @@ def _body(raw: bytes) -> str:
 
     message = json.loads(raw)
     return base64.b64decode(message["body"]).decode()
+
+
+def test_submit_outlives_a_postgres_restart_while_registering(private_postgres, broker_url, mirabest_files):
+    """PostgreSQL stops as the run starts registering its batches and is back 2 s later: nothing is lost."""
+    import redis
+
+    files = [str(p) for p in mirabest_files[:400]]
+    submit = subprocess.Popen([CLI, "submit", *files, "--db", private_postgres.url, "--broker", broker_url,
+                               "--stages", "measure", "--batch-size", "1", "--no-wait"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = submit.stdout.readline()
+    os.kill(submit.pid, signal.SIGSTOP)
+    assert first.startswith("run 1: registering 400 cutouts"), first
+    private_postgres.stop()
+    os.kill(submit.pid, signal.SIGCONT)
+    time.sleep(2)
+    assert submit.poll() is None, f"the submitter should be waiting for the database: {submit.communicate()}"
+    private_postgres.start()
+    out, err = submit.communicate(timeout=60)
+    assert submit.returncode == 0, err
+    assert "Traceback" not in err and "400 cutouts in 400 batches queued" in out, (out, err)
+    queued = Counter(json.loads(_body(m))[0][1] for m in redis.Redis.from_url(broker_url).lrange("cpu", 0, -1))
+    engine = make_engine(private_postgres.url)
+    with engine.connect() as connection:
+        batch_ids = set(connection.execute(select(RunBatchRow.id)).scalars())
+        runs = connection.execute(select(func.count()).select_from(RunRow)).scalar_one()
+    engine.dispose()
+    assert (runs, len(batch_ids)) == (1, 400)
+    assert set(queued) == batch_ids and set(queued.values()) == {1}
