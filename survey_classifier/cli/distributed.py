@@ -81,7 +81,7 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
         status = wait_for_run(
             engine, run_id, progress=lambda status: bar.status(
                 status.n_done, failed_by_stage(engine, run_id),
-                note="waiting for workers" if waiting_for_workers(status) else "",
+                note=_progress_note(status),
             ),
             on_outage=lambda down_s, exc: bar.status(
                 bar.bar.n, {}, note=f"database unreachable for {down_s:.0f} s, retrying"),
@@ -93,6 +93,13 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
     echo_errors_hint(run_id, db_url, status.n_failed)
     if status.n_done and status.n_done == status.n_failed:
         sys.exit(1)
+
+
+def _progress_note(status) -> str:
+    """What a waiting ``submit`` shows before its bar when the run does not move."""
+    if status.state == "stalled":
+        return f"stalled for {_age(status.idle_s)}: `survey-classifier status {status.run_id}` says what resumes it"
+    return "waiting for workers" if waiting_for_workers(status) else ""
 
 
 def waiting_for_workers(status) -> bool:
