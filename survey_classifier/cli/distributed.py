@@ -141,7 +141,7 @@ def _age(seconds: float) -> str:
 
 
 def _batch_line(batch, executor) -> str:
-    queued = "sent" if executor == "celery" else "registered"
+    queued = "queued" if executor == "celery" else "registered"
     since = {"queued": queued, "done": "stored", "failed": "given up"}.get(batch.status, "changed")
     parts = [f"batch {batch.index} [{batch.status}] {since} {_age(batch.age_s)} ago"]
     if batch.deliveries is not None:
@@ -159,9 +159,9 @@ def _what_resumes(status, db_url) -> str:
 
     again = f"`{resume_command(status, db_url)}`"
     if status.state == "interrupted" and status.executor == "celery":
-        return (f"its submitter {status.owner} died before every batch was sent; the workers' sweeper sends the "
-                f"missing ones {stall_after_s():.0f} s after registration (SURVEY_CLASSIFIER_STALL_AFTER on the "
-                f"workers), or resume it now with {again}")
+        return (f"its submitter {status.owner} ended (killed, or gave up on the broker) before every batch was "
+                f"sent; the workers' sweeper sends the missing ones once they have waited {stall_after_s():.0f} s "
+                f"(SURVEY_CLASSIFIER_STALL_AFTER on the workers), or resume it now with {again}")
     if status.state == "interrupted":
         return (f"its process {status.owner} is gone with {status.n_left} batches not stored; "
                 f"resume it with {again} (stored batches are kept)")

@@ -178,4 +178,4 @@ def test_status_shows_a_stalled_run_its_batches_and_what_resumes_it(postgres_url
     assert "no worker is running on this database and broker" in shown
     assert f"`survey-classifier retry-failed {run_id} --stalled-after 0 --db" in shown
     assert "batch 0 [failed] given up" in shown and "reason: TimeoutError: the database did not answer" in shown
-    assert "batch 1 [queued] sent " in shown and "batch 2 [queued] sent " in shown
+    assert "batch 1 [queued] queued " in shown and "batch 2 [queued] queued " in shown
