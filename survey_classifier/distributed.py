@@ -40,8 +40,6 @@ __all__ = [
     "run_status",
     "retry_failed",
     "wait_for_run",
-    "stale_batches",
-    "requeue_lost",
 ]
 
 #: Seconds after which a batch taken by a dead worker, or whose message was lost, is sent again
@@ -428,63 +426,3 @@ def wait_for_run(
             return status
         time.sleep(poll_s)
 
-
-def stale_batches(engine: Engine, older_than_s: float, *, limit: int = 1000) -> list[tuple[int, int, str]]:
-    """Batches of running Celery runs still queued ``older_than_s`` seconds after their message was sent:
-    ``(batch id, run id, queue)``, oldest first.
-
-    A run whose submitter is alive and still queueing is left to it. These
-    batches are waiting in the broker, being processed, or lost: the
-    sweeper (:mod:`survey_classifier.workers.sweeper`) asks the broker which.
-    """
-    batches, runs = RunBatchRow.__table__, RunRow.__table__
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(batches.c.id, batches.c.run_id, runs.c.config, runs.c.owner, runs.c.heartbeat_at)
-            .join(runs, runs.c.id == batches.c.run_id)
-            .where(
-                runs.c.executor == "celery", runs.c.status == "running", batches.c.status == "queued",
-                batches.c.queued_at < cutoff,
-            )
-            .order_by(batches.c.queued_at)
-            .limit(limit)
-        ).all()
-    submitting = {
-        row.run_id for row in rows if row.heartbeat_at is not None and not owner_dead(row.owner, row.heartbeat_at)
-    }
-    return [
-        (row.id, row.run_id, (row.config or {}).get("queue", "cpu")) for row in rows if row.run_id not in submitting
-    ]
-
-
-def requeue_lost(engine: Engine, lost: Sequence[tuple[int, int, str]], older_than_s: float) -> list[int]:
-    """Send again the batches of ``lost`` (from :func:`stale_batches`, absent from the broker) still queued
-    and stale; returns the ids sent.
-
-    Each batch is claimed in the database first (its ``queued_at`` moved to
-    now, only if it was still stale), so of several sweepers one sends it.
-    A run whose submitter died is adopted: the workers own it from now on.
-    """
-    batches, runs = RunBatchRow.__table__, RunRow.__table__
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    queue_of = {batch_id: queue for batch_id, _, queue in lost}
-    with engine.begin() as connection:
-        claimed = list(
-            connection.execute(
-                update(batches)
-                .where(batches.c.id.in_(list(queue_of)), batches.c.status == "queued", batches.c.queued_at < cutoff)
-                .values(queued_at=utcnow())
-                .returning(batches.c.id, batches.c.run_id)
-            ).all()
-        )
-        if claimed:
-            connection.execute(
-                update(runs).where(runs.c.id.in_({run_id for _, run_id in claimed})).values(heartbeat_at=None)
-            )
-    sent = []
-    for queue in sorted({queue_of[batch_id] for batch_id, _ in claimed}):
-        ids = [batch_id for batch_id, _ in claimed if queue_of[batch_id] == queue]
-        enqueue_batches(engine, ids, queue=queue)
-        sent += ids
-    return sent

@@ -35,12 +35,18 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 
 from celery import bootsteps
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
 
-from survey_classifier.distributed import stall_after_s
+from survey_classifier.db.models import RunBatchRow, RunRow, utcnow
+from survey_classifier.distributed import enqueue_batches, stall_after_s
+from survey_classifier.heartbeat import owner_dead
 
-__all__ = ["Sweeper", "batches_in_broker", "sweep_interval_s"]
+__all__ = ["Sweeper", "batches_in_broker", "sweep_interval_s", "stale_batches", "requeue_lost"]
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +156,6 @@ class Sweeper(bootsteps.StartStopStep):
     def requeue_lost(self) -> None:
         """Send again the stale batches the broker no longer has (one sweeper in the cluster per interval)."""
         from survey_classifier.db import make_engine
-        from survey_classifier.distributed import requeue_lost, stale_batches
         from survey_classifier.workers.queues import QUEUES
 
         if not self._client.set(_LOCK_KEY, os.getpid(), nx=True, ex=max(1, int(sweep_interval_s()))):
@@ -169,3 +174,64 @@ class Sweeper(bootsteps.StartStopStep):
             runs = sorted({run_id for batch_id, run_id, _ in lost if batch_id in set(sent)})
             log.warning("sweeper: %d batches of runs %s had no message in the broker (lost); sent again: %s",
                         len(sent), runs, sent[:20])
+
+
+def stale_batches(engine: Engine, older_than_s: float, *, limit: int = 1000) -> list[tuple[int, int, str]]:
+    """Batches of running Celery runs still queued ``older_than_s`` seconds after their message was sent:
+    ``(batch id, run id, queue)``, oldest first.
+
+    A run whose submitter is alive and still queueing is left to it. These
+    batches are waiting in the broker, being processed, or lost: the
+    sweeper (:class:`Sweeper`) asks the broker which.
+    """
+    batches, runs = RunBatchRow.__table__, RunRow.__table__
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(batches.c.id, batches.c.run_id, runs.c.config, runs.c.owner, runs.c.heartbeat_at)
+            .join(runs, runs.c.id == batches.c.run_id)
+            .where(
+                runs.c.executor == "celery", runs.c.status == "running", batches.c.status == "queued",
+                batches.c.queued_at < cutoff,
+            )
+            .order_by(batches.c.queued_at)
+            .limit(limit)
+        ).all()
+    submitting = {
+        row.run_id for row in rows if row.heartbeat_at is not None and not owner_dead(row.owner, row.heartbeat_at)
+    }
+    return [
+        (row.id, row.run_id, (row.config or {}).get("queue", "cpu")) for row in rows if row.run_id not in submitting
+    ]
+
+
+def requeue_lost(engine: Engine, lost: Sequence[tuple[int, int, str]], older_than_s: float) -> list[int]:
+    """Send again the batches of ``lost`` (from :func:`stale_batches`, absent from the broker) still queued
+    and stale; returns the ids sent.
+
+    Each batch is claimed in the database first (its ``queued_at`` moved to
+    now, only if it was still stale), so of several sweepers one sends it.
+    A run whose submitter died is adopted: the workers own it from now on.
+    """
+    batches, runs = RunBatchRow.__table__, RunRow.__table__
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    queue_of = {batch_id: queue for batch_id, _, queue in lost}
+    with engine.begin() as connection:
+        claimed = list(
+            connection.execute(
+                update(batches)
+                .where(batches.c.id.in_(list(queue_of)), batches.c.status == "queued", batches.c.queued_at < cutoff)
+                .values(queued_at=utcnow())
+                .returning(batches.c.id, batches.c.run_id)
+            ).all()
+        )
+        if claimed:
+            connection.execute(
+                update(runs).where(runs.c.id.in_({run_id for _, run_id in claimed})).values(heartbeat_at=None)
+            )
+    sent = []
+    for queue in sorted({queue_of[batch_id] for batch_id, _ in claimed}):
+        ids = [batch_id for batch_id, _ in claimed if queue_of[batch_id] == queue]
+        enqueue_batches(engine, ids, queue=queue)
+        sent += ids
+    return sent

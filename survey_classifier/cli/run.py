@@ -116,11 +116,14 @@ def print_summary(summary, stages, *, db_url=None) -> None:
     from survey_classifier.cli.progress import echo_errors_hint
 
     described = ", ".join(f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages)
-    resumed = " (an interrupted run, resumed)" if summary.resumed else ""
+    run, timing = f"run {summary.run_id}", f"in {summary.elapsed_s:.1f} s"
+    if summary.resumed:  # the counts are the whole run's; the time only this process's part of it
+        run, timing = f"{run} (an interrupted run, resumed)", f"the batches not stored before {timing}"
+    else:
+        timing += f" ({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s)"
     click.echo(
-        f"run {summary.run_id}{resumed}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, "
-        f"{summary.n_failed} failed, in {summary.elapsed_s:.1f} s "
-        f"({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s); stages: {described}"
+        f"{run}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, {summary.n_failed} failed, "
+        f"{timing}; stages: {described}"
     )
     if summary.reused:
         parts = ", ".join(f"{stage} {count}" for stage, count in sorted(summary.reused.items()))
