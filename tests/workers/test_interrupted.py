@@ -110,7 +110,7 @@ def test_sweeper_sends_what_a_dead_submitter_left_unsent(postgres_url, broker_ur
                      env={"SURVEY_CLASSIFIER_WARM": "0", "SURVEY_CLASSIFIER_STALL_AFTER": "2"})
     worker.wait_ready()
     engine = make_engine(postgres_url)
-    status = wait_for_run(engine, 1, timeout_s=45, poll_s=0.2)
+    status = wait_for_run(engine, 1, timeout_s=90, poll_s=0.2)
     with engine.connect() as connection:
         rows, distinct = connection.execute(select(func.count(), func.count(MeasurementRow.cutout_id.distinct()))).one()
     engine.dispose()

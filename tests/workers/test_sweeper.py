@@ -61,7 +61,6 @@ def test_redis_restarted_without_persistence_mid_run(pg, tmp_path, workers, mira
         time.sleep(1)
         redis_server.start()
         back = time.monotonic()
-        assert redis_server.client().llen("cpu") == 0, "the restart should have lost the queued messages"
         done_at_restart = n_done(engine, run_id)
         assert done_at_restart < n_batches - 2
         status = wait_for_run(engine, run_id, timeout_s=45, poll_s=0.2)
@@ -70,28 +69,29 @@ def test_redis_restarted_without_persistence_mid_run(pg, tmp_path, workers, mira
         assert status.status == "finished" and status.batches == {"done": n_batches}, status
         stored_once(engine, 200)
         assert all(worker.alive for worker in pool)
+        # the restart lost the queued messages: the sweeper found them missing and sent them again
         assert any("had no message in the broker (lost)" in worker.log() for worker in pool)
     finally:
         redis_server.stop()
 
 
 def test_whole_worker_killed_mid_batch_is_sent_to_the_other(pg, broker_url, workers, mirabest_files, slow_plugin):
-    """Batches (5 s) outlast the stall time (3 s): leases keep live workers' batches; the dead one's comes back."""
+    """Batches (6 s) outlast the stall time (4 s): leases keep live workers' batches; the dead one's comes back."""
     url, engine = pg
     use_broker(broker_url)
-    env = {**FAST_START, "SURVEY_CLASSIFIER_STALL_AFTER": "3"}
+    env = {**FAST_START, "SURVEY_CLASSIFIER_STALL_AFTER": "4"}
     doomed, rescuer = workers("doomed", url, broker_url, env=env), workers("rescuer", url, broker_url, env=env)
     doomed.wait_ready()
     rescuer.wait_ready()
     sources = [CutoutSource(str(p)) for p in mirabest_files[:20]]
-    run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.5)], batch_size=10)
-    time.sleep(2.5)  # each worker is half-way through its batch
+    run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.6)], batch_size=10)
+    time.sleep(3)  # each worker is half-way through its batch
     assert n_done(engine, run_id) == 0
     doomed.kill()
     killed = time.monotonic()
     status = wait_for_run(engine, run_id, timeout_s=45, poll_s=0.1)
-    print(f"worker SIGKILLed mid-batch: its batch (5 s) stored by the other worker {time.monotonic() - killed:.1f} s "
-          "after the kill (stall_after 3 s)")
+    print(f"worker SIGKILLed mid-batch: its batch (6 s) stored by the other worker {time.monotonic() - killed:.1f} s "
+          "after the kill (stall_after 4 s)")
     assert status.batches == {"done": n_batches}, status
     stored_once(engine, 20)
     with engine.connect() as connection:
