@@ -67,6 +67,8 @@ app.conf.update(
         # look for such messages every interval seconds (not every 10 x interval)
         "unacked_restore_interval": sweep_interval_s(),
         "unacked_restore_throttle": 1,
+        # a worker killed while giving messages back holds their lock this long at most (not 300 s)
+        "unacked_mutex_expire": max(5, int(stall_after_s())),
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
         "health_check_interval": 10,

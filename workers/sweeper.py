@@ -107,6 +107,7 @@ class Sweeper(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
         self._engine = None
         self._client = None
+        self._warned = False
 
     def start(self, parent) -> None:
         if not parent.app.conf.broker_url.startswith(("redis://", "rediss://")):
@@ -136,11 +137,20 @@ class Sweeper(bootsteps.StartStopStep):
                                 exc_info=True)
 
     def _held_tags(self) -> list[str]:
+        """Delivery tags of the messages this worker holds: kombu's record of them (a private one)."""
         task_consumer = getattr(self.consumer, "task_consumer", None)
         qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
+        if qos is None:  # not consuming (yet, or the connection is being re-established)
+            return []
+        if not hasattr(qos, "_delivered"):
+            if not self._warned:
+                log.warning("sweeper: this kombu keeps no record of held messages; their leases are not renewed "
+                            "and a batch longer than %.0f s may be processed twice", stall_after_s())
+                self._warned = True
+            return []
         for _ in range(3):  # the consumer's thread may change the dict while it is copied
             try:
-                return list(getattr(qos, "_delivered", {}))
+                return list(qos._delivered)
             except RuntimeError:
                 time.sleep(0.01)
         return []
