@@ -329,10 +329,10 @@ def _seconds_since(moment) -> float:
 
 def _batch_states(connection, run_id: int, every_batch: bool, limit: int) -> list[BatchState]:
     table = RunBatchRow.__table__
-    # recorded by the workers where the schema has them (``run_batches.deliveries``, ``last_worker``)
-    deliveries, last_worker = (getattr(table.c, name, None) for name in ("deliveries", "last_worker"))
-    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at]
-    columns += [column for column in (deliveries, last_worker) if column is not None]
+    # what the workers record where the schema has it: deliveries, the last worker and why a batch failed
+    recorded = [column for name in ("deliveries", "last_worker", "failure") if (column := getattr(table.c, name, None))
+                is not None]
+    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at, *recorded]
     query = select(*columns).where(table.c.run_id == run_id).order_by(table.c.batch_index).limit(limit)
     if not every_batch:
         query = query.where(table.c.status != "done")
@@ -340,13 +340,15 @@ def _batch_states(connection, run_id: int, every_batch: bool, limit: int) -> lis
     for row in connection.execute(query).mappings():
         failed = row["status"] == "failed"
         ended = row["finished_at"] if row["status"] == "done" else None
+        # without a failure column, mark_batch_failed writes the reason where the worker goes
+        reason = row.get("failure") or (row["worker"] if failed else None)
         states.append(BatchState(
             index=row["batch_index"],
             status=row["status"],
             age_s=_seconds_since(ended or row["queued_at"]),
-            worker=None if failed else (row.get("last_worker") or row["worker"]),
+            worker=row.get("last_worker") or (None if reason == row["worker"] else row["worker"]),
             deliveries=row.get("deliveries"),
-            reason=row["worker"] if failed else None,  # mark_batch_failed records the reason there
+            reason=reason,
         ))
     return states
 

@@ -22,9 +22,7 @@ variable                                    meaning                             
 Messages are JSON only (pickle is refused), acknowledged late (after the
 batch is stored), rejected back to the queue when the worker process is
 lost, and prefetched one at a time, so a killed worker loses no batch and
-a slow batch does not hold others hostage. Each worker runs a sweeper
-(:mod:`survey_classifier.workers.sweeper`) that renews the lease of the
-messages it holds and sends again the batches whose message was lost.
+a slow batch does not hold others hostage.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ def broker_url() -> str:
 
 
 app = Celery("survey_classifier", include=["survey_classifier.workers.tasks"])
+app.steps["consumer"].add(Sweeper)  # leases of held messages renewed, lost batches sent again
 app.conf.update(
     broker_url=broker_url(),
     task_serializer="json",
@@ -81,9 +80,6 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
 )
-
-
-app.steps["consumer"].add(Sweeper)
 
 
 def use_broker(url: str) -> None:
