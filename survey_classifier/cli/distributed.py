@@ -206,8 +206,8 @@ def resume_command(status, db_url) -> str:
 @click.command()
 @click.argument("run_id", type=int)
 @db_option
-@click.option("--stalled-after", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Minutes without a stored batch after which a running run is shown as stalled.")
+@click.option("--stalled-after", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds without a stored batch after which a running run is shown as stalled.")
 @click.option("--batches", "every_batch", is_flag=True, help="Show every batch, not only those not done.")
 def status(run_id, db_url, stalled_after, every_batch):
     """Progress and failures of run RUN_ID: what it is doing (running, stalled, interrupted, finished), what
@@ -216,7 +216,7 @@ def status(run_id, db_url, stalled_after, every_batch):
     from survey_classifier.distributed import run_status
 
     engine = open_database(db_url)
-    found = run_status(engine, run_id, stalled_after_s=stalled_after * 60, every_batch=every_batch,
+    found = run_status(engine, run_id, stalled_after_s=stalled_after, every_batch=every_batch,
                        max_details=10**6 if every_batch else 20)
     _print_status(found, db_url=db_url, batch_lines="all" if every_batch else True)
 

@@ -173,7 +173,7 @@ def test_status_shows_a_stalled_run_its_batches_and_what_resumes_it(postgres_url
     mark_batch_failed(engine, first, "TimeoutError: the database did not answer")
     engine.dispose()
     time.sleep(1.0)
-    shown = cli(*status, "--stalled-after", "0.01").stdout  # 0.6 s
+    shown = cli(*status, "--stalled-after", "0.5").stdout
     assert f"run {run_id} [stalled]: 9 cutouts, 0 done" in shown, shown
     assert "no worker is running on this database and broker" in shown
     assert f"`survey-classifier retry-failed {run_id} --stalled-after 0 --db" in shown
