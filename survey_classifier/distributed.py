@@ -276,8 +276,7 @@ def run_status(engine: Engine, run_id: int, *, stalled_after_s: float = 600.0, e
     with engine.connect() as connection:
         run = connection.execute(select(RunRow.__table__).where(RunRow.__table__.c.id == run_id)).first()
         if run is None:
-            msg = f"no run with id {run_id} in this database (`survey-classifier runs list` shows them)"
-            raise SurveyClassifierError(msg)
+            raise _no_such_run(run_id)
         by_status = dict(
             connection.execute(
                 select(batches.c.status, func.count()).where(batches.c.run_id == run_id).group_by(batches.c.status)
@@ -329,10 +328,9 @@ def _seconds_since(moment) -> float:
 
 def _batch_states(connection, run_id: int, every_batch: bool, limit: int) -> list[BatchState]:
     table = RunBatchRow.__table__
-    # what the workers record where the schema has it: deliveries, the last worker and why a batch failed
-    recorded = [column for name in ("deliveries", "last_worker", "failure") if (column := getattr(table.c, name, None))
-                is not None]
-    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at, *recorded]
+    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at]
+    # what the workers record, where the schema has it: deliveries, the last worker, why a batch failed
+    columns += [table.c[name] for name in ("deliveries", "last_worker", "failure") if name in table.c]
     query = select(*columns).where(table.c.run_id == run_id).order_by(table.c.batch_index).limit(limit)
     if not every_batch:
         query = query.where(table.c.status != "done")
@@ -377,11 +375,15 @@ def retry_failed(engine: Engine, run_id: int, *, queue: str = "cpu", stalled_aft
     return enqueue_batches(engine, ids, queue=queue) if ids else 0
 
 
+def _no_such_run(run_id: int) -> SurveyClassifierError:
+    msg = f"no run with id {run_id} in this database (`survey-classifier runs list` shows them)"
+    return SurveyClassifierError(msg)
+
+
 def _require_run(engine: Engine, run_id: int) -> None:
     with engine.connect() as connection:
         if connection.execute(select(RunRow.id).where(RunRow.id == run_id)).first() is None:
-            msg = f"no run with id {run_id} in this database (`survey-classifier runs list` shows them)"
-            raise SurveyClassifierError(msg)
+            raise _no_such_run(run_id)
 
 
 def wait_for_run(
