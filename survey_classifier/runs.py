@@ -50,6 +50,9 @@ __all__ = [
     "retry_unreachable",
 ]
 
+#: Name and version under which reading errors are stored.
+READ_STAGE = ("read", "1")
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -62,18 +65,15 @@ def retry_unreachable(operation: Callable[[], T]) -> T:
 
     Only for operations that are one transaction (a failed try leaves nothing).
     """
-    for wait_s in (*RETRY_WAITS_S, None):
+    for wait_s in RETRY_WAITS_S:
         try:
             return operation()
         except (OperationalError, InterfaceError) as exc:
-            if wait_s is None or not unreachable(exc):
+            if not unreachable(exc):
                 raise
             log.warning("the database is unreachable; trying again in %.1f s", wait_s)
             time.sleep(wait_s)
-    raise AssertionError  # pragma: no cover - the loop returns or raises
-
-#: Name and version under which reading errors are stored.
-READ_STAGE = ("read", "1")
+    return operation()
 
 
 def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:

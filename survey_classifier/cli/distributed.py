@@ -157,7 +157,7 @@ def _what_resumes(status, db_url) -> str:
     """For an interrupted or stalled run: what happened, and the command or automatic action that resumes it."""
     from survey_classifier.distributed import stall_after_s
 
-    again = f"`{resume_command(status, db_url)}`"
+    again = f"`{_resume_command(status, db_url)}`"
     if status.state == "interrupted" and status.executor == "celery":
         return (f"its submitter {status.owner} ended (killed, or gave up on the broker) before every batch was "
                 f"sent; the workers' sweeper sends the missing ones once they have waited {stall_after_s():.0f} s "
@@ -183,7 +183,7 @@ def _db_words(db_url) -> str:
     return f" --db {shlex.quote(shown_url(db_url))}" if db_url else ""
 
 
-def resume_command(status, db_url) -> str:
+def _resume_command(status, db_url) -> str:
     """The command that ran the run, as far as its recorded configuration tells: running it again resumes it."""
     config = status.config
     words = ["survey-classifier", "classify" if status.executor == "in-process" else "submit"]
