@@ -83,8 +83,7 @@ def submit(inputs, db_url, broker, stages, params, recompute, batch_size, queue,
                 status.n_done, failed_by_stage(engine, run_id),
                 note=_progress_note(status),
             ),
-            on_outage=lambda down_s, exc: bar.status(
-                bar.bar.n, {}, note=f"database unreachable for {down_s:.0f} s, retrying"),
+            on_outage=lambda down_s, exc: bar.note(f"database unreachable for {down_s:.0f} s, retrying"),
         )
     _print_status(status, time.perf_counter() - start, db_url)
     if status.n_failed:
