@@ -82,8 +82,8 @@ class RunStatus:
     config: dict = field(default_factory=dict)
     #: ``PID@HOST`` of the process that drives (or drove) the run.
     owner: str | None = None
-    #: What the run is doing: its stored status, or "interrupted" (its owner died) or "stalled"
-    #: (no batch stored for ``stalled_after_s``).
+    #: What the run is doing: its stored status, or "interrupted" (its owner died), "incomplete" (only
+    #: failed batches left) or "stalled" (no batch stored for ``stalled_after_s``).
     state: str = ""
     #: Seconds since the last batch was stored (or the run started).
     idle_s: float = 0.0
@@ -314,6 +314,8 @@ def run_status(engine: Engine, run_id: int, *, stalled_after_s: float = 600.0, e
     status.state = run.status
     if run.status == "running" and owner_dead(run.owner, run.heartbeat_at):
         status.state = "interrupted"
+    elif run.status == "running" and status.batches.get("failed") and not status.batches.get("queued"):
+        status.state = "incomplete"  # nothing left to do but the batches given up
     elif run.status == "running" and status.n_left and status.idle_s > stalled_after_s:
         status.state = "stalled"
     return status

@@ -164,6 +164,9 @@ def _what_resumes(status, db_url) -> str:
     if status.state == "interrupted":
         return (f"its process {status.owner} is gone with {status.n_left} batches not stored; "
                 f"resume it with {again} (stored batches are kept)")
+    if status.state == "incomplete":
+        return (f"{status.batches['failed']} batches were given up (their reasons below); send them again with "
+                f"`survey-classifier retry-failed {status.run_id}{_db_words(db_url)} --broker ...`")
     if status.state == "stalled" and status.executor == "celery":
         return (f"no batch stored for {_age(status.idle_s)}; the workers' sweeper sends again a batch whose worker "
                 f"died or whose message was lost {stall_after_s():.0f} s after it was sent: if nothing moves, no "

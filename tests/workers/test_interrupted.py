@@ -179,3 +179,11 @@ def test_status_shows_a_stalled_run_its_batches_and_what_resumes_it(postgres_url
     assert f"`survey-classifier retry-failed {run_id} --stalled-after 0 --db" in shown
     assert "batch 0 [failed] given up" in shown and "reason: TimeoutError: the database did not answer" in shown
     assert "batch 1 [queued] queued " in shown and "batch 2 [queued] queued " in shown
+    engine = make_engine(postgres_url)
+    for batch_id in (first + 1, first + 2):
+        mark_batch_failed(engine, batch_id, "a reason")
+    engine.dispose()
+    shown = cli(*status).stdout
+    assert f"run {run_id} [incomplete]: 9 cutouts, 0 done" in shown, shown
+    assert f"3 batches were given up (their reasons below); send them again with `survey-classifier retry-failed " \
+           f"{run_id} --db" in shown
