@@ -330,25 +330,21 @@ def _seconds_since(moment) -> float:
 
 def _batch_states(connection, run_id: int, every_batch: bool, limit: int) -> list[BatchState]:
     table = RunBatchRow.__table__
-    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at]
-    # what the workers record, where the schema has it: deliveries, the last worker, why a batch failed
-    columns += [table.c[name] for name in ("deliveries", "last_worker", "failure") if name in table.c]
+    columns = [table.c.batch_index, table.c.status, table.c.worker, table.c.queued_at, table.c.finished_at,
+               table.c.deliveries, table.c.last_worker, table.c.failure]
     query = select(*columns).where(table.c.run_id == run_id).order_by(table.c.batch_index).limit(limit)
     if not every_batch:
         query = query.where(table.c.status != "done")
     states = []
     for row in connection.execute(query).mappings():
-        failed = row["status"] == "failed"
         ended = row["finished_at"] if row["status"] == "done" else None
-        # without a failure column, mark_batch_failed writes the reason where the worker goes
-        reason = row.get("failure") or (row["worker"] if failed else None)
         states.append(BatchState(
             index=row["batch_index"],
             status=row["status"],
             age_s=_seconds_since(ended or row["queued_at"]),
-            worker=row.get("last_worker") or (None if reason == row["worker"] else row["worker"]),
-            deliveries=row.get("deliveries"),
-            reason=reason,
+            worker=row["last_worker"] or row["worker"],
+            deliveries=row["deliveries"],
+            reason=row["failure"],
         ))
     return states
 

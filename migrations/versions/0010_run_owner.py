@@ -9,7 +9,7 @@ A run still ``running`` whose owner is dead (same host, no such process)
 or silent for several heartbeats is shown as interrupted by ``status``.
 
 Revision ID: 0010
-Revises: 0008 (labels)
+Revises: 0009 (batch deliveries)
 Create Date: 2026-12-03 06:30:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
