@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from survey_classifier.api._public import public_text
 from survey_classifier.errors import SurveyClassifierError
 from survey_classifier.formats import EXPORT_FORMATS
 
@@ -99,7 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:  # Starlette names the methods of one route; a path may have several
             headers = {**(headers or {}), "Allow": ", ".join(_methods_of(app, request.scope))}
-        return _refusal(exc.status_code, str(exc.detail), headers)
+        return _refusal(exc.status_code, public_text(str(exc.detail)), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
@@ -107,4 +108,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SurveyClassifierError)
     async def _refused(_request: Request, exc: SurveyClassifierError):
-        return _refusal(400, str(exc))
+        return _refusal(400, public_text(str(exc)))
