@@ -109,6 +109,8 @@ def create_app(
     write_token: str | None = None,
     som_image: str | Path | None = None,
     engine=None,
+    render_slots: int | None = None,
+    image_cache_bytes: int | None = None,
 ) -> FastAPI:
     """Build the results service over the database at ``db_url``.
 
@@ -123,7 +125,14 @@ def create_app(
         ``/som/image.png``; a hit map of the placements otherwise.
     engine : Engine, optional
         An engine to use instead of one made from ``db_url``.
+    render_slots : int, optional
+        Pictures drawn at once (default :data:`~survey_classifier.api.images.RENDER_SLOTS`); a request
+        that finds none free within two seconds is answered 503 with ``Retry-After``.
+    image_cache_bytes : int, optional
+        Bound of the cache of drawn pictures, bytes (default
+        :data:`~survey_classifier.api.images.CACHE_BYTES`).
     """
+    from survey_classifier.api.images import CACHE_BYTES, RENDER_SLOTS, PngCache, RenderSlots
     from survey_classifier.db.checks import open_database
 
     engine = engine if engine is not None else open_database(db_url)
@@ -143,6 +152,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
+    app.state.render_slots = RenderSlots(render_slots or RENDER_SLOTS)
+    app.state.image_cache = PngCache(image_cache_bytes or CACHE_BYTES)
     static = files("survey_classifier.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     install_error_handlers(app)
@@ -238,7 +249,7 @@ def create_app(
     @app.get("/cutouts/{cutout_id}/image.png", summary="The cutout rendered as PNG (the display stretch)",
              response_class=Response,
              responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                              "description": "The picture."}, **errors(404, 422)})
+                              "description": "The picture."}, **errors(404, 422, 503)})
     def cutout_image(
         cutout_id: CutoutId,
         size: ImageSize = 150,
@@ -250,7 +261,7 @@ def create_app(
         )] = SOFTENING_SIGMA,
     ):
         from survey_classifier.api._public import public_text
-        from survey_classifier.api.images import cutout_png
+        from survey_classifier.api.images import RenderBusy, cutout_png
 
         c = CutoutRow.__table__.c
         with engine.connect() as connection:
@@ -258,7 +269,10 @@ def create_app(
         if row is None:
             raise HTTPException(404, f"no cutout with id {cutout_id}")
         try:
-            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap, scale=scale, softening_sigma=softening)
+            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap, scale=scale, softening_sigma=softening,
+                             cache=app.state.image_cache, slots=app.state.render_slots)
+        except RenderBusy as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
         except CutoutError as exc:
             raise HTTPException(404, f"cutout {cutout_id}: {public_text(str(exc))}") from exc
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
@@ -417,7 +431,7 @@ def create_app(
 
     from survey_classifier.api.inspect import inspect_router
 
-    app.include_router(inspect_router(engine))
+    app.include_router(inspect_router(engine, slots=app.state.render_slots, cache=app.state.image_cache))
 
     from survey_classifier.api.vo import vo_router
 

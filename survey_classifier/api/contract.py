@@ -45,6 +45,7 @@ _MEANING = {
     404: "No such cutout, model or file.",
     409: "The cutout's file changed since it was classified (its checksum differs).",
     422: "The request does not fit the schema: a parameter is malformed or outside its range (the message names it).",
+    503: "The server is drawing as many pictures as it can at once: try again after Retry-After seconds.",
 }
 
 
