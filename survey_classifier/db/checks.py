@@ -170,6 +170,12 @@ _SCHEMA_PROBLEM = re.compile(
     re.IGNORECASE,
 )
 
+#: Messages of a database that could not write: a full disk, a file size limit (SQLite, PostgreSQL).
+_DISK_PROBLEM = re.compile(
+    r"database or disk is full|disk I/O error|No space left on device|could not extend file|DiskFull|"
+    r"File too large|Disk quota exceeded",
+    re.IGNORECASE,
+)
 
 def explain(exc: BaseException, url: str | None = None) -> DatabaseError | None:
     """The one-line :class:`DatabaseError` for a connection or schema problem, or None if ``exc`` is another error.
@@ -199,6 +205,12 @@ def explain(exc: BaseException, url: str | None = None) -> DatabaseError | None:
         msg = (
             f"the database {shown_url(url)} lacks survey-classifier's tables or columns (an empty or older "
             f"schema: {_first_clause(text)}): upgrade it with `{upgrade_command(url)}`"
+        )
+        return DatabaseError(msg)
+    if _DISK_PROBLEM.search(text):
+        msg = (
+            f"the database {shown_url(url)} could not be written ({_first_clause(text)}): its disk is full or a "
+            "file size limit was reached; the change was rolled back, nothing was kept"
         )
         return DatabaseError(msg)
     parsed = make_url(url)
