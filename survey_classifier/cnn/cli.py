@@ -168,7 +168,8 @@ def _training_config(options, **overrides):
 @click.command("cnn")
 @_catalogue_options
 @click.option("--backbone", default="compact", show_default=True,
-              help="'compact', a keras.applications name (e.g. MobileNetV2) or a saved .keras base network.")
+              help="'compact', 'c8' (rotation-equivariant, turns by 45 degrees; 'c8:WIDTH'), a "
+                   "keras.applications name (e.g. MobileNetV2) or a saved .keras base network.")
 @click.option("--weights", default="none", show_default=True,
               help="'imagenet', a local weights file, or 'none'.")
 @click.option("--freeze", default="all", show_default=True,
