@@ -137,7 +137,7 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     ----------
     backbone : str
         ``"compact"`` (or ``"compact:WIDTH"``, default width 16), ``"c8"``
-        (or ``"c8:WIDTH"``, default 4), a ``keras.applications`` model
+        (or ``"c8:WIDTH"``, default 3), a ``keras.applications`` model
         name, or the path of a saved Keras model.
     size : int
         Input image side in pixels (from the preprocessing configuration).
@@ -193,7 +193,7 @@ def _c8_network(size: int, *, width: int):
 
 
 #: The project's own networks: ``{name: (constructor, default width)}``; ``NAME:WIDTH`` picks the width.
-_OWN_NETWORKS = {"compact": (compact_network, 16), "c8": (_c8_network, 4)}
+_OWN_NETWORKS = {"compact": (compact_network, 16), "c8": (_c8_network, 3)}
 
 
 def _width(backbone: str, default: int) -> int:

@@ -190,7 +190,7 @@ def c8_layers():
     return C8Lifting, C8GroupConv, C8GroupPool
 
 
-def c8_network(size: int, *, width: int = 4, name: str = "c8"):
+def c8_network(size: int, *, width: int = 3, name: str = "c8"):
     """The C8-equivariant counterpart of the ``compact`` network, invariant features.
 
     A 5×5 lifting layer with ``width`` filters, then C8 group convolutions
