@@ -168,7 +168,7 @@ def plot_reliability(curves: dict, targets: np.ndarray, path, *, bins: int = 15,
     axis.set_ylim(0, 1.02)
     axis.set_xlabel(f"confidence (top probability, {bins} bins)")
     axis.set_ylabel("accuracy in the bin")
-    axis.legend(fontsize=8, loc="upper left")
+    axis.legend(fontsize=8, loc="lower right")
     if title:
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
