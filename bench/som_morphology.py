@@ -72,6 +72,11 @@ PREPARATIONS = {
                         "circle_diameter": 64, "scaling": "peak"},
     "islands_reach40": {"size": 64, "centre": "emission", "extent": "islands", "island_reach": 40.0,
                         "circle_diameter": 64, "scaling": "peak"},
+    "islands_host": {"size": 64, "centre": "image", "extent": "islands", "circle_diameter": 64, "scaling": "peak"},
+    "islands_square": {"size": 64, "centre": "emission", "extent": "islands", "circle_diameter": 64,
+                       "scaling": "peak", "stretch": "square"},
+    "islands_clip5": {"size": 64, "centre": "emission", "extent": "islands", "clip_sigma": 5.0,
+                      "circle_diameter": 64, "scaling": "peak"},
     "islands_48": {"size": 48, "centre": "emission", "extent": "islands", "islands_only": True,
                    "circle_diameter": 48, "scaling": "peak"},
 }  # fmt: skip

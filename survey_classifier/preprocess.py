@@ -42,6 +42,8 @@ et al. 2021), all off by default, so the default recipe is unchanged:
 * ``stretch``: ``"sqrt"`` takes the square root of the (clipped,
   non-negative) image, ``"log"`` ``log(1 + S / noise)``, before the scaling,
   so that faint lobes and jets weigh more against a bright core;
+  ``"square"`` squares it, so that the brightest parts (cores, hot spots)
+  weigh more against faint emission;
 * ``scaling="peak"`` divides by the brightest pixel, ``"total"`` by the
   summed flux (after the circle), so the image sums to 1.
 
@@ -74,7 +76,7 @@ PREPROCESS_VERSION = 1
 _BACKGROUNDS = ("sigma_clip", "none")
 _SCALINGS = ("minmax", "peak", "total", "none")
 _CENTRES = ("image", "emission")
-_STRETCHES = ("linear", "sqrt", "log")
+_STRETCHES = ("linear", "sqrt", "log", "square")
 _EXTENTS = ("fixed", "arcsec", "islands")
 
 
@@ -124,7 +126,7 @@ class PreprocessConfig:
         of the ``measure`` stage).
     circle_diameter : float or None
         Zero the output outside the centred circle of this diameter (pixels).
-    stretch : {"linear", "sqrt", "log"}
+    stretch : {"linear", "sqrt", "log", "square"}
         Intensity transform before the scaling (``"log"``: ``log(1 + S / noise)``).
     """
 
@@ -351,6 +353,8 @@ def preprocess(
         work = np.sqrt(np.maximum(work, np.float32(0.0)))
     elif config.stretch == "log":
         work = np.log1p(np.maximum(work, np.float32(0.0)) / np.float32(std))
+    elif config.stretch == "square":
+        work = np.square(np.maximum(work, np.float32(0.0)))
     return np.ascontiguousarray(_scaled(work, config.scaling), dtype=np.float32)
 
 

@@ -119,6 +119,9 @@ def test_stretches_lift_faint_emission(cutouts):
             # the order of the pixels is kept
             ranks = [np.argsort(np.argsort(image[emission])) for image in (lifted, linear)]
             assert np.corrcoef(*ranks)[0, 1] > 0.99
+        squared = preprocess(cutout.data, PreprocessConfig(**base, stretch="square"))
+        assert np.array_equal(squared > 0, emission) and squared.max() == 1.0
+        assert np.median(squared[emission]) < np.median(linear[emission])
 
 
 def test_island_reach_leaves_unrelated_field_sources_out(cutouts):

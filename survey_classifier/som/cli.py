@@ -85,7 +85,7 @@ def preprocess_options(command):
         click.option("--clip-sigma", type=float, default=3.0, show_default=True, help="Zero pixels below k sigma."),
         click.option("--circle", "circle_diameter", type=float, default=None,
                      help="Zero the image outside the centred circle of this diameter [output pixels]."),
-        click.option("--stretch", type=click.Choice(["linear", "sqrt", "log"]), default="linear",
+        click.option("--stretch", type=click.Choice(["linear", "sqrt", "log", "square"]), default="linear",
                      show_default=True, help="Intensity transform before the scaling (log: log(1 + S/noise))."),
         click.option("--scaling", type=click.Choice(["minmax", "peak", "total", "none"]), default="minmax",
                      show_default=True, help="Per-image normalisation."),
