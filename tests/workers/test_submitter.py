@@ -122,7 +122,7 @@ def test_submit_outlives_a_broker_blip_while_queueing(postgres_url, tmp_path, mi
         time.sleep(3)
         assert submit.poll() is None, "the submitter should be waiting for the broker"
         redis_server.start()
-        out, err = submit.communicate(timeout=240)  # 60 cutouts at 1 per second, slower on a loaded machine
+        out, err = submit.communicate(timeout=240)  # slower on a loaded machine
         assert submit.returncode == 0, err
         assert "400 cutouts in 400 batches queued" in out
         queued = {json.loads(_body(m))[0][1] for m in redis_server.client().lrange("cpu", 0, -1)}
@@ -158,7 +158,7 @@ def test_submit_outlives_a_postgres_restart_while_registering(private_postgres, 
     time.sleep(2)
     assert submit.poll() is None, f"the submitter should be waiting for the database: {submit.communicate()}"
     private_postgres.start()
-    out, err = submit.communicate(timeout=240)  # 60 cutouts at 1 per second, slower on a loaded machine
+    out, err = submit.communicate(timeout=240)  # slower on a loaded machine
     assert submit.returncode == 0, err
     assert "Traceback" not in err and "400 cutouts in 400 batches queued" in out, (out, err)
     queued = Counter(json.loads(_body(m))[0][1] for m in redis.Redis.from_url(broker_url).lrange("cpu", 0, -1))
