@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers.services import PrivateRedis
@@ -98,4 +101,10 @@ def test_whole_worker_killed_mid_batch_is_sent_to_the_other(pg, broker_url, work
         stored = connection.execute(select(RunBatchRow.worker, RunBatchRow.attempts)).all()
     assert all(worker.startswith("rescuer@") for worker, _ in stored), stored
     assert all(attempts == 1 for _, attempts in stored), f"a live worker's batch was given to another: {stored}"
+    shown = subprocess.run([str(Path(sys.executable).parent / "survey-classifier"), "status", str(run_id), "--db", url,
+                            "--batches"], capture_output=True, text=True, timeout=60).stdout
+    assert f"run {run_id} [finished]: 20 cutouts, 20 done" in shown, shown
+    lines = [line for line in shown.splitlines() if line.startswith("  batch ")]
+    assert len(lines) == 2 and all("[done] stored" in line and "; stored by rescuer@" in line for line in lines)
+    assert sorted(line.split("; ")[1] for line in lines) == ["deliveries 1", "deliveries 2"], lines
     assert rescuer.alive
