@@ -50,7 +50,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from survey_classifier.columns import Column, annotate, described_columns, family_of, order_columns
 from survey_classifier.db._healpix import cone_ranges
-from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, RunRow
+from survey_classifier.db.models import (
+    RESULT_TABLES,
+    CatalogueColumnRow,
+    CutoutRow,
+    ErrorRow,
+    ResultRunRow,
+    RunRow,
+)
+from survey_classifier.db.store import of_run
 from survey_classifier.errors import StageConfigError, SurveyClassifierError
 from survey_classifier.labels.columns import add_label_columns
 from survey_classifier.labels.store import labelled_condition, labelled_cutout_ids
@@ -461,11 +469,8 @@ def query_results(
             if connection.execute(select(RunRow.id).where(RunRow.id == run_id)).first() is None:
                 msg = f"no run with id {run_id} in this database"
                 raise SurveyClassifierError(msg)
-            touched = [
-                exists().where(rc.__table__.c.cutout_id == c.id, rc.__table__.c.run_id == run_id)
-                for rc in (*RESULT_TABLES.values(), ErrorRow)
-            ]
-            conditions.append(or_(*touched))
+            link = ResultRunRow.__table__  # what the run wrote or confirmed, though a rerun wrote it again since
+            conditions.append(exists().where(link.c.cutout_id == c.id, link.c.run_id == run_id))
         if cutout_ids is not None:
             conditions.append(_id_in(connection, c.id, cutout_ids))
         if after_id is not None:
@@ -553,7 +558,7 @@ def top_anomalies(
 ) -> Table:
     """The ``n`` cutouts with the highest anomaly scores, highest first, with ``anomaly_rank``.
 
-    With ``run_id``, only the scores that run wrote (ranked within it); with
+    With ``run_id``, only the scores that run wrote or confirmed (ranked within them); with
     ``unlabelled``, only cutouts no user has labelled (``anomaly_rank``
     still counts the labelled ones).
     """
@@ -565,7 +570,7 @@ def top_anomalies(
         stage = stage_of_kind(variants, "anomaly", stage, "anomaly rank")
         ranked = _ranked_anomalies(variants, stage)
         if run_id is not None:
-            ranked = ranked.where(variants[stage].row_class.__table__.c.run_id == run_id)
+            ranked = ranked.where(of_run(variants[stage].row_class.__table__, run_id))
         if unlabelled:
             ids, order = _unlabelled_top(connection, ranked, n)
         else:
