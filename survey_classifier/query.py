@@ -498,7 +498,7 @@ def query_results(
             query = query.offset(offset)
         if page_in_sql and limit is not None:
             query = query.limit(limit)
-        rows = [dict(r._mapping) for r in connection.execute(query)]
+        rows = _dicts(connection.execute(query))
         if separations is not None:
             rows = [dict(r, separation_deg=separations[r["id"]]) for r in rows if r["id"] in separations]
         if not page_in_sql:
@@ -603,6 +603,12 @@ def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], 
     return ids, order
 
 
+def _dicts(result) -> list[dict]:
+    """The rows of ``result`` as dicts (the keys read once, not per row as ``Row._asdict`` does)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
+
+
 def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
     described = described_columns(CutoutRow)
     table = Table()
@@ -701,10 +707,10 @@ def _add_stage_columns(connection, table: Table, ids, name: str, variant: Varian
     wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
     for start in range(0, len(ids), _MAX_ID_LIST):
         chunk = ids[start : start + _MAX_ID_LIST]
-        rows = connection.execute(
+        rows = _dicts(connection.execute(
             select(*wanted).where(*_variant_condition(t, name, variant), _id_in(connection, t.c.cutout_id, chunk))
-        )
-        by_cutout.update({r.cutout_id: r._asdict() for r in rows})
+        ))
+        by_cutout.update({r["cutout_id"]: r for r in rows})
     described = described_columns(variant.row_class)
     declared = _declared_result_columns().get(name, {})
     prefix = f"{name}: "
