@@ -66,6 +66,7 @@ def test_a_repeated_run_leaves_the_first_its_rows(url, mirabest_files):
     assert _queried(url, second.run_id) == sorted(p.name for p in files[2:])
 
 
+@pytest.mark.slow
 def test_concurrent_runs_each_keep_what_they_wrote(postgres_url, mirabest_files):
     """Two `classify` processes of the same files at once, on PostgreSQL (where runs of a survey are concurrent)."""
     url = postgres_url
