@@ -27,6 +27,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from astropy import units as u
@@ -116,9 +117,7 @@ class Column:
     @property
     def astropy_unit(self) -> u.UnitBase | None:
         """The unit as an astropy unit (dimensionless for ``""``, None for no unit)."""
-        if self.unit is None:
-            return None
-        return u.dimensionless_unscaled if self.unit == "" else u.Unit(self.unit, parse_strict="silent")
+        return _astropy_unit(self.unit)
 
     def renamed(self, name: str, *, prefix: str = "") -> Column:
         """The same description under another name (``prefix`` goes before the description)."""
@@ -128,6 +127,14 @@ class Column:
         """JSON-ready: name, unit, ucd, description, format."""
         return {"name": self.name, "unit": self.unit, "ucd": self.ucd, "description": self.description,
                 "format": self.format}
+
+
+@lru_cache(maxsize=1024)
+def _astropy_unit(unit: str | None) -> u.UnitBase | None:
+    """A unit string parsed once per process (parsing is a third of a results page's time otherwise)."""
+    if unit is None:
+        return None
+    return u.dimensionless_unscaled if unit == "" else u.Unit(unit, parse_strict="silent")
 
 
 @dataclass(frozen=True)
@@ -186,12 +193,14 @@ def annotate(column, spec: Column):
     column.info.description = spec.description
     if spec.format is not None and column.dtype.kind == "f":
         column.info.format = spec.format
-    meta = dict(column.info.meta or {})
+    meta = column.info.meta  # changed in place: assigning a new one deep-copies it, a tenth of a query's time
+    if meta is None:  # a mixin column (Time) without any yet
+        column.info.meta = meta = {}
+        meta = column.info.meta
     if spec.ucd:
         meta["ucd"] = spec.ucd
     else:
         meta.pop("ucd", None)
-    column.info.meta = meta
     return column
 
 

@@ -50,7 +50,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from survey_classifier.columns import Column, annotate, described_columns, family_of, order_columns
 from survey_classifier.db._healpix import cone_ranges
-from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, RunRow
+from survey_classifier.db.models import (
+    RESULT_TABLES,
+    CatalogueColumnRow,
+    CutoutRow,
+    ErrorRow,
+    ResultRunRow,
+    RunRow,
+)
+from survey_classifier.db.store import of_run
 from survey_classifier.errors import StageConfigError, SurveyClassifierError
 from survey_classifier.heartbeat import owner_dead
 from survey_classifier.labels.columns import add_label_columns
@@ -462,11 +470,8 @@ def query_results(
             if connection.execute(select(RunRow.id).where(RunRow.id == run_id)).first() is None:
                 msg = f"no run with id {run_id} in this database"
                 raise SurveyClassifierError(msg)
-            touched = [
-                exists().where(rc.__table__.c.cutout_id == c.id, rc.__table__.c.run_id == run_id)
-                for rc in (*RESULT_TABLES.values(), ErrorRow)
-            ]
-            conditions.append(or_(*touched))
+            link = ResultRunRow.__table__  # what the run wrote or confirmed, though a rerun wrote it again since
+            conditions.append(exists().where(link.c.cutout_id == c.id, link.c.run_id == run_id))
         if cutout_ids is not None:
             conditions.append(_id_in(connection, c.id, cutout_ids))
         if after_id is not None:
@@ -494,7 +499,7 @@ def query_results(
             query = query.offset(offset)
         if page_in_sql and limit is not None:
             query = query.limit(limit)
-        rows = [dict(r._mapping) for r in connection.execute(query)]
+        rows = _dicts(connection.execute(query))
         if separations is not None:
             rows = [dict(r, separation_deg=separations[r["id"]]) for r in rows if r["id"] in separations]
         if not page_in_sql:
@@ -554,7 +559,7 @@ def top_anomalies(
 ) -> Table:
     """The ``n`` cutouts with the highest anomaly scores, highest first, with ``anomaly_rank``.
 
-    With ``run_id``, only the scores that run wrote (ranked within it); with
+    With ``run_id``, only the scores that run wrote or confirmed (ranked within them); with
     ``unlabelled``, only cutouts no user has labelled (``anomaly_rank``
     still counts the labelled ones).
     """
@@ -566,7 +571,7 @@ def top_anomalies(
         stage = stage_of_kind(variants, "anomaly", stage, "anomaly rank")
         ranked = _ranked_anomalies(variants, stage)
         if run_id is not None:
-            ranked = ranked.where(variants[stage].row_class.__table__.c.run_id == run_id)
+            ranked = ranked.where(of_run(variants[stage].row_class.__table__, run_id))
         if unlabelled:
             ids, order = _unlabelled_top(connection, ranked, n)
         else:
@@ -597,6 +602,12 @@ def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], 
         if len(chunk) < n + len(labelled):
             break
     return ids, order
+
+
+def _dicts(result) -> list[dict]:
+    """The rows of ``result`` as dicts (the keys read once, not per row as ``Row._asdict`` does)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
 
 
 def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
@@ -697,10 +708,10 @@ def _add_stage_columns(connection, table: Table, ids, name: str, variant: Varian
     wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
     for start in range(0, len(ids), _MAX_ID_LIST):
         chunk = ids[start : start + _MAX_ID_LIST]
-        rows = connection.execute(
+        rows = _dicts(connection.execute(
             select(*wanted).where(*_variant_condition(t, name, variant), _id_in(connection, t.c.cutout_id, chunk))
-        )
-        by_cutout.update({r.cutout_id: r._asdict() for r in rows})
+        ))
+        by_cutout.update({r["cutout_id"]: r for r in rows})
     described = described_columns(variant.row_class)
     declared = _declared_result_columns().get(name, {})
     prefix = f"{name}: "

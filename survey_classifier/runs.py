@@ -24,6 +24,7 @@ from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.db.store import (
     clear_errors,
     record_catalogue_columns,
+    record_runs,
     store_errors,
     store_results,
     upsert_cutouts,
@@ -192,6 +193,10 @@ def store_outcomes(connection: Connection, run_id: int | None, stages: Sequence[
         for e in o.errors
     ]
     store_errors(connection, errors, run_id)
+    record_runs(connection, run_id, [  # the stored results this run read instead of computing: confirmed
+        (ids[o.source.path], stage.name, stage.version, stage.model_ref)
+        for o in outcomes for stage in stages if o.cutout is not None and stage.name in o.reused
+    ])
     return ids
 
 

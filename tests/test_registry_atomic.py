@@ -87,6 +87,7 @@ def _register_again(place: dict, store: str) -> None:
         assert [p.name for p in _files(place["store"])] == ["scorer.npz"]  # the killed writer's temporary is gone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["database", "file"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(place, store):
     done = _register(place, store)
@@ -116,6 +117,7 @@ def _writing(place: dict, store: str) -> bool:
     return wal.exists() and wal.stat().st_size > 2_000_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["database", "file"])
 def test_sigkill_in_the_middle_of_the_write_leaves_nothing_partial(place, store, large_scorer):
     place["artefact"] = large_scorer

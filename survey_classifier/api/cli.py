@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
 
 from survey_classifier.cli.options import db_option
 
-__all__ = ["serve"]
+__all__ = ["serve", "app_from_environment"]
 
 
 @click.command()
@@ -24,16 +25,42 @@ __all__ = ["serve"]
               help="Pictures drawn at once (default 2); more waiting requests are answered 503 with Retry-After.")
 @click.option("--image-cache-mb", default=None, type=click.IntRange(1, 65536),
               help="Bound of the cache of drawn pictures, MiB (default 64).")
-def serve(db_url, host, port, som_image, write_token_env, render_slots, image_cache_mb):
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (uvicorn workers); one per core serves concurrent readers best.")
+def serve(db_url, host, port, som_image, write_token_env, render_slots, image_cache_mb, workers):
     """Serve the results (REST API, OpenAPI docs at /docs, web page at /)."""
     import uvicorn
 
-    from survey_classifier.api import create_app
     from survey_classifier.db.engine import resolve_db_url
 
     token = os.environ.get(write_token_env) or None
-    app = create_app(resolve_db_url(db_url), write_token=token, som_image=som_image, render_slots=render_slots,
-                     image_cache_bytes=None if image_cache_mb is None else image_cache_mb * 1024 * 1024)
+    settings = {"db_url": resolve_db_url(db_url), "write_token_env": write_token_env, "som_image": som_image,
+                "render_slots": render_slots,
+                "image_cache_bytes": None if image_cache_mb is None else image_cache_mb * 1024 * 1024}
+    app = _app(settings)  # built here too: a bad database or token is one line before any worker starts
     mode = "read-write (token required)" if token else "read-only"
-    click.echo(f"serving {mode} on http://{host}:{port}/ (API docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    click.echo(f"serving {mode} on http://{host}:{port}/ with {workers} worker(s) (API docs at /docs)")
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    app.state.engine.dispose()  # each worker opens its own
+    os.environ[_SETTINGS_ENV] = json.dumps(settings)
+    uvicorn.run("survey_classifier.api.cli:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, log_level="info")
+
+
+#: Environment variable through which ``serve --workers`` hands its settings to each worker process.
+_SETTINGS_ENV = "SURVEY_CLASSIFIER_SERVE_SETTINGS"
+
+
+def _app(settings: dict):
+    from survey_classifier.api import create_app
+
+    token = os.environ.get(settings["write_token_env"]) or None
+    return create_app(settings["db_url"], write_token=token, som_image=settings["som_image"],
+                      render_slots=settings["render_slots"], image_cache_bytes=settings["image_cache_bytes"])
+
+
+def app_from_environment():
+    """The app of one ``serve --workers`` process, from the settings its parent left in the environment."""
+    return _app(json.loads(os.environ[_SETTINGS_ENV]))

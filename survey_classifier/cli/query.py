@@ -75,6 +75,7 @@ def query(db_url, stage, label, min_probability, run_id, ra, dec, position, radi
             engine, stage=stage, label=label, min_probability=min_probability, run_id=run_id,
             versions=picks, limit=limit, label_class=label_class, interesting=interesting, **cone,
         )
+    engine.dispose()  # read: nothing holds a connection past here
     table = select_columns(table, columns)
     if describe:
         _print_columns(columns_block(table))

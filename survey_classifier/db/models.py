@@ -64,6 +64,7 @@ __all__ = [
     "SOMPlacementRow",
     "AnomalyScoreRow",
     "ErrorRow",
+    "ResultRunRow",
     "MosaicTileRow",
     "SourceLabelRow",
     "NeuronLabelRow",
@@ -389,6 +390,25 @@ class ErrorRow(_ResultColumns, Base):
     error_type: Mapped[str] = mapped_column(
         String(128), info=describe("Kind of failure (the exception type)", ucd="meta.code.error"))
     message: Mapped[str] = mapped_column(Text, info=describe("What was wrong, for an astronomer", ucd="meta.note"))
+
+
+class ResultRunRow(Base):
+    """One run that wrote or confirmed one result (or one stored error): the provenance of reruns.
+
+    A result row holds the run that wrote it last (``run_id``); a second
+    run of the same cutouts, stage version and model updates that row in
+    place, and this table keeps that the first run wrote it too. A run
+    that reads a stored result instead of computing it (the same stage
+    version and model) confirms it.
+    """
+
+    __tablename__ = "result_runs"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    cutout_id: Mapped[int] = mapped_column(ForeignKey("cutouts.id", ondelete="CASCADE"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stage_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_ref: Mapped[str] = mapped_column(String(256), primary_key=True)
 
 
 class MosaicTileRow(Base):

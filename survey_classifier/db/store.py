@@ -12,16 +12,23 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, utcnow
+from survey_classifier.db.models import (
+    RESULT_TABLES,
+    CatalogueColumnRow,
+    CutoutRow,
+    ErrorRow,
+    ResultRunRow,
+    utcnow,
+)
 from survey_classifier.errors import CatalogueError
 
 __all__ = [
     "upsert_rows", "upsert_cutouts", "store_results", "store_errors", "clear_errors", "record_catalogue_columns",
-    "result_from_row", "embedding_array",
+    "result_from_row", "embedding_array", "record_runs", "of_run",
 ]
 
 RESULT_KEY = ("cutout_id", "stage", "stage_version", "model_ref")
@@ -198,7 +205,9 @@ def store_results(
         )
         rows.append(row)
     upsert_rows(connection, RESULT_TABLES[kind].__table__, rows, key=RESULT_KEY)
-    clear_errors(connection, [(row["cutout_id"], stage, stage_version, model_ref) for row in rows])
+    keys = [(row["cutout_id"], stage, stage_version, model_ref) for row in rows]
+    clear_errors(connection, keys)
+    record_runs(connection, run_id, keys)
     return len(rows)
 
 
@@ -207,6 +216,31 @@ def store_errors(connection: Connection, errors: Sequence[dict[str, Any]], run_i
     now = utcnow()
     rows = [dict(error, run_id=run_id, updated_at=now) for error in errors]
     upsert_rows(connection, ErrorRow.__table__, rows, key=RESULT_KEY)
+    record_runs(connection, run_id, [tuple(row[k] for k in RESULT_KEY) for row in rows])
+
+
+def record_runs(connection: Connection, run_id: int | None, keys: Sequence[tuple[int, str, str, str]]) -> None:
+    """Record that run ``run_id`` wrote or confirmed the results (or errors) under ``keys`` (``result_runs``).
+
+    Kept beside the rows' own ``run_id`` (the last writer), so a rerun
+    that updates a row in place leaves the earlier runs' provenance.
+    """
+    if run_id is None or not keys:
+        return
+    rows = [dict(zip(("run_id", *RESULT_KEY), (run_id, *key))) for key in dict.fromkeys(keys)]
+    upsert_rows(connection, ResultRunRow.__table__, rows, key=("run_id", *RESULT_KEY))
+
+
+def of_run(table, run_id: int):
+    """The condition on the rows of a result (or errors) ``table`` that run ``run_id`` wrote or confirmed."""
+    link = ResultRunRow.__table__
+    return exists().where(
+        link.c.run_id == run_id,
+        link.c.cutout_id == table.c.cutout_id,
+        link.c.stage == table.c.stage,
+        link.c.stage_version == table.c.stage_version,
+        link.c.model_ref == table.c.model_ref,
+    )
 
 
 def clear_errors(connection: Connection, keys: Sequence[tuple[int, str, str, str]]) -> None:

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from click.testing import CliRunner
 
 from survey_classifier.cli import main
@@ -20,12 +21,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_serve_answers_then_stops(service_db):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_then_stops(service_db, workers):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "SURVEY_CLASSIFIER_API_TOKEN"}
     process = subprocess.Popen(
         [sys.executable, "-c", "from survey_classifier.api.cli import serve; serve()",
-         "--db", service_db["url"], "--port", str(port)],
+         "--db", service_db["url"], "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
     )
     try:
@@ -48,7 +50,7 @@ def test_serve_answers_then_stops(service_db):
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=20)
-    assert "serving read-only" in output
+    assert f"serving read-only on http://127.0.0.1:{port}/ with {workers} worker(s)" in output
 
 
 def test_serve_refuses_a_short_token(service_db, monkeypatch):
