@@ -68,6 +68,19 @@ PREPARATIONS = {
                    "islands_only": True, "circle_diameter": 64, "scaling": "peak"},
     "islands_tight": {"size": 64, "centre": "emission", "extent": "islands", "source_fill": 0.95, "crop_min": 10,
                       "circle_diameter": 64, "scaling": "peak"},
+    "islands_reach20": {"size": 64, "centre": "emission", "extent": "islands", "island_reach": 20.0,
+                        "circle_diameter": 64, "scaling": "peak"},
+    "islands_reach40": {"size": 64, "centre": "emission", "extent": "islands", "island_reach": 40.0,
+                        "circle_diameter": 64, "scaling": "peak"},
+    "islands_host": {"size": 64, "centre": "image", "extent": "islands", "circle_diameter": 64, "scaling": "peak"},
+    "islands_host_reach40": {"size": 64, "centre": "image", "extent": "islands", "island_reach": 40.0,
+                             "circle_diameter": 64, "scaling": "peak"},
+    "islands_host_only": {"size": 64, "centre": "image", "extent": "islands", "islands_only": True,
+                          "circle_diameter": 64, "scaling": "peak"},
+    "islands_square": {"size": 64, "centre": "emission", "extent": "islands", "circle_diameter": 64,
+                       "scaling": "peak", "stretch": "square"},
+    "islands_clip5": {"size": 64, "centre": "emission", "extent": "islands", "clip_sigma": 5.0,
+                      "circle_diameter": 64, "scaling": "peak"},
     "islands_48": {"size": 48, "centre": "emission", "extent": "islands", "islands_only": True,
                    "circle_diameter": 48, "scaling": "peak"},
 }  # fmt: skip
@@ -111,7 +124,7 @@ def make_som(config, layout, grid, epochs, seed=0):
     )  # fmt: skip
 
 
-def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None):
+def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None, seed=0):
     """Cross-validated figures of one candidate (see the module docstring)."""
     from survey_classifier.som.labels import NeuronLabels, reliable_distance
 
@@ -121,7 +134,7 @@ def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None):
     per_fold, distance, correct, others = [], [], [], {}
     for fold in range(FOLDS):
         train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        som = make_som(config, layout, grid, epochs)
+        som = make_som(config, layout, grid, epochs, seed)
         start = time.perf_counter()
         som.fit(images[train])
         train_s = time.perf_counter() - start
@@ -170,7 +183,7 @@ def _other_read_offs(grid, counts, node_distances):
     return {"smooth": smoothed[best[:, 0]].argmax(axis=1), "top3": top3.argmax(axis=1)}
 
 
-def run(candidates, out):
+def run(candidates, out, seed=0):
     cutouts, rows = read_catalogue()
     fold_of = folds(rows)
     images = {}
@@ -180,12 +193,12 @@ def run(candidates, out):
         data, config = images[prep]
         start = time.perf_counter()
         keep = {"fold_of": fold_of}
-        result = evaluate(data, config, rows, fold_of, layout, grid, epochs, keep)
+        result = evaluate(data, config, rows, fold_of, layout, grid, epochs, keep, seed)
         if os.environ.get("SOM_MORPHOLOGY_KEEP"):
             folder = Path(os.environ["SOM_MORPHOLOGY_KEEP"])
             folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / f"{prep}-{layout}-{grid[0]}x{grid[1]}-{epochs}.npz", **keep)
-        record = {"prep": prep, "layout": layout, "grid": f"{grid[0]}x{grid[1]}", "epochs": epochs,
+            np.savez(folder / f"{prep}-{layout}-{grid[0]}x{grid[1]}-{epochs}-seed{seed}.npz", **keep)
+        record = {"prep": prep, "layout": layout, "grid": f"{grid[0]}x{grid[1]}", "epochs": epochs, "seed": seed,
                   **result, "wall_s": time.perf_counter() - start}  # fmt: skip
         print(f"{prep:14s} {layout:9s} {record['grid']:6s} {epochs:3d} ep: accuracy {record['accuracy']:.3f} "
               f"(folds {min(record['accuracy_folds']):.3f}-{max(record['accuracy_folds']):.3f}) "
@@ -222,6 +235,7 @@ def main(argv=None):
     parser.add_argument("--preps", nargs="*", default=list(PREPARATIONS))
     parser.add_argument("--candidate", nargs="*", default=[],
                         help="PREP:LAYOUT:GRID:EPOCHS, e.g. islands:hexagonal:9x9:10")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the maps (the folds keep seed 0)")
     parser.add_argument("--out", default=str(REPO / "bench" / "som_morphology.jsonl"))
     parser.add_argument("--table", default=None, help="print the results in this JSON-lines file as markdown")
     args = parser.parse_args(argv)
@@ -239,7 +253,7 @@ def main(argv=None):
         candidates.append((prep, layout, _grid(grid), int(epochs)))
     if not candidates:
         parser.error("give --stage or --candidate")
-    run(candidates, args.out)
+    run(candidates, args.out, args.seed)
     return 0
 
 

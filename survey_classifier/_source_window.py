@@ -18,8 +18,9 @@ an edge is padded with zeros, the value of clipped background.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["emission_centre", "enclosing_radius", "window_matrix", "resample_window"]
+__all__ = ["emission_centre", "enclosing_radius", "reaching_islands", "window_matrix", "resample_window"]
 
 
 def emission_centre(signal, kept) -> tuple[float, float] | None:
@@ -30,6 +31,29 @@ def emission_centre(signal, kept) -> tuple[float, float] | None:
     weights = signal[rows, columns].astype(np.float64)
     total = weights.sum()
     return float((weights * (columns + 0.5)).sum() / total), float((weights * (rows + 0.5)).sum() / total)
+
+
+def reaching_islands(kept, labels, reach) -> np.ndarray:
+    """Pixels of the kept islands that come within ``reach`` pixels of the image centre.
+
+    The distance of an island is that of its nearest pixel centre to the
+    centre of the image (the catalogue position of a cutout). When no island
+    reaches that far, the nearest one is the source. ``labels`` numbers the
+    islands as :func:`survey_classifier.islands.kept_islands` does.
+
+    >>> labels = np.zeros((9, 9), dtype=int); labels[4, 4:6] = 1; labels[0, 0] = 2
+    >>> int(reaching_islands(labels > 0, labels, 2.0).sum()), int(reaching_islands(labels == 2, labels, 2.0).sum())
+    (2, 1)
+    """
+    numbers = np.unique(labels[kept])
+    if numbers.size == 0:
+        return kept
+    ny, nx = labels.shape
+    rows, columns = np.ogrid[:ny, :nx]
+    distance = np.hypot(columns + 0.5 - nx / 2.0, rows + 0.5 - ny / 2.0)
+    nearest = np.asarray(ndimage.minimum(distance, labels, numbers))
+    chosen = numbers[nearest <= reach] if (nearest <= reach).any() else numbers[[np.argmin(nearest)]]
+    return kept & np.isin(labels, chosen)
 
 
 def enclosing_radius(signal, kept, centre, fraction) -> float | None:

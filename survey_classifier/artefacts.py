@@ -21,7 +21,10 @@ registered sha256 before it is used.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -34,7 +37,9 @@ from survey_classifier.db.models import ArtefactRow, utcnow
 from survey_classifier.errors import ModelError
 from survey_classifier.modelref import DATABASE_STORE, PACKAGE_SCHEME, ModelRef
 
-__all__ = ["cache_dir", "fetch", "put_in_database", "upload", "package_path", "is_url"]
+__all__ = ["cache_dir", "fetch", "put_in_database", "upload", "package_path", "is_url", "disk_problem"]
+
+log = logging.getLogger(__name__)
 
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 _LOCK = threading.Lock()
@@ -150,13 +155,78 @@ def _download(url: str, handle) -> None:
         raise ModelError(msg) from exc
 
 
+#: Where the name of a temporary file (``.NAME.HOST.PID.random``) says which process on which machine wrote it.
+_HOST = socket.gethostname().replace(".", "-")[:40] or "host"
+
+
+def _temporary_prefix(target: Path) -> str:
+    return f".{target.name}.{_HOST}."
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporary files of ``target`` left by writers on this machine that died (SIGKILL, power)."""
+    prefix = _temporary_prefix(target)
+    try:
+        leftovers = [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for leftover in leftovers:
+        pid = leftover.name[len(prefix):].partition(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+            log.info("removed %s, left by a writer that died", leftover.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the filesystem can: not on every one)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def disk_problem(exc: OSError) -> str:
+    """What an ``OSError`` of a write means, in words (a full disk, a file size limit, a read-only place)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}: the disk is full or over its quota"
+    if exc.errno == errno.EFBIG:
+        return f"{reason}: a file size limit was reached"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{reason}: the place is not writable"
+    return reason
+
+
 def _write_atomically(target: Path, write) -> None:
-    """Write through ``write(handle)`` to a temporary file, sync it, rename it to ``target``."""
+    """Write through ``write(handle)`` to a temporary file beside ``target``, sync it, rename it to ``target``.
+
+    A crash at any point leaves either no ``target`` or the complete one;
+    the temporary file a killed writer leaves is removed by the next writer
+    of the same target on this machine.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        _remove_stale_temporaries(target)
+        descriptor, temporary = tempfile.mkstemp(prefix=f"{_temporary_prefix(target)}{os.getpid()}.",
+                                                 dir=target.parent)
     except OSError as exc:
-        msg = f"cannot write to the model cache {target.parent}: {exc.strerror or exc}"
+        msg = f"cannot write to {target.parent}: {disk_problem(exc)}"
         raise ModelError(msg) from exc
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -164,9 +234,10 @@ def _write_atomically(target: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
+        _sync_folder(target.parent)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
-        msg = f"cannot write {target}: {exc.strerror or exc}"
+        msg = f"cannot write {target}: {disk_problem(exc)}; nothing was kept"
         raise ModelError(msg) from exc
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -187,21 +258,65 @@ def put_in_database(connection: Connection, path: Path, sha256: str) -> None:
 def upload(prefix: str, path: Path, sha256: str) -> tuple[str, bool]:
     """Copy ``path`` to ``PREFIX/SHA256/FILENAME`` through fsspec.
 
-    Returns the object's URL and whether this call created it. Written under
-    a temporary name first and moved into place where the store can rename.
+    Returns the object's URL and whether this call created it. A local
+    folder (``file://``) is written as the cache is (temporary name, fsync,
+    rename); other stores get the object under a temporary name, then moved.
+    An object already there is reused only when its bytes have ``sha256``.
     """
     import fsspec
 
     url = f"{prefix.rstrip('/')}/{sha256}/{Path(path).name}"
     try:
         filesystem, object_path = fsspec.core.url_to_fs(url)
+        local = "file" in _protocols(filesystem)
         if filesystem.exists(object_path):
-            return url, False
-        temporary = f"{object_path}.part-{os.getpid()}"
+            if _stored_sha256(filesystem, object_path) == sha256:
+                return url, False
+            log.warning("replacing %s: its bytes are not those of sha256 %s", url, sha256)
+        if local:
+            _write_atomically(Path(object_path), lambda handle: _copy(path, handle))
+            return url, True
+        temporary = f"{object_path}.part-{_HOST}-{os.getpid()}"
         filesystem.makedirs(filesystem._parent(object_path), exist_ok=True)
-        filesystem.put_file(str(path), temporary)
-        filesystem.mv(temporary, object_path)
-    except (OSError, ValueError, ImportError) as exc:
+        try:
+            filesystem.put_file(str(path), temporary)
+            filesystem.mv(temporary, object_path)
+        except BaseException:
+            _remove_quietly(filesystem, temporary)
+            raise
+    except OSError as exc:
+        msg = f"cannot store the model artefact at {url}: {disk_problem(exc)}; nothing was registered"
+        raise ModelError(msg) from exc
+    except (ValueError, ImportError) as exc:
         msg = f"cannot store the model artefact at {url}: {exc}"
         raise ModelError(msg) from exc
     return url, True
+
+
+def _protocols(filesystem) -> tuple[str, ...]:
+    protocol = filesystem.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _copy(path: Path, handle) -> None:
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            handle.write(block)
+
+
+def _stored_sha256(filesystem, object_path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with filesystem.open(object_path, "rb") as stored:
+        for block in iter(lambda: stored.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove_quietly(filesystem, object_path: str) -> None:
+    try:
+        if filesystem.exists(object_path):
+            filesystem.rm(object_path)
+    except (OSError, ValueError):
+        log.warning("could not remove the temporary object %s", object_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "SurveyClassifierError",
+    "BrokerError",
     "CutoutError",
     "CutoutReadError",
     "CutoutLimitError",
@@ -85,6 +86,10 @@ class DatabaseError(SurveyClassifierError):
     The message says what is wrong and the command that fixes it
     (``createdb ...``, ``survey-classifier db upgrade --db ...``).
     """
+
+
+class BrokerError(SurveyClassifierError):
+    """The message broker (Redis) is unreachable; the message says what was queued and what resumes it."""
 
 
 class LabelError(SurveyClassifierError):

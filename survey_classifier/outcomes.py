@@ -59,6 +59,8 @@ class RunSummary:
     elapsed_s: float
     #: Results read from the database instead of computed, counted by stage.
     reused: Counter = field(default_factory=Counter)
+    #: True when this run was an interrupted one of the same inputs, resumed.
+    resumed: bool = False
 
     @property
     def reasons(self) -> Counter:

@@ -22,12 +22,22 @@ from sqlalchemy.engine import Engine
 
 from survey_classifier.cutout import Cutout, CutoutSource
 from survey_classifier.errors import CutoutError, StageConfigError, caused_by
+from survey_classifier.heartbeat import Heartbeat
 from survey_classifier.io.fits import ReadLimits, read_cutout
 from survey_classifier.io.mosaics import is_mosaic_path, read_mosaic_cutout, write_cutout_fits
 from survey_classifier.io.tiles import TileCache
 from survey_classifier.outcomes import BatchResult, CutoutOutcome, FailureRecord, RunSummary
 from survey_classifier.reuse import ONLY, StoredResults
-from survey_classifier.runs import READ_STAGE, close_run, register_run, store_batch, update_run
+from survey_classifier.runs import (
+    READ_STAGE,
+    close_run,
+    done_counts,
+    register_run,
+    resume_run,
+    store_batch,
+    unfinished_batches,
+    update_run,
+)
 from survey_classifier.stages.base import CutoutFailure, Stage, check_result
 from survey_classifier.stages.registry import order_stages
 
@@ -296,39 +306,48 @@ def run_pipeline(
     pipeline = Pipeline(stages, limits=limits, stored=StoredResults(engine, run_config.get("reuse") or {}),
                         save_cutouts=save_cutouts)
     started = time.perf_counter()
-    run_id, batches = register_run(
-        engine, sources, pipeline.stages, batch_size=batch_size, config=run_config, executor="in-process"
-    )
+    n_cutouts = len({source.path for source in sources})
+    run_id = resume_run(engine, executor="in-process", config=run_config, stages=pipeline.stages, n_cutouts=n_cutouts)
+    resumed = run_id is not None
+    if run_id is None:
+        run_id, batches = register_run(
+            engine, sources, pipeline.stages, batch_size=batch_size, config=run_config, executor="in-process"
+        )
+        n_processed = n_failed = 0
+    else:  # an interrupted run of the same inputs: its batches not stored yet
+        batches = unfinished_batches(engine, run_id)
+        _, n_processed, n_failed = done_counts(engine, run_id)
     timings: dict[str, float] = defaultdict(float)
     failures: list[tuple[str, str, str]] = []
     reused: Counter = Counter()
-    n_processed = n_failed = 0
     status = "failed"
     try:
-        start = time.perf_counter()
-        pipeline.setup()
-        timings["setup"] += time.perf_counter() - start
-        for batch_id, batch_sources in batches:
-            batch = pipeline.process_batch(batch_sources)
-            for step, seconds in batch.timings.items():
-                timings[step] += seconds
-            timings["database"] += store_batch(engine, run_id, pipeline.stages, batch, batch_id=batch_id)
-            for outcome in batch.outcomes:
-                reused.update(outcome.reused)
-                if outcome.errors:
-                    n_failed += 1
-                    failures.extend((outcome.source.path, e.stage, e.message) for e in outcome.errors)
-                else:
-                    n_processed += 1
-            update_run(engine, run_id, n_processed=n_processed, n_failed=n_failed)
-            if progress is not None:
-                progress(batch)
+        with Heartbeat(engine, run_id):  # a process killed mid-run leaves an *interrupted* run
+            start = time.perf_counter()
+            pipeline.setup()
+            timings["setup"] += time.perf_counter() - start
+            for batch_id, batch_sources in batches:
+                batch = pipeline.process_batch(batch_sources)
+                for step, seconds in batch.timings.items():
+                    timings[step] += seconds
+                timings["database"] += store_batch(engine, run_id, pipeline.stages, batch, batch_id=batch_id)
+                for outcome in batch.outcomes:
+                    reused.update(outcome.reused)
+                    if outcome.errors:
+                        n_failed += 1
+                        failures.extend((outcome.source.path, e.stage, e.message) for e in outcome.errors)
+                    else:
+                        n_processed += 1
+                update_run(engine, run_id, n_processed=n_processed, n_failed=n_failed)
+                if progress is not None:
+                    progress(batch)
         status = "finished"
     finally:
         close_run(engine, run_id, pipeline.stages, status=status)
     return RunSummary(
         run_id=run_id,
-        n_cutouts=sum(len(chunk) for _, chunk in batches),
+        resumed=resumed,
+        n_cutouts=n_cutouts,
         n_processed=n_processed,
         n_failed=n_failed,
         failures=failures,

@@ -32,11 +32,18 @@ et al. 2021), all off by default, so the default recipe is unchanged:
   window is resampled by :func:`survey_classifier._source_window.resample_window`
   and padded with zeros past the image edge;
 * ``islands_only``: pixels outside the kept islands are set to zero;
+* ``island_reach``: only the islands that come within that many input pixels
+  of the cutout centre (the catalogue position) are the source, or the
+  nearest island when none does (Galvin et al. 2019 kept the islands in a
+  central region); the others, unrelated sources in the field, are left out
+  of the centre and the window and set to zero;
 * ``circle_diameter``: pixels (of the output) outside the centred circle of
   that diameter are set to zero, PINK's circular region;
 * ``stretch``: ``"sqrt"`` takes the square root of the (clipped,
   non-negative) image, ``"log"`` ``log(1 + S / noise)``, before the scaling,
   so that faint lobes and jets weigh more against a bright core;
+  ``"square"`` squares it, so that the brightest parts (cores, hot spots)
+  weigh more against faint emission;
 * ``scaling="peak"`` divides by the brightest pixel, ``"total"`` by the
   summed flux (after the circle), so the image sums to 1.
 
@@ -52,7 +59,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from survey_classifier._source_window import emission_centre, enclosing_radius, resample_window
+from survey_classifier._source_window import emission_centre, enclosing_radius, reaching_islands, resample_window
 from survey_classifier.checksum import sha256_bytes
 from survey_classifier.islands import kept_islands
 from survey_classifier.stats import clipped_background
@@ -69,7 +76,7 @@ PREPROCESS_VERSION = 1
 _BACKGROUNDS = ("sigma_clip", "none")
 _SCALINGS = ("minmax", "peak", "total", "none")
 _CENTRES = ("image", "emission")
-_STRETCHES = ("linear", "sqrt", "log")
+_STRETCHES = ("linear", "sqrt", "log", "square")
 _EXTENTS = ("fixed", "arcsec", "islands")
 
 
@@ -110,12 +117,16 @@ class PreprocessConfig:
         sources are not blown up beyond it).
     islands_only : bool
         Set every pixel outside the kept islands to zero.
+    island_reach : float or None
+        Keep only the islands with a pixel within this distance (input
+        pixels) of the cutout centre, or the nearest one when none is; zero
+        the others. None keeps every island.
     island_sigma : tuple of float
         Flood and seed levels of the islands in units of the noise (those
         of the ``measure`` stage).
     circle_diameter : float or None
         Zero the output outside the centred circle of this diameter (pixels).
-    stretch : {"linear", "sqrt", "log"}
+    stretch : {"linear", "sqrt", "log", "square"}
         Intensity transform before the scaling (``"log"``: ``log(1 + S / noise)``).
     """
 
@@ -132,6 +143,7 @@ class PreprocessConfig:
     source_fill: float = 0.8
     crop_min: float = 16.0
     islands_only: bool = False
+    island_reach: float | None = None
     island_sigma: tuple[float, float] = (3.0, 5.0)
     circle_diameter: float | None = None
     stretch: str = "linear"
@@ -190,12 +202,18 @@ class PreprocessConfig:
                 f"pixels, got {self.source_flux_fraction}, {self.source_fill}, {self.crop_min}"
             )
             raise ValueError(msg)
+        if self.island_reach is not None and not self.island_reach >= 0:
+            msg = f"island_reach must be None or a distance >= 0 input pixels, got {self.island_reach}"
+            raise ValueError(msg)
         flood, seed = self.island_sigma if len(self.island_sigma) == 2 else (0.0, -1.0)
         if not 0 < flood <= seed:
             msg = f"island_sigma must be (flood, seed) with 0 < flood <= seed, got {self.island_sigma}"
             raise ValueError(msg)
         if self.uses_islands and self.background != "sigma_clip":
-            msg = "centre='emission', extent='islands' and islands_only need background='sigma_clip' (the noise)"
+            msg = (
+                "centre='emission', extent='islands', islands_only and island_reach need "
+                "background='sigma_clip' (the noise)"
+            )
             raise ValueError(msg)
         if self.circle_diameter is not None and not 0 < self.circle_diameter <= self.size * np.sqrt(2):
             msg = f"circle_diameter must be positive and fit the {self.size}-pixel image, got {self.circle_diameter}"
@@ -204,7 +222,9 @@ class PreprocessConfig:
     @property
     def uses_islands(self) -> bool:
         """Whether the preparation finds the source's islands."""
-        return self.centre == "emission" or self.extent == "islands" or self.islands_only
+        return (
+            self.centre == "emission" or self.extent == "islands" or self.islands_only or self.island_reach is not None
+        )
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -304,7 +324,11 @@ def preprocess(
         work = np.where(finite, work - np.float32(median), np.float32(0.0))
         if config.uses_islands:
             flood, seed = config.island_sigma
-            kept, _, _ = kept_islands(work, std, threshold_sigma=flood, seed_sigma=seed)
+            kept, labels, _ = kept_islands(work, std, threshold_sigma=flood, seed_sigma=seed)
+            if config.island_reach is not None:
+                reaching = reaching_islands(kept, labels, float(config.island_reach))
+                work[kept & ~reaching] = 0.0
+                kept = reaching
             window = _source_window(work, kept, config, pixel_scale_arcsec)
         if config.clip_sigma is not None:
             work[work < config.clip_sigma * std] = 0.0
@@ -329,6 +353,8 @@ def preprocess(
         work = np.sqrt(np.maximum(work, np.float32(0.0)))
     elif config.stretch == "log":
         work = np.log1p(np.maximum(work, np.float32(0.0)) / np.float32(std))
+    elif config.stretch == "square":
+        work = np.square(np.maximum(work, np.float32(0.0)))
     return np.ascontiguousarray(_scaled(work, config.scaling), dtype=np.float32)
 
 

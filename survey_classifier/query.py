@@ -52,6 +52,7 @@ from survey_classifier.columns import Column, annotate, described_columns, famil
 from survey_classifier.db._healpix import cone_ranges
 from survey_classifier.db.models import RESULT_TABLES, CatalogueColumnRow, CutoutRow, ErrorRow, RunRow
 from survey_classifier.errors import StageConfigError, SurveyClassifierError
+from survey_classifier.heartbeat import owner_dead
 from survey_classifier.labels.columns import add_label_columns
 from survey_classifier.labels.store import labelled_condition, labelled_cutout_ids
 
@@ -741,7 +742,10 @@ def list_runs(engine: Engine, *, limit: int = 20) -> Table:
         for row in rows
     ])
     table["took_s"].format = ".1f"
-    table["status"] = [row.status for row in rows]
+    table["status"] = [
+        "interrupted" if row.status == "running" and owner_dead(row.owner, row.heartbeat_at) else row.status
+        for row in rows
+    ]
     table["executor"] = [row.executor for row in rows]
     for name in ("n_cutouts", "n_processed", "n_failed"):
         table[name.removeprefix("n_")] = np.array([getattr(row, name) or 0 for row in rows], dtype=np.int64)

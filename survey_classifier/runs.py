@@ -8,14 +8,18 @@ stage and model version), so a batch run twice stores nothing twice.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from survey_classifier.cutout import CutoutSource
+from survey_classifier.db.checks import unreachable
 from survey_classifier.db.models import CutoutRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.db.store import (
     clear_errors,
@@ -25,6 +29,7 @@ from survey_classifier.db.store import (
     upsert_cutouts,
 )
 from survey_classifier.errors import SurveyClassifierError
+from survey_classifier.heartbeat import owner_dead, owner_tag
 from survey_classifier.outcomes import BatchResult, CutoutOutcome
 from survey_classifier.stages.base import Stage
 
@@ -40,10 +45,36 @@ __all__ = [
     "mark_batch_failed",
     "start_run",
     "update_run",
+    "resume_run",
+    "unfinished_batches",
+    "done_counts",
+    "retry_unreachable",
 ]
 
 #: Name and version under which reading errors are stored.
 READ_STAGE = ("read", "1")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Waits between tries of a database operation while the server is unreachable (30 s in all).
+RETRY_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def retry_unreachable(operation: Callable[[], T]) -> T:
+    """``operation()``, tried again while the database is unreachable (:data:`RETRY_WAITS_S`).
+
+    Only for operations that are one transaction (a failed try leaves nothing).
+    """
+    for wait_s in RETRY_WAITS_S:
+        try:
+            return operation()
+        except (OperationalError, InterfaceError) as exc:
+            if not unreachable(exc):
+                raise
+            log.warning("the database is unreachable; trying again in %.1f s", wait_s)
+            time.sleep(wait_s)
+    return operation()
 
 
 def _cutout_row(outcome: CutoutOutcome) -> dict[str, Any]:
@@ -172,11 +203,13 @@ def register_run(
     batch_size: int,
     config: dict,
     executor: str,
+    on_start: Callable[[int], None] | None = None,
 ) -> tuple[int, list[tuple[int, list[CutoutSource]]]]:
     """Record a run, its cutouts (by path) and its batches before processing.
 
     A path listed twice is processed once. Returns the run id and, per
-    batch, its ``run_batches`` id and sources.
+    batch, its ``run_batches`` id and sources. ``on_start`` is called with
+    the run id as soon as the run is recorded, before its cutouts are.
     """
     if batch_size < 1:
         msg = f"batch_size must be at least 1, got {batch_size}"
@@ -185,9 +218,20 @@ def register_run(
     described = {}
     for source in unique:
         described.update(source.extra_columns)
-    with engine.begin() as connection:  # first: a catalogue whose units clash registers nothing
-        record_catalogue_columns(connection, described.values())
-    run_id = start_run(engine, stages, config, len(unique), executor)
+
+    def record_columns() -> None:
+        with engine.begin() as connection:  # first: a catalogue whose units clash registers nothing
+            record_catalogue_columns(connection, described.values())
+
+    retry_unreachable(record_columns)
+    run_id = retry_unreachable(lambda: start_run(engine, stages, config, len(unique), executor))
+    if on_start is not None:
+        on_start(run_id)
+    return run_id, retry_unreachable(lambda: _register_batches(engine, run_id, unique, batch_size))
+
+
+def _register_batches(engine: Engine, run_id: int, unique: Sequence[CutoutSource], batch_size: int):
+    """The cutouts and batches of a run, in one transaction."""
     batches = []
     with engine.begin() as connection:
         for index, first in enumerate(range(0, len(unique), batch_size)):
@@ -207,7 +251,7 @@ def register_run(
                 )
             )
             batches.append((int(result.inserted_primary_key[0]), chunk))
-    return run_id, batches
+    return batches
 
 
 def _registration_row(source: CutoutSource) -> dict[str, Any]:
@@ -329,6 +373,8 @@ def start_run(engine: Engine, stages: Sequence[Stage], config: dict, n_cutouts: 
                 n_cutouts=n_cutouts,
                 n_processed=0,
                 n_failed=0,
+                owner=owner_tag(),
+                heartbeat_at=utcnow(),
             )
         )
         return int(result.inserted_primary_key[0])
@@ -338,3 +384,73 @@ def update_run(engine: Engine, run_id: int, **values) -> None:
     """Set columns of the ``runs`` row of ``run_id``."""
     with engine.begin() as connection:
         connection.execute(update(RunRow.__table__).where(RunRow.__table__.c.id == run_id).values(**values))
+
+
+def _same_run(config: dict, stages: list) -> str:
+    """What makes two runs "the same": their configuration (but the process id) and stages, as canonical JSON."""
+    kept = {key: value for key, value in json.loads(json.dumps(config, default=str)).items() if key != "pid"}
+    return json.dumps([kept, json.loads(json.dumps(stages, default=str))], sort_keys=True)
+
+
+def resume_run(engine: Engine, *, executor: str, config: dict, stages: Sequence[Stage], n_cutouts: int) -> int | None:
+    """The id of an interrupted run of the same inputs, stages and parameters, now claimed by this process; or None.
+
+    A run is interrupted when it is still ``running`` and its owner is dead
+    (:func:`survey_classifier.heartbeat.owner_dead`). The claim is atomic:
+    of two processes resuming the same run, one gets it.
+    """
+    runs = RunRow.__table__
+    wanted = _same_run(config, [stage.describe() for stage in stages])
+    with engine.connect() as connection:
+        candidates = connection.execute(
+            select(runs.c.id, runs.c.config, runs.c.stages, runs.c.owner, runs.c.heartbeat_at)
+            .where(runs.c.status == "running", runs.c.executor == executor, runs.c.n_cutouts == n_cutouts)
+            .order_by(runs.c.id.desc())
+        ).all()
+    for row in candidates:
+        if not owner_dead(row.owner, row.heartbeat_at) or _same_run(row.config, row.stages) != wanted:
+            continue
+        if _registered_cutouts(engine, row.id) < n_cutouts:  # died before its batches were recorded
+            update_run(engine, row.id, status="failed", finished_at=utcnow())
+            continue
+        with engine.begin() as connection:
+            claimed = connection.execute(
+                update(runs)
+                .where(runs.c.id == row.id, runs.c.status == "running", runs.c.owner == row.owner,
+                       runs.c.heartbeat_at == row.heartbeat_at)
+                .values(owner=owner_tag(), heartbeat_at=utcnow())
+            ).rowcount
+        if claimed == 1:
+            return int(row.id)
+    return None
+
+
+def _registered_cutouts(engine: Engine, run_id: int) -> int:
+    table = RunBatchRow.__table__
+    with engine.connect() as connection:
+        return connection.execute(
+            select(func.coalesce(func.sum(table.c.n_cutouts), 0)).where(table.c.run_id == run_id)
+        ).scalar_one()
+
+
+def unfinished_batches(engine: Engine, run_id: int) -> list[tuple[int, list[CutoutSource]]]:
+    """The batches of a run not stored yet, in order, with their sources: what resuming it processes."""
+    table = RunBatchRow.__table__
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(table.c.id, table.c.cutout_ids)
+            .where(table.c.run_id == run_id, table.c.status != "done")
+            .order_by(table.c.batch_index)
+        ).all()
+    return [(int(batch_id), sources_for(engine, cutout_ids)) for batch_id, cutout_ids in rows]
+
+
+def done_counts(engine: Engine, run_id: int) -> tuple[int, int, int]:
+    """Cutouts in the run's stored batches: (all, processed, failed)."""
+    table = RunBatchRow.__table__
+    with engine.connect() as connection:
+        n_cutouts, n_failed = connection.execute(
+            select(func.coalesce(func.sum(table.c.n_cutouts), 0), func.coalesce(func.sum(table.c.n_failed), 0))
+            .where(table.c.run_id == run_id, table.c.status == "done")
+        ).one()
+    return int(n_cutouts), int(n_cutouts) - int(n_failed), int(n_failed)

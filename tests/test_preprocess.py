@@ -119,6 +119,31 @@ def test_stretches_lift_faint_emission(cutouts):
             # the order of the pixels is kept
             ranks = [np.argsort(np.argsort(image[emission])) for image in (lifted, linear)]
             assert np.corrcoef(*ranks)[0, 1] > 0.99
+        squared = preprocess(cutout.data, PreprocessConfig(**base, stretch="square"))
+        assert np.array_equal(squared > 0, emission) and squared.max() == 1.0
+        assert np.median(squared[emission]) < np.median(linear[emission])
+
+
+def test_island_reach_leaves_unrelated_field_sources_out(cutouts):
+    reach = PreprocessConfig(**{**MORPHOLOGY.to_dict(), "island_reach": 20.0})
+    moved = 0
+    for cutout in cutouts[:6]:
+        signal, noise, kept = _signal_and_islands(cutout.data)
+        if kept[:20, :20].any() or not kept[55:95, 55:95].any():
+            continue  # needs an empty corner and a source at the catalogue position
+        # an unrelated 50-sigma source in the corner, far from the catalogue position
+        data = cutout.data.copy()
+        data[6:10, 6:10] = (data - signal)[6:10, 6:10] + 50.0 * noise
+        # (the clipped noise estimate moves a hair with the added pixels)
+        assert np.abs(preprocess(data, reach) - preprocess(cutout.data, reach)).max() < 0.01
+        moved += np.abs(preprocess(data, MORPHOLOGY) - preprocess(cutout.data, MORPHOLOGY)).max() > 0.1
+        zeroed = preprocess(data, PreprocessConfig(size=150, island_reach=20.0, scaling="none"))
+        assert not zeroed[6:10, 6:10].any() and zeroed[55:95, 55:95].any()
+    assert moved >= 2  # without the reach the field source drags the window off the source
+    # a source away from the centre is still found: the nearest island is the source
+    data = cutouts[0].data
+    shifted = np.roll(data, (60, 60), axis=(0, 1))
+    assert preprocess(shifted, reach).any()
 
 
 @pytest.mark.parametrize(
@@ -131,6 +156,8 @@ def test_stretches_lift_faint_emission(cutouts):
         ({"islands_only": True, "background": "none"}, "need background='sigma_clip'"),
         ({"island_sigma": (5.0, 3.0)}, "0 < flood <= seed"),
         ({"circle_diameter": 200}, "fit the 64-pixel image"),
+        ({"island_reach": -1.0}, "island_reach must be None or a distance"),
+        ({"island_reach": 20.0, "background": "none"}, "island_reach need background"),
         ({"scaling": "max"}, "scaling must be one of"),
         ({"stretch": "log", "background": "none"}, "stretch='log' needs background"),
         ({"stretch": "sqrt", "clip_sigma": None}, "needs clipping"),
@@ -144,7 +171,7 @@ def test_refuses_inconsistent_options(options, message):
 def test_every_choice_travels_in_the_record():
     record = MORPHOLOGY.to_dict()
     assert {"centre", "extent", "source_fill", "source_flux_fraction", "crop_min", "islands_only",
-            "island_sigma", "circle_diameter", "crop_arcsec"} <= set(record)  # fmt: skip
+            "island_sigma", "island_reach", "circle_diameter", "crop_arcsec"} <= set(record)  # fmt: skip
     assert PreprocessConfig.from_dict(record) == MORPHOLOGY
     assert PreprocessConfig.from_dict(record).digest() == MORPHOLOGY.digest() != PreprocessConfig(size=64).digest()
     with pytest.raises(ValueError, match="unknown preprocessing parameters"):

@@ -8,10 +8,10 @@ variable                                    meaning                             
 ``SURVEY_CLASSIFIER_SOFT_TIME_LIMIT``       seconds before a batch is told to    ``600``
                                             stop (SoftTimeLimitExceeded)
 ``SURVEY_CLASSIFIER_TIME_LIMIT``            seconds before its process is killed ``900``
-``SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT``    seconds before a message taken by a  ``3600``
-                                            worker that died is delivered again
-``SURVEY_CLASSIFIER_RESTORE_INTERVAL``      seconds between sweeps for such      ``30``
-                                            messages
+``SURVEY_CLASSIFIER_STALL_AFTER``           seconds after which the batch of a   ``120``
+                                            worker that died, or whose message
+                                            the broker lost, is sent again
+                                            (the sweeper: ``workers/sweeper.py``)
 ``SURVEY_CLASSIFIER_WARM``                  ``0``: do not load and warm the      ``1``
                                             default stages when a worker
                                             process starts
@@ -38,7 +38,9 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from survey_classifier.distributed import stall_after_s
 from survey_classifier.workers.queues import QUEUES
+from survey_classifier.workers.sweeper import Sweeper, sweep_interval_s
 
 __all__ = ["app", "QUEUES", "broker_url", "use_broker", "retry_budget"]
 
@@ -48,6 +50,7 @@ def broker_url() -> str:
 
 
 app = Celery("survey_classifier", include=["survey_classifier.workers.tasks"])
+app.steps["consumer"].add(Sweeper)  # leases of held messages renewed, lost batches sent again
 app.conf.update(
     broker_url=broker_url(),
     task_serializer="json",
@@ -65,10 +68,13 @@ app.conf.update(
     task_queues=[Queue(name) for name in QUEUES],
     task_default_queue="cpu",
     broker_transport_options={
-        "visibility_timeout": int(os.environ.get("SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT", "3600")),
-        # sweep for messages of dead workers every interval seconds (not every 10 x interval)
-        "unacked_restore_interval": int(os.environ.get("SURVEY_CLASSIFIER_RESTORE_INTERVAL", "30")),
+        # a message taken by a worker is given back after this long without its lease renewed (workers/sweeper.py)
+        "visibility_timeout": stall_after_s(),
+        # look for such messages every interval seconds (not every 10 x interval)
+        "unacked_restore_interval": sweep_interval_s(),
         "unacked_restore_throttle": 1,
+        # a worker killed while giving messages back holds their lock this long at most (not 300 s)
+        "unacked_mutex_expire": max(5, int(stall_after_s())),
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
         "health_check_interval": 10,

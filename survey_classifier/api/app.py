@@ -109,6 +109,8 @@ def create_app(
     write_token: str | None = None,
     som_image: str | Path | None = None,
     engine=None,
+    render_slots: int | None = None,
+    image_cache_bytes: int | None = None,
 ) -> FastAPI:
     """Build the results service over the database at ``db_url``.
 
@@ -123,7 +125,14 @@ def create_app(
         ``/som/image.png``; a hit map of the placements otherwise.
     engine : Engine, optional
         An engine to use instead of one made from ``db_url``.
+    render_slots : int, optional
+        Pictures drawn at once (default :data:`~survey_classifier.api.images.RENDER_SLOTS`); a request
+        that finds none free within two seconds is answered 503 with ``Retry-After``.
+    image_cache_bytes : int, optional
+        Bound of the cache of drawn pictures, bytes (default
+        :data:`~survey_classifier.api.images.CACHE_BYTES`).
     """
+    from survey_classifier.api.images import CACHE_BYTES, RENDER_SLOTS, PngCache, RenderSlots
     from survey_classifier.db.checks import open_database
 
     engine = engine if engine is not None else open_database(db_url)
@@ -143,6 +152,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
+    app.state.render_slots = RenderSlots(render_slots or RENDER_SLOTS)
+    app.state.image_cache = PngCache(image_cache_bytes or CACHE_BYTES)
     static = files("survey_classifier.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     install_error_handlers(app)
@@ -219,6 +230,7 @@ def create_app(
     @app.get("/cutouts/{cutout_id}", summary="One cutout with the results of every stage",
              responses=errors(404, 422))
     def cutout(cutout_id: CutoutId):
+        from survey_classifier.api._public import public_table, public_value
         from survey_classifier.api._tables import table_rows
         from survey_classifier.query import query_results
 
@@ -232,12 +244,12 @@ def create_app(
                 .where(e.c.cutout_id == cutout_id)
             )
             error_list = [dict(r._mapping) for r in errors]
-        return {"cutout": table_rows(table)[0], "errors": error_list}
+        return {"cutout": table_rows(public_table(table))[0], "errors": public_value(error_list)}
 
     @app.get("/cutouts/{cutout_id}/image.png", summary="The cutout rendered as PNG (the display stretch)",
              response_class=Response,
              responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                              "description": "The picture."}, **errors(404, 422)})
+                              "description": "The picture."}, **errors(404, 422, 503)})
     def cutout_image(
         cutout_id: CutoutId,
         size: ImageSize = 150,
@@ -248,7 +260,8 @@ def create_app(
             description="Knee of the asinh and log scales, in noise sigmas: smaller shows faint emission brighter.",
         )] = SOFTENING_SIGMA,
     ):
-        from survey_classifier.api.images import cutout_png
+        from survey_classifier.api._public import public_text
+        from survey_classifier.api.images import RenderBusy, cutout_png
 
         c = CutoutRow.__table__.c
         with engine.connect() as connection:
@@ -256,9 +269,12 @@ def create_app(
         if row is None:
             raise HTTPException(404, f"no cutout with id {cutout_id}")
         try:
-            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap, scale=scale, softening_sigma=softening)
+            png = cutout_png(row.path, row.sha256, size=size, cmap=cmap, scale=scale, softening_sigma=softening,
+                             cache=app.state.image_cache, slots=app.state.render_slots)
+        except RenderBusy as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
         except CutoutError as exc:
-            raise HTTPException(404, f"cutout {cutout_id}: {exc}") from exc
+            raise HTTPException(404, f"cutout {cutout_id}: {public_text(str(exc))}") from exc
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/anomalies", summary="The most anomalous cutouts, highest score first",
@@ -345,38 +361,44 @@ def create_app(
 
     @app.get("/runs", summary="Pipeline runs, newest first", responses=errors(422))
     def runs(limit: Limit = 100):
+        from survey_classifier.api._public import public_value
         from survey_classifier.api._summaries import list_runs
 
         with engine.connect() as connection:
-            return {"runs": list_runs(connection, limit)}
+            return {"runs": public_value(list_runs(connection, limit))}
 
     @app.get("/models", summary="Registered models", responses=errors(400, 422))
     def models(stage: Stage = None):
+        from survey_classifier.api._public import public_model
         from survey_classifier.api._tables import table_rows
         from survey_classifier.registry import list_models
 
-        return {"models": table_rows(list_models(engine, stage=stage))}
+        return {"models": [public_model(m) for m in table_rows(list_models(engine, stage=stage))]}
 
     @app.get("/models/{model_id}", summary="One registered model, with its metrics and card",
              responses=errors(404, 422))
     def model(model_id: ModelId):
-        return _model_or_404(model_id)
+        from survey_classifier.api._public import public_model
+
+        return public_model(_model_or_404(model_id))
 
     @app.post("/models/{model_id}/default", summary="Make a model its stage's default (needs the token)",
               dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 422))
     def model_default(model_id: ModelId):
+        from survey_classifier.api._public import public_model
         from survey_classifier.registry import set_default
 
         found = _model_or_404(model_id)
-        return set_default(engine, found["name"], found["version"])
+        return public_model(set_default(engine, found["name"], found["version"]))
 
     @app.post("/models/{model_id}/retire", summary="Retire a model (needs the token)",
               dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 404, 422))
     def model_retire(model_id: ModelId):
+        from survey_classifier.api._public import public_model
         from survey_classifier.registry import retire_model
 
         found = _model_or_404(model_id)
-        return retire_model(engine, found["name"], found["version"])
+        return public_model(retire_model(engine, found["name"], found["version"]))
 
     @app.get("/compare", summary="Agreement matrix between two versions/models of a classification stage",
              responses=errors(400, 422))
@@ -409,7 +431,7 @@ def create_app(
 
     from survey_classifier.api.inspect import inspect_router
 
-    app.include_router(inspect_router(engine))
+    app.include_router(inspect_router(engine, slots=app.state.render_slots, cache=app.state.image_cache))
 
     from survey_classifier.api.vo import vo_router
 
@@ -440,13 +462,14 @@ def _picks(values: list[str] | None) -> dict[str, str]:
 
 
 def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: bool = True, columns=None):
+    from survey_classifier.api._public import public_table
     from survey_classifier.api._tables import export_response, table_rows
     from survey_classifier.columns import columns_block, select_columns
 
     next_after = None
     if keyset and len(table) and len(table) == limit:
         next_after = int(table["cutout_id"][-1])
-    table = select_columns(table, columns)
+    table = select_columns(public_table(table), columns)
     if fmt != "json":
         return export_response(table, fmt, stem)
     rows = table_rows(table)

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from survey_classifier.api._public import public_text
 from survey_classifier.errors import SurveyClassifierError
 from survey_classifier.formats import EXPORT_FORMATS
 
@@ -44,6 +45,7 @@ _MEANING = {
     404: "No such cutout, model or file.",
     409: "The cutout's file changed since it was classified (its checksum differs).",
     422: "The request does not fit the schema: a parameter is malformed or outside its range (the message names it).",
+    503: "The server is drawing as many pictures as it can at once: try again after Retry-After seconds.",
 }
 
 
@@ -99,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:  # Starlette names the methods of one route; a path may have several
             headers = {**(headers or {}), "Allow": ", ".join(_methods_of(app, request.scope))}
-        return _refusal(exc.status_code, str(exc.detail), headers)
+        return _refusal(exc.status_code, public_text(str(exc.detail)), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
@@ -107,4 +109,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SurveyClassifierError)
     async def _refused(_request: Request, exc: SurveyClassifierError):
-        return _refusal(400, str(exc))
+        return _refusal(400, public_text(str(exc)))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from functools import lru_cache
 from typing import Annotated
 
 import numpy as np
@@ -97,11 +96,8 @@ def _shown(image: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(image) / peak, 0.0, 1.0) if peak > 0 else np.zeros(image.shape)
 
 
-@lru_cache(maxsize=1024)
-def _member_png(map_sha: str, path: str, sha256: str | None, angle_deg: float, flip: bool, size: int,
-                cmap: str) -> bytes:
-    """The cutout at ``path`` in its neuron's frame (``sha256`` in the key: a changed file is drawn anew)."""
-    del sha256
+def _member_png(map_sha: str, path: str, angle_deg: float, flip: bool, size: int, cmap: str) -> bytes:
+    """The cutout at ``path`` in its neuron's frame."""
     from survey_classifier.api.images import array_png
     from survey_classifier.io.fits import read_cutout
     from survey_classifier.preprocess import PreprocessConfig
@@ -113,7 +109,6 @@ def _member_png(map_sha: str, path: str, sha256: str | None, angle_deg: float, f
     return array_png(_shown(som.rotate_into_frame(prepared, angle_deg, flip)), size=size, cmap=cmap)
 
 
-@lru_cache(maxsize=1024)
 def _prototype_png(map_sha: str, node: int, size: int, cmap: str) -> bytes:
     from survey_classifier.api.images import array_png
 
@@ -124,9 +119,27 @@ def _png(content: bytes) -> Response:
     return Response(content, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
-def inspect_router(engine) -> APIRouter:
-    """The routes of this module over ``engine``."""
+def inspect_router(engine, *, slots=None, cache=None) -> APIRouter:
+    """The routes of this module over ``engine``; pictures drawn in ``slots``, kept in ``cache`` (images.py)."""
+    from survey_classifier.api.images import PngCache, RenderBusy, RenderSlots
+
     router = APIRouter()
+    slots = RenderSlots() if slots is None else slots
+    cache = PngCache() if cache is None else cache
+
+    def _drawn(key: tuple, draw, *, slot: bool = True) -> bytes:
+        found = cache.get(key)
+        if found is not None:
+            return found
+        if not slot:
+            png = draw()
+        else:
+            with slots.held() as free:
+                if not free:
+                    raise HTTPException(503, str(RenderBusy()), headers={"Retry-After": "1"})
+                png = draw()
+        cache.put(key, png)
+        return png
 
     def _som_variant(connection, stage: str | None):
         from survey_classifier.query import find_variants, stage_of_kind
@@ -144,7 +157,7 @@ def inspect_router(engine) -> APIRouter:
 
     @router.get("/cutouts/{cutout_id}/som.png", response_class=Response,
                 summary="The source as its SOM stage mapped it: prepared, mirrored and rotated into its neuron's frame",
-                responses={**_PNG, **errors(400, 404, 422)})
+                responses={**_PNG, **errors(400, 404, 422, 503)})
     def member_in_frame(cutout_id: CutoutId, stage: Stage = None, size: ImageSize = 128, cmap: ColourMap = "inferno"):
         c = CutoutRow.__table__.c
         with engine.connect() as connection:
@@ -160,7 +173,9 @@ def inspect_router(engine) -> APIRouter:
             raise HTTPException(404, f"cutout {cutout_id} has no placement of SOM stage {stage!r} ({variant.model})")
         _, map_sha = _map_of(variant)
         try:
-            png = _member_png(map_sha, row.path, row.sha256, float(row.angle_deg or 0.0), bool(row.flip), size, cmap)
+            angle, flip = float(row.angle_deg or 0.0), bool(row.flip)
+            png = _drawn(("member", map_sha, row.path, row.sha256, angle, flip, size, cmap),
+                         lambda: _member_png(map_sha, row.path, angle, flip, size, cmap))
         except (CutoutError, ValueError) as exc:
             raise HTTPException(404, f"cutout {cutout_id}: {exc}") from exc
         return _png(png)
@@ -171,7 +186,9 @@ def inspect_router(engine) -> APIRouter:
         with engine.connect() as connection:
             _, variant = _som_variant(connection, stage)
         som, map_sha = _map_of(variant)
-        return _png(_prototype_png(map_sha, _node_index(som, node_x, node_y), size, cmap))
+        node = _node_index(som, node_x, node_y)
+        return _png(_drawn(("prototype", map_sha, node, size, cmap), lambda: _prototype_png(map_sha, node, size, cmap),
+                           slot=False))
 
     @router.get("/cutouts/{cutout_id}/neighbours",
                 summary="The sources nearest to this one in a CNN's embedding space (cosine distance)",

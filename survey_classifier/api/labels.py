@@ -135,17 +135,19 @@ def label_router(engine, require_token) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
         format: Annotated[Literal[("json", *EXPORT_FORMATS)], Query(description="Response format.")] = "json",
     ):
+        from survey_classifier.api._public import public_row
         from survey_classifier.labels.store import list_source_labels
 
         if format != "json":
+            from survey_classifier.api._public import public_table
             from survey_classifier.api._tables import export_response
             from survey_classifier.labels.catalogue import export_source_labels
 
-            return export_response(export_source_labels(engine), format, "labels")
+            return export_response(public_table(export_source_labels(engine)), format, "labels")
         with engine.connect() as connection:
             rows = list_source_labels(connection, interesting=interesting, label=label, author=author, limit=limit,
                                       offset=offset)
-        return {"count": len(rows), "limit": limit, "offset": offset, "rows": [_plain(r) for r in rows]}
+        return {"count": len(rows), "limit": limit, "offset": offset, "rows": [public_row(_plain(r)) for r in rows]}
 
     @router.get("/labels/classes", summary="Classes to offer when labelling (used ones and common morphologies)")
     def classes():

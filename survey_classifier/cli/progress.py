@@ -80,6 +80,11 @@ class RunProgress:
             self.failed[stage] = count
         self._show()
 
+    def note(self, text: str) -> None:
+        """A note before the bar, the counts unchanged (the database is out of reach, say)."""
+        self.bar.set_description_str(text, refresh=False)
+        self._show()
+
 
 def echo_errors_hint(run_id: int, db_url: str | None, n_failed: int) -> None:
     """The closing line that says how to list every failure."""

@@ -39,7 +39,7 @@ def prepare_run(db_url, inputs, stages, params, columns, mosaics=None, *, recomp
     parsed = parse_params(params)
     names = [n.strip() for n in stages.split(",") if n.strip()] if stages else None
     plan = plan_stages(names, parsed, engine, recompute=recompute)
-    config = {"inputs": list(inputs), "params": parsed, "reuse": plan.reuse}
+    config = {"inputs": list(inputs), "stages_asked": names, "params": parsed, "reuse": plan.reuse}
     if mosaics and mosaics.get("mosaics"):
         sources = _mosaic_sources(engine, inputs, mosaics, columns)
         config.update({k: v for k, v in mosaics.items() if v})
@@ -119,10 +119,14 @@ def print_summary(summary, stages, *, db_url=None) -> None:
     from survey_classifier.cli.progress import echo_errors_hint
 
     described = ", ".join(f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages)
+    run, timing = f"run {summary.run_id}", f"in {summary.elapsed_s:.1f} s"
+    if summary.resumed:  # the counts are the whole run's; the time only this process's part of it
+        run, timing = f"{run} (an interrupted run, resumed)", f"the batches not stored before {timing}"
+    else:
+        timing += f" ({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s)"
     click.echo(
-        f"run {summary.run_id}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, "
-        f"{summary.n_failed} failed, in {summary.elapsed_s:.1f} s "
-        f"({summary.n_cutouts / max(summary.elapsed_s, 1e-9):.0f} cutouts/s); stages: {described}"
+        f"{run}: {summary.n_cutouts} cutouts, {summary.n_processed} processed, {summary.n_failed} failed, "
+        f"{timing}; stages: {described}"
     )
     if summary.reused:
         parts = ", ".join(f"{stage} {count}" for stage, count in sorted(summary.reused.items()))

@@ -5,6 +5,9 @@ Three kinds are understood by :func:`build_backbone`:
 
 - ``"compact"``: the project's own small network (:func:`compact_network`),
   trained offline on a base task such as the four FIRST classes;
+- ``"c8"`` (or ``"c8:WIDTH"``): its rotation-equivariant counterpart over
+  the group of turns by 45° (:mod:`~survey_classifier.cnn.equivariant`),
+  whose features are invariant to turns of the image;
 - the name of any ``keras.applications`` model (``"MobileNetV2"``,
   ``"ResNet50"``, ...), fed the grey image as three identical channels,
   scaled to the range that family expects;
@@ -133,8 +136,9 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     Parameters
     ----------
     backbone : str
-        ``"compact"`` (or ``"compact:WIDTH"``, default width 16), a
-        ``keras.applications`` model name, or the path of a saved Keras model.
+        ``"compact"`` (or ``"compact:WIDTH"``, default width 16), ``"c8"``
+        (or ``"c8:WIDTH"``, default 3), a ``keras.applications`` model
+        name, or the path of a saved Keras model.
     size : int
         Input image side in pixels (from the preprocessing configuration).
     weights : str or None
@@ -151,11 +155,12 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     import keras
 
     path = Path(str(backbone)).expanduser()
-    if backbone == "compact" or str(backbone).startswith("compact:"):
-        width = int(backbone.split(":", 1)[1]) if ":" in backbone else 16
-        model = compact_network(size, width=width)
+    family = str(backbone).split(":", 1)[0]
+    if family in _OWN_NETWORKS and (backbone == family or str(backbone).startswith(f"{family}:")):
+        constructor, default_width = _OWN_NETWORKS[family]
+        model = constructor(size, width=_width(backbone, default_width))
         if weights == "imagenet":
-            msg = "ImageNet weights exist only for keras.applications backbones, not 'compact'"
+            msg = f"ImageNet weights exist only for keras.applications backbones, not {family!r}"
             raise StageConfigError(msg)
     elif path.suffix in (".keras", ".h5") or path.exists():
         model = _saved_backbone(path, size)
@@ -167,7 +172,7 @@ def build_backbone(backbone: str, size: int, *, weights=None):
         return _application_backbone(backbone, size, weights)
     else:
         msg = (
-            f"unknown backbone {backbone!r}: use 'compact', a keras.applications name "
+            f"unknown backbone {backbone!r}: use 'compact', 'c8', a keras.applications name "
             f"(e.g. {', '.join(list_applications()[:5])}, ...) or the path of a saved "
             ".keras model"
         )
@@ -175,6 +180,30 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     if weights is not None and weights != "imagenet":
         _load_weights(model, weights)
     return model
+
+
+def _c8_network(size: int, *, width: int):
+    from survey_classifier.cnn.equivariant import c8_network
+
+    if size % 16:
+        msg = (f"the c8 backbone needs an input size that is a multiple of 16 (for exact invariance to "
+               f"quarter turns), got --size {size}")
+        raise StageConfigError(msg)
+    return c8_network(size, width=width)
+
+
+#: The project's own networks: ``{name: (constructor, default width)}``; ``NAME:WIDTH`` picks the width.
+_OWN_NETWORKS = {"compact": (compact_network, 16), "c8": (_c8_network, 3)}
+
+
+def _width(backbone: str, default: int) -> int:
+    if ":" not in backbone:
+        return default
+    text = backbone.split(":", 1)[1]
+    if not text.isdigit() or int(text) < 1:
+        msg = f"backbone {backbone!r}: the width after ':' must be a whole number of filters, got {text!r}"
+        raise StageConfigError(msg)
+    return int(text)
 
 
 def _load_weights(model, weights) -> None:
@@ -331,5 +360,8 @@ def load_keras_model(path):
     """``keras.models.load_model`` for the project's models (custom layers registered)."""
     import keras
 
+    from survey_classifier.cnn.equivariant import c8_layers
+
     _d4_transform_layer()
+    c8_layers()
     return keras.models.load_model(path, compile=False)

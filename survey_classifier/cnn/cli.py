@@ -87,6 +87,12 @@ def _catalogue_options(function):
         click.option("--invariance", type=click.Choice(["none", "d4"]), default="none", show_default=True,
                      help="d4: average the base network's features over the 8 quarter turns and flips "
                           "of each image (exactly invariant to them; 8x the compute)."),
+        click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+                     help="Fit a temperature on the validation part and build it into the model, so its "
+                          "probabilities are calibrated (reported in calibration.md, reliability.png)."),
+        click.option("--uncertain-below", default=0.6, show_default=True, type=click.FloatRange(0.0, 1.0),
+                     help="Recorded in the model: the cnn stage flags a result uncertain when its top "
+                          "probability is below this."),
         click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced",
                      show_default=True),
         click.option("--augment/--no-augment", default=True, show_default=True,
@@ -147,6 +153,8 @@ def _training_config(options, **overrides):
         fine_tune_learning_rate=options["fine_tune_lr"],
         batch_size=options["batch_size"],
         invariance=options["invariance"],
+        calibrate=options["calibrate"],
+        uncertain_below=options["uncertain_below"],
         class_weight=options["class_weight"],
         augment=options["augment"],
         test_fraction=options["test_fraction"],
@@ -160,7 +168,8 @@ def _training_config(options, **overrides):
 @click.command("cnn")
 @_catalogue_options
 @click.option("--backbone", default="compact", show_default=True,
-              help="'compact', a keras.applications name (e.g. MobileNetV2) or a saved .keras base network.")
+              help="'compact', 'c8' (rotation-equivariant, turns by 45 degrees; 'c8:WIDTH'), a "
+                   "keras.applications name (e.g. MobileNetV2) or a saved .keras base network.")
 @click.option("--weights", default="none", show_default=True,
               help="'imagenet', a local weights file, or 'none'.")
 @click.option("--freeze", default="all", show_default=True,
@@ -218,11 +227,14 @@ def train_cnn(**options):
             result.model, output / "model.onnx", classes=result.classes,
             preprocess_config=preprocess_config, name=name,
             version=options["model_version"], check_images=check[:256],
+            calibration={"uncertain_below": config.uncertain_below,
+                         **(result.metrics.get("calibration") or {})},
         )
         record = write_model_record(
             output / "model.onnx", name=name, version=options["model_version"],
             classes=result.classes, preprocess_config=preprocess_config,
-            metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch", "members")
+            metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch", "members",
+                                                    "calibration")
                      if k in result.metrics},
             training={**config.to_dict(), "catalogue": dataset.catalogue,
                       "selection": dataset.selection, "seconds": round(result.seconds, 1),

@@ -4,7 +4,10 @@ The exported graph has one input ``image`` of shape ``(batch, size, size, 1)``
 with a dynamic batch axis and two outputs, ``probabilities`` and
 ``embedding`` (the input of the softmax layer, for the anomaly stage). The
 class names, the :class:`~survey_classifier.preprocess.PreprocessConfig`
-and the model name and version travel in the ONNX ``metadata_props``.
+and the model name and version travel in the ONNX ``metadata_props``; a
+calibrated model adds its ``temperature`` (already applied inside the
+graph, recorded for reference) and ``uncertain_below``, the top
+probability under which the ``cnn`` stage flags a result uncertain.
 
 The export runs the Keras model and ONNX Runtime on a real batch and
 refuses to write the file unless the probabilities agree within
@@ -59,6 +62,7 @@ def export_onnx(
     check_images: np.ndarray,
     opset: int = MIN_OPSET,
     tolerance: float = 1e-4,
+    calibration: dict | None = None,
 ) -> dict:
     """Convert a Keras classifier to ONNX, check it, and write it.
 
@@ -81,6 +85,9 @@ def export_onnx(
         ONNX opset, at least :data:`MIN_OPSET`.
     tolerance : float
         Largest allowed absolute difference between the probabilities.
+    calibration : dict, optional
+        ``{"temperature", "uncertain_below", ...}`` of a calibrated model
+        (the training metrics' ``calibration``); those two go into the metadata.
 
     Returns
     -------
@@ -98,6 +105,8 @@ def export_onnx(
     import tensorflow as tf
     import tf2onnx
 
+    from survey_classifier.cnn.calibration import features_of
+
     path = Path(path)
     if opset < MIN_OPSET:
         msg = f"opset {opset} is too old; use {MIN_OPSET} or later"
@@ -113,8 +122,7 @@ def export_onnx(
     if isinstance(model.output, (list, tuple)):  # an ensemble: (probabilities, embedding)
         export_model = keras.Model(model.input, list(model.output), name=name)
     else:
-        head = model.get_layer(OUTPUT_NAMES[0])
-        export_model = keras.Model(model.input, [model.output, head.input], name=name)
+        export_model = keras.Model(model.input, [model.output, features_of(model)], name=name)
     spec = (tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT_NAME),)
     try:
         onnx_model, _ = tf2onnx.convert.from_keras(export_model, input_signature=spec, opset=opset)
@@ -138,6 +146,9 @@ def export_onnx(
         "stage": "cnn",
         "outputs": json.dumps(list(OUTPUT_NAMES)),
     }
+    for key in ("temperature", "uncertain_below"):
+        if calibration and calibration.get(key) is not None:
+            metadata[key] = json.dumps(float(calibration[key]))
     del onnx_model.metadata_props[:]
     for key, value in metadata.items():
         entry = onnx_model.metadata_props.add()

@@ -88,6 +88,12 @@ class TrainingConfig:
     invariance : {"none", "d4"}
         ``"d4"`` averages the base network's features over the 8 quarter
         turns and flips of the image (exact invariance to them).
+    calibrate : bool
+        Fit a temperature on the validation part and build it into the
+        network (:mod:`~survey_classifier.cnn.calibration`).
+    uncertain_below : float
+        Top probability under which the ``cnn`` stage flags a result
+        ``uncertain`` (recorded in the exported model).
     """
 
     backbone: str = "compact"
@@ -109,6 +115,8 @@ class TrainingConfig:
     group_radius_arcsec: float = 60.0
     members: int = 1
     invariance: str = "none"
+    calibrate: bool = True
+    uncertain_below: float = 0.6
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -130,6 +138,8 @@ class TrainingResult:
     dataset: LabelledSet
     seconds: float
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Probabilities before and after calibration on the part that judges it (for the diagram).
+    reliability: dict = field(default_factory=dict, repr=False)
 
 
 def _set_seed(seed: int) -> None:
@@ -308,10 +318,12 @@ def ensemble_classifier(members, *, name: str = "ensemble"):
     """
     import keras
 
+    from survey_classifier.cnn.calibration import features_of
+
     inputs = keras.Input(shape=tuple(members[0].input.shape[1:]), name="image")
     probabilities, embeddings = [], []
     for index, member in enumerate(members):
-        features = member.get_layer(PROBABILITIES_LAYER).input
+        features = features_of(member)
         both = keras.Model(member.input, [member.output, features], name=f"member{index}")
         p, e = both(inputs)
         probabilities.append(p)
@@ -456,6 +468,9 @@ def train_cnn(
     if config.members < 1:
         msg = f"members must be at least 1, got {config.members}"
         raise StageConfigError(msg)
+    if not 0.0 <= config.uncertain_below <= 1.0:
+        msg = f"uncertain_below must be a probability between 0 and 1, got {config.uncertain_below}"
+        raise StageConfigError(msg)
     started = time.perf_counter()
     if images is None:
         images = load_images(dataset.paths, preprocess_config, cache_dir=cache_dir)
@@ -506,6 +521,12 @@ def train_cnn(
             "valid_accuracy": evaluate(model, *valid, classes).get("accuracy") if valid else None,
             "test_accuracy": evaluate(model, test_x, test_y, classes).get("accuracy"),
         })
+    calibration, reliability = {}, {}
+    if config.calibrate and valid is not None:
+        members, calibration, reliability = _calibrate(members, valid, (test_x, test_y), config)
+        progress(f"temperature {calibration['temperature']:.3f}: validation ECE "
+                 f"{calibration['valid']['ece_before']:.3f} -> {calibration['valid']['ece_after']:.3f}, "
+                 f"NLL {calibration['valid']['nll_before']:.4f} -> {calibration['valid']['nll_after']:.4f}")
     if config.members == 1:
         model, history = members[0], histories[0]
     else:
@@ -517,6 +538,7 @@ def train_cnn(
         "test": evaluate(model, test_x, test_y, classes),
         "best_epoch": member_records[0]["best_epoch"],
         "extra_training_rows": extra_used,
+        **({"calibration": calibration} if calibration else {}),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if config.members > 1:
@@ -535,7 +557,50 @@ def train_cnn(
         dataset=dataset,
         seconds=time.perf_counter() - started,
         images={name: images[index] for name, index in split.items()},
+        reliability=reliability,
     )
+
+
+def _calibrate(members, valid, test, config):
+    """Fit one temperature on the validation part; the calibrated members and the figures.
+
+    Returns ``(members, record, reliability)``: the members rebuilt with the
+    temperature inside, the record (T, NLL and 15-bin ECE before and after
+    on the validation and test parts) and the probabilities before and after
+    on the test part (the validation part when there is no test part) for
+    the reliability diagram.
+    """
+    from survey_classifier.cnn.calibration import (
+        calibrated_classifier,
+        classifier_logits,
+        expected_calibration_error,
+        fit_temperature,
+        negative_log_likelihood,
+        softmax,
+    )
+
+    def logits_of(images):
+        return np.stack([classifier_logits(member, images) for member in members])
+
+    valid_logits = logits_of(valid[0])
+    temperature = fit_temperature(valid_logits, valid[1])
+    record = {"temperature": temperature, "bins": 15, "uncertain_below": float(config.uncertain_below)}
+    parts = {"valid": (valid_logits, valid[1])}
+    if len(test[1]):
+        parts["test"] = (logits_of(test[0]), test[1])
+    curves = {}
+    for part, (logits, targets) in parts.items():
+        before, after = softmax(logits).mean(axis=0), softmax(logits / temperature).mean(axis=0)
+        record[part] = {
+            "n": int(len(targets)),
+            "nll_before": negative_log_likelihood(logits, targets, 1.0),
+            "nll_after": negative_log_likelihood(logits, targets, temperature),
+            "ece_before": expected_calibration_error(before, targets, 15),
+            "ece_after": expected_calibration_error(after, targets, 15),
+        }
+        curves[part] = {"part": part, "targets": targets, "before": before, "after": after}
+    calibrated = [calibrated_classifier(member, temperature) for member in members]
+    return calibrated, record, curves.get("test", curves["valid"])
 
 
 def plot_curves(history: dict, path, *, title: str = "") -> None:
@@ -574,6 +639,10 @@ def plot_curves(history: dict, path, *, title: str = "") -> None:
 def save_training(result: TrainingResult, output_dir, *, name: str | None = None) -> dict[str, Path]:
     """Write model.keras, metrics.json, history.json, split.csv, curves.png.
 
+    A calibrated model also gets ``reliability.png`` (the reliability
+    diagram before and after the temperature) and ``calibration.md`` (the
+    model card's calibration section).
+
     ``name`` titles the curves (default: the output directory's name).
     """
     output_dir = Path(output_dir)
@@ -600,4 +669,43 @@ def save_training(result: TrainingResult, output_dir, *, name: str | None = None
         rows += [f"{result.dataset.paths[i].name},{result.dataset.labels[i]},{part}" for i in index]
     files["split"].write_text("\n".join(rows) + "\n")
     plot_curves(result.history, files["curves"], title=name or output_dir.resolve().name)
+    if result.reliability:
+        files.update(_save_calibration(result, output_dir, name or output_dir.resolve().name))
+    return files
+
+
+def _save_calibration(result: TrainingResult, output_dir: Path, name: str) -> dict[str, Path]:
+    from survey_classifier.cnn.calibration import plot_reliability
+
+    record = result.metrics["calibration"]
+    shown = result.reliability
+    temperature = record["temperature"]
+    files = {"reliability": output_dir / "reliability.png", "calibration": output_dir / "calibration.md"}
+    plot_reliability(
+        {"before (T = 1)": shown["before"], f"after (T = {temperature:.3f})": shown["after"]},
+        shown["targets"], files["reliability"], bins=record["bins"],
+        title=f"{name}: {shown['part']} part, {len(shown['targets'])} sources",
+    )
+    rows = [
+        f"| {part} ({record[part]['n']}) | {record[part]['ece_before']:.3f} | {record[part]['ece_after']:.3f} "
+        f"| {record[part]['nll_before']:.4f} | {record[part]['nll_after']:.4f} |"
+        for part in ("valid", "test") if part in record
+    ]
+    files["calibration"].write_text("\n".join([
+        "## Calibration",
+        "",
+        f"Temperature scaling: the logits are divided by T = {temperature:.4f}, fitted on the validation "
+        "part (lowest negative log-likelihood), inside the network: the ONNX model's probabilities are "
+        "the calibrated ones. Expected calibration error (ECE) in "
+        f"{record['bins']} equal-width bins of the top probability:",
+        "",
+        "| part (sources) | ECE before | ECE after | NLL before | NLL after |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Reliability diagram (before and after, {shown['part']} part): `reliability.png`. "
+        f"The `cnn` stage flags a result `uncertain` when its top probability is below "
+        f"{record['uncertain_below']:g}.",
+        "",
+    ]))
     return files

@@ -24,12 +24,14 @@ import shlex
 from pathlib import Path
 
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from survey_classifier.db.engine import alembic_config, current_revision, make_engine, resolve_db_url
 from survey_classifier.errors import DatabaseError
 
-__all__ = ["open_database", "check_schema", "head_revision", "explain", "shown_url", "upgrade_command"]
+__all__ = [
+    "open_database", "check_schema", "head_revision", "explain", "unreachable", "shown_url", "upgrade_command",
+]
 
 
 def shown_url(url: str | None) -> str:
@@ -142,14 +144,19 @@ def open_database(url: str | None = None) -> Engine:
     return engine
 
 
+#: A driver's message for a server that cannot be reached or dropped the connection.
+_UNREACHABLE = re.compile(
+    r"connection refused|could not connect|no route to host|timeout expired|name or service not known|"
+    r"could not translate host name|server closed the connection|terminating connection|connection is closed|"
+    r"the database system is (starting up|shutting down)",
+    re.IGNORECASE,
+)
 #: (pattern in the driver's message, what it means) for PostgreSQL; ``{fix}`` etc. filled in by :func:`explain`.
 _POSTGRES_PROBLEMS = (
     (re.compile(r'database "(?P<name>[^"]+)" does not exist'),
      "the PostgreSQL database {name!r} does not exist on {server}: create it with `{createdb}`, "
      "then `{upgrade}`"),
-    (re.compile(r"connection refused|could not connect|no route to host|timeout expired|"
-                r"name or service not known|could not translate host name|server closed the connection",
-                re.IGNORECASE),
+    (_UNREACHABLE,
      "cannot reach PostgreSQL at {server} ({reason}): is the server running and the --db URL right? "
      "(`pg_isready -h {host} -p {port}`)"),
     (re.compile(r"password authentication failed|role \"[^\"]+\" does not exist|no password supplied|"
@@ -163,6 +170,12 @@ _SCHEMA_PROBLEM = re.compile(
     re.IGNORECASE,
 )
 
+#: Messages of a database that could not write: a full disk, a file size limit (SQLite, PostgreSQL).
+_DISK_PROBLEM = re.compile(
+    r"database or disk is full|disk I/O error|No space left on device|could not extend file|DiskFull|"
+    r"File too large|Disk quota exceeded",
+    re.IGNORECASE,
+)
 
 def explain(exc: BaseException, url: str | None = None) -> DatabaseError | None:
     """The one-line :class:`DatabaseError` for a connection or schema problem, or None if ``exc`` is another error.
@@ -194,6 +207,12 @@ def explain(exc: BaseException, url: str | None = None) -> DatabaseError | None:
             f"schema: {_first_clause(text)}): upgrade it with `{upgrade_command(url)}`"
         )
         return DatabaseError(msg)
+    if _DISK_PROBLEM.search(text):
+        msg = (
+            f"the database {shown_url(url)} could not be written ({_first_clause(text)}): its disk is full or a "
+            "file size limit was reached; the change was rolled back, nothing was kept"
+        )
+        return DatabaseError(msg)
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "postgresql":
@@ -217,6 +236,16 @@ def explain(exc: BaseException, url: str | None = None) -> DatabaseError | None:
         msg = f"{parsed.database} is not a SQLite database: check the --db URL"
         return DatabaseError(msg)
     return None
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database server could not be reached or dropped the connection: an
+    outage or a restart, worth trying again (not a missing database, a refused login or a bad query)."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    return bool(_UNREACHABLE.search(" ".join(str(getattr(exc, "orig", None) or exc).split())))
 
 
 def _first_clause(text: str) -> str:

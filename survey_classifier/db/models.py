@@ -176,6 +176,10 @@ class RunRow(Base):
     n_cutouts: Mapped[int] = mapped_column(Integer, default=0)
     n_processed: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    #: ``PID@HOST`` of the process that drives the run (processes it in-process, or queues it).
+    owner: Mapped[str | None] = mapped_column(String(256))
+    #: When the owner last said it was alive; None once a Celery run is fully queued.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RunBatchRow(Base):

@@ -45,7 +45,6 @@ import io
 import math
 import os
 import re
-import stat
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from survey_classifier.errors import (
     NoWCSWarning,
 )
 from survey_classifier.io import remote
+from survey_classifier.io._kinds import not_a_file
 
 __all__ = ["ReadLimits", "read_cutout", "parse_memory", "WORKING_COPIES", "MAX_MEMORY_ENV"]
 
@@ -256,15 +256,13 @@ class _Reader:
         local = remote.local_path(self.path)
         if local is None:
             return self._read_object()
+        reason = not_a_file(local)
+        if reason is not None:
+            raise self.fail(reason)
         try:
-            status = os.stat(local)
-        except FileNotFoundError:
-            raise self.fail("file not found") from None
+            size = os.stat(local).st_size
         except OSError as exc:
             raise self.fail(f"cannot stat the file ({exc.strerror or exc})") from None
-        if stat.S_ISDIR(status.st_mode):
-            raise self.fail("is a directory, not a FITS file")
-        size = status.st_size
         if size == 0:
             raise self.fail("file is empty (0 bytes)")
         if size > self.limits.max_bytes:

@@ -129,7 +129,7 @@ def expand_inputs(
                 msg = f"the pattern {text!r} matches no file"
                 raise SurveyClassifierError(msg)
             for match in matches:
-                if os.path.isfile(match):
+                if os.path.isfile(match) or not os.path.isdir(match):  # what else it is: told at reading
                     sources.append(CutoutSource(path=os.path.abspath(match)))
         else:
             sources.append(CutoutSource(path=os.path.abspath(path)))
@@ -157,13 +157,23 @@ def _url_sources(url: str, **options) -> list[CutoutSource]:
 
 
 def _directory_sources(directory: Path) -> list[CutoutSource]:
+    """The files of ``directory`` with a FITS name, and what else has one (a link loop, a dangling link, a FIFO,
+    a device): the reader records each of those as an error against it instead of the listing stopping."""
     names = sorted(
         entry.name
         for entry in os.scandir(directory)
-        if entry.is_file() and entry.name.lower().endswith(FITS_SUFFIXES)
+        if entry.name.lower().endswith(FITS_SUFFIXES) and _listed(entry)
     )
     root = os.path.abspath(directory)
     return [CutoutSource(path=os.path.join(root, name)) for name in names]
+
+
+def _listed(entry: os.DirEntry) -> bool:
+    """Whether a folder's entry with a FITS name is read: a file, or anything but a folder (told at reading)."""
+    try:
+        return entry.is_file() or not entry.is_dir()
+    except OSError:  # a link loop, on some systems: the reader says what it is
+        return True
 
 
 def _catalogue_kind(path: Path):

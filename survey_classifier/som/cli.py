@@ -80,10 +80,12 @@ def preprocess_options(command):
                      help="--extent islands: smallest window side [input pixels]."),
         click.option("--islands-only/--no-islands-only", default=False, show_default=True,
                      help="Zero every pixel outside the kept islands (3 sigma flood, 5 sigma seed)."),
+        click.option("--island-reach", type=float, default=None,
+                     help="Keep only the islands within this distance of the cutout centre [input pixels]."),
         click.option("--clip-sigma", type=float, default=3.0, show_default=True, help="Zero pixels below k sigma."),
         click.option("--circle", "circle_diameter", type=float, default=None,
                      help="Zero the image outside the centred circle of this diameter [output pixels]."),
-        click.option("--stretch", type=click.Choice(["linear", "sqrt", "log"]), default="linear",
+        click.option("--stretch", type=click.Choice(["linear", "sqrt", "log", "square"]), default="linear",
                      show_default=True, help="Intensity transform before the scaling (log: log(1 + S/noise))."),
         click.option("--scaling", type=click.Choice(["minmax", "peak", "total", "none"]), default="minmax",
                      show_default=True, help="Per-image normalisation."),
@@ -101,8 +103,8 @@ def _preprocess_config(options):
         scaling=options["scaling"], centre=options["centre"], extent=options["extent"],
         crop_arcsec=options["crop_arcsec"], source_flux_fraction=options["source_flux_fraction"],
         source_fill=options["source_fill"], crop_min=options["crop_min"],
-        islands_only=options["islands_only"], circle_diameter=options["circle_diameter"],
-        stretch=options["stretch"],
+        islands_only=options["islands_only"], island_reach=options["island_reach"],
+        circle_diameter=options["circle_diameter"], stretch=options["stretch"],
     )  # fmt: skip
 
 

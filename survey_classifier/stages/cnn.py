@@ -10,6 +10,12 @@ One ONNX Runtime session is created per process and model, lazily in
 :meth:`CNNStage.setup`, with the CUDA provider first when it can start
 and the CPU provider otherwise (decided beforehand, and said once per
 process, by :mod:`survey_classifier.onnx_providers`).
+
+A model trained with ``--uncertain-below P`` records ``P`` in its metadata;
+the stage then stores ``uncertain`` (True when the top probability is below
+``P``) with every result. A calibrated model has its temperature inside the
+graph, so the probabilities and the flag are the calibrated ones. Models
+without the entry (``fr-cnn:1``) give no flag: their results are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from survey_classifier.columns import Column
 from survey_classifier.errors import ModelError, NotFittedError, StageConfigError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.preprocess import PreprocessConfig
@@ -47,6 +54,7 @@ DEFAULT_MODEL = FR_CNN.path().parent
 _SESSIONS: dict[tuple, object] = {}
 _SESSIONS_LOCK = threading.Lock()
 _RECORD_KEYS = ("classes", "preprocess")
+_OPTIONAL_KEYS = ("temperature", "uncertain_below")
 
 
 def load_model_record(model) -> tuple[dict, Path]:
@@ -94,9 +102,15 @@ def read_onnx_record(session, path: Path) -> dict:
     try:
         record = {key: json.loads(metadata[key]) for key in _RECORD_KEYS}
         record["preprocess_config"] = PreprocessConfig.from_dict(record["preprocess"])
-    except ValueError as exc:
-        msg = f"{path.name}: the ONNX metadata holds an unreadable classes or preprocess entry: {exc}"
+        for key in _OPTIONAL_KEYS:
+            record[key] = float(json.loads(metadata[key])) if key in metadata else None
+    except (ValueError, TypeError) as exc:
+        msg = f"{path.name}: the ONNX metadata holds an unreadable classes, preprocess or calibration entry: {exc}"
         raise ModelError(msg) from exc
+    threshold = record["uncertain_below"]
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        msg = f"{path.name}: the ONNX metadata's uncertain_below is {threshold}, not a probability in [0, 1]"
+        raise ModelError(msg)
     return record
 
 
@@ -140,6 +154,10 @@ class CNNStage(Stage):
     enabled_by_default = True
     model_param = "model"
     shipped_models = (FR_CNN,)
+    result_columns = (
+        Column("uncertain", "Set when the top class probability is below the model's uncertain_below threshold "
+               "(models trained with one): an answer to check by eye", ucd="meta.code.qual"),
+    )
 
     def __init__(
         self,
@@ -278,12 +296,15 @@ class CNNStage(Stage):
         classes = self.classes_
         images = np.stack([cutout.preprocessed(self.preprocess_config) for cutout in batch])
         probabilities, embeddings = self.predict(images)
+        threshold = self._loaded_record().get("uncertain_below")
         results = []
         for row, p in enumerate(probabilities):
             result = {
                 "label": classes[int(np.argmax(p))],
                 "probabilities": {name: float(p[k]) for k, name in enumerate(classes)},
             }
+            if threshold is not None:
+                result["uncertain"] = bool(np.max(p) < threshold)
             if embeddings is not None:
                 result["embedding"] = np.ascontiguousarray(embeddings[row], dtype=np.float32)
             results.append(result)

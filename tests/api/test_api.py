@@ -110,7 +110,8 @@ def test_one_cutout_and_its_image(client, service_db):
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     image = np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), dtype=float)
     assert image.shape == (150, 150)
-    data = fits.getdata(record["cutout"]["path"]).squeeze()
+    assert "path" not in record["cutout"]  # the file's name and its download link instead
+    data = fits.getdata(io.BytesIO(client.get(record["cutout"]["fits_url"]).content)).squeeze()
     y, x = np.unravel_index(np.nanargmax(data), data.shape)
     # the brightest FITS pixel is among the brightest of the picture, with north up (rows flipped)
     assert image[149 - y, x] >= np.percentile(image, 99)

@@ -362,3 +362,138 @@ def test_d4_invariant_model_gives_turned_and_mirrored_images_the_same_answer(tra
     plain_images = load_images(files, plain.preprocess_config)
     assert not np.allclose(plain.predict(plain_images)[0],
                            plain.predict(np.ascontiguousarray(plain_images[:, ::-1]))[0], atol=1e-5)
+
+
+def _part_images(root, part):
+    from survey_classifier.cnn.data import load_images
+    from survey_classifier.stages.cnn import CNNStage
+
+    split = Table.read(root / "split.csv", format="ascii.csv")
+    rows = split[split["split"] == part]
+    stage = CNNStage(model=root)
+    stage.setup()
+    paths = {p.name: p for p in _catalogue_paths(root)}
+    images = load_images([paths[name] for name in rows["file"]], stage.preprocess_config)
+    return images, np.array([["FRI", "FRII"].index(label) for label in rows["label"]]), stage
+
+
+def _catalogue_paths(root):
+    from pathlib import Path
+
+    record = json.loads((root / "metrics.json").read_text())
+    return [Path(p) for p in Table.read(record["catalogue"])["path"]]
+
+
+def test_temperature_fitted_on_validation_lowers_its_nll_and_is_its_minimum(trained):
+    from survey_classifier.cnn.backbones import load_keras_model
+    from survey_classifier.cnn.calibration import T_BOUNDS, classifier_logits, negative_log_likelihood
+
+    root = trained[0] / "transfer"
+    calibration = json.loads((root / "metrics.json").read_text())["calibration"]
+    images, targets, _ = _part_images(root, "valid")
+    logits = classifier_logits(load_keras_model(root / "model.keras"), images)
+    t = calibration["temperature"]
+    nll = negative_log_likelihood(logits, targets, t)
+    assert nll == pytest.approx(calibration["valid"]["nll_after"], abs=1e-5)
+    assert negative_log_likelihood(logits, targets, 1.0) == pytest.approx(calibration["valid"]["nll_before"],
+                                                                         abs=1e-5)
+    assert nll < calibration["valid"]["nll_before"] and t != 1.0
+    nearby = [t * f for f in (0.95, 1.05) if T_BOUNDS[0] <= t * f <= T_BOUNDS[1]]
+    assert nll <= min(negative_log_likelihood(logits, targets, other) for other in nearby) + 1e-9
+    card = (root / "calibration.md").read_text()
+    assert f"{calibration['valid']['ece_before']:.3f} | {calibration['valid']['ece_after']:.3f}" in card
+    assert (root / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_onnx_probabilities_are_softmax_of_logits_over_t(trained):
+    from survey_classifier.cnn.backbones import load_keras_model
+    from survey_classifier.cnn.calibration import classifier_logits, softmax
+
+    root = trained[0] / "transfer"
+    images, _, stage = _part_images(root, "test")
+    record = json.loads((root / "model.json").read_text())
+    t = record["metrics"]["calibration"]["temperature"]
+    props = {p.key: p.value for p in onnx.load(root / "model.onnx").metadata_props}
+    assert float(props["temperature"]) == pytest.approx(t) and float(props["uncertain_below"]) == 0.6
+    logits = classifier_logits(load_keras_model(root / "model.keras"), images)
+    probabilities, _ = stage.predict(images)
+    np.testing.assert_allclose(probabilities, softmax(logits / t), atol=1e-5)
+    assert np.max(np.abs(probabilities - softmax(logits))) > 1e-3  # the temperature did change them
+
+
+def test_uncertain_flag_is_stored_and_queryable(trained, tmp_path, engine):
+    from survey_classifier.cnn.data import load_images
+    from survey_classifier.cutout import CutoutSource
+    from survey_classifier.pipeline import run_pipeline
+    from survey_classifier.query import query_results
+    from survey_classifier.stages.cnn import CNNStage
+
+    root = trained[0] / "transfer"
+    paths = _catalogue_paths(root)[::3]
+    top = CNNStage(model=root)
+    top.setup()
+    confidence = top.predict(load_images(paths, top.preprocess_config))[0].max(axis=1)
+    # the same network with a threshold between its answers, so both flags occur
+    threshold = float(np.median(confidence))
+    model = onnx.load(root / "model.onnx")
+    for prop in model.metadata_props:
+        if prop.key == "uncertain_below":
+            prop.value = json.dumps(threshold)
+    onnx.save(model, tmp_path / "model.onnx")
+    stage = CNNStage(model=tmp_path / "model.onnx", embedding=False)
+    summary = run_pipeline([CutoutSource(str(p)) for p in paths], [stage], engine)
+    assert summary.n_processed == len(paths)
+    table = query_results(engine, stage="cnn")
+    expected = {p.name: bool(c < threshold) for p, c in zip(paths, confidence)}
+    assert [bool(v) for v in table["cnn_uncertain"]] == [expected[name.rsplit("/", 1)[-1]]
+                                                        for name in table["path"]]
+    assert 0 < np.sum(table["cnn_uncertain"]) < len(paths)
+    assert table["cnn_uncertain"].info.meta["ucd"] == "meta.code.qual"
+    assert "uncertain_below" in table["cnn_uncertain"].info.description
+
+
+def _turned_images(files, config, degrees):
+    """Cutouts turned by ``degrees`` on the sky (the FITS pixels, before preprocessing)."""
+    from scipy.ndimage import rotate
+
+    from survey_classifier.io.fits import read_cutout
+    from survey_classifier.preprocess import preprocess
+
+    images = []
+    for path in files:
+        cutout = read_cutout(path)
+        turned = rotate(np.nan_to_num(cutout.data), degrees, reshape=False, order=1, mode="constant")
+        images.append(preprocess(turned, config, pixel_scale_arcsec=cutout.pixel_scale_arcsec))
+    return np.stack(images)[..., None].astype(np.float32)
+
+
+def test_c8_backbone_exported_model_is_invariant_to_quarter_turns_and_near_it_at_45_degrees(trained, catalogue):
+    from survey_classifier.cnn.backbones import load_keras_model
+    from survey_classifier.stages.cnn import CNNStage
+
+    output = trained[0] / "c8"
+    _train(catalogue, output, "--backbone", "c8:2", "--freeze", "0", "--head-epochs", "2")
+    stage = CNNStage(model=output, embedding=True)
+    stage.setup()
+    files = [str(f) for f in Table.read(catalogue)["path"][::4]]
+    images = _turned_images(files, stage.preprocess_config, 0.0)
+    probabilities, embedding = stage.predict(images)
+    scale = np.abs(embedding).max()
+    for turns in (1, 2, 3):
+        p, e = stage.predict(np.ascontiguousarray(np.rot90(images, turns, axes=(1, 2))))
+        np.testing.assert_allclose(p, probabilities, atol=1e-4)
+        np.testing.assert_allclose(e, embedding, atol=1e-4 * scale)
+    keras_model = load_keras_model(output / "model.keras")
+    assert np.max(np.abs(keras_model.predict(images, verbose=0) - probabilities)) <= 1e-4
+    # 45 degrees: not exact (bilinear filter turns, pixel grid), but close; a plain CNN moves more
+    p45, e45 = stage.predict(_turned_images(files, stage.preprocess_config, 45.0))
+    change = np.linalg.norm(e45 - embedding, axis=1) / np.linalg.norm(embedding, axis=1)
+    plain = CNNStage(model=trained[0] / "base", embedding=True)
+    plain.setup()
+    plain_e = plain.predict(_turned_images(files, plain.preprocess_config, 0.0))[1]
+    plain_e45 = plain.predict(_turned_images(files, plain.preprocess_config, 45.0))[1]
+    plain_change = np.linalg.norm(plain_e45 - plain_e, axis=1) / np.linalg.norm(plain_e, axis=1)
+    print(f"45 deg: max |dp| {np.abs(p45 - probabilities).max():.3g}, embedding change c8 "
+          f"{np.median(change):.3f}, compact {np.median(plain_change):.3f}")
+    assert np.median(change) < 0.6 * np.median(plain_change)
+    assert np.abs(p45 - probabilities).max() < 0.2

@@ -96,12 +96,14 @@ def test_train_with_labels_and_show_from_a_database(tmp_path, mirabest_dir, mira
     args = [*map(str, files), "--out", str(out), "--grid", "2x2", "--rotations", "24", "--size", "48",
             "--neuron-size", "48",
             "--centre", "emission", "--extent", "islands", "--islands-only", "--circle", "48", "--scaling", "peak",
-            "--stretch", "sqrt", "--labels", str(mirabest_dir / "labels.csv"), "--no-progress"]  # fmt: skip
+            "--stretch", "sqrt", "--island-reach", "30",
+            "--labels", str(mirabest_dir / "labels.csv"), "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(train_som, args)
     assert result.exit_code == 0, result.output
     neurons = json.loads((out / "neurons.json").read_text())
     assert sum(map(sum, neurons["counts"])) == len(files) and set(neurons["classes"]) <= {"FRI", "FRII", "hybrid"}
-    assert RotationInvariantSOM.load(out / "som.npz").preprocess_dict_["stretch"] == "sqrt"
+    record = RotationInvariantSOM.load(out / "som.npz").preprocess_dict_
+    assert record["stretch"] == "sqrt" and record["island_reach"] == 30
     for name in ("prototypes.png", "labels.png", "umatrix.png", "prototypes_tiles.png"):
         assert (out / name).stat().st_size > 1000
     catalogue = tmp_path / "few.csv"

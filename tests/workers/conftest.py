@@ -60,8 +60,7 @@ class Worker:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         environment = dict(os.environ, **(env or {}))
-        environment.setdefault("SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT", "6")
-        environment.setdefault("SURVEY_CLASSIFIER_RESTORE_INTERVAL", "2")
+        environment.setdefault("SURVEY_CLASSIFIER_STALL_AFTER", "6")
         self._log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [str(BIN / "survey-classifier"), "worker", "--db", db_url, "--broker", broker,

@@ -27,8 +27,8 @@ from survey_classifier.workers.app import use_broker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-#: No warming; no redelivery of a message still being processed (the fixture's 6 s visibility timeout).
-QUICK = {"SURVEY_CLASSIFIER_WARM": "0", "SURVEY_CLASSIFIER_VISIBILITY_TIMEOUT": "120"}
+#: Worker processes start without warming the default stages.
+QUICK = {"SURVEY_CLASSIFIER_WARM": "0"}
 
 
 def stored_once(engine, stage: str) -> tuple[int, int, int]:

@@ -392,7 +392,7 @@ async function showSource(id) {
 }
 
 // the cutout's own columns and what the input catalogue said of the source
-const CUTOUT_KEYS = new Set(["cutout_id", "catalogue_id", "ra_deg", "dec_deg", "path", "sha256", "anomaly_rank", "separation_arcsec"]);
+const CUTOUT_KEYS = new Set(["cutout_id", "catalogue_id", "ra_deg", "dec_deg", "file_name", "fits_url", "sha256", "anomaly_rank", "separation_arcsec"]);
 
 function renderCatalogue(row, target) {
   const stagePrefixes = state.stages.map((s) => `${s.stage}_`);

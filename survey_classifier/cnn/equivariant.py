@@ -1,0 +1,229 @@
+"""Rotation-equivariant convolutions over the cyclic group C8 (turns by 45°).
+
+A radio galaxy has no preferred orientation. A group-equivariant CNN
+(Cohen & Welling 2016; for radio galaxies Scaife & Porter 2021) builds
+this into the network: every filter is applied in the 8 orientations of
+C8, so turning the input turns the feature maps and shifts them along a
+new *rotation axis*; pooling over that axis and over the image gives
+features that do not change when the input turns.
+
+Layers (each a plain Keras layer; the rotated filter banks are made from
+the weights by matrix products inside the layer, so the graph is
+``MatMul``/``Gather`` on the weights followed by one ``Conv2D``, which
+tf2onnx and ONNX Runtime run as they are):
+
+- :class:`C8Lifting` (``lift``): image ``(h, w, c)`` → ``(h, w, 8 f)``;
+  output channel ``r f + i`` is filter ``i`` turned by ``r × 45°``;
+- :class:`C8GroupConv`: ``(h, w, 8 c)`` → ``(h, w, 8 f)``; the filter
+  for output orientation ``r`` is the base filter turned by ``r × 45°``
+  with its orientation axis shifted cyclically by ``r``;
+- :class:`C8GroupPool`: ``(h, w, 8 f)`` → ``(h, w, f)``, the maximum over
+  the 8 orientations (invariant).
+
+Turning a filter by a multiple of 90° is a permutation of its pixels
+(exact). Turning by 45° resamples it bilinearly (pixels outside the
+filter count as zero): the matrix ``M`` of that resampling is computed
+once, and the turn by ``45° + k × 90°`` is ``P^k M`` with ``P`` the
+quarter-turn permutation, so the 8 filters close under quarter turns
+exactly. With odd filter sizes, ``same`` padding and 2×2 pooling of
+even-sized maps, the network is therefore exactly invariant to quarter
+turns of the image (up to the order of floating-point sums) and
+approximately invariant to the turns by 45° in between (bilinear
+resampling of a 3×3 or 5×5 filter is not an exact rotation).
+
+:func:`c8_network` is the backbone ``train cnn --backbone c8[:WIDTH]``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+__all__ = ["ORDER", "rotation_matrices", "c8_layers", "c8_network"]
+
+#: Orientations of the group (C8: turns by 360° / 8).
+ORDER = 8
+
+
+def _turn_matrix(size: int, degrees: float) -> np.ndarray:
+    """``(size², size²)`` bilinear resampling turning a ``size × size`` filter by ``degrees`` anticlockwise.
+
+    Pixel ``(i, j)`` (row, column) sits at ``x = j - c``, ``y = c - i`` with
+    ``c = (size - 1) / 2``; the turned filter at ``p`` takes the value of
+    the original at ``R(-θ) p``, interpolated between its four neighbours,
+    zero outside.
+    """
+    c = (size - 1) / 2
+    theta = np.deg2rad(degrees)
+    cos, sin = np.cos(theta), np.sin(theta)
+    matrix = np.zeros((size * size, size * size))
+    for i in range(size):
+        for j in range(size):
+            x, y = j - c, c - i
+            source_x, source_y = cos * x + sin * y, -sin * x + cos * y
+            column, row = source_x + c, c - source_y
+            r0, c0 = int(np.floor(row + 1e-9)), int(np.floor(column + 1e-9))
+            for dr in (0, 1):
+                for dc in (0, 1):
+                    rr, cc = r0 + dr, c0 + dc
+                    weight = (1 - abs(row - rr)) * (1 - abs(column - cc))
+                    if weight > 1e-12 and 0 <= rr < size and 0 <= cc < size:
+                        matrix[i * size + j, rr * size + cc] += weight
+    return matrix
+
+
+@functools.lru_cache(maxsize=8)
+def rotation_matrices(size: int) -> np.ndarray:
+    """``(8, size², size²)`` float32: the filter turns by ``r × 45°``, closed under quarter turns.
+
+    Even ``r`` are exact pixel permutations (``np.rot90``); odd ``r`` are
+    the quarter turns of the bilinear 45° resampling.
+    """
+    if size % 2 != 1:
+        msg = f"C8 filters need an odd size (a centre pixel to turn about), got {size}"
+        raise ValueError(msg)
+    n = size * size
+    quarter = np.zeros((n, n))
+    index = np.arange(n).reshape(size, size)
+    quarter[index.ravel(), np.rot90(index).ravel()] = 1.0  # turned[p] = original[rot90 source of p]
+    eighth = _turn_matrix(size, 45.0)
+    turns = []
+    power = np.eye(n)
+    for _ in range(4):
+        turns += [power, power @ eighth]
+        power = quarter @ power
+    return np.stack(turns).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def c8_layers():
+    """The Keras layer classes, defined and registered on first use (importing this module needs no Keras)."""
+    import keras
+    from keras import ops
+
+    class _C8Conv(keras.layers.Layer):
+        """Shared parts of the lifting and group convolutions."""
+
+        group_input = False
+
+        def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
+            super().__init__(**kwargs)
+            self.filters = int(filters)
+            self.kernel_size = int(kernel_size)
+
+        def build(self, input_shape):
+            channels = int(input_shape[-1])
+            if self.group_input:
+                if channels % ORDER:
+                    msg = f"{self.name}: input has {channels} channels, not a multiple of the {ORDER} orientations"
+                    raise ValueError(msg)
+                shape = (self.kernel_size, self.kernel_size, ORDER, channels // ORDER, self.filters)
+                fan_in = channels * self.kernel_size**2
+            else:
+                shape = (self.kernel_size, self.kernel_size, channels, self.filters)
+                fan_in = channels * self.kernel_size**2
+            self.kernel = self.add_weight(
+                name="kernel", shape=shape,
+                initializer=keras.initializers.RandomNormal(stddev=float(np.sqrt(2.0 / fan_in))),
+            )
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+            self.in_channels = channels
+
+        def _turns(self):
+            return ops.convert_to_tensor(rotation_matrices(self.kernel_size))
+
+        def _bank(self):
+            raise NotImplementedError
+
+        def call(self, inputs):
+            outputs = ops.conv(inputs, self._bank(), strides=1, padding="same")
+            return outputs + ops.tile(self.bias, [ORDER])
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], ORDER * self.filters)
+
+        def get_config(self):
+            return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+    @keras.saving.register_keras_serializable(package="survey_classifier")
+    class C8Lifting(_C8Conv):
+        """Image → 8 orientations of each filter (channel ``r * filters + i``)."""
+
+        def _bank(self):
+            k, c, f = self.kernel_size, self.in_channels, self.filters
+            flat = ops.reshape(self.kernel, (k * k, c * f))
+            turned = ops.matmul(ops.reshape(self._turns(), (ORDER * k * k, k * k)), flat)  # (8 k², c f)
+            turned = ops.reshape(turned, (ORDER, k, k, c, f))
+            return ops.reshape(ops.transpose(turned, (1, 2, 3, 0, 4)), (k, k, c, ORDER * f))
+
+    @keras.saving.register_keras_serializable(package="survey_classifier")
+    class C8GroupConv(_C8Conv):
+        """8 orientations in (channel ``s * c + j``) → 8 orientations out (``r * filters + i``)."""
+
+        group_input = True
+
+        def _bank(self):
+            k, f = self.kernel_size, self.filters
+            c = self.in_channels // ORDER
+            # shifted[r, s] = kernel[:, :, (s - r) mod 8]: the orientation axis follows the turn
+            shift = (np.arange(ORDER)[None, :] - np.arange(ORDER)[:, None]) % ORDER
+            shifted = ops.take(self.kernel, ops.convert_to_tensor(shift.ravel().astype(np.int32)), axis=2)
+            shifted = ops.reshape(shifted, (k * k, ORDER, ORDER * c * f))  # (k², r, s c f)
+            shifted = ops.transpose(shifted, (1, 0, 2))  # (r, k², s c f)
+            turned = ops.matmul(self._turns(), shifted)  # (r, k², s c f): a batched MatMul
+            turned = ops.reshape(turned, (ORDER, k, k, ORDER * c, f))
+            return ops.reshape(ops.transpose(turned, (1, 2, 3, 0, 4)), (k, k, ORDER * c, ORDER * f))
+
+    @keras.saving.register_keras_serializable(package="survey_classifier")
+    class C8GroupPool(keras.layers.Layer):
+        """The maximum over the 8 orientations: ``(..., 8 f)`` → ``(..., f)``."""
+
+        def call(self, inputs):
+            shape = ops.shape(inputs)
+            grouped = ops.reshape(inputs, (-1, *shape[1:-1], ORDER, shape[-1] // ORDER))
+            return ops.max(grouped, axis=-2)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], input_shape[-1] // ORDER)
+
+    return C8Lifting, C8GroupConv, C8GroupPool
+
+
+def c8_network(size: int, *, width: int = 3, name: str = "c8"):
+    """The C8-equivariant counterpart of the ``compact`` network, invariant features.
+
+    A 5×5 lifting layer with ``width`` filters, then C8 group convolutions
+    (3×3) of ``2 width``, ``4 width``, ``4 width``, ``4 width`` filters,
+    ReLU after each and 2×2 max pooling after the first three and the last
+    (the layout of :func:`~survey_classifier.cnn.backbones.compact_network`,
+    each filter in 8 orientations: ``8 width`` ... ``32 width`` channels);
+    then the maximum over orientations and the mean over the image:
+    ``4 width`` invariant features, the layer named ``embedding``. ``size``
+    must be a multiple of 16 for exact quarter-turn invariance (even maps
+    at every pooling).
+
+    The mean over the image (where ``compact`` takes the maximum) halves
+    the change of the features under a 45° turn: on 26 real MiraBest
+    cutouts turned by 45° on the sky, at initialisation, the median
+    relative change of the embedding is 0.085 with the mean and 0.17 with
+    the maximum (0.24 for ``compact``; quarter turns: below 1e-6).
+    """
+    import keras
+    from keras import layers
+
+    from survey_classifier.cnn.backbones import EMBEDDING_LAYER
+
+    lifting, group_conv, group_pool = c8_layers()
+    inputs = keras.Input((size, size, 1), name="image")
+    x = layers.ReLU(name="lift_relu")(lifting(width, 5, name="lift")(inputs))
+    x = layers.MaxPooling2D(2, name="block0_pool")(x)
+    blocks = ((2 * width,), (4 * width,), (4 * width, 4 * width))
+    for block, widths in enumerate(blocks, start=1):
+        for conv, filters in enumerate(widths):
+            x = group_conv(filters, 3, name=f"block{block}_gconv{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = group_pool(name="orientation_pool")(x)
+    x = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
+    return keras.Model(inputs, x, name=name)

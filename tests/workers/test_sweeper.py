@@ -1,0 +1,101 @@
+"""Stalled work is found and sent again by the workers' sweeper: real workers, a Redis of the test's own."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers.services import PrivateRedis
+from sqlalchemy import func, select
+
+from survey_classifier.cutout import CutoutSource
+from survey_classifier.db import make_engine, upgrade
+from survey_classifier.db.models import ErrorRow, MeasurementRow, RunBatchRow
+from survey_classifier.distributed import submit_run, wait_for_run
+from survey_classifier.stages.registry import load_stage
+from survey_classifier.workers.app import use_broker
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+FAST_START = {"SURVEY_CLASSIFIER_WARM": "0"}
+
+
+@pytest.fixture
+def pg(postgres_url):
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    yield postgres_url, engine
+    engine.dispose()
+
+
+def stored_once(engine, n: int) -> None:
+    with engine.connect() as connection:
+        rows, distinct = connection.execute(
+            select(func.count(), func.count(MeasurementRow.cutout_id.distinct()))).one()
+        errors = connection.execute(select(func.count()).select_from(ErrorRow)).scalar_one()
+    assert (rows, distinct, errors) == (n, n, 0)
+
+
+def n_done(engine, run_id: int) -> int:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(func.count()).where(RunBatchRow.run_id == run_id, RunBatchRow.status == "done")).scalar_one()
+
+
+def test_redis_restarted_without_persistence_mid_run(pg, tmp_path, workers, mirabest_files, slow_plugin):
+    """The README's Redis (no AOF) restarts mid-run and forgets every queued message: the workers finish the run."""
+    url, engine = pg
+    redis_server = PrivateRedis(tmp_path / "redis", persistent=False)
+    try:
+        use_broker(redis_server.url)
+        env = {**FAST_START, "SURVEY_CLASSIFIER_STALL_AFTER": "3"}
+        pool = [workers(f"r{i}", url, redis_server.url, env=env) for i in (1, 2)]
+        for worker in pool:
+            worker.wait_ready()
+        sources = [CutoutSource(str(p)) for p in mirabest_files[:200]]
+        run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.02)], batch_size=10)
+        deadline = time.monotonic() + 30
+        while n_done(engine, run_id) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        redis_server.stop()
+        time.sleep(1)
+        redis_server.start()
+        back = time.monotonic()
+        done_at_restart = n_done(engine, run_id)
+        assert done_at_restart < n_batches - 2
+        status = wait_for_run(engine, run_id, timeout_s=45, poll_s=0.2)
+        print(f"redis restart without AOF: {n_batches - done_at_restart} batches outstanding, run finished "
+              f"{time.monotonic() - back:.1f} s after Redis came back (stall_after 3 s)")
+        assert status.status == "finished" and status.batches == {"done": n_batches}, status
+        stored_once(engine, 200)
+        assert all(worker.alive for worker in pool)
+        # the restart lost the queued messages: the sweeper found them missing and sent them again
+        assert any("had no message in the broker (lost)" in worker.log() for worker in pool)
+    finally:
+        redis_server.stop()
+
+
+def test_whole_worker_killed_mid_batch_is_sent_to_the_other(pg, broker_url, workers, mirabest_files, slow_plugin):
+    """Batches (6 s) outlast the stall time (4 s): leases keep live workers' batches; the dead one's comes back."""
+    url, engine = pg
+    use_broker(broker_url)
+    env = {**FAST_START, "SURVEY_CLASSIFIER_STALL_AFTER": "4"}
+    doomed, rescuer = workers("doomed", url, broker_url, env=env), workers("rescuer", url, broker_url, env=env)
+    doomed.wait_ready()
+    rescuer.wait_ready()
+    sources = [CutoutSource(str(p)) for p in mirabest_files[:20]]
+    run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.6)], batch_size=10)
+    time.sleep(3)  # each worker is half-way through its batch
+    assert n_done(engine, run_id) == 0
+    doomed.kill()
+    killed = time.monotonic()
+    status = wait_for_run(engine, run_id, timeout_s=45, poll_s=0.1)
+    print(f"worker SIGKILLed mid-batch: its batch (6 s) stored by the other worker {time.monotonic() - killed:.1f} s "
+          "after the kill (stall_after 4 s)")
+    assert status.batches == {"done": n_batches}, status
+    stored_once(engine, 20)
+    with engine.connect() as connection:
+        stored = connection.execute(select(RunBatchRow.worker, RunBatchRow.attempts)).all()
+    assert all(worker.startswith("rescuer@") for worker, _ in stored), stored
+    assert all(attempts == 1 for _, attempts in stored), f"a live worker's batch was given to another: {stored}"
+    assert rescuer.alive
