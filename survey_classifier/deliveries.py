@@ -190,6 +190,7 @@ def death_reason(split: dict[str, Any], cutout_id: int, limit: int, hard_limit_s
     total = deaths + timeouts
     if total < limit:
         return None
+    times = "once" if total == 1 else f"{total} times"
     if timeouts == total:
-        return "TimeLimitExceeded", f"processing took longer than the {hard_limit_s:g} s hard time limit {total} times"
-    return "WorkerLost", f"worker process died while processing this cutout {total} times: memory or a crash"
+        return "TimeLimitExceeded", f"processing took longer than the {hard_limit_s:g} s hard time limit {times}"
+    return "WorkerLost", f"worker process died while processing this cutout {times}: memory or a crash"

@@ -162,9 +162,11 @@ def enqueue_batches(engine: Engine, batch_ids: Sequence[int], *, queue: str = "c
         for batch_id, run_id, cutout_ids in chunk:
             models = {s["name"]: s["model_artefact"] for s in described[run_id] if s.get("model_artefact")}
             try:
+                # no time limits in the message: those of the workers' own environment apply
+                # (SURVEY_CLASSIFIER_SOFT_TIME_LIMIT, SURVEY_CLASSIFIER_TIME_LIMIT), not the submitter's
                 process_batch.apply_async(
                     args=[run_id, batch_id, cutout_ids], kwargs={"models": models}, queue=queue, retry=True,
-                    retry_policy=PUBLISH_RETRY,
+                    retry_policy=PUBLISH_RETRY, time_limit=None, soft_time_limit=None,
                 )
             except (BrokerDown, OSError) as exc:
                 msg = (

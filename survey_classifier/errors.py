@@ -23,6 +23,7 @@ __all__ = [
     "SurveyClassifierWarning",
     "FITSQuirkWarning",
     "NoWCSWarning",
+    "caused_by",
 ]
 
 
@@ -105,3 +106,16 @@ class FITSQuirkWarning(SurveyClassifierWarning):
 
 class NoWCSWarning(SurveyClassifierWarning):
     """A cutout has no usable celestial WCS; its position is unknown."""
+
+
+def caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The exception of one of ``types`` that ``exc`` is or wraps (through ``raise ... from`` or while
+    handling), or None: a time limit wrapped by a reader or a plugin loader is still a time limit."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, types):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from survey_classifier.cutout import Cutout, CutoutSource
-from survey_classifier.errors import CutoutError, StageConfigError
+from survey_classifier.errors import CutoutError, StageConfigError, caused_by
 from survey_classifier.heartbeat import Heartbeat
 from survey_classifier.io.fits import ReadLimits, read_cutout
 from survey_classifier.io.mosaics import is_mosaic_path, read_mosaic_cutout, write_cutout_fits
@@ -66,6 +66,11 @@ class Pipeline:
     save_cutouts : str or None
         Folder (or URL) where cutouts cut from mosaics are also written as
         FITS files; None writes nothing.
+    interrupts : tuple of exception types
+        Exceptions that stop a batch from outside (a Celery worker passes
+        its ``SoftTimeLimitExceeded``): never recorded as the fault of the
+        cutout being read or processed, but raised out of
+        :meth:`process_batch`, even when a reader or a stage wrapped them.
     """
 
     def __init__(
@@ -76,8 +81,10 @@ class Pipeline:
         blas_threads: int | None = 1,
         stored: StoredResults | None = None,
         save_cutouts: str | None = None,
+        interrupts: tuple[type[BaseException], ...] = (),
     ):
         self.stages = order_stages(list(stages))
+        self.interrupts = tuple(interrupts)
         self.limits = limits or ReadLimits()
         self.blas_threads = blas_threads
         self.stored = stored if stored else None
@@ -113,10 +120,12 @@ class Pipeline:
                 else:
                     outcome.cutout = read_cutout(source, limits=self.limits)
             except CutoutError as exc:
+                self._reraise_interruption(exc)
                 outcome.errors.append(
                     FailureRecord(*READ_STAGE, "", type(exc).__name__, exc.reason, hdu=exc.hdu)
                 )
             except OSError as exc:
+                self._reraise_interruption(exc)
                 reason = f"cannot read file: {exc.strerror or exc}"
                 outcome.errors.append(FailureRecord(*READ_STAGE, "", type(exc).__name__, reason))
         for warning in caught:
@@ -125,6 +134,12 @@ class Pipeline:
             if outcome.cutout is not None and text not in outcome.cutout.warnings:
                 outcome.cutout.warnings.append(text)
         return outcome
+
+    def _reraise_interruption(self, exc: BaseException) -> None:
+        """Raise the interruption (a time limit) that ``exc`` wraps, if it wraps one."""
+        interruption = caused_by(exc, self.interrupts) if self.interrupts else None
+        if interruption is not None:
+            raise interruption
 
     def process_batch(self, sources: Sequence[CutoutSource]) -> BatchResult:
         """Read and process a batch; writes to no database."""
@@ -220,7 +235,8 @@ class Pipeline:
             results = self._call(stage, ready)
         except StageConfigError:
             raise
-        except Exception:  # isolate the cutout at fault: one at a time
+        except Exception as batch_exc:  # isolate the cutout at fault: one at a time
+            self._reraise_interruption(batch_exc)
             results = []
             for outcome in ready:
                 try:
@@ -228,6 +244,7 @@ class Pipeline:
                 except StageConfigError:
                     raise
                 except Exception as exc:
+                    self._reraise_interruption(exc)
                     results.append(exc)
         for outcome, result in zip(ready, results, strict=True):
             if isinstance(result, Exception):

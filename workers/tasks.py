@@ -28,8 +28,9 @@ import json
 import logging
 import os
 import time
+from typing import NoReturn
 
-from celery.exceptions import Reject, Retry, TimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import select
@@ -43,13 +44,14 @@ from survey_classifier.deliveries import (
     begin_delivery,
     begin_split,
     death_reason,
+    end_cutout,
     finish_split,
     max_deliveries,
     note_hard_timeout,
     record_culprit,
     store_cutout,
 )
-from survey_classifier.errors import StageConfigError
+from survey_classifier.errors import StageConfigError, caused_by
 from survey_classifier.io.fits import ReadLimits
 from survey_classifier.modelref import ModelRef
 from survey_classifier.pipeline import Pipeline
@@ -106,7 +108,7 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
     if key not in _pipelines:
         stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
         pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse), save_cutouts=save_cutouts,
-                            limits=ReadLimits.from_environment())
+                            limits=ReadLimits.from_environment(), interrupts=(SoftTimeLimitExceeded,))
         pipeline.setup()
         _pipelines[key] = pipeline
         log.info(
@@ -168,13 +170,28 @@ def process_batch(self, run_id: int, batch_id: int, cutout_ids: list[int], model
     if not (isinstance(run_id, int) and isinstance(batch_id, int) and all(isinstance(i, int) for i in cutout_ids)):
         msg = f"process_batch expects integer ids, got run {run_id!r}, batch {batch_id!r}"
         raise TypeError(msg)
+    self.started = time.monotonic()  # the time limits count from about here
     try:
         return _process(self, run_id, batch_id, cutout_ids, models)
+    except (Reject, Retry):
+        raise
     except TRANSIENT_ERRORS as exc:
         _retry_or_give_back(self, batch_id, exc)
     except Exception as exc:
+        if caused_by(exc, (SoftTimeLimitExceeded,)):  # also when a loader wrapped it
+            _split_after_soft_limit(self, batch_id)
         _record_failure(batch_id, exc)
         raise
+
+
+def _split_after_soft_limit(task, batch_id: int) -> NoReturn:
+    """The whole batch took too long: give it back, to be processed one cutout at a time, each cutout
+    with the whole time limit."""
+    reason = (f"interrupted by the {_soft_limit_s(task):g} s soft time limit; "
+              "processing it one cutout at a time, each with the whole time limit")
+    begin_split(engine(), batch_id, reason)
+    log.warning("batch %s: %s", batch_id, reason)
+    raise Reject(reason, requeue=True) from None
 
 
 def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None) -> dict:
@@ -212,9 +229,33 @@ def _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delive
             log.error("batch %s: %s: %s; recorded as failed", batch_id, source.path, culprit[1])
             continue
         begin_cutout(engine(), batch_id, cutout_id)
-        outcome = pipeline.process_batch([source])
+        began = time.monotonic()
+        try:
+            outcome = pipeline.process_batch([source])
+        except SoftTimeLimitExceeded:
+            # blamed only if it had (nearly) the whole limit to itself: not when set-up or the cutouts
+            # before it took the time; those go on in a fresh delivery
+            had = _soft_limit_s(task) - (began - task.started)
+            _soft_timeout(task, run_id, batch_id, cutout_id, source, blame=had >= 0.9 * _soft_limit_s(task))
         store_cutout(engine(), run_id, pipeline.stages, batch_id, cutout_id, outcome.outcomes)
     return finish_split(engine(), batch_id, task.request.hostname)
+
+
+def _soft_limit_s(task) -> float:
+    return task.soft_time_limit or app.conf.task_soft_time_limit
+
+
+def _soft_timeout(task, run_id: int, batch_id: int, cutout_id: int, source, *, blame: bool) -> NoReturn:
+    """The soft time limit came while one cutout was processed alone: record a timeout against it if it had
+    the whole limit to itself; then give the message back so the rest of the batch gets a fresh limit."""
+    limit_s = _soft_limit_s(task)
+    if blame:
+        reason = f"processing took longer than the {limit_s:g} s soft time limit"
+        record_culprit(engine(), run_id, batch_id, cutout_id, "SoftTimeLimitExceeded", reason)
+        log.error("batch %s: %s: %s; recorded as failed", batch_id, source.path, reason)
+    else:
+        end_cutout(engine(), batch_id)
+    raise Reject(f"soft time limit of {limit_s:g} s reached; the rest of the batch follows", requeue=True)
 
 
 def _retry_or_give_back(task, batch_id: int, exc: BaseException):

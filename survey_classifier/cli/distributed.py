@@ -285,6 +285,9 @@ def worker(db_url, broker, queues, concurrency, hostname, loglevel, warm, max_me
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown:
         fail(f"unknown queues {unknown}; choose from {list(QUEUES)}")
+    from survey_classifier.workers.warm import preload_modules
+
+    preload_modules()
     argv = ["worker", "-Q", ",".join(wanted), "--loglevel", loglevel,
             "--concurrency", str(concurrency or os.cpu_count() or 1)]
     if hostname:

@@ -284,6 +284,31 @@ def _port_in(first: int, last: int) -> int:
 
 
 @pytest.fixture
+def private_broker(tmp_path):
+    """A Redis server of the test's own (no other session's worker can take its messages), on a port from
+    SURVEY_CLASSIFIER_TEST_REDIS_PORTS (``first-last``, default 6410-6419); its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed")
+    first, last = (int(p) for p in os.environ.get("SURVEY_CLASSIFIER_TEST_REDIS_PORTS", "6410-6419").split("-"))
+    port = _port_in(first, last)
+    data = tmp_path / "private-redis"
+    data.mkdir()
+    subprocess.run(
+        [binary, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+         "--save", "", "--appendonly", "no", "--pidfile", str(data / "redis.pid")],
+        check=True, capture_output=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while _redis_ok(url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield url
+    subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", str(port), "shutdown", "nosave"],
+                   capture_output=True)
+
+
+@pytest.fixture
 def own_postgres():
     """A PostgreSQL server of the test's own (initdb in a temporary folder), to stop and start at will.
 

@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import shutil
+import textwrap
 import time
 
 import pytest
@@ -24,6 +27,7 @@ from survey_classifier.workers.app import use_broker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
+#: Worker processes start without warming the default stages.
 QUICK = {"SURVEY_CLASSIFIER_WARM": "0"}
 
 
@@ -58,14 +62,14 @@ def wait_for(condition, timeout_s: float, what: str) -> float:
     return time.monotonic() - start
 
 
-def test_postgres_down_longer_than_the_retry_budget(own_postgres, broker_url, workers, mirabest_files, slow_plugin):
+def test_postgres_down_longer_than_the_retry_budget(own_postgres, private_broker, workers, mirabest_files, slow_plugin):
     """Batches that cannot be recorded go back to the queue, none is acked unrecorded; the run completes."""
     url = own_postgres.url
     upgrade(url)
     engine = make_engine(url)
-    use_broker(broker_url)
+    use_broker(private_broker)
     budget = {"SURVEY_CLASSIFIER_DB_RETRIES": "2", "SURVEY_CLASSIFIER_RETRY_BACKOFF_MAX": "1"}
-    worker = workers("outlasting", url, broker_url, env={**QUICK, **budget}, concurrency=2)
+    worker = workers("outlasting", url, private_broker, env={**QUICK, **budget}, concurrency=2)
     worker.wait_ready()
     sources = [CutoutSource(str(p)) for p in mirabest_files[:120]]
     run_id, n_batches = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.02)], batch_size=10)
@@ -125,14 +129,14 @@ def poisoned_run(engine, mirabest_files, poison: str):
     return submit_run(engine, [CutoutSource(p) for p in paths], [load_stage("measure")], batch_size=8)
 
 
-def test_poison_cutout_killing_its_worker_ends_recorded(pg, broker_url, workers, memory_watchdog, mirabest_files,
+def test_poison_cutout_killing_its_worker_ends_recorded(pg, private_broker, workers, memory_watchdog, mirabest_files,
                                                        tmp_path):
     """An OOM-killed batch is redelivered 3 times, then processed one cutout at a time: the poison cutout is
     recorded as failed after killing its process 3 times alone, everything else is stored once."""
     url, engine = pg
-    use_broker(broker_url)
+    use_broker(private_broker)
     poison = poison_cutout(tmp_path / "poison.fits.gz")
-    worker = workers("oom", url, broker_url, env=QUICK)
+    worker = workers("oom", url, private_broker, env=QUICK)
     worker.wait_ready()
     watchdog = memory_watchdog(worker, 500 * 1024 * 1024)
     start = time.monotonic()
@@ -154,12 +158,12 @@ def test_poison_cutout_killing_its_worker_ends_recorded(pg, broker_url, workers,
     print(f"poison batch ended after {len(watchdog.kills)} kills, run finished in {elapsed:.1f} s")
 
 
-def test_max_memory_refuses_the_poison_before_decoding(pg, broker_url, workers, memory_watchdog, mirabest_files,
+def test_max_memory_refuses_the_poison_before_decoding(pg, private_broker, workers, memory_watchdog, mirabest_files,
                                                        tmp_path):
     url, engine = pg
-    use_broker(broker_url)
+    use_broker(private_broker)
     poison = poison_cutout(tmp_path / "poison.fits.gz")
-    worker = workers("budgeted", url, broker_url, env={**QUICK, "SURVEY_CLASSIFIER_MAX_MEMORY": "1G"})
+    worker = workers("budgeted", url, private_broker, env={**QUICK, "SURVEY_CLASSIFIER_MAX_MEMORY": "1G"})
     worker.wait_ready()
     watchdog = memory_watchdog(worker, 500 * 1024 * 1024)
     run_id, n_batches = poisoned_run(engine, mirabest_files, poison)
@@ -172,3 +176,125 @@ def test_max_memory_refuses_the_poison_before_decoding(pg, broker_url, workers, 
                               "1024 MiB (--max-memory)")
     assert watchdog.kills == []
     assert stored_once(engine, "measure") == (21, 21, 22)
+
+
+class StallingServer:
+    """An HTTP server whose every answer stalls for ``stall_s`` (an object store that hangs); counts requests."""
+
+    def __init__(self, stall_s: float):
+        import http.server
+        import threading
+
+        owner = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.requests += 1
+                time.sleep(stall_s)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_soft_time_limit_during_a_read_is_recorded_as_a_timeout(pg, private_broker, workers, mirabest_files):
+    """A read that hangs past the soft time limit: the batch is split, the hanging cutout is recorded as a
+    timeout (not as a malformed file) once it has had the whole limit to itself, the others are stored."""
+    url, engine = pg
+    use_broker(private_broker)
+    stalling = StallingServer(stall_s=60)
+    try:
+        limits = {"SURVEY_CLASSIFIER_SOFT_TIME_LIMIT": "3", "SURVEY_CLASSIFIER_TIME_LIMIT": "30"}
+        worker = workers("patient", url, private_broker, env={**QUICK, **limits})
+        worker.wait_ready()
+        hanging = f"{stalling.url}/survey/hanging.fits"
+        paths = [str(p) for p in mirabest_files[:5]]
+        paths.insert(2, hanging)
+        run_id, n_batches = submit_run(engine, [CutoutSource(p) for p in paths], [load_stage("measure")],
+                                       batch_size=6)
+        start = time.monotonic()
+        status = wait_for_run(engine, run_id, timeout_s=50)
+        elapsed = time.monotonic() - start
+    finally:
+        stalling.close()
+    assert status.status == "finished" and status.batches == {"done": 1} and status.n_failed == 1, status
+    reason = "processing took longer than the 3 s soft time limit"
+    assert errors_of(engine) == [(hanging, "SoftTimeLimitExceeded", reason)]
+    assert stored_once(engine, "measure") == (5, 5, 6)
+    # (the whole batch,) its first cutouts with the hanging one last, then the hanging one alone; a cold
+    # worker process may use up the first soft limit before the hanging read
+    assert 2 <= stalling.requests <= 3
+    print(f"hanging read recorded as a timeout; run finished in {elapsed:.1f} s")
+
+
+STUBBORN_PLUGIN = '''
+"""A stage that ignores the soft time limit on a cutout named "stubborn" (a hung library call)."""
+import time
+from survey_classifier.stages.measure import MeasureStage
+
+
+class StubbornMeasure(MeasureStage):
+    name = "stubborn_measure"
+
+    def process(self, batch):
+        if any("stubborn" in cutout.source.path for cutout in batch):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    time.sleep(1)
+                except Exception:  # SoftTimeLimitExceeded included
+                    pass
+        return super().process(batch)
+'''
+
+
+@pytest.fixture
+def stubborn_plugin(tmp_path, monkeypatch):
+    site = tmp_path / "stubborn-site"
+    (site / "stubborn_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "stubborn_plugin.py").write_text(textwrap.dedent(STUBBORN_PLUGIN))
+    (site / "stubborn_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: stubborn-plugin\nVersion: 0.1\n")
+    (site / "stubborn_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[survey_classifier.stages]\nstubborn_measure = stubborn_plugin:StubbornMeasure\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    return site
+
+
+def test_hard_time_limit_is_recorded_against_its_cutout(pg, private_broker, workers, mirabest_files, stubborn_plugin,
+                                                        tmp_path):
+    """A cutout whose processing ignores the soft time limit is killed by the hard one: the message goes back
+    to the queue, the batch is split, and the cutout is recorded as a timeout; the others are stored once."""
+    url, engine = pg
+    use_broker(private_broker)
+    stubborn = tmp_path / "stubborn.fits"
+    shutil.copy(mirabest_files[0], stubborn)
+    limits = {"SURVEY_CLASSIFIER_SOFT_TIME_LIMIT": "3", "SURVEY_CLASSIFIER_TIME_LIMIT": "5",
+              "SURVEY_CLASSIFIER_MAX_DELIVERIES": "1"}
+    worker = workers("strict", url, private_broker, env={**QUICK, **limits})
+    worker.wait_ready()
+    paths = [str(p) for p in mirabest_files[1:6]]
+    paths.insert(3, str(stubborn))
+    start = time.monotonic()
+    run_id, _ = submit_run(engine, [CutoutSource(p) for p in paths], [load_stage("stubborn_measure")], batch_size=6)
+    status = wait_for_run(engine, run_id, timeout_s=50)
+    elapsed = time.monotonic() - start
+    assert status.status == "finished" and status.batches == {"done": 1} and status.n_failed == 1, status
+    reason = "processing took longer than the 5 s hard time limit once"
+    assert errors_of(engine) == [(str(stubborn), "TimeLimitExceeded", reason)]
+    assert stored_once(engine, "stubborn_measure") == (5, 5, 6)
+    # the whole batch (unless a cold process spent its soft limit before reaching the stage), then the cutout alone
+    assert worker.log().count("Hard time limit (5") in (1, 2)
+    print(f"hard time limit recorded against its cutout; run finished in {elapsed:.1f} s")
