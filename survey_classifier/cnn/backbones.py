@@ -12,7 +12,9 @@ Three kinds are understood by :func:`build_backbone`:
   ``"ResNet50"``, ...), fed the grey image as three identical channels,
   scaled to the range that family expects;
 - the path of a saved Keras model (``.keras``/``.h5``): its layer named
-  ``"embedding"`` (or the input of its last layer) is the feature vector.
+  ``"embedding"`` (or the input of its last layer) is the feature vector;
+- ``"encoder:DIR"``: a self-supervised encoder written by ``train encoder``
+  (:mod:`survey_classifier.cnn.encoder`).
 
 Weights are ``"imagenet"`` (``keras.applications`` only; Keras' normal
 cache under ``~/.keras/models`` is used, and offline a missing file is
@@ -138,7 +140,8 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     backbone : str
         ``"compact"`` (or ``"compact:WIDTH"``, default width 16), ``"c8"``
         (or ``"c8:WIDTH"``, default 3), a ``keras.applications`` model
-        name, or the path of a saved Keras model.
+        name, the path of a saved Keras model, or ``"encoder:DIR"`` (a
+        pre-trained encoder written by ``train encoder``).
     size : int
         Input image side in pixels (from the preprocessing configuration).
     weights : str or None
@@ -154,9 +157,13 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     """
     import keras
 
+    from survey_classifier.cnn.encoder import encoder_path, load_encoder
+
     path = Path(str(backbone)).expanduser()
     family = str(backbone).split(":", 1)[0]
-    if family in _OWN_NETWORKS and (backbone == family or str(backbone).startswith(f"{family}:")):
+    if encoder_path(backbone) is not None:
+        model = load_encoder(encoder_path(backbone), size, embedding_layer=EMBEDDING_LAYER)
+    elif family in _OWN_NETWORKS and (backbone == family or str(backbone).startswith(f"{family}:")):
         constructor, default_width = _OWN_NETWORKS[family]
         model = constructor(size, width=_width(backbone, default_width))
         if weights == "imagenet":

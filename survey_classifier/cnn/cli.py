@@ -4,7 +4,9 @@
     train a classifier (or a base network) from a labelled catalogue and
     export it to ONNX with its record;
 ``train cnn-table``
-    the transfer-learning table: scratch / frozen / fine-tuned over seeds.
+    the transfer-learning table: scratch / frozen / fine-tuned over seeds;
+``train encoder``
+    self-supervised pre-training of a transfer base on unlabelled images.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["train_cnn", "cnn_table"]
+__all__ = ["train_cnn", "cnn_table", "train_encoder"]
 
 
 def _parse_where(values) -> dict:
@@ -31,12 +33,12 @@ def _parse_where(values) -> dict:
     return where
 
 
-def _command_line() -> str:
-    """``survey-classifier train cnn ...`` as this process was invoked."""
+def _command_line(command: str = "cnn") -> str:
+    """``survey-classifier train COMMAND ...`` as this process was invoked."""
     args = sys.argv[1:]
-    if "cnn" in args:
-        args = args[args.index("cnn") + 1:]
-    return "survey-classifier train cnn " + " ".join(shlex.quote(a) for a in args)
+    if command in args:
+        args = args[args.index(command) + 1:]
+    return f"survey-classifier train {command} " + " ".join(shlex.quote(a) for a in args)
 
 
 def _parse_freeze(value: str):
@@ -169,7 +171,8 @@ def _training_config(options, **overrides):
 @_catalogue_options
 @click.option("--backbone", default="compact", show_default=True,
               help="'compact', 'c8' (rotation-equivariant, turns by 45 degrees; 'c8:WIDTH'), a "
-                   "keras.applications name (e.g. MobileNetV2) or a saved .keras base network.")
+                   "keras.applications name (e.g. MobileNetV2), a saved .keras base network, "
+                   "or encoder:DIR (written by 'train encoder').")
 @click.option("--weights", default="none", show_default=True,
               help="'imagenet', a local weights file, or 'none'.")
 @click.option("--freeze", default="all", show_default=True,
@@ -289,3 +292,71 @@ def cnn_table(**options):
     click.echo(format_table(table))
     if options["output"]:
         Path(options["output"]).write_text(json.dumps(table, indent=2) + "\n")
+
+
+@click.command("encoder")
+@click.option("--images", "sources", multiple=True, required=True, type=click.Path(exists=True),
+              help="A directory (searched recursively) or file of FITS/PNG images; repeatable.")
+@click.option("--size", default=64, show_default=True, type=int, help="Model input side (pixels).")
+@click.option("--crop", default=100, show_default=True, type=int,
+              help="Central crop (pixels) before resizing; 0 keeps the whole image.")
+@click.option("--clip-sigma", default=3.0, show_default=True, type=float)
+@click.option("--backbone", default="compact", show_default=True, help="'compact' or 'compact:WIDTH'.")
+@click.option("--projection", default="128,64", show_default=True, help="Widths of the projection head.")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=2))
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True, type=float)
+@click.option("--temperature", default=0.2, show_default=True, type=float)
+@click.option("--max-angle", "max_angle_deg", default=180.0, show_default=True, type=float,
+              help="Rotations uniform in +- this many degrees.")
+@click.option("--max-scale", default=0.1, show_default=True, type=float)
+@click.option("--max-shift", default=0.05, show_default=True, type=float, help="Fraction of the side.")
+@click.option("--noise/--no-noise", default=True, show_default=True,
+              help="Noise at each image's own sigma-clipped level, then clip and scale again.")
+@click.option("--max-minutes", default=None, type=float, help="Stop after the epoch that passes this time.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep preprocessed images here between runs.")
+@click.option("--output", required=True, type=click.Path(file_okay=False),
+              help="Directory for encoder.keras, encoder.json and loss.png.")
+def train_encoder(**options):
+    """Pre-train an encoder on unlabelled images (SimCLR), a transfer base for train cnn.
+
+    Use it with ``train cnn --backbone encoder:DIR`` and the same --size,
+    --crop and --clip-sigma (docs/cnn.md):
+
+    \b
+      survey-classifier train encoder --images $DATA/mirabest/fits \\
+        --images $DATA/first4/png --max-minutes 40 --output encoder
+    """
+    from survey_classifier.cnn import pretrain
+    from survey_classifier.errors import SurveyClassifierError
+    from survey_classifier.preprocess import PreprocessConfig
+
+    try:
+        preprocess_config = PreprocessConfig(
+            size=options["size"], crop=options["crop"] or None, clip_sigma=options["clip_sigma"]
+        )
+        config = pretrain.PretrainConfig(
+            backbone=options["backbone"], projection=_parse_head(options["projection"]),
+            epochs=options["epochs"], batch_size=options["batch_size"],
+            learning_rate=options["learning_rate"], temperature=options["temperature"],
+            max_angle_deg=options["max_angle_deg"], max_scale=options["max_scale"],
+            max_shift=options["max_shift"], noise=options["noise"], clip_sigma=options["clip_sigma"],
+            max_minutes=options["max_minutes"], seed=options["seed"],
+        )
+        paths = pretrain.find_images(options["sources"])
+        images, sigmas, borrowed = pretrain.load_unlabelled(paths, preprocess_config,
+                                                            cache_dir=options["cache_dir"])
+        click.echo(f"{len(paths)} images; {borrowed} without a noise level of their own get the "
+                   f"median, {float(sigmas.mean()):.4f} mean sigma (of the peak)")
+        encoder, record = pretrain.pretrain_encoder(images, sigmas, config, progress=click.echo)
+        files = pretrain.save_encoder(
+            encoder, options["output"], preprocess_config=preprocess_config, config=config,
+            record=record, paths=paths, sigmas=sigmas, command=_command_line("encoder"),
+        )
+    except (SurveyClassifierError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{record['epochs_done']} epochs in {record['seconds'] / 60:.1f} min, loss "
+               f"{record['loss'][0]:.4f} -> {record['loss'][-1]:.4f}; wrote "
+               f"{', '.join(str(p) for p in files.values())}")

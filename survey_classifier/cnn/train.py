@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from survey_classifier.cnn.data import LabelledSet, load_images, source_groups, split_indices
+from survey_classifier.cnn.encoder import check_encoder, encoder_path
 from survey_classifier.errors import StageConfigError
 from survey_classifier.preprocess import PreprocessConfig
 
@@ -471,6 +472,8 @@ def train_cnn(
     if not 0.0 <= config.uncertain_below <= 1.0:
         msg = f"uncertain_below must be a probability between 0 and 1, got {config.uncertain_below}"
         raise StageConfigError(msg)
+    if encoder_path(config.backbone) is not None:  # its pixels must be the encoder's
+        check_encoder(encoder_path(config.backbone), preprocess_config)
     started = time.perf_counter()
     if images is None:
         images = load_images(dataset.paths, preprocess_config, cache_dir=cache_dir)
