@@ -8,7 +8,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from survey_classifier.artefacts import fetch
 from survey_classifier.checksum import sha256_file
@@ -22,15 +22,18 @@ from survey_classifier.registry import (
     register_model,
     resolve_model,
     retire_model,
+    seed_shipped_models,
     set_default,
 )
 from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, AnomalyStage
 from survey_classifier.stages.cnn import FR_CNN, CNNStage
-from survey_classifier.stages.som import SOM_MIRABEST, SOM_MIRABEST_2
+from survey_classifier.stages.som import SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3
 
 pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.SurveyClassifierWarning")
 
-SHIPPED = {f"{m.name}:{m.version}": m for m in (FR_CNN, SOM_MIRABEST, SOM_MIRABEST_2, ANOMALY_MIRABEST)}
+SHIPPED = {
+    f"{m.name}:{m.version}": m for m in (FR_CNN, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3, ANOMALY_MIRABEST)
+}
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +63,17 @@ def test_shipped_models_are_registry_entries_from_the_start(engine):
         assert row["store"] == f"package:survey_classifier/{shipped.resource}"
         assert row["sha256"] == shipped.sha256 == sha256_file(shipped.path())  # the declared bytes are the file's
         assert "# " in get_model(engine, id=int(row["id"]))["details"]["card"]
+
+
+def test_a_database_made_before_a_new_shipped_map_gets_it_on_upgrade(engine):
+    with engine.begin() as connection:  # as a database made before som-mirabest 3 was shipped
+        connection.execute(delete(ModelRow).where(ModelRow.name == "som-mirabest", ModelRow.version == "3"))
+    assert seed_shipped_models(engine) == ["som-mirabest:3"]
+    assert seed_shipped_models(engine) == []
+    table = list_models(engine, stage="som")
+    assert {row["model_ref"]: row["is_default"] for row in table} == {
+        "som-mirabest:1": True, "som-mirabest:2": False, "som-mirabest:3": False,
+    }  # fmt: skip
 
 
 def test_register_keeps_the_bytes_in_the_database_and_fetch_verifies_them(engine, cache):
@@ -108,7 +122,7 @@ def test_the_same_bytes_give_the_same_ref(engine, tmp_path):
 
     assert model_for(engine, SOMStage, str(copy)).ref == "som-mirabest:1"
     assert SOMStage(model=str(copy)).model_ref == "som-mirabest:1"  # without a database too
-    assert model_for(engine, SOMStage, "som-mirabest").ref == "som-mirabest:2"  # the newest version
+    assert model_for(engine, SOMStage, "som-mirabest").ref == "som-mirabest:3"  # the newest version
     assert model_for(engine, SOMStage, "som-mirabest:1").sha256 == SOM_MIRABEST.sha256
     with pytest.raises(ModelError, match="neither a model registered for this stage"):
         model_for(engine, SOMStage, "som-mirabest:9")
@@ -241,7 +255,7 @@ def test_cli_register_list_show_default_retire(sqlite_url):
         return cli.invoke(main, ["models", *args, "--db", sqlite_url])
 
     listing = invoke("list").output
-    assert "fr-cnn:1" in listing and "som-mirabest:2" in listing and "4 models" in listing
+    assert "fr-cnn:1" in listing and "som-mirabest:3" in listing and "5 models" in listing
     card = FR_CNN.path().parent / "MODEL_CARD.md"
     done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "2", "--metrics",
                   '{"accuracy": 0.9}', "--card", str(card), str(FR_CNN.path()))

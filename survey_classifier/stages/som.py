@@ -22,7 +22,7 @@ from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.som.som import REFINE_LIMIT, REFINE_WITHIN
 from survey_classifier.stages.base import Stage
 
-__all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST", "SOM_MIRABEST_2"]
+__all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST", "SOM_MIRABEST_2", "SOM_MIRABEST_3"]
 
 #: The SOM shipped with survey-classifier (10x10 map trained on MiraBest).
 SOM_MIRABEST = ShippedModel(
@@ -45,6 +45,18 @@ SOM_MIRABEST_2 = ShippedModel(
     card="models/som-mirabest-2/MODEL_CARD.md",
     metrics={"cv_neuron_label_accuracy_fri_frii": 0.773, "purity": 0.723, "quantization_error": 3.266,
              "topographic_error": 0.099},
+)
+#: The morphology map centred on the catalogue (host) position, the source's islands only (#20); registered
+#: beside versions 1 and 2, made the default with ``models set-default som-mirabest 3``.
+SOM_MIRABEST_3 = ShippedModel(
+    name="som-mirabest",
+    version="3",
+    package="survey_classifier",
+    resource="models/som-mirabest-3/som.npz",
+    sha256="cfefe00058274e9d7bdeed5e029fd0edfdbb575da9cc7070e0b784a81925a50a",
+    card="models/som-mirabest-3/MODEL_CARD.md",
+    metrics={"cv_neuron_label_accuracy_fri_frii": 0.806, "purity": 0.750, "quantization_error": 3.248,
+             "topographic_error": 0.093},
 )
 #: The default map's file in the installed package.
 DEFAULT_SOM = SOM_MIRABEST.path()
@@ -82,7 +94,7 @@ class SOMStage(Stage):
     requires = ("pixels",)
     enabled_by_default = True
     model_param = "model"
-    shipped_models = (SOM_MIRABEST, SOM_MIRABEST_2)
+    shipped_models = (SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3)
     result_columns = (
         Column("node", "Index of the best-matching node (y * width + x)", unit="", ucd="meta.id"),
         Column("distance_map", "File of the distances to every node (with distance_map_dir)", ucd="meta.id;meta.file"),
