@@ -108,9 +108,9 @@ class PrivatePostgres:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown: open connections are closed)."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` closes open connections, ``immediate`` is a crash (no shutdown checkpoint)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.services import PrivatePostgres, PrivateRedis
 
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("SURVEY_CLASSIFIER_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -237,124 +237,28 @@ def pg_proxy():
 @pytest.fixture
 def own_redis(tmp_path):
     """A Redis server of the test's own, on another port, persisting to an AOF."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed")
-    port = free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-
-    def start():
-        subprocess.run(
-            [binary, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--pidfile", str(data / "redis.pid")],
-            check=True,
-            capture_output=True,
-        )
-        deadline = time.monotonic() + 20
-        while _redis_ok(f"redis://127.0.0.1:{port}/0") and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def stop():
-        subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", str(port), "shutdown"], capture_output=True)
-        deadline = time.monotonic() + 20
-        while not _redis_ok(f"redis://127.0.0.1:{port}/0") and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    start()
-
-    class Handle:
-        url = f"redis://127.0.0.1:{port}/0"
-
-    handle = Handle()
-    handle.start, handle.stop = start, stop
-    yield handle
-    stop()
-
-
-def _port_in(first: int, last: int) -> int:
-    for port in range(first, last + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.fail(f"no free port in {first}-{last}")
+    server = PrivateRedis(tmp_path / "redis", persistent=True)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def private_broker(tmp_path):
-    """A Redis server of the test's own (no other session's worker can take its messages), on a port from
-    SURVEY_CLASSIFIER_TEST_REDIS_PORTS (``first-last``, default 6410-6419); its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed")
-    first, last = (int(p) for p in os.environ.get("SURVEY_CLASSIFIER_TEST_REDIS_PORTS", "6410-6419").split("-"))
-    port = _port_in(first, last)
-    data = tmp_path / "private-redis"
-    data.mkdir()
-    subprocess.run(
-        [binary, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-         "--save", "", "--appendonly", "no", "--pidfile", str(data / "redis.pid")],
-        check=True, capture_output=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while _redis_ok(url) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield url
-    subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", str(port), "shutdown", "nosave"],
-                   capture_output=True)
+    """A Redis server of the test's own (no other session's worker can take its messages); its URL."""
+    server = PrivateRedis(tmp_path / "private-redis", persistent=False)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
-def own_postgres():
-    """A PostgreSQL server of the test's own (initdb in a temporary folder), to stop and start at will.
+def private_postgres(tmp_path):
+    """A PostgreSQL server of the test's own, upgraded to the current schema, to stop and start at will."""
+    server = PrivatePostgres(tmp_path / "postgres")
+    from survey_classifier.db import upgrade
 
-    Its port is taken from SURVEY_CLASSIFIER_TEST_PG_PORTS (``first-last``, default 55410-55419).
-    """
-    import glob
-    import tempfile
-
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or [shutil.which("pg_ctl")]
-    if not found or not found[-1]:
-        pytest.fail("PostgreSQL's pg_ctl is not installed")
-    bindir = Path(found[-1]).parent
-    first, last = (int(p) for p in os.environ.get("SURVEY_CLASSIFIER_TEST_PG_PORTS", "55410-55419").split("-"))
-    port = _port_in(first, last)
-    root = Path(tempfile.mkdtemp(prefix="sc-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    data = root / "data"
-
-    def pg(*args, check=True):
-        return subprocess.run([*as_postgres, *args], check=check, capture_output=True, text=True)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-
-    def start():
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-
-    def stop():
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop", check=False)
-
-    start()
-    pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "survey")
-
-    class Handle:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/survey"
-
-    handle = Handle()
-    handle.start, handle.stop = start, stop
-    try:
-        yield handle
-    finally:
-        stop()
-        shutil.rmtree(root, ignore_errors=True)
+    upgrade(server.url)
+    yield server
+    server.close()
 
 
 def _children(pid: int) -> list[int]:

@@ -62,9 +62,10 @@ def wait_for(condition, timeout_s: float, what: str) -> float:
     return time.monotonic() - start
 
 
-def test_postgres_down_longer_than_the_retry_budget(own_postgres, private_broker, workers, mirabest_files, slow_plugin):
+def test_postgres_down_longer_than_the_retry_budget(private_postgres, private_broker, workers, mirabest_files,
+                                                    slow_plugin):
     """Batches that cannot be recorded go back to the queue, none is acked unrecorded; the run completes."""
-    url = own_postgres.url
+    url = private_postgres.url
     upgrade(url)
     engine = make_engine(url)
     use_broker(private_broker)
@@ -81,14 +82,14 @@ def test_postgres_down_longer_than_the_retry_budget(own_postgres, private_broker
             ).scalar_one()
 
     wait_for(lambda: done() >= 2, 60, "two batches stored before the outage")
-    own_postgres.stop()
+    private_postgres.stop(mode="immediate")
     engine.dispose()
     outage_start = time.monotonic()
     given_back = re.compile(r"unreachable after 2 retries .* goes back to the queue")
     wait_for(lambda: len(given_back.findall(worker.log())) >= 3, 40, "messages given back during the outage")
     time.sleep(max(0.0, 6.0 - (time.monotonic() - outage_start)))  # 2 retries take at most 2 s: outlast them
     outage_s = time.monotonic() - outage_start
-    own_postgres.start()
+    private_postgres.start()
     recovery_s = wait_for(lambda: done() == n_batches, 60, "every batch stored after the outage")
     status = wait_for_run(engine, run_id, timeout_s=30)
     assert status.status == "finished" and status.batches == {"done": n_batches}, status

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers.services import PrivatePostgres, PrivateRedis, port_in_range
+from helpers.services import PrivateRedis, port_in_range
 from sqlalchemy import func, select
 
 from survey_classifier.db import make_engine, upgrade
@@ -39,14 +39,6 @@ def one_line_error(done: subprocess.CompletedProcess, expected: str) -> None:
 def count(engine, *what) -> int:
     with engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(*what)).scalar_one()
-
-
-@pytest.fixture
-def private_postgres(tmp_path):
-    server = PrivatePostgres(tmp_path / "postgres")
-    upgrade(server.url)
-    yield server
-    server.close()
 
 
 def test_submit_with_the_broker_down_says_so_and_registers_nothing(postgres_url, mirabest_files):
