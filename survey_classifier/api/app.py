@@ -223,6 +223,7 @@ def create_app(
             som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, **_cone(ra, dec, radius),
             limit=limit, offset=offset, after_id=after_id, label_class=label_class, interesting=interesting,
             sort=sort.lstrip("-") if sort else None, descending=bool(sort and sort.startswith("-")),
+            as_frame=format == "json",  # a JSON page is encoded from the light frame; exports need astropy
         )
         return _respond(table, format, "results", limit=limit, offset=offset, columns=columns,
                         keyset=sort is None and limit is not None)
