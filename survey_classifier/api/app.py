@@ -235,7 +235,7 @@ def create_app(
         from survey_classifier.api._tables import table_rows
         from survey_classifier.query import query_results
 
-        table = query_results(engine, cutout_ids=[cutout_id])
+        table = query_results(engine, cutout_ids=[cutout_id], as_frame=True)
         if len(table) == 0:
             raise HTTPException(404, f"no cutout with id {cutout_id}")
         e = ErrorRow.__table__
