@@ -14,7 +14,9 @@ around a random source of the database, JSON, every stage's columns) with
 probability ``--cone-share``, else a page of ``/results`` (``limit=100`` at
 a random offset). It prints requests per second in all and the median,
 95th and 99th percentile latency of each kind in milliseconds (with
-``--json FILE`` also as JSON). Loopback only; the load generator shares
+``--json FILE`` also as JSON), and for a server it started the CPU
+time its processes used per request (robust on a loaded machine, unlike
+the rates). Loopback only; the load generator shares
 the machine with the server, so compare figures of one machine.
 """
 
@@ -96,6 +98,22 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
+def _server_cpu(server: subprocess.Popen | None) -> float | None:
+    """CPU seconds (user + system) used so far by the server's processes (its process group), from /proc."""
+    if server is None or not Path("/proc/self/stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == server.pid:  # the process group the server leads
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def _client(host: str, port: int, positions, n_rows: int, args, deadline: float, budget: list[int],
             seed: int, latencies: dict[str, list[float]], failures: list[str], lock: threading.Lock) -> None:
     rng = random.Random(seed)
@@ -174,7 +192,9 @@ def main() -> None:
         if args.warmup > 0:
             warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
             _load(base, positions, n_rows, warm)
+        cpu_before = _server_cpu(server)
         latencies, failures, elapsed = _load(base, positions, n_rows, args)
+        cpu_after = _server_cpu(server)
     finally:
         if server is not None:
             _stop(server)
@@ -184,6 +204,9 @@ def main() -> None:
                "cutouts": n_rows, "radius": args.radius}
     print(f"{args.clients} clients, {elapsed:.1f} s: {total} requests, {total / elapsed:.1f} requests/s, "
           f"{len(failures)} failed")
+    if server is not None and cpu_before is not None and total:
+        figures["server_cpu_ms_per_request"] = round(1000 * (cpu_after - cpu_before) / total, 1)
+        print(f"  server CPU {figures['server_cpu_ms_per_request']:.1f} ms per request (all its processes)")
     for kind, values in latencies.items():
         if not values:
             continue

@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
+from survey_classifier._frame import Frame
 from survey_classifier.columns import Column, annotate, described_columns, family_of, order_columns
 from survey_classifier.db._healpix import cone_ranges
 from survey_classifier.db.models import (
@@ -356,7 +357,8 @@ def query_results(
     sort: str | None = None,
     descending: bool = False,
     _variants: Mapping[str, Variant] | None = None,
-) -> Table:
+    as_frame: bool = False,
+) -> Table | Frame:
     """Cutouts and their results as one table, ordered by cutout id.
 
     Parameters
@@ -403,10 +405,14 @@ def query_results(
         missing values last, ties by cutout id. Not with ``after_id``.
     descending : bool
         Largest first.
+    as_frame : bool
+        Return the light :class:`~survey_classifier._frame.Frame` (the same
+        columns and descriptions, no astropy table built: what a JSON answer
+        encodes) instead of the astropy table.
 
     Returns
     -------
-    Table
+    Table or Frame
         With the label columns of :mod:`survey_classifier.labels.columns`
         when there are labels.
     """
@@ -510,7 +516,8 @@ def query_results(
             _add_stage_columns(connection, table, ids, name, variant)
         _add_catalogue_columns(connection, table, rows)
         add_label_columns(connection, table, ids, variants, _column)
-    return table[order_columns(table.colnames, LEADING_COLUMNS)]
+    frame = table[order_columns(table.colnames, LEADING_COLUMNS)]
+    return frame if as_frame else frame.to_table()
 
 
 def _sorted(query, variants: Mapping[str, Variant], sort: str, descending: bool):
@@ -610,9 +617,9 @@ def _dicts(result) -> list[dict]:
     return [dict(zip(keys, row)) for row in result]
 
 
-def _cutout_table(rows: list[dict], *, with_separation: bool) -> Table:
+def _cutout_table(rows: list[dict], *, with_separation: bool) -> Frame:
     described = described_columns(CutoutRow)
-    table = Table()
+    table = Frame()
     for name, stored in _CUTOUT_COLUMNS:
         values = [r[stored] for r in rows]
         text = _is_text(CutoutRow.__table__.c[stored])
@@ -643,7 +650,7 @@ def _position_offsets(rows: list[dict]) -> list[float | None]:
     return offsets
 
 
-def _add_catalogue_columns(connection, table: Table, rows: list[dict]) -> None:
+def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
     """The catalogue's own columns, in its order, with its units and descriptions."""
     names: dict[str, None] = {}
     for row in rows:
@@ -702,7 +709,7 @@ def _declared_result_columns() -> dict[str, dict[str, Column]]:
     return {name: {c.name: c for c in cls.result_columns} for name, cls in stages.items()}
 
 
-def _add_stage_columns(connection, table: Table, ids, name: str, variant: Variant) -> None:
+def _add_stage_columns(connection, table: Frame, ids, name: str, variant: Variant) -> None:
     t = variant.row_class.__table__
     by_cutout = {}
     wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]

@@ -27,9 +27,15 @@ def _plain(value):
 
 def _column_values(column) -> list:
     values = column.tolist() if not hasattr(column, "mask") else column.filled(column.fill_value).tolist()
+    kind = column.dtype.kind
+    # tolist gives Python values: only floats (NaN, inf) and bytes need a look, each value of other kinds is kept
+    if kind == "f":
+        values = [v if math.isfinite(v) else None for v in values]
+    elif kind not in "biuU":
+        values = [_plain(v) for v in values]
     if hasattr(column, "mask") and np.any(column.mask):
         values = [None if masked else value for value, masked in zip(values, np.asarray(column.mask).tolist())]
-    return [_plain(v) for v in values]
+    return values
 
 
 def table_rows(table: Table) -> list[dict]:

@@ -223,6 +223,7 @@ def create_app(
             som_stage=som_stage, anomaly_ranks=ranks, anomaly_stage=anomaly_stage, **_cone(ra, dec, radius),
             limit=limit, offset=offset, after_id=after_id, label_class=label_class, interesting=interesting,
             sort=sort.lstrip("-") if sort else None, descending=bool(sort and sort.startswith("-")),
+            as_frame=format == "json",  # a JSON page is encoded from the light frame; exports need astropy
         )
         return _respond(table, format, "results", limit=limit, offset=offset, columns=columns,
                         keyset=sort is None and limit is not None)
@@ -234,7 +235,7 @@ def create_app(
         from survey_classifier.api._tables import table_rows
         from survey_classifier.query import query_results
 
-        table = query_results(engine, cutout_ids=[cutout_id])
+        table = query_results(engine, cutout_ids=[cutout_id], as_frame=True)
         if len(table) == 0:
             raise HTTPException(404, f"no cutout with id {cutout_id}")
         e = ErrorRow.__table__
