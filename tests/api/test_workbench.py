@@ -322,3 +322,24 @@ def _nearest(engine, cutout_id: int, k: int) -> list[int]:
     own = vectors.pop(cutout_id)
     distance = {i: 1 - v @ own / (np.linalg.norm(v) * np.linalg.norm(own)) for i, v in vectors.items()}
     return sorted(distance, key=lambda i: (distance[i], i))[:k]
+
+
+def test_pictures_turned_away_busy_are_asked_for_again(page, service):
+    """The server answers 503 when its render slots stay taken; the page asks for such a picture again."""
+    refused = []
+
+    def busy_once(route):
+        if "try=" not in route.request.url:
+            refused.append(route.request.url)
+            route.fulfill(status=503, headers={"Retry-After": "1"}, body="busy")
+        else:
+            route.continue_()
+
+    page.route("**/cutouts/*/image.png*", busy_once)
+    page.goto(service.base + "/")
+    page.wait_for_selector("#results-table tbody tr")
+    page.wait_for_function("[...document.querySelectorAll('#results-table img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    shown = page.eval_on_selector_all("#results-table img", "imgs => imgs.map(i => i.dataset.tries)")
+    assert refused and len(shown) >= len(refused) > 0
+    assert all(tries == "1" for tries in shown), shown

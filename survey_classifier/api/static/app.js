@@ -37,6 +37,20 @@ function thumb(id, size = 112, lazy = false) {
                      width: size, height: size });
 }
 
+// The server draws a bounded number of pictures at once and answers 503 (Retry-After) past that; a page of
+// thumbnails asks for dozens at once, so a picture of ours that failed is asked for again, up to 4 times.
+const IMAGE_RETRIES = 4;
+document.addEventListener("error", (event) => {
+  const image = event.target;
+  if (!(image instanceof HTMLImageElement) || !image.src.includes("/cutouts/")) return;
+  const tries = Number(image.dataset.tries || 0);
+  if (tries >= IMAGE_RETRIES) return;
+  image.dataset.tries = String(tries + 1);
+  const url = new URL(image.src);
+  url.searchParams.set("try", String(tries + 1));  // a new address, so the browser asks again
+  setTimeout(() => { image.src = url.toString(); }, 1000 * (tries + 1));
+}, true);
+
 function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
