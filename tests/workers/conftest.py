@@ -243,6 +243,17 @@ def own_redis(tmp_path):
 
 
 @pytest.fixture
+def pg(postgres_url):
+    """The shared PostgreSQL test database, upgraded: its URL and an engine."""
+    from survey_classifier.db import make_engine, upgrade
+
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    yield postgres_url, engine
+    engine.dispose()
+
+
+@pytest.fixture
 def private_broker(tmp_path):
     """A Redis server of the test's own (no other session's worker can take its messages); its URL."""
     server = PrivateRedis(tmp_path / "private-redis", persistent=False)

@@ -100,14 +100,6 @@ def test_postgres_down_longer_than_the_retry_budget(private_postgres, private_br
     engine.dispose()
 
 
-@pytest.fixture
-def pg(postgres_url):
-    upgrade(postgres_url)
-    engine = make_engine(postgres_url)
-    yield postgres_url, engine
-    engine.dispose()
-
-
 def poison_cutout(path, side=8192) -> str:
     """A .fits.gz of some hundred kB that expands to a side x side float32 image (256 MiB at 8192)."""
     cards = ["SIMPLE  =                    T", "BITPIX  =                  -32", "NAXIS   =                    2",

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import func, select
 
 from survey_classifier.cutout import CutoutSource
-from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import CutoutRow, ErrorRow, MeasurementRow, RunBatchRow
 from survey_classifier.distributed import run_status, submit_run, wait_for_run
 from survey_classifier.stages.registry import load_stage
@@ -40,14 +39,6 @@ def wait_for_batches(engine, run_id: int, n: int, timeout_s: float = 120) -> Non
     deadline = time.monotonic() + timeout_s
     while batches_done(engine, run_id) < n and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-@pytest.fixture
-def pg(postgres_url):
-    upgrade(postgres_url)
-    engine = make_engine(postgres_url)
-    yield postgres_url, engine
-    engine.dispose()
 
 
 def test_all_mirabest_cutouts_on_two_workers(pg, broker_url, workers, mirabest_files):

@@ -12,7 +12,6 @@ from helpers.services import PrivateRedis
 from sqlalchemy import func, select
 
 from survey_classifier.cutout import CutoutSource
-from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import ErrorRow, MeasurementRow, RunBatchRow
 from survey_classifier.distributed import submit_run, wait_for_run
 from survey_classifier.stages.registry import load_stage
@@ -21,14 +20,6 @@ from survey_classifier.workers.app import use_broker
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 FAST_START = {"SURVEY_CLASSIFIER_WARM": "0"}
-
-
-@pytest.fixture
-def pg(postgres_url):
-    upgrade(postgres_url)
-    engine = make_engine(postgres_url)
-    yield postgres_url, engine
-    engine.dispose()
 
 
 def stored_once(engine, n: int) -> None:
