@@ -77,6 +77,8 @@ PREPARATIONS = {
                              "circle_diameter": 64, "scaling": "peak"},
     "islands_host_only": {"size": 64, "centre": "image", "extent": "islands", "islands_only": True,
                           "circle_diameter": 64, "scaling": "peak"},
+    "islands_host_only_80": {"size": 80, "centre": "image", "extent": "islands", "islands_only": True,
+                             "circle_diameter": 80, "scaling": "peak"},
     "islands_square": {"size": 64, "centre": "emission", "extent": "islands", "circle_diameter": 64,
                        "scaling": "peak", "stretch": "square"},
     "islands_clip5": {"size": 64, "centre": "emission", "extent": "islands", "clip_sigma": 5.0,
@@ -175,12 +177,20 @@ def _other_read_offs(grid, counts, node_distances):
     """Class index per source from neuron counts other than the BMU's majority (for comparison).
 
     ``smooth``: counts summed over the map with a Gaussian of one node;
-    ``top3``: counts of the three nearest neurons, weighted 3, 2, 1.
+    ``top3``: counts of the three nearest neurons, weighted 3, 2, 1;
+    ``dw``: every labelled neuron's class fractions weighted by
+    ``exp(-(d_j^2 - d_1^2) / d_1^2)``, ``d_j`` the source's distance to neuron
+    ``j`` at that neuron's best rotation and flip, ``d_1`` the smallest.
     """
     smoothed = np.exp(-0.5 * grid.distances**2) @ counts
     best = np.argsort(node_distances, axis=1)[:, :3]
     top3 = sum(weight * counts[best[:, k]] for k, weight in enumerate((3, 2, 1)))
-    return {"smooth": smoothed[best[:, 0]].argmax(axis=1), "top3": top3.argmax(axis=1)}
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    squared = np.asarray(node_distances, dtype=float) ** 2
+    nearest = np.maximum(squared.min(axis=1, keepdims=True), 1e-12)
+    weighted = np.exp(-(squared - nearest) / nearest) @ fractions
+    return {"smooth": smoothed[best[:, 0]].argmax(axis=1), "top3": top3.argmax(axis=1), "dw": weighted.argmax(axis=1)}
 
 
 def run(candidates, out, seed=0):
@@ -204,7 +214,8 @@ def run(candidates, out, seed=0):
               f"(folds {min(record['accuracy_folds']):.3f}-{max(record['accuracy_folds']):.3f}) "
               f"purity {record['purity']:.3f} QE {record['qe']:.3f} TE {record['te']:.3f} "
               f"reliable {record['reliable']:.2f} train {record['train_s']:.1f} s "
-              f"[smooth {record['accuracy_smooth']:.3f}, top3 {record['accuracy_top3']:.3f}]", flush=True)  # fmt: skip
+              f"[smooth {record['accuracy_smooth']:.3f}, top3 {record['accuracy_top3']:.3f}, "
+              f"dw {record['accuracy_dw']:.3f}]", flush=True)  # fmt: skip
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
