@@ -3,15 +3,17 @@
 Run from the repository root::
 
     # the PINK data file of the prepared cutouts and the map as a PINK SOM file (no PINK needed)
-    .venv/bin/python bench/pink_compare.py --som survey_classifier/models/som-mirabest-2/som.npz \\
+    .venv/bin/python bench/pink_compare.py --som survey_classifier/models/som-mirabest-3/som.npz \\
         --out /tmp/pink-compare
     # with a PINK 2 binary: train PINK on the same data with the same settings, map both with PINK
-    nice -n 19 .venv/bin/python bench/pink_compare.py --som survey_classifier/models/som-mirabest-2/som.npz \\
-        --out /tmp/pink-compare --pink /path/to/Pink --images 200 --threads 1
+    nice -n 10 .venv/bin/python bench/pink_compare.py --som survey_classifier/models/som-mirabest-3/som.npz \\
+        --out /tmp/pink-compare --pink /path/to/Pink --images 100 --stride 10 --epochs 2 --threads 2
 
 The cutouts (the MiraBest FITS files in shared/data, every ``--stride``-th
-up to ``--images``) are prepared with the map's own preprocessing record and
-written as ``data.bin``. ``ours.bin`` is a map trained here on exactly those
+up to ``--images``) are prepared with the map's own preprocessing record,
+exactly as the ``som`` stage prepares them (any of its options: centre,
+extent, islands, circle, scaling, stretch), and written as ``data.bin``,
+whose header comment holds that record. ``ours.bin`` is a map trained here on exactly those
 images with the map's settings (grid, layout, neuron size, region,
 rotations, flip, epochs, schedules), ``shipped.bin`` the given map itself.
 PINK trains ``pink.bin`` on ``data.bin`` with the same grid, layout, neuron
@@ -28,6 +30,7 @@ error is the mean over images of PINK's smallest distance.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -118,7 +121,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     shipped = RotationInvariantSOM.load(args.som)
     images = prepared_images(shipped, args.images, args.stride)
-    data = write_data(out / "data.bin", images, comment=f"prepared as {args.som} records")
+    record = json.dumps(shipped.preprocess_dict_, sort_keys=True)
+    print(f"preparation (the map's record): {record}", flush=True)
+    data = write_data(out / "data.bin", images, comment=f"prepared as {args.som} records:\n{record}")
     write_som(out / "shipped.bin", shipped)
     params = {name: getattr(shipped, name) for name in shipped._SAVED_PARAMS}
     if args.epochs is not None:
