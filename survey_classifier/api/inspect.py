@@ -91,9 +91,10 @@ def _node_index(som, x: int, y: int) -> int:
 
 
 def _shown(image: np.ndarray) -> np.ndarray:
-    """Display values of a prepared image or prototype: over its peak, clipped to [0, 1]."""
-    peak = float(np.nanmax(image)) if image.size else 0.0
-    return np.clip(np.nan_to_num(image) / peak, 0.0, 1.0) if peak > 0 else np.zeros(image.shape)
+    """Display values of a prepared image or prototype (:func:`survey_classifier.display.stretch_prepared`)."""
+    from survey_classifier.display import stretch_prepared
+
+    return stretch_prepared(image)
 
 
 def _member_png(map_sha: str, path: str, angle_deg: float, flip: bool, size: int, cmap: str) -> bytes:

@@ -1,8 +1,10 @@
 """Issue #20, item 4: the thumbnails of cutouts 918, 951 and 966 after MiraBest is classified into a fresh database.
 
 Those node members were drawn as black squares by the page's old peak-anchored stretch. Here
-the whole catalogue goes through ``classify`` into a new SQLite file, as in the report, and
-the page's own picture endpoint draws them at the sizes the page asks for.
+the whole catalogue goes through ``classify`` (``measure`` and the default SOM) into a new
+SQLite file, as in the report, and the page's own picture endpoints draw them: the
+thumbnails at the sizes the page asks for, and each source in its neuron's frame, which
+the SOM view now shows for a node's members.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from PIL import Image
 from sqlalchemy import select
 
 from survey_classifier.api import create_app
+from survey_classifier.api.inspect import load_map
 from survey_classifier.cli import main
 from survey_classifier.db import make_engine
-from survey_classifier.db.models import CutoutRow
+from survey_classifier.db.models import CutoutRow, SOMPlacementRow
 from survey_classifier.io.fits import read_cutout
 from survey_classifier.islands import kept_islands
+from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.stats import clipped_background
 
 #: The ids of the report and the files they are (rows 918, 951 and 966 of labels.csv).
@@ -39,7 +43,7 @@ PAGE_SIZES = (112, 48)
 def fresh_db(tmp_path_factory, mirabest_dir):
     url = f"sqlite:///{tmp_path_factory.mktemp('fresh') / 'mirabest.db'}"
     result = CliRunner().invoke(main, ["classify", str(mirabest_dir / "labels.csv"), "--base-dir",
-                                       str(mirabest_dir / "fits"), "--db", url, "--stages", "measure", "--quiet"],
+                                       str(mirabest_dir / "fits"), "--db", url, "--stages", "measure,som", "--quiet"],
                                 catch_exceptions=False)  # fmt: skip
     assert result.exit_code == 0, result.output
     return url
@@ -60,12 +64,23 @@ def _emission_on_thumbnail(path: str, size: int) -> np.ndarray:
     return np.asarray(shrunk) > 127
 
 
-@pytest.mark.parametrize("cutout_id", sorted(REPORTED))
-def test_reported_thumbnails_show_the_source(client, fresh_db, cutout_id):
-    engine = make_engine(fresh_db)
+def _placed(url: str, cutout_id: int):
+    """Path, SOM model, angle and flip of the cutout, as stored."""
+    engine = make_engine(url)
     with engine.connect() as connection:
         path = connection.execute(select(CutoutRow.path).where(CutoutRow.id == cutout_id)).scalar_one()
+        placement = connection.execute(
+            select(SOMPlacementRow.model_ref, SOMPlacementRow.angle_deg, SOMPlacementRow.flip)
+            .where(SOMPlacementRow.cutout_id == cutout_id)
+        ).one()
+        som = load_map(engine, placement.model_ref)
     engine.dispose()
+    return path, som, placement
+
+
+@pytest.mark.parametrize("cutout_id", sorted(REPORTED))
+def test_reported_thumbnails_show_the_source(client, fresh_db, cutout_id):
+    path, _, _ = _placed(fresh_db, cutout_id)
     assert Path(path).name == REPORTED[cutout_id]
     for size in PAGE_SIZES:
         response = client.get(f"/cutouts/{cutout_id}/image.png", params={"size": size})  # the page's default colours
@@ -79,3 +94,22 @@ def test_reported_thumbnails_show_the_source(client, fresh_db, cutout_id):
         assert np.median(grey[emission]) >= 40, (size, np.median(grey[emission]))
         assert np.median(grey[~emission]) <= 8
         assert grey.max() >= 150
+
+
+@pytest.mark.parametrize("cutout_id", sorted(REPORTED))
+def test_reported_members_in_their_neurons_frame_show_the_lobes(client, fresh_db, cutout_id):
+    """The faint emission of the prepared source is visible beside its core, not a dot on black."""
+    path, som, placement = _placed(fresh_db, cutout_id)
+    assert placement.model_ref == "som-mirabest:1"  # the default map of a fresh database
+    prepared = read_cutout(path).preprocessed(PreprocessConfig.from_dict(som.preprocess_dict_))
+    turned = som.rotate_into_frame(prepared, placement.angle_deg, placement.flip)[::-1]  # north up, as the PNG
+    peak = turned.max()
+    faint = (turned >= 0.01 * peak) & (turned <= 0.2 * peak)  # emission at 1-20 % of the core
+    assert faint.sum() >= 30
+    size = int(som.image_size_)
+    response = client.get(f"/cutouts/{cutout_id}/som.png", params={"size": size, "cmap": "gray"})
+    assert response.status_code == 200, response.text
+    shown = np.asarray(Image.open(io.BytesIO(response.content)))[..., 0] / 255.0
+    # divided by the peak (the pictures until December 2026) the median was 0.03; now 0.14-0.17
+    assert np.median(shown[faint]) >= 0.1
+    assert shown.max() == 1.0 and np.median(shown[turned <= 0]) == 0.0

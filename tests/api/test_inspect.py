@@ -12,6 +12,7 @@ from PIL import Image
 
 from survey_classifier.api import create_app
 from survey_classifier.api.inspect import load_map, map_layout
+from survey_classifier.display import stretch_prepared
 from survey_classifier.io.fits import read_cutout
 from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.query import query_results
@@ -49,7 +50,7 @@ def test_a_source_turned_into_its_neurons_frame_matches_the_neuron_better(client
         turned = _grey(client.get(f"/cutouts/{row['cutout_id']}/som.png", params=params))
         neuron = _grey(client.get(f"/som/nodes/{row['som_node_x']}/{row['som_node_y']}/prototype.png", params=params))
         prepared = read_cutout(row["path"]).preprocessed(config)
-        unturned = np.clip(prepared / prepared.max(), 0, 1)[::-1]  # rows from the top, as the PNG
+        unturned = stretch_prepared(prepared)[::-1]  # drawn as the page draws it, rows from the top as the PNG
         distance = [np.abs(image - neuron)[region[::-1]].sum() for image in (turned, unturned)]
         closer.append(distance[0] < distance[1])
     assert len(closer) >= 20 and np.mean(closer) >= 0.9, closer
