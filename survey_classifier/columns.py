@@ -260,8 +260,13 @@ def _is_pattern(name: str) -> bool:
 
 def order_columns(names: Iterable[str], first: Sequence[str]) -> list[str]:
     """``names`` with those matching the patterns of ``first`` moved to the front, in that order."""
-    names = list(names)
+    return list(_ordered(tuple(names), tuple(first)))
+
+
+@lru_cache(maxsize=256)
+def _ordered(names: tuple[str, ...], first: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`order_columns` of one list of names (a query's columns repeat from request to request)."""
     front: list[str] = []
     for pattern in first:
         front.extend(n for n in names if fnmatch.fnmatchcase(n, pattern) and n not in front)
-    return front + [n for n in names if n not in front]
+    return (*front, *(n for n in names if n not in front))

@@ -779,39 +779,71 @@ def _declared_result_columns() -> dict[str, dict[str, Column]]:
     return {name: {c.name: c for c in cls.result_columns} for name, cls in stages.items()}
 
 
+@lru_cache(maxsize=64)
+def _stage_rows_statement(row_class, dialect: str):
+    """The result rows of one variant (parameters ``stage``, ``version``, ``model``) for the cutouts ``ids``.
+
+    Made once per result table and dialect: the ids are one expanding
+    parameter (on PostgreSQL one array, ``= ANY``), so a query builds no
+    statement for them.
+    """
+    t = row_class.__table__
+    wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
+    if dialect == "postgresql":
+        of_ids = t.c.cutout_id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    else:
+        of_ids = t.c.cutout_id.in_(bindparam("ids", expanding=True))
+    return select(*wanted).where(t.c.stage == bindparam("stage"), t.c.stage_version == bindparam("version"),
+                                 t.c.model_ref == bindparam("model"), of_ids)
+
+
+@lru_cache(maxsize=4096)
+def _stage_spec(spec: Column, column_name: str, stage: str) -> Column:
+    """``spec`` of a stage's column as a result table shows it (made once per column)."""
+    return spec.renamed(column_name, prefix=f"{stage}: ")
+
+
+def _stage_values(connection, ids: list[int], name: str, variant: Variant) -> dict[str, list]:
+    """``{column: values}`` of the stored results of ``variant`` for ``ids``, in that order (None where none)."""
+    statement = _stage_rows_statement(variant.row_class, connection.dialect.name)
+    names = [column.name for column in statement.selected_columns]
+    at = names.index("cutout_id")
+    by_cutout = {}
+    for start in range(0, len(ids), _MAX_ID_LIST):
+        chunk = [int(i) for i in ids[start : start + _MAX_ID_LIST]]
+        params = {"stage": name, "version": variant.version, "model": variant.model, "ids": chunk}
+        by_cutout.update((row[at], row) for row in connection.execute(statement, params))
+    missing = (None,) * len(names)
+    ordered = [by_cutout.get(i, missing) for i in ids]
+    if not ordered:
+        return {column: [] for column in names}
+    return dict(zip(names, map(list, zip(*ordered))))
+
+
 def _add_stage_columns(connection, table: Frame, ids, name: str, variant: Variant) -> None:
     t = variant.row_class.__table__
-    by_cutout = {}
-    wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
-    for start in range(0, len(ids), _MAX_ID_LIST):
-        chunk = ids[start : start + _MAX_ID_LIST]
-        rows = _dicts(connection.execute(
-            select(*wanted).where(*_variant_condition(t, name, variant), _id_in(connection, t.c.cutout_id, chunk))
-        ))
-        by_cutout.update({r["cutout_id"]: r for r in rows})
+    stored = _stage_values(connection, ids, name, variant)
     described = described_columns(variant.row_class)
     declared = _declared_result_columns().get(name, {})
-    prefix = f"{name}: "
 
     def put(key: str, values: list, spec: Column, *, text: bool = False) -> None:
         column_name = f"{name}_{key}"
         table[column_name] = frame_column(values, text=text)
-        annotate(table[column_name], spec.renamed(column_name, prefix=prefix))
+        annotate(table[column_name], _stage_spec(spec, column_name, name))
 
     for column in (col for col in t.columns if col.name not in _SKIP):
-        put(column.name, [by_cutout.get(i, {}).get(column.name) for i in ids], described[column.name],
-            text=_is_text(column))
+        put(column.name, stored[column.name], described[column.name], text=_is_text(column))
     for mapping in ("probabilities", "components"):
         family = family_of(variant.row_class, mapping)
         if family is None:
             continue
-        keys = sorted({k for r in by_cutout.values() for k in (r.get(mapping) or {})})
+        keys = sorted({k for m in stored[mapping] if m for k in m})
         for key in keys:
             spec = declared.get(key) or family.column(key)
-            put(family.column(key).name, [(by_cutout.get(i, {}).get(mapping) or {}).get(key) for i in ids], spec)
-    extras = sorted({k for r in by_cutout.values() for k in (r.get("extra") or {})})
+            put(family.column(key).name, [(m or {}).get(key) for m in stored[mapping]], spec)
+    extras = sorted({k for m in stored["extra"] if m for k in m}) if "extra" in stored else []
     for key in extras:
-        values = [(by_cutout.get(i, {}).get("extra") or {}).get(key) for i in ids]
+        values = [(m or {}).get(key) for m in stored["extra"]]
         if all(v is None or isinstance(v, (int, float, str, bool)) for v in values):
             spec = declared.get(key) or Column(key, f"{key!r}, a result field the stage does not describe")
             put(key, values, spec)
