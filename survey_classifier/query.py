@@ -690,7 +690,7 @@ def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], 
 def _dicts(result) -> list[dict]:
     """The rows of ``result`` as dicts (the keys read once, not per row as ``Row._asdict`` does)."""
     keys = list(result.keys())
-    return [dict(zip(keys, row)) for row in result]
+    return [dict(zip(keys, row)) for row in result.all()]  # one fetchall, not a fetchone per row
 
 
 @lru_cache(maxsize=1)
@@ -732,6 +732,11 @@ def _position_offsets(rows: list[dict]) -> list[float | None]:
     return offsets
 
 
+#: The stored descriptions of the catalogue columns ``names`` (one statement, made once).
+_CATALOGUE_COLUMNS_READ = select(CatalogueColumnRow.__table__).where(
+    CatalogueColumnRow.__table__.c.name.in_(bindparam("names", expanding=True)))
+
+
 def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
     """The catalogue's own columns, in its order, with its units and descriptions."""
     names: dict[str, None] = {}
@@ -739,8 +744,7 @@ def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
         names.update(dict.fromkeys(row["catalogue"] or {}))
     if not names:
         return
-    t = CatalogueColumnRow.__table__
-    stored = {r.name: r for r in connection.execute(select(t).where(t.c.name.in_(list(names))))}
+    stored = {r.name: r for r in connection.execute(_CATALOGUE_COLUMNS_READ, {"names": list(names)})}
     for key in names:
         values = [(r["catalogue"] or {}).get(key) for r in rows]
         if any(isinstance(v, (list, dict)) for v in values):
@@ -812,7 +816,7 @@ def _stage_values(connection, ids: list[int], name: str, variant: Variant) -> di
     for start in range(0, len(ids), _MAX_ID_LIST):
         chunk = [int(i) for i in ids[start : start + _MAX_ID_LIST]]
         params = {"stage": name, "version": variant.version, "model": variant.model, "ids": chunk}
-        by_cutout.update((row[at], row) for row in connection.execute(statement, params))
+        by_cutout.update((row[at], row) for row in connection.execute(statement, params).all())  # one fetchall
     missing = (None,) * len(names)
     ordered = [by_cutout.get(i, missing) for i in ids]
     if not ordered:
