@@ -151,7 +151,7 @@ def _check_cone(ra: float, dec: float, radius: float) -> None:
 
 
 #: Range slots of the cone statements: a cone's ranges fill the smallest that holds them, the rest are empty.
-_RANGE_SLOTS = (1, 4, 12, 48)
+_RANGE_SLOTS = (1, 8, 16, 24, 32, 48)
 #: An empty range (no pixel is at least 0 and at most -1), for the slots a cone does not fill.
 _NO_RANGE = (0, -1)
 
