@@ -194,6 +194,15 @@ class Frame:
         items.insert(at, (name, data if isinstance(data, FrameColumn) else _from_array(data)))
         self._columns = dict(items)
 
+    def head(self, n: int) -> Frame:
+        """The first ``n`` rows (each column's numpy array sliced, as astropy slices a table)."""
+        columns = {}
+        for name, column in self._columns.items():
+            part = FrameColumn(column.values[:n], column.kind, column.array()[:n])
+            part.info = column.info
+            columns[name] = part
+        return Frame(columns)
+
     def rows(self, *, finite_only: bool = True) -> list[dict]:
         """One dict per row; NaN and infinities as None unless ``finite_only`` is False (an encoder that writes
         them as null, as orjson does, needs no pass over the values)."""

@@ -107,3 +107,16 @@ def test_a_column_is_typed_as_the_table_types_it(values, text, kind, shown):
     assert np.ma.getmaskarray(array).tolist() == [v is None for v in values]
     assert Frame({"x": column}).rows() == [{"x": v} for v in shown]
     assert str(Frame({"x": column}).to_table()["x"].tolist()) == str(np.ma.array(array).tolist())  # NaN, masked
+
+
+def test_the_first_rows_of_a_frame_are_those_astropy_slices(service_db):
+    """What /scs answers when a cone holds more rows than MAXREC: the frame's head, made a table."""
+    engine = service_db["engine"]
+    head = query_results(engine, limit=20, as_frame=True).head(7).to_table()
+    sliced = query_results(engine, limit=20)[:7]
+    assert head.colnames == sliced.colnames and len(head) == 7
+    for name in head.colnames:
+        ours, theirs = head[name], sliced[name]
+        assert (type(ours), ours.dtype, ours.unit, ours.description, ours.meta) == (
+            type(theirs), theirs.dtype, theirs.unit, theirs.description, theirs.meta), name
+        assert str(ours.tolist()) == str(theirs.tolist()), name
