@@ -16,7 +16,7 @@ a random offset). It prints requests per second in all and the median,
 95th and 99th percentile latency of each kind in milliseconds (with
 ``--json FILE`` also as JSON), and for a server it started the CPU
 time its processes used per request (robust on a loaded machine, unlike
-the rates). Loopback only; the load generator shares
+the rates), and the CPU time this process (the clients) used per request. Loopback only; the load generator shares
 the machine with the server, so compare figures of one machine.
 """
 
@@ -192,9 +192,9 @@ def main() -> None:
         if args.warmup > 0:
             warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
             _load(base, positions, n_rows, warm)
-        cpu_before = _server_cpu(server)
+        cpu_before, own_before = _server_cpu(server), time.process_time()
         latencies, failures, elapsed = _load(base, positions, n_rows, args)
-        cpu_after = _server_cpu(server)
+        cpu_after, own_after = _server_cpu(server), time.process_time()
     finally:
         if server is not None:
             _stop(server)
@@ -207,6 +207,10 @@ def main() -> None:
     if server is not None and cpu_before is not None and total:
         figures["server_cpu_ms_per_request"] = round(1000 * (cpu_after - cpu_before) / total, 1)
         print(f"  server CPU {figures['server_cpu_ms_per_request']:.1f} ms per request (all its processes)")
+    if total:
+        figures["client_cpu_ms_per_request"] = round(1000 * (own_after - own_before) / total, 1)
+        print(f"  load generator CPU {figures['client_cpu_ms_per_request']:.1f} ms per request (this process, "
+              "on the same cores)")
     for kind, values in latencies.items():
         if not values:
             continue

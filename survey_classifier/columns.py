@@ -171,8 +171,9 @@ def describe(description: str, *, unit: str | None = None, ucd: str | None = Non
     return info
 
 
+@lru_cache(maxsize=64)
 def described_columns(row_class) -> dict[str, Column]:
-    """``{name: Column}`` of the columns a database model describes."""
+    """``{name: Column}`` of the columns a database model describes (made once: do not change it)."""
     out = {}
     for column in row_class.__table__.columns:
         spec = column.info.get(INFO_KEY)
@@ -207,17 +208,21 @@ def annotate(column, spec: Column):
 def column_of(table: Table, name: str) -> Column:
     """The description attached to ``table[name]`` (what every writer reads)."""
     column = table[name]
-    unit = column.info.unit
-    if unit is None:
-        unit_text = None
-    elif unit == u.dimensionless_unscaled:
-        unit_text = ""
-    else:
-        unit_text = unit.to_string()
+    unit_text = _unit_text(column.info.unit)
     meta = column.info.meta or {}
     description = column.info.description or f"column {name!r}"
     form = column.info.format if isinstance(column.info.format, str) else None
     return Column(name, description, unit_text, meta.get("ucd"), form)
+
+
+@lru_cache(maxsize=1024)
+def _unit_text(unit: u.UnitBase | None) -> str | None:
+    """How a column's unit is written: None for no unit, ``""`` for dimensionless (written once per unit)."""
+    if unit is None:
+        return None
+    if unit == u.dimensionless_unscaled:
+        return ""
+    return unit.to_string()
 
 
 def columns_block(table: Table) -> list[dict]:
@@ -255,8 +260,13 @@ def _is_pattern(name: str) -> bool:
 
 def order_columns(names: Iterable[str], first: Sequence[str]) -> list[str]:
     """``names`` with those matching the patterns of ``first`` moved to the front, in that order."""
-    names = list(names)
+    return list(_ordered(tuple(names), tuple(first)))
+
+
+@lru_cache(maxsize=256)
+def _ordered(names: tuple[str, ...], first: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`order_columns` of one list of names (a query's columns repeat from request to request)."""
     front: list[str] = []
     for pattern in first:
         front.extend(n for n in names if fnmatch.fnmatchcase(n, pattern) and n not in front)
-    return front + [n for n in names if n not in front]
+    return (*front, *(n for n in names if n not in front))

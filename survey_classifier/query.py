@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 from astropy.coordinates import angular_separation
-from astropy.table import MaskedColumn, Table
+from astropy.table import Table
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -48,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from survey_classifier._frame import Frame
+from survey_classifier._frame import Frame, FrameColumn, frame_column
 from survey_classifier.columns import Column, annotate, described_columns, family_of, order_columns
 from survey_classifier.db._healpix import cone_ranges
 from survey_classifier.db.models import (
@@ -106,6 +107,9 @@ _CUTOUT_COLUMNS = (("cutout_id", "id"), ("catalogue_id", "catalogue_id"), ("ra_d
                    ("catalogue_ra_deg", "catalogue_ra_deg"), ("catalogue_dec_deg", "catalogue_dec_deg"),
                    ("pixel_scale_arcsec", "pixel_scale_arcsec"), ("beam_major_arcsec", "beam_major_arcsec"),
                    ("beam_minor_arcsec", "beam_minor_arcsec"), ("path", "path"), ("sha256", "sha256"))
+#: What a query reads of each cutout: its columns, the catalogue's own columns and the mosaic tile it came from.
+_CUTOUT_READ = [CutoutRow.__table__.c[stored] for _, stored in _CUTOUT_COLUMNS] + [
+    CutoutRow.__table__.c.catalogue, CutoutRow.__table__.c.origin]
 #: Names a catalogue column cannot take (it is then prefixed ``catalogue_``).
 _RESERVED = {name for name, _ in _CUTOUT_COLUMNS} | {SEPARATION.name, POSITION_OFFSET.name, ANOMALY_RANK.name} | {
     spec.name for spec, _ in TILE_COLUMNS}
@@ -146,19 +150,42 @@ def _check_cone(ra: float, dec: float, radius: float) -> None:
         raise SurveyClassifierError(msg)
 
 
-def _cone_candidates(ra: float, dec: float, radius: float, *columns):
-    """``columns`` of the cutouts in the HEALPix ranges covering the cone.
+#: Range slots of the cone statements: a cone's ranges fill the smallest that holds them, the rest are empty.
+_RANGE_SLOTS = (1, 8, 16, 24, 32, 48)
+#: An empty range (no pixel is at least 0 and at most -1), for the slots a cone does not fill.
+_NO_RANGE = (0, -1)
+
+
+@lru_cache(maxsize=32)
+def _ranges_statement(names: tuple[str, ...], slots: int):
+    """``SELECT names FROM cutouts`` over ``slots`` HEALPix ranges, each given as parameters ``low{i}``, ``high{i}``.
 
     One ``SELECT`` per range joined by ``UNION ALL`` (the ranges are
     disjoint): each is a scan of one slice of the ``(healpix, ra_deg,
     dec_deg, id)`` index, a plan no planner can turn into a table scan, as
-    it may a long ``OR``.
+    it may a long ``OR``. Made once for each count of slots, with the
+    ranges as bound parameters, so that a cone search neither builds nor
+    compiles a statement.
     """
-    _check_cone(ra, dec, radius)
     c = CutoutRow.__table__.c
+    columns = [c[name] for name in names]
+    selects = [select(*columns).where(c.healpix.between(bindparam(f"low{i}"), bindparam(f"high{i}")))
+               for i in range(slots)]
+    return selects[0] if slots == 1 else union_all(*selects)
+
+
+def _cone_candidates(ra: float, dec: float, radius: float, *names: str):
+    """The statement of the columns ``names`` of the cutouts in the HEALPix ranges covering the cone, and its
+    parameters."""
+    _check_cone(ra, dec, radius)
     ranges = cone_ranges(ra % 360.0, dec, radius)
-    selects = [select(*columns).where(c.healpix.between(low, high)) for low, high in ranges]
-    return selects[0] if len(selects) == 1 else union_all(*selects)
+    slots = next((n for n in _RANGE_SLOTS if n >= len(ranges)), None)
+    if slots is None:  # more ranges than cone_ranges gives: one statement for this count
+        slots = len(ranges)
+    params = {}
+    for i in range(slots):
+        params[f"low{i}"], params[f"high{i}"] = ranges[i] if i < len(ranges) else _NO_RANGE
+    return _ranges_statement(names, slots), params
 
 
 def cone_prefilter(ra: float, dec: float, radius: float):
@@ -169,13 +196,14 @@ def cone_prefilter(ra: float, dec: float, radius: float):
     afterwards).
     """
     c = CutoutRow.__table__.c
-    return c.id.in_(_cone_candidates(ra, dec, radius, c.id))
+    statement, params = _cone_candidates(ra, dec, radius, "id")
+    return c.id.in_(statement.params(params))
 
 
 def cone_search(connection: Connection, ra: float, dec: float, radius: float) -> dict[int, float]:
     """``{cutout_id: separation_deg}`` of every cutout within ``radius`` deg of (``ra``, ``dec``)."""
-    c = CutoutRow.__table__.c
-    rows = connection.execute(_cone_candidates(ra, dec, radius, c.id, c.ra_deg, c.dec_deg)).all()
+    statement, params = _cone_candidates(ra, dec, radius, "id", "ra_deg", "dec_deg")
+    rows = connection.execute(statement, params).all()
     if not rows:
         return {}
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -200,6 +228,58 @@ def _distinct_variants(connection: Connection, table) -> list[tuple[str, str, st
         found.append(tuple(row))
 
 
+def _stored_variants(connection: Connection) -> dict[str, list[Variant]]:
+    """Every variant stored of each stage; where a stage has several, each with when it was last written."""
+    by_stage: dict[str, list[Variant]] = {}
+    for kind, row_class in RESULT_TABLES.items():
+        for stage, version, model in _distinct_variants(connection, row_class.__table__):
+            by_stage.setdefault(stage, []).append(Variant(kind, row_class, version, model))
+    for stage, variants in by_stage.items():
+        if len(variants) > 1:  # the newest is shown: when each was written (an index seek each)
+            by_stage[stage] = [v._replace(updated_at=_newest(connection, stage, v)) for v in variants]
+    return by_stage
+
+
+@lru_cache(maxsize=1)
+def _results_mark_statement():
+    """The id and time of the newest row of each result table (a primary-key seek each), in one statement."""
+    marks = []
+    for row_class in RESULT_TABLES.values():
+        t = row_class.__table__
+        newest = select(t.c.id, t.c.updated_at).order_by(t.c.id.desc()).limit(1)
+        marks.append(newest.with_only_columns(t.c.id).scalar_subquery())
+        marks.append(newest.with_only_columns(t.c.updated_at).scalar_subquery())
+    return select(*marks)
+
+
+#: The stored variants last read through each engine, with the mark of the result tables they were read at.
+_VARIANTS_READ: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stored_variants_now(connection: Connection) -> dict[str, list[Variant]]:
+    """:func:`_stored_variants`, read again only when the result tables changed since the last read.
+
+    Result rows are added (a new id) or updated in place (same id, new
+    ``updated_at``), never deleted. A new variant is a new row, so it moves
+    the mark (the newest id and its time in each result table, one
+    statement); an update in place changes which variant is newest only
+    where a stage has several, and there the time each was last written is
+    read again, as without the cache. So the answer is always the one
+    :func:`_stored_variants` gives, at the cost of one small statement in
+    place of a seek per variant and table.
+    """
+    mark = tuple(connection.execute(_results_mark_statement()).one())
+    read = _VARIANTS_READ.get(connection.engine)
+    if read is not None and read[0] == mark:
+        by_stage = read[1]
+        if all(v.updated_at == _newest(connection, stage, v)
+               for stage, variants in by_stage.items() if len(variants) > 1 for v in variants):
+            return by_stage
+    by_stage = _stored_variants(connection)
+    _VARIANTS_READ[connection.engine] = (mark, by_stage)
+    return by_stage
+
+
 def find_variants(connection: Connection, versions: Mapping[str, str] | None = None) -> dict[str, Variant]:
     """The variant of each stage a query shows: the one ``versions`` picks, or the newest.
 
@@ -207,10 +287,7 @@ def find_variants(connection: Connection, versions: Mapping[str, str] | None = N
     that matches no stored result is refused, naming what is stored.
     """
     versions = dict(versions or {})
-    by_stage: dict[str, list[Variant]] = {}
-    for kind, row_class in RESULT_TABLES.items():
-        for stage, version, model in _distinct_variants(connection, row_class.__table__):
-            by_stage.setdefault(stage, []).append(Variant(kind, row_class, version, model))
+    by_stage = _stored_variants_now(connection)
     chosen = {}
     for stage, variants in by_stage.items():
         pick = versions.get(stage)
@@ -222,8 +299,7 @@ def find_variants(connection: Connection, versions: Mapping[str, str] | None = N
                 msg = f"no results of stage {stage!r} version {pick!r}; stored: {stored}"
                 raise SurveyClassifierError(msg)
             variants = matching
-        if len(variants) > 1:  # the newest written (an index seek each)
-            variants = [v._replace(updated_at=_newest(connection, stage, v)) for v in variants]
+        if len(variants) > 1:  # the newest written
             chosen[stage] = max(variants, key=lambda v: (v.updated_at is not None, v.updated_at or 0))
         else:
             chosen[stage] = variants[0]
@@ -493,7 +569,7 @@ def query_results(
             else:  # a wide cone: filter on the pixel ranges, then on the exact separations here
                 conditions.append(cone_prefilter(ra, dec, radius))
                 page_in_sql = False
-        query = select(CutoutRow.__table__).where(*conditions)
+        query = select(*_CUTOUT_READ).where(*conditions)
         if sort is not None:
             if after_id is not None:
                 msg = "keyset pagination (after_id) follows the cutout id; page a sorted table with offset"
@@ -515,7 +591,7 @@ def query_results(
         for name, variant in sorted(variants.items()):
             _add_stage_columns(connection, table, ids, name, variant)
         _add_catalogue_columns(connection, table, rows)
-        add_label_columns(connection, table, ids, variants, _column)
+        add_label_columns(connection, table, ids, variants, frame_column)
     frame = table[order_columns(table.colnames, LEADING_COLUMNS)]
     return frame if as_frame else frame.to_table()
 
@@ -614,25 +690,31 @@ def _unlabelled_top(connection: Connection, ranked, n: int) -> tuple[list[int], 
 def _dicts(result) -> list[dict]:
     """The rows of ``result`` as dicts (the keys read once, not per row as ``Row._asdict`` does)."""
     keys = list(result.keys())
-    return [dict(zip(keys, row)) for row in result]
+    return [dict(zip(keys, row)) for row in result.all()]  # one fetchall, not a fetchone per row
+
+
+@lru_cache(maxsize=1)
+def _cutout_specs() -> list[tuple[str, str, bool, Column]]:
+    """(name, stored name, is text, description) of each cutout column of a result table."""
+    described = described_columns(CutoutRow)
+    return [(name, stored, _is_text(CutoutRow.__table__.c[stored]), described[stored].renamed(name))
+            for name, stored in _CUTOUT_COLUMNS]
 
 
 def _cutout_table(rows: list[dict], *, with_separation: bool) -> Frame:
-    described = described_columns(CutoutRow)
     table = Frame()
-    for name, stored in _CUTOUT_COLUMNS:
+    for name, stored, text, spec in _cutout_specs():
         values = [r[stored] for r in rows]
-        text = _is_text(CutoutRow.__table__.c[stored])
-        table[name] = np.array(values, dtype=np.int64) if name == "cutout_id" else _column(values, text=text)
-        annotate(table[name], described[stored].renamed(name))
+        table[name] = FrameColumn(values, "i") if name == "cutout_id" else frame_column(values, text=text)
+        annotate(table[name], spec)
     if with_separation:
-        table[SEPARATION.name] = np.array([r["separation_deg"] * 3600.0 for r in rows])
+        table[SEPARATION.name] = FrameColumn([r["separation_deg"] * 3600.0 for r in rows], "f")
         annotate(table[SEPARATION.name], SEPARATION)
-    table[POSITION_OFFSET.name] = _column(_position_offsets(rows))
+    table[POSITION_OFFSET.name] = frame_column(_position_offsets(rows))
     annotate(table[POSITION_OFFSET.name], POSITION_OFFSET)
     if any(r.get("origin") for r in rows):  # cut from mosaic tiles: the tile and the source's pixel on it
         for spec, key in TILE_COLUMNS:
-            table[spec.name] = _column([(r.get("origin") or {}).get(key) for r in rows], text=key == "tile")
+            table[spec.name] = frame_column([(r.get("origin") or {}).get(key) for r in rows], text=key == "tile")
             annotate(table[spec.name], spec)
     return table
 
@@ -650,6 +732,11 @@ def _position_offsets(rows: list[dict]) -> list[float | None]:
     return offsets
 
 
+#: The stored descriptions of the catalogue columns ``names`` (one statement, made once).
+_CATALOGUE_COLUMNS_READ = select(CatalogueColumnRow.__table__).where(
+    CatalogueColumnRow.__table__.c.name.in_(bindparam("names", expanding=True)))
+
+
 def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
     """The catalogue's own columns, in its order, with its units and descriptions."""
     names: dict[str, None] = {}
@@ -657,8 +744,7 @@ def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
         names.update(dict.fromkeys(row["catalogue"] or {}))
     if not names:
         return
-    t = CatalogueColumnRow.__table__
-    stored = {r.name: r for r in connection.execute(select(t).where(t.c.name.in_(list(names))))}
+    stored = {r.name: r for r in connection.execute(_CATALOGUE_COLUMNS_READ, {"names": list(names)})}
     for key in names:
         values = [(r["catalogue"] or {}).get(key) for r in rows]
         if any(isinstance(v, (list, dict)) for v in values):
@@ -666,7 +752,7 @@ def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
         name = key if key not in table.colnames and key not in _RESERVED else f"catalogue_{key}"
         while name in table.colnames:
             name = f"catalogue_{name}"
-        table[name] = _column(values)
+        table[name] = frame_column(values)
         row = stored.get(key)
         spec = Column(name, (row.description if row is not None else None) or f"Column {key!r} of the input catalogue",
                       row.unit if row is not None else None, row.ucd if row is not None else None)
@@ -674,23 +760,11 @@ def _add_catalogue_columns(connection, table: Frame, rows: list[dict]) -> None:
 
 
 def _column(values: list, *, text: bool = False):
-    """A column from Python values, masked where None (of strings when ``text`` and all are None)."""
-    mask = [v is None for v in values]
-    present = [v for v in values if v is not None]
-    if not present:
-        empty = np.full(len(values), "", dtype=str) if text else np.zeros(len(values))
-        return MaskedColumn(empty, mask=[True] * len(values))
-    if all(isinstance(v, bool) for v in present):
-        fill, dtype = False, bool
-    elif all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        fill, dtype = 0, np.int64
-    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        fill, dtype = np.nan, np.float64
-    else:
-        fill, dtype = "", str
-        values = [v if isinstance(v, str) or v is None else str(v) for v in values]
-    data = np.array([fill if v is None else v for v in values], dtype=dtype)
-    return MaskedColumn(data, mask=mask) if any(mask) else data
+    """A table column from Python values, masked where None (of strings when ``text`` and all are None).
+
+    The rule of :func:`survey_classifier._frame.frame_column`, as numpy holds it.
+    """
+    return frame_column(values, text=text).array()
 
 
 def _is_text(column) -> bool:
@@ -709,39 +783,71 @@ def _declared_result_columns() -> dict[str, dict[str, Column]]:
     return {name: {c.name: c for c in cls.result_columns} for name, cls in stages.items()}
 
 
+@lru_cache(maxsize=64)
+def _stage_rows_statement(row_class, dialect: str):
+    """The result rows of one variant (parameters ``stage``, ``version``, ``model``) for the cutouts ``ids``.
+
+    Made once per result table and dialect: the ids are one expanding
+    parameter (on PostgreSQL one array, ``= ANY``), so a query builds no
+    statement for them.
+    """
+    t = row_class.__table__
+    wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
+    if dialect == "postgresql":
+        of_ids = t.c.cutout_id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    else:
+        of_ids = t.c.cutout_id.in_(bindparam("ids", expanding=True))
+    return select(*wanted).where(t.c.stage == bindparam("stage"), t.c.stage_version == bindparam("version"),
+                                 t.c.model_ref == bindparam("model"), of_ids)
+
+
+@lru_cache(maxsize=4096)
+def _stage_spec(spec: Column, column_name: str, stage: str) -> Column:
+    """``spec`` of a stage's column as a result table shows it (made once per column)."""
+    return spec.renamed(column_name, prefix=f"{stage}: ")
+
+
+def _stage_values(connection, ids: list[int], name: str, variant: Variant) -> dict[str, list]:
+    """``{column: values}`` of the stored results of ``variant`` for ``ids``, in that order (None where none)."""
+    statement = _stage_rows_statement(variant.row_class, connection.dialect.name)
+    names = [column.name for column in statement.selected_columns]
+    at = names.index("cutout_id")
+    by_cutout = {}
+    for start in range(0, len(ids), _MAX_ID_LIST):
+        chunk = [int(i) for i in ids[start : start + _MAX_ID_LIST]]
+        params = {"stage": name, "version": variant.version, "model": variant.model, "ids": chunk}
+        by_cutout.update((row[at], row) for row in connection.execute(statement, params).all())  # one fetchall
+    missing = (None,) * len(names)
+    ordered = [by_cutout.get(i, missing) for i in ids]
+    if not ordered:
+        return {column: [] for column in names}
+    return dict(zip(names, map(list, zip(*ordered))))
+
+
 def _add_stage_columns(connection, table: Frame, ids, name: str, variant: Variant) -> None:
     t = variant.row_class.__table__
-    by_cutout = {}
-    wanted = [col for col in t.columns if col.name not in ("id", "stage", "updated_at", "embedding")]
-    for start in range(0, len(ids), _MAX_ID_LIST):
-        chunk = ids[start : start + _MAX_ID_LIST]
-        rows = _dicts(connection.execute(
-            select(*wanted).where(*_variant_condition(t, name, variant), _id_in(connection, t.c.cutout_id, chunk))
-        ))
-        by_cutout.update({r["cutout_id"]: r for r in rows})
+    stored = _stage_values(connection, ids, name, variant)
     described = described_columns(variant.row_class)
     declared = _declared_result_columns().get(name, {})
-    prefix = f"{name}: "
 
     def put(key: str, values: list, spec: Column, *, text: bool = False) -> None:
         column_name = f"{name}_{key}"
-        table[column_name] = _column(values, text=text)
-        annotate(table[column_name], spec.renamed(column_name, prefix=prefix))
+        table[column_name] = frame_column(values, text=text)
+        annotate(table[column_name], _stage_spec(spec, column_name, name))
 
     for column in (col for col in t.columns if col.name not in _SKIP):
-        put(column.name, [by_cutout.get(i, {}).get(column.name) for i in ids], described[column.name],
-            text=_is_text(column))
+        put(column.name, stored[column.name], described[column.name], text=_is_text(column))
     for mapping in ("probabilities", "components"):
         family = family_of(variant.row_class, mapping)
         if family is None:
             continue
-        keys = sorted({k for r in by_cutout.values() for k in (r.get(mapping) or {})})
+        keys = sorted({k for m in stored[mapping] if m for k in m})
         for key in keys:
             spec = declared.get(key) or family.column(key)
-            put(family.column(key).name, [(by_cutout.get(i, {}).get(mapping) or {}).get(key) for i in ids], spec)
-    extras = sorted({k for r in by_cutout.values() for k in (r.get("extra") or {})})
+            put(family.column(key).name, [(m or {}).get(key) for m in stored[mapping]], spec)
+    extras = sorted({k for m in stored["extra"] if m for k in m}) if "extra" in stored else []
     for key in extras:
-        values = [(by_cutout.get(i, {}).get("extra") or {}).get(key) for i in ids]
+        values = [(m or {}).get(key) for m in stored["extra"]]
         if all(v is None or isinstance(v, (int, float, str, bool)) for v in values):
             spec = declared.get(key) or Column(key, f"{key!r}, a result field the stage does not describe")
             put(key, values, spec)

@@ -14,6 +14,7 @@ import re
 import numpy as np
 from astropy.table import Table
 
+from survey_classifier._frame import Frame, FrameColumn, frame_column
 from survey_classifier.columns import Column, annotate
 
 __all__ = ["public_text", "public_value", "public_store", "public_table", "public_model", "public_row", "FILE_NAME",
@@ -83,6 +84,8 @@ def public_table(table: Table) -> Table:
     """
     if "path" not in table.colnames and "tile" not in table.colnames:
         return table
+    if isinstance(table, Frame):
+        return _public_frame(table)
     if "tile" in table.colnames:
         tile = table["tile"]
         shown = np.ma.array([public_text(str(v)) for v in np.ma.getdata(tile)], mask=np.ma.getmaskarray(tile))
@@ -92,6 +95,24 @@ def public_table(table: Table) -> Table:
         at = table.colnames.index("path")
         names = np.array([_file_name(p) for p in table["path"]], dtype=str)
         urls = np.array([f"/cutouts/{int(i)}/fits" for i in table["cutout_id"]], dtype=str)
+        table.remove_column("path")
+        table.add_column(names, name=FILE_NAME.name, index=at)
+        table.add_column(urls, name=FITS_URL.name, index=at + 1)
+        annotate(table[FILE_NAME.name], FILE_NAME)
+        annotate(table[FITS_URL.name], FITS_URL)
+    return table
+
+
+def _public_frame(table: Frame) -> Frame:
+    """:func:`public_table` of a :class:`~survey_classifier._frame.Frame` (its columns are lists)."""
+    if "tile" in table.colnames:
+        shown = [None if v is None else public_text(str(v)) for v in table["tile"].values]
+        table.replace_column("tile", frame_column(shown, text=True))
+        annotate(table["tile"], TILE)
+    if "path" in table.colnames:
+        at = table.colnames.index("path")
+        names = FrameColumn([_file_name(p) for p in table["path"].values], "U")
+        urls = FrameColumn([f"/cutouts/{int(i)}/fits" for i in table["cutout_id"].values], "U")
         table.remove_column("path")
         table.add_column(names, name=FILE_NAME.name, index=at)
         table.add_column(urls, name=FITS_URL.name, index=at + 1)

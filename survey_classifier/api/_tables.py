@@ -8,6 +8,7 @@ import numpy as np
 from astropy.table import Table
 from fastapi.responses import Response
 
+from survey_classifier._frame import Frame
 from survey_classifier.formats import EXPORT_FORMATS, table_bytes
 
 __all__ = ["table_rows", "export_response"]
@@ -38,8 +39,11 @@ def _column_values(column) -> list:
     return values
 
 
-def table_rows(table: Table) -> list[dict]:
-    """Rows of ``table`` as JSON-ready dicts (masked and NaN values as null)."""
+def table_rows(table: Table | Frame, *, finite_only: bool = True) -> list[dict]:
+    """Rows of ``table`` as JSON-ready dicts (masked values as None, NaN and infinities too unless ``finite_only``
+    is False: of a :class:`~survey_classifier._frame.Frame`, for an encoder that writes them as null)."""
+    if isinstance(table, Frame):
+        return table.rows(finite_only=finite_only)
     names = table.colnames
     columns = [_column_values(table[name]) for name in names]
     return [dict(zip(names, values)) for values in zip(*columns)]

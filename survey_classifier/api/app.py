@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, StringConstraints
@@ -463,6 +463,7 @@ def _picks(values: list[str] | None) -> dict[str, str]:
 
 
 def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: bool = True, columns=None):
+    from survey_classifier.api._json import WRITES_NAN_AS_NULL, FastJSONResponse
     from survey_classifier.api._public import public_table
     from survey_classifier.api._tables import export_response, table_rows
     from survey_classifier.columns import columns_block, select_columns
@@ -473,7 +474,7 @@ def _respond(table, fmt: str, stem: str, *, limit: int, offset: int, keyset: boo
     table = select_columns(public_table(table), columns)
     if fmt != "json":
         return export_response(table, fmt, stem)
-    rows = table_rows(table)
+    rows = table_rows(table, finite_only=not WRITES_NAN_AS_NULL)
     # plain values already: skip FastAPI's per-value encoder, slow on pages of a thousand rows
-    return JSONResponse({"count": len(rows), "limit": limit, "offset": offset, "next_after_id": next_after,
+    return FastJSONResponse({"count": len(rows), "limit": limit, "offset": offset, "next_after_id": next_after,
                          "columns": columns_block(table), "rows": rows})

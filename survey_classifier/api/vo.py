@@ -94,14 +94,16 @@ def _matches(name: str, pattern: str) -> bool:
 def _cone_table(engine, ra: float, dec: float, radius: float, verbosity: int, base_url: str, max_rows: int):
     from survey_classifier.query import query_results
 
+    # the light frame: only the columns of the verbosity become an astropy table
     if radius == 0:  # SR=0: the columns, no rows (the metadata query of SCS)
-        table = query_results(engine, cutout_ids=[])
+        table = query_results(engine, cutout_ids=[], as_frame=True)
         overflow = False
     else:
-        table = query_results(engine, ra=ra, dec=dec, radius=radius, limit=max_rows + 1)
+        table = query_results(engine, ra=ra, dec=dec, radius=radius, limit=max_rows + 1, as_frame=True)
         overflow = len(table) > max_rows
-        table = table[:max_rows]
-    table = _columns_of_verbosity(_public(table), verbosity)
+        if overflow:
+            table = table.head(max_rows)
+    table = _columns_of_verbosity(_public(table), verbosity).to_table()
     table[ACCESS_URL.name] = np.array([f"{base_url}/cutouts/{i}/fits" for i in table["cutout_id"]], dtype=str)
     annotate(table[ACCESS_URL.name], ACCESS_URL)
     table[ACCESS_FORMAT.name] = np.array(["application/fits"] * len(table), dtype="U16")

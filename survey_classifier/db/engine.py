@@ -7,6 +7,7 @@ through the ``SURVEY_CLASSIFIER_DB`` environment variable.
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.resources import files
 
@@ -53,9 +54,28 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
+def _json_loads(text: str):
+    """A JSON column's value: read by orjson (several times faster), by ``json`` where orjson refuses it.
+
+    ``json`` writes NaN and the infinities as bare words and reads integers
+    of any size; orjson reads neither, and those values go to ``json``.
+    """
+    try:
+        return _orjson_loads(text)
+    except ValueError:  # orjson.JSONDecodeError is a ValueError
+        return json.loads(text)
+
+
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _orjson_loads = json.loads
+
+
 def make_engine(url: str | None = None, **kwargs) -> Engine:
-    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout."""
+    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout; JSON columns are read by orjson."""
     url = resolve_db_url(url)
+    kwargs.setdefault("json_deserializer", _json_loads)
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)

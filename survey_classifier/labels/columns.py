@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from astropy.table import Table
 from sqlalchemy.engine import Connection
 
+from survey_classifier._frame import FrameColumn
 from survey_classifier.columns import Column, annotate, described_columns
 from survey_classifier.db.models import SourceLabelRow
 from survey_classifier.labels.neurons import carried_labels
@@ -46,6 +47,11 @@ def label_column(field: str, name: str | None = None) -> Column:
     return described_columns(SourceLabelRow)[field].renamed(name or SOURCE_LABEL_COLUMNS[field])
 
 
+def _array(column):
+    """The numpy array of a table column (of a :class:`~survey_classifier._frame.Frame`: made from its values)."""
+    return column.array() if isinstance(column, FrameColumn) else column
+
+
 def add_label_columns(
     connection: Connection, table: Table, ids: Sequence[int], variants: Mapping, column: Callable
 ) -> None:
@@ -67,9 +73,8 @@ def add_label_columns(
     for stage, variant in sorted(variants.items()):
         if variant.kind != "som" or f"{stage}_node_x" not in table.colnames:
             continue
-        carried = carried_labels(
-            connection, stage, variant, table[f"{stage}_node_x"], table[f"{stage}_node_y"], table[f"{stage}_distance"]
-        )
+        node_x, node_y, distance = (_array(table[f"{stage}_{key}"]) for key in ("node_x", "node_y", "distance"))
+        carried = carried_labels(connection, stage, variant, node_x, node_y, distance)
         if carried is None:
             continue
         labels, reliability = carried

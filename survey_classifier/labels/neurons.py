@@ -30,7 +30,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from survey_classifier.labels.store import current_neuron_labels, current_source_labels, same_class
+from survey_classifier.labels.store import (
+    current_neuron_labels,
+    current_source_labels,
+    has_neuron_labels,
+    same_class,
+)
 
 __all__ = ["MAX_BINS", "MIN_PER_BIN", "PRIOR_WEIGHT", "Calibration", "calibrate", "carried_labels"]
 
@@ -141,6 +146,8 @@ def carried_labels(connection: Connection, stage: str, variant, node_x, node_y, 
     it has no placement); ``(labels, reliability)``, or None when the map
     has no labelled neuron.
     """
+    if not has_neuron_labels(connection, variant.model):  # the common case, one index seek
+        return None
     neuron_labels = current_neuron_labels(connection, variant.model)
     if not neuron_labels:
         return None

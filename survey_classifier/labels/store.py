@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from survey_classifier.db.models import CutoutRow, ModelRow, NeuronLabelRow, SourceLabelRow, utcnow
@@ -35,6 +35,7 @@ __all__ = [
     "source_label_history",
     "list_source_labels",
     "current_neuron_labels",
+    "has_neuron_labels",
     "neuron_label_history",
     "delete_source_label",
     "delete_neuron_label",
@@ -277,8 +278,19 @@ def current_source_labels(connection: Connection, cutout_ids: Sequence[int] | No
     return found
 
 
+#: Whether any source is labelled (one statement, made once: queries ask it on every request).
+_ANY_SOURCE_LABEL = select(SourceLabelRow.id).limit(1)
+#: Whether a SOM's neurons have a label (parameter ``model_ref``; an index seek).
+_ANY_NEURON_LABEL = select(NeuronLabelRow.id).where(NeuronLabelRow.model_ref == bindparam("model_ref")).limit(1)
+
+
 def has_source_labels(connection: Connection) -> bool:
-    return connection.execute(select(SourceLabelRow.id).limit(1)).first() is not None
+    return connection.execute(_ANY_SOURCE_LABEL).first() is not None
+
+
+def has_neuron_labels(connection: Connection, model_ref: str) -> bool:
+    """Whether any neuron of the map ``model_ref`` has a label (current or not)."""
+    return connection.execute(_ANY_NEURON_LABEL, {"model_ref": model_ref}).first() is not None
 
 
 def labelled_condition(cutout_id, *, label: str | None = None, interesting: bool | None = None):
