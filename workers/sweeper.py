@@ -2,7 +2,7 @@
 
 A thread in the main process of every worker (a step of Celery's consumer
 blueprint, so it starts and stops with the worker; no Celery beat, no
-other process to deploy or keep single) does two things every
+other process to deploy or keep single) does three things every
 ``stall_after / 4`` seconds:
 
 1. **Leases.** Redis keeps each message a worker has taken but not yet
@@ -21,6 +21,11 @@ other process to deploy or keep single) does two things every
    by a worker, was lost (a Redis restarted without persistence, a
    submitter killed while queueing); it is claimed in the database and
    sent again. Stores are idempotent, so a batch sent twice is harmless.
+3. **Runs left open.** In the same locked step, a running Celery run whose
+   batches are all done (the last stored more than an interval ago) but
+   that nobody closed (its worker died between the store and the close)
+   is closed with its recorded stages (:mod:`survey_classifier.closing`),
+   once: the close is a claim in the database.
 
 Only the Redis broker can be read this way; with another broker the
 sweeper renews nothing and looks for no lost message (RabbitMQ gives a
@@ -129,7 +134,7 @@ class Sweeper(bootsteps.StartStopStep):
         log.info("sweeper: batches stalled for %.0f s are sent again (checked every %.1f s)", stall_after_s(),
                  sweep_interval_s())
         while not self._stop.wait(sweep_interval_s()):
-            for step in (self.renew_leases, self.requeue_lost):
+            for step in (self.renew_leases, self.sweep_cluster):
                 try:
                     step()
                 except Exception:  # the broker or the database is away: try again next interval
@@ -163,15 +168,31 @@ class Sweeper(bootsteps.StartStopStep):
         if tags:
             self._client.zadd(Channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True)
 
-    def requeue_lost(self) -> None:
-        """Send again the stale batches the broker no longer has (one sweeper in the cluster per interval)."""
+    def sweep_cluster(self) -> None:
+        """What one sweeper in the cluster does per interval (a Redis lock): lost batches, runs left open."""
         from survey_classifier.db import make_engine
-        from survey_classifier.workers.queues import QUEUES
 
         if not self._client.set(_LOCK_KEY, os.getpid(), nx=True, ex=max(1, int(sweep_interval_s()))):
             return
         if self._engine is None:
             self._engine = make_engine(os.environ.get("SURVEY_CLASSIFIER_DB"))
+        self.requeue_lost()
+        self.close_stored_runs()
+
+    def close_stored_runs(self) -> None:
+        """Close the runs whose batches are all stored but that nobody closed (a worker that died between its
+        store of the last batch and the close, or whose close failed)."""
+        from survey_classifier.closing import close_stored_run, stored_unclosed_runs
+
+        for run_id in stored_unclosed_runs(self._engine, sweep_interval_s()):
+            if close_stored_run(self._engine, run_id):
+                log.warning("sweeper: run %s had every batch stored but was still running (the worker that stored "
+                            "its last batch died or could not close it); closed it", run_id)
+
+    def requeue_lost(self) -> None:
+        """Send again the stale batches the broker no longer has."""
+        from survey_classifier.workers.queues import QUEUES
+
         stale = stale_batches(self._engine, stall_after_s())
         if not stale:
             return

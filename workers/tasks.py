@@ -36,7 +36,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from survey_classifier.artefacts import fetch
+from survey_classifier.closing import rebuild_stage
 from survey_classifier.db import make_engine
 from survey_classifier.db.models import RunRow
 from survey_classifier.deliveries import (
@@ -53,11 +53,9 @@ from survey_classifier.deliveries import (
 )
 from survey_classifier.errors import StageConfigError, caused_by
 from survey_classifier.io.fits import ReadLimits
-from survey_classifier.modelref import ModelRef
 from survey_classifier.pipeline import Pipeline
 from survey_classifier.reuse import StoredResults
 from survey_classifier.runs import close_run_if_done, mark_batch_failed, sources_for, store_batch
-from survey_classifier.stages.registry import load_stage
 from survey_classifier.workers.app import app, retry_budget
 
 __all__ = ["process_batch", "TRANSIENT_ERRORS"]
@@ -106,7 +104,7 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
     models = dict(models or {})
     key = json.dumps([described, models, reuse, save_cutouts], sort_keys=True)
     if key not in _pipelines:
-        stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
+        stages = [rebuild_stage(engine(), run_id, entry, models.get(entry["name"])) for entry in described]
         pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse), save_cutouts=save_cutouts,
                             limits=ReadLimits.from_environment(), interrupts=(SoftTimeLimitExceeded,))
         pipeline.setup()
@@ -116,27 +114,6 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
             [f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages], os.getpid(),
         )
     return _pipelines[key]
-
-
-def _rebuild(run_id: int, entry: dict, message: dict | None):
-    """One stage as the run recorded it, with the model its task message names."""
-    stage = load_stage(entry["name"], **entry["params"])
-    if stage.version != entry["version"]:
-        msg = (
-            f"run {run_id} was submitted with stage {entry['name']} {entry['version']} but this worker has "
-            f"{stage.version}; install the same survey-classifier (and plugins) on every worker"
-        )
-        raise StageConfigError(msg)
-    recorded = entry.get("model_artefact")
-    if stage.model_param is not None:
-        if message is None or recorded is None or ModelRef.from_message(message) != ModelRef.from_message(recorded):
-            msg = (
-                f"run {run_id}: the task message names model {message} for stage {entry['name']}, but the run "
-                f"recorded {recorded}; submit the run again"
-            )
-            raise StageConfigError(msg)
-        stage.bind_model(fetch(ModelRef.from_message(message), engine()))
-    return stage
 
 
 class BatchTask(app.Task):
