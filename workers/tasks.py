@@ -172,7 +172,8 @@ def _split_after_soft_limit(task, batch_id: int) -> NoReturn:
 
 
 def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None) -> dict:
-    delivery = begin_delivery(engine(), batch_id, task.request.hostname)  # counted before anything can die
+    # counted before anything can die
+    delivery = begin_delivery(engine(), batch_id, task.request.hostname, task.request.retries)
     pipeline = pipeline_for_run(run_id, models)
     sources = sources_for(engine(), cutout_ids)
     limit = max_deliveries()
@@ -205,7 +206,7 @@ def _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delive
             record_culprit(engine(), run_id, batch_id, cutout_id, *culprit)
             log.error("batch %s: %s: %s; recorded as failed", batch_id, source.path, culprit[1])
             continue
-        begin_cutout(engine(), batch_id, cutout_id)
+        begin_cutout(engine(), batch_id, cutout_id, task.request.retries)
         began = time.monotonic()
         try:
             outcome = pipeline.process_batch([source])
@@ -252,6 +253,10 @@ def _retry_or_give_back(task, batch_id: int, exc: BaseException):
         "in %.0f s", batch_id, retries, reason, backoff_max,
     )
     time.sleep(backoff_max)
+    try:  # the same message comes back: a cutout left named would count as one that killed its process
+        end_cutout(engine(), batch_id)
+    except TRANSIENT_ERRORS:
+        log.warning("batch %s: could not clear its current cutout; the next delivery counts it as a death", batch_id)
     raise Reject(reason, requeue=True) from exc
 
 
