@@ -14,6 +14,10 @@ other process to deploy or keep single) does three things every
    a batch being processed, however long, is never given back, and the
    batch of a worker that died (SIGKILL, lost machine) is given back
    ``stall_after`` seconds after its last renewal, to a live worker.
+   The messages a worker holds are known from public Celery and kombu
+   interfaces only: the ``task_received`` signal (sent for every task
+   message the worker takes, a retry waiting for its countdown included)
+   and ``Message.acknowledged`` (acked, rejected or requeued).
 2. **Lost messages.** Once per interval in the whole cluster (a Redis
    lock), the database's view is compared with the broker's: a batch of a
    running Celery run still ``queued`` ``stall_after`` seconds after its
@@ -44,6 +48,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import bootsteps
+from celery.signals import task_received
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
@@ -112,7 +117,10 @@ class Sweeper(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
         self._engine = None
         self._client = None
-        self._warned = False
+        #: Messages this worker holds, by delivery tag (kept from Celery's public task_received signal).
+        self._held: dict[str, object] = {}
+        self._held_lock = threading.Lock()
+        task_received.connect(self._received, weak=False)
 
     def start(self, parent) -> None:
         if not parent.app.conf.broker_url.startswith(("redis://", "rediss://")):
@@ -122,6 +130,7 @@ class Sweeper(bootsteps.StartStopStep):
             self._thread.start()
 
     def shutdown(self, parent) -> None:
+        task_received.disconnect(self._received)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -141,24 +150,24 @@ class Sweeper(bootsteps.StartStopStep):
                     log.warning("sweeper: %s failed; trying again in %.1f s", step.__name__, sweep_interval_s(),
                                 exc_info=True)
 
+    def _received(self, sender=None, request=None, **_kwargs) -> None:
+        """Celery's ``task_received`` signal (the consumer's thread): this worker now holds the request's message."""
+        if sender is not self.consumer or request is None:
+            return
+        message = request.message
+        with self._held_lock:
+            self._held[message.delivery_tag] = message
+
     def _held_tags(self) -> list[str]:
-        """Delivery tags of the messages this worker holds: kombu's record of them (a private one)."""
-        task_consumer = getattr(self.consumer, "task_consumer", None)
-        qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
-        if qos is None:  # not consuming (yet, or the connection is being re-established)
-            return []
-        if not hasattr(qos, "_delivered"):
-            if not self._warned:
-                log.warning("sweeper: this kombu keeps no record of held messages; their leases are not renewed "
-                            "and a batch longer than %.0f s may be processed twice", stall_after_s())
-                self._warned = True
-            return []
-        for _ in range(3):  # the consumer's thread may change the dict while it is copied
-            try:
-                return list(qos._delivered)
-            except RuntimeError:
-                time.sleep(0.01)
-        return []
+        """Delivery tags of the messages this worker holds: received (``task_received``), not yet acknowledged,
+        rejected or requeued (``Message.acknowledged``), on the consumer's current channel (after a reconnection
+        the old channel's messages were given back by kombu)."""
+        channel = getattr(getattr(self.consumer, "task_consumer", None), "channel", None)
+        with self._held_lock:
+            for tag, message in list(self._held.items()):
+                if message.acknowledged or message.channel is not channel:
+                    del self._held[tag]
+            return list(self._held)
 
     def renew_leases(self) -> None:
         """Mark the messages this worker holds as taken now, so that none is given back while it is alive."""
