@@ -174,7 +174,7 @@ def _split_after_soft_limit(task, batch_id: int) -> NoReturn:
 def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None) -> dict:
     # counted before anything can die
     delivery = begin_delivery(engine(), batch_id, task.request.hostname, task.request.retries)
-    pipeline = pipeline_for_run(run_id, models)
+    pipeline = _set_up(task, run_id, batch_id, models, delivery)
     sources = sources_for(engine(), cutout_ids)
     limit = max_deliveries()
     if delivery.one_at_a_time(limit):
@@ -186,6 +186,32 @@ def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: di
     close_run_if_done(engine(), run_id, pipeline.stages)
     log.info("run %s batch %s: %d cutouts, %d failed", run_id, batch_id, len(sources), failed)
     return {"run_id": run_id, "batch_id": batch_id, "n_cutouts": len(sources), "n_failed": failed}
+
+
+def _set_up(task, run_id: int, batch_id: int, models: dict | None, delivery) -> Pipeline:
+    """The run's pipeline; a soft time limit while it is set up (modules imported, models loaded) is a timeout
+    of the set-up, never of a cutout: the message goes back to the queue (the batch is not split: that would
+    not shorten the set-up), and after ``max_deliveries`` such deliveries the batch fails with that reason."""
+    try:
+        return pipeline_for_run(run_id, models)
+    except Exception as exc:
+        if not caused_by(exc, (SoftTimeLimitExceeded,)):
+            raise
+    limit_s = _soft_limit_s(task)
+    reason = (f"setting up the stages (importing modules, loading models) took longer than the {limit_s:g} s "
+              "soft time limit")
+    if delivery.number < max_deliveries():
+        log.warning("batch %s: %s (delivery %d); the message goes back to the queue", batch_id, reason,
+                    delivery.number)
+        raise Reject(reason, requeue=True) from None
+    reason += (f" in {delivery.number} deliveries; raise SURVEY_CLASSIFIER_SOFT_TIME_LIMIT or warm the workers, "
+               "then retry-failed")
+    log.error("batch %s: %s", batch_id, reason)
+    raise SetUpTimeout(reason)
+
+
+class SetUpTimeout(Exception):
+    """The stages could not be set up within the soft time limit, ``max_deliveries`` times: the batch fails."""
 
 
 def _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delivery, limit) -> int:

@@ -336,3 +336,54 @@ def test_hard_time_limit_is_recorded_against_its_cutout(pg, private_broker, work
     # the whole batch (unless a cold process spent its soft limit before reaching the stage), then the cutout alone
     assert worker.log().count("Hard time limit (5") in (1, 2)
     print(f"hard time limit recorded against its cutout; run finished in {elapsed:.1f} s")
+
+
+SLOW_SETUP_PLUGIN = '''
+"""A stage whose set-up imports a module that takes 4 s to import (a large library, a cold disk)."""
+from survey_classifier.stages.measure import MeasureStage
+
+
+class SlowSetupMeasure(MeasureStage):
+    name = "slow_setup_measure"
+
+    def setup(self):
+        import slow_import_dependency  # noqa: F401
+        super().setup()
+'''
+
+
+def test_soft_time_limit_while_the_stages_are_set_up_is_a_timeout(pg, private_broker, workers, mirabest_files,
+                                                                 tmp_path, monkeypatch):
+    """A soft time limit during a module import of the stages' set-up (a cold worker process) blames no file
+    and does not loop: after --max-deliveries such deliveries the batch fails with that reason."""
+    site = tmp_path / "slow-setup-site"
+    (site / "slow_setup_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "slow_setup_plugin.py").write_text(textwrap.dedent(SLOW_SETUP_PLUGIN))
+    (site / "slow_import_dependency.py").write_text("import time\n\ntime.sleep(4)\n")
+    (site / "slow_setup_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: slow-setup-plugin\nVersion: 0.1\n")
+    (site / "slow_setup_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[survey_classifier.stages]\nslow_setup_measure = slow_setup_plugin:SlowSetupMeasure\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    url, engine = pg
+    use_broker(private_broker)
+    limits = {"SURVEY_CLASSIFIER_SOFT_TIME_LIMIT": "2", "SURVEY_CLASSIFIER_TIME_LIMIT": "30",
+              "SURVEY_CLASSIFIER_MAX_DELIVERIES": "2"}
+    worker = workers("cold", url, private_broker, env={**QUICK, **limits})
+    worker.wait_ready()
+    start = time.monotonic()
+    sources = [CutoutSource(str(p)) for p in mirabest_files[:4]]
+    run_id, _ = submit_run(engine, sources, [load_stage("slow_setup_measure")], batch_size=4)
+    status = wait_for_run(engine, run_id, timeout_s=60)
+    elapsed = time.monotonic() - start
+    assert status.batches == {"failed": 1} and status.state == "incomplete", status
+    assert errors_of(engine) == [], "a file was blamed for the set-up's timeout"
+    with engine.connect() as connection:
+        deliveries, failure, progress = connection.execute(
+            select(RunBatchRow.deliveries, RunBatchRow.failure, RunBatchRow.split)).one()
+    assert deliveries == 2 and progress is None, (deliveries, progress)  # not split: that cannot shorten a set-up
+    assert "setting up the stages (importing modules, loading models) took longer than the 2 s soft time limit in " \
+           "2 deliveries" in failure, failure
+    assert worker.alive
+    print(f"set-up outlasting the soft limit: batch failed after 2 deliveries, {elapsed:.1f} s after submit")
