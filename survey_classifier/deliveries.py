@@ -7,15 +7,19 @@ time limit) is delivered again by the broker; past ``limit`` deliveries
 (``SURVEY_CLASSIFIER_MAX_DELIVERIES``, 3) it is processed one cutout at a
 time, which the row's ``split`` column keeps track of::
 
-    {"stored": [ids], "failed": [ids], "current": id or None,
+    {"stored": [ids], "failed": [ids], "current": id or None, "current_retries": n,
      "deaths": {"id": n}, "timeouts": {"id": n}}
 
-Each cutout is named ``current`` before it is processed, and its outcome is
+Each cutout is named ``current`` before it is processed, with the Celery
+retry number of the delivery (``current_retries``), and its outcome is
 stored, with ``current`` cleared, in one transaction as soon as it ends. So
 when a delivery begins with a ``current`` cutout, the process that was
 working on it died: that cutout's ``deaths`` count goes up (or its
 ``timeouts``, when the worker's main process saw the hard time limit kill
-it, :func:`note_hard_timeout`). A cutout that has killed its process
+it, :func:`note_hard_timeout`). Unless the delivery is a later *retry* of
+the message than the one that named it: then the delivery that named it
+ended alive, with an error it handled (the database or broker was
+unreachable, so it could not clear ``current``), and nothing died. A cutout that has killed its process
 ``limit`` times is recorded as failed, with the reason, and the rest of the
 batch is processed. Cutouts already stored are not processed again.
 """
@@ -84,8 +88,9 @@ def _save(connection: Connection, batch_id: int, split: dict[str, Any], **values
     connection.execute(update(_TABLE).where(_TABLE.c.id == batch_id).values(split=split, **values))
 
 
-def begin_delivery(engine: Engine, batch_id: int, worker: str | None) -> Delivery:
-    """Count a delivery of the batch (before processing); a cutout left ``current`` counts as a death."""
+def begin_delivery(engine: Engine, batch_id: int, worker: str | None, retries: int = 0) -> Delivery:
+    """Count a delivery of the batch (before processing); a cutout left ``current`` counts as a death, unless
+    this delivery is a later retry (``retries``, Celery's count for the message) than the one that named it."""
     with engine.begin() as connection:
         connection.execute(
             update(_TABLE)
@@ -95,8 +100,9 @@ def begin_delivery(engine: Engine, batch_id: int, worker: str | None) -> Deliver
         number, split = _locked(connection, batch_id)
         if split is not None and split.get("current") is not None:
             split = dict(split)
-            key = str(split["current"])
-            split["deaths"] = {**split["deaths"], key: split["deaths"].get(key, 0) + 1}
+            if split.get("current_retries", retries) >= retries:  # the same message again: its process died
+                key = str(split["current"])
+                split["deaths"] = {**split["deaths"], key: split["deaths"].get(key, 0) + 1}
             split["current"] = None
             _save(connection, batch_id, split)
     return Delivery(number=int(number), split=split)
@@ -112,18 +118,20 @@ def begin_split(engine: Engine, batch_id: int, reason: str) -> dict[str, Any]:
     return split
 
 
-def begin_cutout(engine: Engine, batch_id: int, cutout_id: int) -> None:
-    """Name the cutout about to be processed; if its process dies, the next delivery knows."""
+def begin_cutout(engine: Engine, batch_id: int, cutout_id: int, retries: int = 0) -> None:
+    """Name the cutout about to be processed by a delivery of retry number ``retries``; if its process dies,
+    the next delivery knows."""
     with engine.begin() as connection:
         _, split = _locked(connection, batch_id)
-        _save(connection, batch_id, {**split, "current": cutout_id})
+        _save(connection, batch_id, {**split, "current": cutout_id, "current_retries": retries})
 
 
 def end_cutout(engine: Engine, batch_id: int) -> None:
-    """The current cutout was left unfinished without a death (an interruption): clear it."""
+    """The current cutout (if any) was left unfinished without a death (an interruption): clear it."""
     with engine.begin() as connection:
         _, split = _locked(connection, batch_id)
-        _save(connection, batch_id, {**split, "current": None})
+        if split is not None and split.get("current") is not None:
+            _save(connection, batch_id, {**split, "current": None})
 
 
 def store_cutout(engine: Engine, run_id: int, stages, batch_id: int, cutout_id: int, outcomes) -> bool:

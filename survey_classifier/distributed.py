@@ -9,6 +9,7 @@ whatever happened to the broker.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from survey_classifier.cutout import CutoutSource
 from survey_classifier.db.models import ErrorRow, RunBatchRow, RunRow, utcnow
 from survey_classifier.errors import BrokerError, DatabaseError, SurveyClassifierError
 from survey_classifier.heartbeat import Heartbeat, owner_dead
-from survey_classifier.runs import finish_run_if_done, register_run, resume_run, retry_unreachable, update_run
+from survey_classifier.runs import register_run, resume_run, retry_unreachable, update_run
 from survey_classifier.stages.base import Stage
 from survey_classifier.stages.registry import order_stages
 
@@ -51,6 +52,8 @@ PUBLISH_RETRY = {"max_retries": 8, "interval_start": 0.5, "interval_step": 1.0, 
 _SEND_CHUNK = 500
 #: Errors of a database that is down or restarting, which a waiting ``submit`` outlives.
 _DATABASE_DOWN = (OperationalError, InterfaceError)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -386,6 +389,21 @@ def _require_run(engine: Engine, run_id: int) -> None:
             raise _no_such_run(run_id)
 
 
+def _close_if_stored(engine: Engine, status: RunStatus) -> None:
+    """Close a run every batch of which is stored, if its workers have not (one that died before closing it):
+    with its recorded stages, so its run-wide results are computed; once (a claim). A stage or model this
+    machine cannot rebuild leaves the close to the workers' sweeper."""
+    from survey_classifier.closing import close_stored_run
+
+    if status.status != "running" or set(status.batches) != {"done"}:
+        return
+    try:
+        close_stored_run(engine, status.run_id)
+    except SurveyClassifierError as exc:
+        log.warning("run %s: every batch is stored, but this process cannot close it (%s); the workers' sweeper "
+                    "will", status.run_id, exc)
+
+
 def wait_for_run(
     engine: Engine,
     run_id: int,
@@ -411,7 +429,7 @@ def wait_for_run(
             if progress is not None:
                 progress(status)
             if status.batches.get("queued", 0) == 0:
-                finish_run_if_done(engine, run_id)
+                _close_if_stored(engine, status)
                 return run_status(engine, run_id)
             down_since = None
         except _DATABASE_DOWN as exc:

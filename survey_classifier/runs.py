@@ -40,7 +40,6 @@ __all__ = [
     "store_outcomes",
     "register_run",
     "sources_for",
-    "finish_run_if_done",
     "close_run_if_done",
     "close_run",
     "mark_batch_failed",
@@ -301,14 +300,10 @@ def sources_for(engine: Engine, cutout_ids: Sequence[int]) -> list[CutoutSource]
     ]
 
 
-def finish_run_if_done(engine: Engine, run_id: int) -> bool:
-    """Mark the run finished, with its counts, once every batch is done."""
-    with engine.begin() as connection:
-        return _finish_if_done(connection, run_id)
-
-
 def _finish_if_done(connection: Connection, run_id: int) -> bool:
-    batches = RunBatchRow.__table__
+    """Mark the run finished, with its counts, if every batch is done and it is still running; True if this
+    call did (a claim: of several closers, one does)."""
+    batches, runs = RunBatchRow.__table__, RunRow.__table__
     pending, n_cutouts, n_failed = connection.execute(
         select(
             func.count().filter(batches.c.status != "done"),
@@ -318,22 +313,27 @@ def _finish_if_done(connection: Connection, run_id: int) -> bool:
     ).one()
     if pending:
         return False
-    connection.execute(
-        update(RunRow.__table__)
-        .where(RunRow.__table__.c.id == run_id)
+    claimed = connection.execute(
+        update(runs)
+        .where(runs.c.id == run_id, runs.c.status == "running")
         .values(
             status="finished",
             finished_at=utcnow(),
             n_processed=int(n_cutouts) - int(n_failed),
             n_failed=int(n_failed),
         )
-    )
-    return True
+    ).rowcount
+    return claimed == 1
 
 
 def close_run_if_done(engine: Engine, run_id: int, stages: Sequence[Stage]) -> bool:
     """Once every batch of a run is done: mark it finished and let each stage
-    finish its run-wide results (:meth:`Stage.after_run`), in one transaction."""
+    finish its run-wide results (:meth:`Stage.after_run`), in one transaction.
+
+    Idempotent and once: only the call that moves the run from ``running``
+    to ``finished`` runs :meth:`Stage.after_run` (True); the others, and a
+    run with batches not done, change nothing (False).
+    """
     with engine.begin() as connection:
         done = _finish_if_done(connection, run_id)
         if done:

@@ -57,3 +57,21 @@ def test_a_cutout_left_in_flight_counts_as_a_death_until_it_is_recorded(engine, 
     assert (row.status, row.n_failed, row.deliveries, row.last_worker, row.failure) == ("done", 1, 8, "w2@host", None)
     assert row.last_attempt_at is not None
     assert errors == [(cutout_ids[1], "WorkerLost")]
+
+
+def test_a_retry_after_an_outage_counts_no_death(engine, mirabest_files):
+    """A cutout left named by a delivery that ended with a retry (the database was away) is not a death; the
+    same message delivered again (its process died) is."""
+    stages = [load_stage("measure")]
+    sources = [CutoutSource(str(p)) for p in mirabest_files[:2]]
+    _, [(batch_id, _)] = register_run(engine, sources, stages, batch_size=2, config={}, executor="celery")
+    with engine.connect() as connection:
+        cutout_ids = connection.execute(select(RunBatchRow.cutout_ids).where(RunBatchRow.id == batch_id)).scalar_one()
+    begin_delivery(engine, batch_id, "w1@host")
+    begin_split(engine, batch_id, "split")
+    begin_cutout(engine, batch_id, cutout_ids[0], retries=0)
+    split = begin_delivery(engine, batch_id, "w1@host", retries=1).split  # the retry after the outage
+    assert split["deaths"] == {} and split["current"] is None
+    begin_cutout(engine, batch_id, cutout_ids[0], retries=1)
+    split = begin_delivery(engine, batch_id, "w1@host", retries=1).split  # the same message again: a death
+    assert split["deaths"] == {str(cutout_ids[0]): 1} and split["current"] is None

@@ -2,7 +2,7 @@
 
 A thread in the main process of every worker (a step of Celery's consumer
 blueprint, so it starts and stops with the worker; no Celery beat, no
-other process to deploy or keep single) does two things every
+other process to deploy or keep single) does three things every
 ``stall_after / 4`` seconds:
 
 1. **Leases.** Redis keeps each message a worker has taken but not yet
@@ -14,6 +14,10 @@ other process to deploy or keep single) does two things every
    a batch being processed, however long, is never given back, and the
    batch of a worker that died (SIGKILL, lost machine) is given back
    ``stall_after`` seconds after its last renewal, to a live worker.
+   The messages a worker holds are known from public Celery and kombu
+   interfaces only: the ``task_received`` signal (sent for every task
+   message the worker takes, a retry waiting for its countdown included)
+   and ``Message.acknowledged`` (acked, rejected or requeued).
 2. **Lost messages.** Once per interval in the whole cluster (a Redis
    lock), the database's view is compared with the broker's: a batch of a
    running Celery run still ``queued`` ``stall_after`` seconds after its
@@ -21,6 +25,11 @@ other process to deploy or keep single) does two things every
    by a worker, was lost (a Redis restarted without persistence, a
    submitter killed while queueing); it is claimed in the database and
    sent again. Stores are idempotent, so a batch sent twice is harmless.
+3. **Runs left open.** In the same locked step, a running Celery run whose
+   batches are all done (the last stored more than an interval ago) but
+   that nobody closed (its worker died between the store and the close)
+   is closed with its recorded stages (:mod:`survey_classifier.closing`),
+   once: the close is a claim in the database.
 
 Only the Redis broker can be read this way; with another broker the
 sweeper renews nothing and looks for no lost message (RabbitMQ gives a
@@ -39,6 +48,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import bootsteps
+from celery.signals import task_received
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
@@ -107,7 +117,10 @@ class Sweeper(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
         self._engine = None
         self._client = None
-        self._warned = False
+        #: Messages this worker holds, by delivery tag (kept from Celery's public task_received signal).
+        self._held: dict[str, object] = {}
+        self._held_lock = threading.Lock()
+        task_received.connect(self._received, weak=False)
 
     def start(self, parent) -> None:
         if not parent.app.conf.broker_url.startswith(("redis://", "rediss://")):
@@ -117,6 +130,7 @@ class Sweeper(bootsteps.StartStopStep):
             self._thread.start()
 
     def shutdown(self, parent) -> None:
+        task_received.disconnect(self._received)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -129,31 +143,31 @@ class Sweeper(bootsteps.StartStopStep):
         log.info("sweeper: batches stalled for %.0f s are sent again (checked every %.1f s)", stall_after_s(),
                  sweep_interval_s())
         while not self._stop.wait(sweep_interval_s()):
-            for step in (self.renew_leases, self.requeue_lost):
+            for step in (self.renew_leases, self.sweep_cluster):
                 try:
                     step()
                 except Exception:  # the broker or the database is away: try again next interval
                     log.warning("sweeper: %s failed; trying again in %.1f s", step.__name__, sweep_interval_s(),
                                 exc_info=True)
 
+    def _received(self, sender=None, request=None, **_kwargs) -> None:
+        """Celery's ``task_received`` signal (the consumer's thread): this worker now holds the request's message."""
+        if sender is not self.consumer or request is None:
+            return
+        message = request.message
+        with self._held_lock:
+            self._held[message.delivery_tag] = message
+
     def _held_tags(self) -> list[str]:
-        """Delivery tags of the messages this worker holds: kombu's record of them (a private one)."""
-        task_consumer = getattr(self.consumer, "task_consumer", None)
-        qos = getattr(getattr(task_consumer, "channel", None), "qos", None)
-        if qos is None:  # not consuming (yet, or the connection is being re-established)
-            return []
-        if not hasattr(qos, "_delivered"):
-            if not self._warned:
-                log.warning("sweeper: this kombu keeps no record of held messages; their leases are not renewed "
-                            "and a batch longer than %.0f s may be processed twice", stall_after_s())
-                self._warned = True
-            return []
-        for _ in range(3):  # the consumer's thread may change the dict while it is copied
-            try:
-                return list(qos._delivered)
-            except RuntimeError:
-                time.sleep(0.01)
-        return []
+        """Delivery tags of the messages this worker holds: received (``task_received``), not yet acknowledged,
+        rejected or requeued (``Message.acknowledged``), on the consumer's current channel (after a reconnection
+        the old channel's messages were given back by kombu)."""
+        channel = getattr(getattr(self.consumer, "task_consumer", None), "channel", None)
+        with self._held_lock:
+            for tag, message in list(self._held.items()):
+                if message.acknowledged or message.channel is not channel:
+                    del self._held[tag]
+            return list(self._held)
 
     def renew_leases(self) -> None:
         """Mark the messages this worker holds as taken now, so that none is given back while it is alive."""
@@ -163,15 +177,31 @@ class Sweeper(bootsteps.StartStopStep):
         if tags:
             self._client.zadd(Channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True)
 
-    def requeue_lost(self) -> None:
-        """Send again the stale batches the broker no longer has (one sweeper in the cluster per interval)."""
+    def sweep_cluster(self) -> None:
+        """What one sweeper in the cluster does per interval (a Redis lock): lost batches, runs left open."""
         from survey_classifier.db import make_engine
-        from survey_classifier.workers.queues import QUEUES
 
         if not self._client.set(_LOCK_KEY, os.getpid(), nx=True, ex=max(1, int(sweep_interval_s()))):
             return
         if self._engine is None:
             self._engine = make_engine(os.environ.get("SURVEY_CLASSIFIER_DB"))
+        self.requeue_lost()
+        self.close_stored_runs()
+
+    def close_stored_runs(self) -> None:
+        """Close the runs whose batches are all stored but that nobody closed (a worker that died between its
+        store of the last batch and the close, or whose close failed)."""
+        from survey_classifier.closing import close_stored_run, stored_unclosed_runs
+
+        for run_id in stored_unclosed_runs(self._engine, sweep_interval_s()):
+            if close_stored_run(self._engine, run_id):
+                log.warning("sweeper: run %s had every batch stored but was still running (the worker that stored "
+                            "its last batch died or could not close it); closed it", run_id)
+
+    def requeue_lost(self) -> None:
+        """Send again the stale batches the broker no longer has."""
+        from survey_classifier.workers.queues import QUEUES
+
         stale = stale_batches(self._engine, stall_after_s())
         if not stale:
             return

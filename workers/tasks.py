@@ -36,7 +36,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from survey_classifier.artefacts import fetch
+from survey_classifier.closing import rebuild_stage
 from survey_classifier.db import make_engine
 from survey_classifier.db.models import RunRow
 from survey_classifier.deliveries import (
@@ -53,11 +53,9 @@ from survey_classifier.deliveries import (
 )
 from survey_classifier.errors import StageConfigError, caused_by
 from survey_classifier.io.fits import ReadLimits
-from survey_classifier.modelref import ModelRef
 from survey_classifier.pipeline import Pipeline
 from survey_classifier.reuse import StoredResults
 from survey_classifier.runs import close_run_if_done, mark_batch_failed, sources_for, store_batch
-from survey_classifier.stages.registry import load_stage
 from survey_classifier.workers.app import app, retry_budget
 
 __all__ = ["process_batch", "TRANSIENT_ERRORS"]
@@ -106,7 +104,7 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
     models = dict(models or {})
     key = json.dumps([described, models, reuse, save_cutouts], sort_keys=True)
     if key not in _pipelines:
-        stages = [_rebuild(run_id, entry, models.get(entry["name"])) for entry in described]
+        stages = [rebuild_stage(engine(), run_id, entry, models.get(entry["name"])) for entry in described]
         pipeline = Pipeline(stages, stored=StoredResults(engine(), reuse), save_cutouts=save_cutouts,
                             limits=ReadLimits.from_environment(), interrupts=(SoftTimeLimitExceeded,))
         pipeline.setup()
@@ -116,27 +114,6 @@ def pipeline_for_run(run_id: int, models: dict[str, dict] | None = None) -> Pipe
             [f"{s.name} {s.version}" + (f" ({s.model_ref})" if s.model_ref else "") for s in stages], os.getpid(),
         )
     return _pipelines[key]
-
-
-def _rebuild(run_id: int, entry: dict, message: dict | None):
-    """One stage as the run recorded it, with the model its task message names."""
-    stage = load_stage(entry["name"], **entry["params"])
-    if stage.version != entry["version"]:
-        msg = (
-            f"run {run_id} was submitted with stage {entry['name']} {entry['version']} but this worker has "
-            f"{stage.version}; install the same survey-classifier (and plugins) on every worker"
-        )
-        raise StageConfigError(msg)
-    recorded = entry.get("model_artefact")
-    if stage.model_param is not None:
-        if message is None or recorded is None or ModelRef.from_message(message) != ModelRef.from_message(recorded):
-            msg = (
-                f"run {run_id}: the task message names model {message} for stage {entry['name']}, but the run "
-                f"recorded {recorded}; submit the run again"
-            )
-            raise StageConfigError(msg)
-        stage.bind_model(fetch(ModelRef.from_message(message), engine()))
-    return stage
 
 
 class BatchTask(app.Task):
@@ -195,8 +172,9 @@ def _split_after_soft_limit(task, batch_id: int) -> NoReturn:
 
 
 def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: dict | None) -> dict:
-    delivery = begin_delivery(engine(), batch_id, task.request.hostname)  # counted before anything can die
-    pipeline = pipeline_for_run(run_id, models)
+    # counted before anything can die
+    delivery = begin_delivery(engine(), batch_id, task.request.hostname, task.request.retries)
+    pipeline = _set_up(task, run_id, batch_id, models, delivery)
     sources = sources_for(engine(), cutout_ids)
     limit = max_deliveries()
     if delivery.one_at_a_time(limit):
@@ -208,6 +186,32 @@ def _process(task, run_id: int, batch_id: int, cutout_ids: list[int], models: di
     close_run_if_done(engine(), run_id, pipeline.stages)
     log.info("run %s batch %s: %d cutouts, %d failed", run_id, batch_id, len(sources), failed)
     return {"run_id": run_id, "batch_id": batch_id, "n_cutouts": len(sources), "n_failed": failed}
+
+
+def _set_up(task, run_id: int, batch_id: int, models: dict | None, delivery) -> Pipeline:
+    """The run's pipeline; a soft time limit while it is set up (modules imported, models loaded) is a timeout
+    of the set-up, never of a cutout: the message goes back to the queue (the batch is not split: that would
+    not shorten the set-up), and after ``max_deliveries`` such deliveries the batch fails with that reason."""
+    try:
+        return pipeline_for_run(run_id, models)
+    except Exception as exc:
+        if not caused_by(exc, (SoftTimeLimitExceeded,)):
+            raise
+    limit_s = _soft_limit_s(task)
+    reason = (f"setting up the stages (importing modules, loading models) took longer than the {limit_s:g} s "
+              "soft time limit")
+    if delivery.number < max_deliveries():
+        log.warning("batch %s: %s (delivery %d); the message goes back to the queue", batch_id, reason,
+                    delivery.number)
+        raise Reject(reason, requeue=True) from None
+    reason += (f" in {delivery.number} deliveries; raise SURVEY_CLASSIFIER_SOFT_TIME_LIMIT or warm the workers, "
+               "then retry-failed")
+    log.error("batch %s: %s", batch_id, reason)
+    raise SetUpTimeout(reason)
+
+
+class SetUpTimeout(Exception):
+    """The stages could not be set up within the soft time limit, ``max_deliveries`` times: the batch fails."""
 
 
 def _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delivery, limit) -> int:
@@ -228,7 +232,7 @@ def _one_at_a_time(task, run_id, batch_id, cutout_ids, sources, pipeline, delive
             record_culprit(engine(), run_id, batch_id, cutout_id, *culprit)
             log.error("batch %s: %s: %s; recorded as failed", batch_id, source.path, culprit[1])
             continue
-        begin_cutout(engine(), batch_id, cutout_id)
+        begin_cutout(engine(), batch_id, cutout_id, task.request.retries)
         began = time.monotonic()
         try:
             outcome = pipeline.process_batch([source])
@@ -275,6 +279,10 @@ def _retry_or_give_back(task, batch_id: int, exc: BaseException):
         "in %.0f s", batch_id, retries, reason, backoff_max,
     )
     time.sleep(backoff_max)
+    try:  # the same message comes back: a cutout left named would count as one that killed its process
+        end_cutout(engine(), batch_id)
+    except TRANSIENT_ERRORS:
+        log.warning("batch %s: could not clear its current cutout; the next delivery counts it as a death", batch_id)
     raise Reject(reason, requeue=True) from exc
 
 

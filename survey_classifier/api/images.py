@@ -27,7 +27,8 @@ import numpy as np
 
 from survey_classifier.errors import SurveyClassifierError
 
-__all__ = ["cutout_png", "hit_map_png", "array_png", "read_for_display", "PngCache", "RenderSlots", "RenderBusy",
+__all__ = ["cutout_png", "hit_map_png", "array_png", "read_for_display", "read_binned", "PngCache", "RenderSlots",
+           "RenderBusy",
            "PIXEL_BUDGET", "CACHE_BYTES", "RENDER_SLOTS"]
 
 #: Largest image (pixels) decoded whole for a picture; larger ones are block-averaged while read.
@@ -197,20 +198,31 @@ def read_for_display(path: str, *, size: int, budget: int = PIXEL_BUDGET) -> np.
     small images go through :func:`survey_classifier.io.fits.read_cutout`,
     with its limits and its errors.
     """
+    binned = read_binned(path, size=size, budget=budget)
+    return _whole(path) if binned is None else binned[0]
+
+
+def read_binned(path: str, *, size: int | None = None, budget: int = PIXEL_BUDGET):
+    """``(image, step, header)``: the image at ``path`` averaged in ``step`` x ``step`` blocks while it is read,
+    when it is larger than ``budget`` pixels (and ``size`` pixels across allow); None when it fits (read it
+    whole) or the band reader does not take the file.
+
+    ``size`` None: as fine as the budget allows (the SOM's picture prepares the image, and needs its detail).
+    """
     from survey_classifier.io import remote
     from survey_classifier.io._kinds import not_a_file
 
     local = remote.local_path(path)
     found = _image_hdu(local) if local is not None and not_a_file(local) is None else None
-    if found is not None:
-        header, kind, offset = found
-        ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
-        step = block_factor(ny, nx, size, budget)
-        if step > 1 and kind == "tiled":
-            return _tiled_blocks(local, header, step)
-        if step > 1:
-            return _streamed_blocks(local, header, offset, step)
-    return _whole(path)
+    if found is None:
+        return None
+    header, kind, offset = found
+    ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
+    step = block_factor(ny, nx, min(ny, nx) if size is None else size, budget)
+    if step == 1:
+        return None
+    image = _tiled_blocks(local, header, step) if kind == "tiled" else _streamed_blocks(local, header, offset, step)
+    return image, step, header
 
 
 def _whole(path: str) -> np.ndarray:

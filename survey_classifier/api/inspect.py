@@ -97,17 +97,61 @@ def _shown(image: np.ndarray) -> np.ndarray:
     return stretch_prepared(image)
 
 
+#: Pixels across (at least) that a cutout over the pixel budget keeps for its picture in its neuron's frame.
+_FRAME_DETAIL = 1024
+
+
 def _member_png(map_sha: str, path: str, angle_deg: float, flip: bool, size: int, cmap: str) -> bytes:
-    """The cutout at ``path`` in its neuron's frame."""
-    from survey_classifier.api.images import array_png
+    """The cutout at ``path`` in its neuron's frame; one over the pixel budget is block-averaged while it is
+    read, as ``image.png`` reads it (to about :data:`_FRAME_DETAIL` pixels across), and prepared at that
+    coarser scale (:func:`_binned_config`)."""
+    from survey_classifier.api.images import array_png, read_binned
     from survey_classifier.io.fits import read_cutout
-    from survey_classifier.preprocess import PreprocessConfig
+    from survey_classifier.preprocess import PreprocessConfig, preprocess
 
     som = _MAPS[map_sha]
+    config = PreprocessConfig.from_dict(som.preprocess_dict_)
     with warnings.catch_warnings():  # the reader's quirks were reported when the cutout was classified
         warnings.simplefilter("ignore")
-        prepared = read_cutout(path).preprocessed(PreprocessConfig.from_dict(som.preprocess_dict_))
+        binned = read_binned(path, size=_FRAME_DETAIL)
+        if binned is None:
+            prepared = read_cutout(path).preprocessed(config)
+        else:
+            image, step, header = binned
+            scale = _pixel_scale_arcsec(header)
+            prepared = preprocess(image, _binned_config(config, step),
+                                  pixel_scale_arcsec=None if scale is None else scale * step)
     return array_png(_shown(som.rotate_into_frame(prepared, angle_deg, flip)), size=size, cmap=cmap)
+
+
+def _binned_config(config, step: int):
+    """``config`` for an image averaged in ``step`` x ``step`` blocks: its lengths in input pixels divided by
+    ``step`` (lengths in arcsec and in output pixels stay)."""
+    from dataclasses import replace
+
+    return replace(
+        config,
+        crop=None if config.crop is None else max(2, round(config.crop / step)),
+        crop_min=max(2.0, config.crop_min / step),
+        island_reach=None if config.island_reach is None else config.island_reach / step,
+    )
+
+
+def _pixel_scale_arcsec(header) -> float | None:
+    """Geometric mean pixel side of a FITS header's celestial WCS, arcsec (None without one)."""
+    import math
+
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    try:
+        celestial = WCS(header).celestial
+        if celestial.naxis != 2:
+            return None
+        scales = proj_plane_pixel_scales(celestial)
+    except Exception:  # a header without a usable WCS: preprocess without a scale, as the reader would
+        return None
+    return float(math.sqrt(abs(scales[0] * scales[1]))) * 3600.0
 
 
 def _prototype_png(map_sha: str, node: int, size: int, cmap: str) -> bytes:

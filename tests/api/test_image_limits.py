@@ -75,11 +75,11 @@ _SERVE_ONE = textwrap.dedent("""
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
 
-    url, small, large, out = sys.argv[1:5]
+    url, small, large, out, picture, size = sys.argv[1:7]
     with TestClient(create_app(url)) as client:
-        assert client.get(f"/cutouts/{small}/image.png", params={"size": 1024}).status_code == 200  # libraries in
+        assert client.get(f"/cutouts/{small}/{picture}", params={"size": size}).status_code == 200  # libraries in
         before = peak_mib()
-        answer = client.get(f"/cutouts/{large}/image.png", params={"size": 1024})
+        answer = client.get(f"/cutouts/{large}/{picture}", params={"size": size})
         after = peak_mib()
     open(out, "wb").write(answer.content)
     print(json.dumps({"status": answer.status_code, "before": before, "after": after}))
@@ -91,7 +91,7 @@ _SERVE_ONE = textwrap.dedent("""
 def test_a_64_mpixel_cutout_is_drawn_within_the_memory_bound(database, kind, tmp_path):
     out = tmp_path / "large.png"
     done = subprocess.run([sys.executable, "-c", _SERVE_ONE, database["url"], str(database["ids"]["small"]),
-                           str(database["ids"][kind]), str(out)],
+                           str(database["ids"][kind]), str(out), "image.png", "1024"],
                           capture_output=True, text=True, timeout=300, env=os.environ)
     assert done.returncode == 0, done.stderr[-3000:]
     measured = json.loads(done.stdout.strip().splitlines()[-1])
@@ -104,6 +104,55 @@ def test_a_64_mpixel_cutout_is_drawn_within_the_memory_bound(database, kind, tmp
     row, column = np.unravel_index(np.argmax(picture), picture.shape)
     scale = 1024 / SIDE  # north up: FITS row 6000 of 8192 is picture row 1023 - 6000 / 8
     assert abs(row - (1023 - SOURCE[0] * scale)) <= 3 and abs(column - SOURCE[1] * scale) <= 3
+
+
+@pytest.mark.slow
+def test_a_64_mpixel_cutout_in_its_neurons_frame_is_drawn_within_the_memory_bound(database, classified_db, tmp_path):
+    """som.png reads a large cutout with the same pixel budget as image.png (block-averaged while read), and
+    prepares it at that scale: the source is where the map's preprocessing (the whole image to 64 pixels) puts it."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "som.db"
+    shutil.copy(classified_db["path"], copy)
+    engine = make_engine(f"sqlite:///{copy}")
+    with engine.begin() as connection:
+        large = connection.execute(CutoutRow.__table__.insert().values(path=database_path(database, "plain"))
+                                   ).inserted_primary_key[0]
+    engine.dispose()
+    with sqlite3.connect(copy) as connection:
+        small, = connection.execute("SELECT cutout_id FROM som_placements LIMIT 1").fetchone()
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(som_placements)") if row[1] != "id"]
+        chosen = ", ".join(columns)
+        copied = ", ".join({"cutout_id": "?", "angle_deg": "0.0", "flip": "0"}.get(name, name) for name in columns)
+        connection.execute(f"INSERT INTO som_placements ({chosen}) SELECT {copied} FROM som_placements "
+                           "WHERE cutout_id = ?", (large, small))
+    out = tmp_path / "large-som.png"
+    done = subprocess.run([sys.executable, "-c", _SERVE_ONE, f"sqlite:///{copy}", str(small), str(large), str(out),
+                           "som.png", "64"], capture_output=True, text=True, timeout=300, env=os.environ)
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["status"] == 200
+    grown = measured["after"] - measured["before"]
+    print(f"som.png of the 8192 x 8192 cutout: VmHWM {measured['before']:.0f} -> {measured['after']:.0f} MiB "
+          f"(+{grown:.0f})")
+    assert grown < MEMORY_BOUND_MIB, measured
+    picture = np.asarray(Image.open(out).convert("L"), dtype=float)
+    assert picture.shape == (64, 64)
+    row, column = np.unravel_index(np.argmax(picture), picture.shape)
+    scale = 64 / SIDE  # the whole image brought to 64 pixels, unturned, north up
+    assert abs(row - (63 - SOURCE[0] * scale)) <= 2 and abs(column - SOURCE[1] * scale) <= 2, (row, column)
+
+
+def database_path(database, kind: str) -> str:
+    from sqlalchemy import select
+
+    engine = make_engine(database["url"])
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(CutoutRow.path).where(CutoutRow.id == database["ids"][kind])).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def test_renders_beyond_the_slots_are_turned_away_with_retry_after(database):

@@ -100,6 +100,51 @@ def test_postgres_down_longer_than_the_retry_budget(private_postgres, private_br
     engine.dispose()
 
 
+def test_postgres_down_while_a_batch_is_processed_one_cutout_at_a_time(private_postgres, private_broker, workers,
+                                                                        mirabest_files, slow_plugin):
+    """PostgreSQL stopped while a split batch (one cutout at a time) processes a cutout: the retries that follow
+    count no death against it (before: it was recorded as having killed its process), nothing lost or doubled."""
+    url = private_postgres.url
+    engine = make_engine(url)
+    use_broker(private_broker)
+    # the whole batch (8 x 0.4 s) outlasts the 2 s soft limit: it is split; one death would fail a cutout
+    env = {**QUICK, "SURVEY_CLASSIFIER_SOFT_TIME_LIMIT": "2", "SURVEY_CLASSIFIER_TIME_LIMIT": "30",
+           "SURVEY_CLASSIFIER_MAX_DELIVERIES": "1", "SURVEY_CLASSIFIER_DB_RETRIES": "30",
+           "SURVEY_CLASSIFIER_RETRY_BACKOFF_MAX": "1"}
+    worker = workers("splitting", url, private_broker, env=env)
+    worker.wait_ready()
+    sources = [CutoutSource(str(p)) for p in mirabest_files[:8]]
+    run_id, _ = submit_run(engine, sources, [load_stage("slow_measure", delay_s=0.4)], batch_size=8)
+
+    def split():
+        with engine.connect() as connection:
+            return connection.execute(select(RunBatchRow.split).where(RunBatchRow.run_id == run_id)).scalar_one()
+
+    # a cutout of the split batch is being processed, one stored before it
+    wait_for(lambda: (s := split()) is not None and s["current"] is not None and s["stored"], 60,
+             "a cutout processed alone after one was stored")
+    private_postgres.stop(mode="immediate")
+    engine.dispose()
+    time.sleep(4.0)
+    private_postgres.start()
+    back = time.monotonic()
+    status = wait_for_run(engine, run_id, timeout_s=90, poll_s=0.2)
+    print(f"PostgreSQL down 4 s during a split batch: run finished {time.monotonic() - back:.1f} s after it came back")
+    assert status.status == "finished" and status.batches == {"done": 1}, status
+    assert errors_of(engine) == [], "a cutout was blamed for the outage"
+    assert stored_once(engine, "slow_measure") == (8, 8, 8)
+    with engine.connect() as connection:
+        deliveries, n_failed, progress = connection.execute(
+            select(RunBatchRow.deliveries, RunBatchRow.n_failed, RunBatchRow.split)).one()
+    assert progress["deaths"] == {} and progress["timeouts"] == {} and progress["failed"] == [], progress
+    assert sorted(progress["stored"]) == sorted(set(progress["stored"])) and len(progress["stored"]) == 8, progress
+    assert n_failed == 0
+    retried = worker.log().count("Retry in")
+    print(f"deliveries counted {deliveries}, retries during the outage {retried}, deaths 0, 8 of 8 stored once")
+    assert "retry" in worker.log().lower(), "the outage did not hit the batch"
+    engine.dispose()
+
+
 def poison_cutout(path, side=8192) -> str:
     """A .fits.gz of some hundred kB that expands to a side x side float32 image (256 MiB at 8192)."""
     cards = ["SIMPLE  =                    T", "BITPIX  =                  -32", "NAXIS   =                    2",
@@ -291,3 +336,54 @@ def test_hard_time_limit_is_recorded_against_its_cutout(pg, private_broker, work
     # the whole batch (unless a cold process spent its soft limit before reaching the stage), then the cutout alone
     assert worker.log().count("Hard time limit (5") in (1, 2)
     print(f"hard time limit recorded against its cutout; run finished in {elapsed:.1f} s")
+
+
+SLOW_SETUP_PLUGIN = '''
+"""A stage whose set-up imports a module that takes 4 s to import (a large library, a cold disk)."""
+from survey_classifier.stages.measure import MeasureStage
+
+
+class SlowSetupMeasure(MeasureStage):
+    name = "slow_setup_measure"
+
+    def setup(self):
+        import slow_import_dependency  # noqa: F401
+        super().setup()
+'''
+
+
+def test_soft_time_limit_while_the_stages_are_set_up_is_a_timeout(pg, private_broker, workers, mirabest_files,
+                                                                 tmp_path, monkeypatch):
+    """A soft time limit during a module import of the stages' set-up (a cold worker process) blames no file
+    and does not loop: after --max-deliveries such deliveries the batch fails with that reason."""
+    site = tmp_path / "slow-setup-site"
+    (site / "slow_setup_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "slow_setup_plugin.py").write_text(textwrap.dedent(SLOW_SETUP_PLUGIN))
+    (site / "slow_import_dependency.py").write_text("import time\n\ntime.sleep(4)\n")
+    (site / "slow_setup_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: slow-setup-plugin\nVersion: 0.1\n")
+    (site / "slow_setup_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[survey_classifier.stages]\nslow_setup_measure = slow_setup_plugin:SlowSetupMeasure\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    url, engine = pg
+    use_broker(private_broker)
+    limits = {"SURVEY_CLASSIFIER_SOFT_TIME_LIMIT": "2", "SURVEY_CLASSIFIER_TIME_LIMIT": "30",
+              "SURVEY_CLASSIFIER_MAX_DELIVERIES": "2"}
+    worker = workers("cold", url, private_broker, env={**QUICK, **limits})
+    worker.wait_ready()
+    start = time.monotonic()
+    sources = [CutoutSource(str(p)) for p in mirabest_files[:4]]
+    run_id, _ = submit_run(engine, sources, [load_stage("slow_setup_measure")], batch_size=4)
+    status = wait_for_run(engine, run_id, timeout_s=60)
+    elapsed = time.monotonic() - start
+    assert status.batches == {"failed": 1} and status.state == "incomplete", status
+    assert errors_of(engine) == [], "a file was blamed for the set-up's timeout"
+    with engine.connect() as connection:
+        deliveries, failure, progress = connection.execute(
+            select(RunBatchRow.deliveries, RunBatchRow.failure, RunBatchRow.split)).one()
+    assert deliveries == 2 and progress is None, (deliveries, progress)  # not split: that cannot shorten a set-up
+    assert "setting up the stages (importing modules, loading models) took longer than the 2 s soft time limit in " \
+           "2 deliveries" in failure, failure
+    assert worker.alive
+    print(f"set-up outlasting the soft limit: batch failed after 2 deliveries, {elapsed:.1f} s after submit")
