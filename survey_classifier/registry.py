@@ -263,15 +263,21 @@ def _find(connection: Connection, **where) -> dict | None:
 def seed_shipped_models(engine: Engine) -> list[str]:
     """Record every model shipped with an installed stage that is not yet registered.
 
-    A shipped model becomes its stage's default when the stage has none.
-    Safe to call any number of times, from several processes at once.
-    Returns the refs recorded by this call.
+    A stage's first shipped model is its default in a new database: it is
+    recorded after the stage's others (so it is the newest entry of its
+    name) and becomes the default when the stage has none. A database that
+    already has a default keeps it; when a newly shipped default is
+    recorded beside it, one line is logged naming the ``models
+    set-default`` commands that switch. Safe to call any number of times,
+    from several processes at once. Returns the refs recorded by this call.
     """
     from survey_classifier.stages.registry import available_stages
 
-    seeded = []
+    seeded, kept = [], []
     for stage_name, stage_class in sorted(available_stages().items()):
-        for shipped in stage_class.shipped_models:
+        shipped_models = stage_class.shipped_models
+        for shipped in (*shipped_models[1:], *shipped_models[:1]):
+            is_first = shipped is shipped_models[0]
             with engine.connect() as connection:
                 if _find(connection, name=shipped.name, version=shipped.version) is not None:
                     continue
@@ -281,12 +287,23 @@ def seed_shipped_models(engine: Engine) -> list[str]:
                 with engine.begin() as connection:
                     _insert(connection, stage=stage_name, name=ref.name, version=ref.version, filename=ref.filename,
                             store=ref.store, sha256=ref.sha256, metrics=shipped.metrics, details=details,
-                            make_default=None)
+                            make_default=None if is_first else False)
             except IntegrityError:  # another process seeded it first
                 continue
             seeded.append(ref.ref)
+            if is_first:
+                with engine.connect() as connection:
+                    default = _find(connection, stage=stage_name, is_default=True)
+                if default is not None and default["model_ref"] != ref.ref:
+                    kept.append((default["model_ref"], ref))
     if seeded:
         log.info("registered the shipped models %s", ", ".join(seeded))
+    if kept:
+        switch = " and ".join(f"`survey-classifier models set-default {ref.name} {ref.version}`" for _, ref in kept)
+        log.warning(
+            "this database keeps its default models %s; new databases default to %s: switch with %s",
+            ", ".join(old for old, _ in kept), ", ".join(ref.ref for _, ref in kept), switch,
+        )
     return seeded
 
 
