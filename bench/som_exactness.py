@@ -33,7 +33,7 @@ from survey_classifier.io.fits import read_cutout
 from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.som import RotationInvariantSOM
 from survey_classifier.som.reference import reference_distances
-from survey_classifier.stages.som import DEFAULT_SOM
+from survey_classifier.stages.som import SOM_MIRABEST
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SURVEY_CLASSIFIER_DATA", REPO.parent / "shared" / "data"))
@@ -85,7 +85,7 @@ def main():
         grid_shape=(3, 3), neuron_size=64, region_diameter=45, random_state=1, track_errors=False
     ).fit(native[::2])
     compare("native", som, native[1::2])
-    shipped = RotationInvariantSOM.load(DEFAULT_SOM)
+    shipped = RotationInvariantSOM.load(SOM_MIRABEST.path())  # som-mirabest:1, as in docs/som.md
     config = PreprocessConfig.from_dict(shipped.preprocess_dict_)
     images = np.stack([read_cutout(path).preprocessed(config) for path in files[3::10]])
     compare("shipped", shipped, images)

@@ -263,15 +263,22 @@ def _find(connection: Connection, **where) -> dict | None:
 def seed_shipped_models(engine: Engine) -> list[str]:
     """Record every model shipped with an installed stage that is not yet registered.
 
-    A shipped model becomes its stage's default when the stage has none.
-    Safe to call any number of times, from several processes at once.
-    Returns the refs recorded by this call.
+    A stage's first shipped model is its default in a new database: it is
+    recorded after the stage's others (so it is the newest entry of its
+    name) and becomes the default when the stage has none. A database that
+    already has a default keeps it; when this call records new models and
+    some stage's default is an earlier shipped model, one line is logged
+    naming the ``models set-default`` commands that switch to the new
+    defaults. Safe to call any number of times, from several processes at
+    once. Returns the refs recorded by this call.
     """
     from survey_classifier.stages.registry import available_stages
 
+    stages = sorted((name, cls) for name, cls in available_stages().items() if cls.shipped_models)
     seeded = []
-    for stage_name, stage_class in sorted(available_stages().items()):
-        for shipped in stage_class.shipped_models:
+    for stage_name, stage_class in stages:
+        shipped_models = stage_class.shipped_models
+        for shipped in (*shipped_models[1:], shipped_models[0]):  # the default last: the newest of its name
             with engine.connect() as connection:
                 if _find(connection, name=shipped.name, version=shipped.version) is not None:
                     continue
@@ -281,13 +288,32 @@ def seed_shipped_models(engine: Engine) -> list[str]:
                 with engine.begin() as connection:
                     _insert(connection, stage=stage_name, name=ref.name, version=ref.version, filename=ref.filename,
                             store=ref.store, sha256=ref.sha256, metrics=shipped.metrics, details=details,
-                            make_default=None)
+                            make_default=None if shipped is shipped_models[0] else False)
             except IntegrityError:  # another process seeded it first
                 continue
             seeded.append(ref.ref)
     if seeded:
         log.info("registered the shipped models %s", ", ".join(seeded))
+        _log_earlier_defaults(engine, stages)
     return seeded
+
+
+def _log_earlier_defaults(engine: Engine, stages) -> None:
+    """One line naming the stages whose default is an earlier shipped model, and how to switch."""
+    kept = []
+    for stage_name, stage_class in stages:
+        newest = stage_class.shipped_models[0]
+        earlier = {f"{m.name}:{m.version}" for m in stage_class.shipped_models[1:]}
+        with engine.connect() as connection:
+            default = _find(connection, stage=stage_name, is_default=True)
+        if default is not None and default["model_ref"] in earlier:
+            kept.append((default["model_ref"], newest))
+    if kept:
+        switch = " and ".join(f"`survey-classifier models set-default {new.name} {new.version}`" for _, new in kept)
+        log.warning(
+            "this database keeps its default models %s; new databases default to %s: switch with %s",
+            ", ".join(old for old, _ in kept), ", ".join(f"{new.name}:{new.version}" for _, new in kept), switch,
+        )
 
 
 def list_models(engine: Engine, *, stage: str | None = None, include_retired: bool = True) -> Table:

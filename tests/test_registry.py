@@ -25,14 +25,16 @@ from survey_classifier.registry import (
     seed_shipped_models,
     set_default,
 )
-from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, AnomalyStage
+from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, ANOMALY_MIRABEST_4, AnomalyStage
 from survey_classifier.stages.cnn import FR_CNN, CNNStage
+from survey_classifier.stages.registry import available_stages
 from survey_classifier.stages.som import SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3
 
 pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.SurveyClassifierWarning")
 
 SHIPPED = {
-    f"{m.name}:{m.version}": m for m in (FR_CNN, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3, ANOMALY_MIRABEST)
+    f"{m.name}:{m.version}": m
+    for m in (FR_CNN, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3, ANOMALY_MIRABEST, ANOMALY_MIRABEST_4)
 }
 
 
@@ -54,9 +56,10 @@ def _counts(engine):
 
 def test_shipped_models_are_registry_entries_from_the_start(engine):
     table = list_models(engine)
+    table = table[[stage in ("cnn", "som", "anomaly") for stage in table["stage"]]]  # not an installed plugin's
     assert {(r["stage"], r["model_ref"]) for r in table if r["is_default"]} == {
-        ("cnn", "fr-cnn:1"), ("som", "som-mirabest:1"), ("anomaly", "anomaly-mirabest:3"),
-    }
+        ("cnn", "fr-cnn:1"), ("som", "som-mirabest:3"), ("anomaly", "anomaly-mirabest:4"),
+    }  # the morphology map and the scorer fitted on its distances
     assert sorted(table["model_ref"]) == sorted(SHIPPED)
     for row in table:
         shipped = SHIPPED[row["model_ref"]]
@@ -65,15 +68,35 @@ def test_shipped_models_are_registry_entries_from_the_start(engine):
         assert "# " in get_model(engine, id=int(row["id"]))["details"]["card"]
 
 
-def test_a_database_made_before_a_new_shipped_map_gets_it_on_upgrade(engine):
-    with engine.begin() as connection:  # as a database made before som-mirabest 3 was shipped
-        connection.execute(delete(ModelRow).where(ModelRow.name == "som-mirabest", ModelRow.version == "3"))
-    assert seed_shipped_models(engine) == ["som-mirabest:3"]
-    assert seed_shipped_models(engine) == []
-    table = list_models(engine, stage="som")
-    assert {row["model_ref"]: row["is_default"] for row in table} == {
+@pytest.mark.parametrize(
+    "missing",
+    [
+        (("som-mirabest", "3"), ("anomaly-mirabest", "4")),  # made before som-mirabest 3 was shipped
+        (("anomaly-mirabest", "4"),),  # made when som-mirabest 3 was shipped but not the default
+    ],
+)
+def test_a_database_made_before_new_shipped_defaults_gets_them_on_upgrade_and_keeps_its_own(engine, caplog, missing):
+    with engine.begin() as connection:
+        for name, version in missing:
+            connection.execute(delete(ModelRow).where(ModelRow.name == name, ModelRow.version == version))
+    set_default(engine, "som-mirabest", "1")
+    set_default(engine, "anomaly-mirabest", "3")
+    with caplog.at_level("WARNING", logger="survey_classifier.registry"):
+        assert seed_shipped_models(engine) == sorted(f"{name}:{version}" for name, version in missing)
+    (notice,) = [r.getMessage() for r in caplog.records if r.name == "survey_classifier.registry"]
+    assert notice == (
+        "this database keeps its default models anomaly-mirabest:3, som-mirabest:1; new databases default to "
+        "anomaly-mirabest:4, som-mirabest:3: switch with `survey-classifier models set-default anomaly-mirabest 4` "
+        "and `survey-classifier models set-default som-mirabest 3`"
+    )
+    caplog.clear()
+    assert seed_shipped_models(engine) == [] and not caplog.records
+    table = list_models(engine)
+    assert {row["model_ref"]: row["is_default"] for row in table if row["stage"] in ("som", "anomaly")} == {
         "som-mirabest:1": True, "som-mirabest:2": False, "som-mirabest:3": False,
+        "anomaly-mirabest:3": True, "anomaly-mirabest:4": False,
     }  # fmt: skip
+    assert resolve_model(engine, "som", "som-mirabest").ref == "som-mirabest:3"  # still the newest version
 
 
 def test_register_keeps_the_bytes_in_the_database_and_fetch_verifies_them(engine, cache):
@@ -158,7 +181,7 @@ def test_what_a_stage_cannot_run_is_refused_and_nothing_is_left(engine, cache, s
         register_model(engine, artefact.path(), stage=stage, name="bad", version="1", make_default=True)
     assert "\n" not in str(refused.value)  # one line
     assert _counts(engine) == before and not cache.exists()
-    assert {r["model_ref"] for r in list_models(engine) if r["is_default"]} >= {"fr-cnn:1", "som-mirabest:1"}
+    assert {r["model_ref"] for r in list_models(engine) if r["is_default"]} >= {"fr-cnn:1", "som-mirabest:3"}
 
 
 @pytest.mark.parametrize(
@@ -232,20 +255,18 @@ def test_a_new_default_som_and_scorer_are_what_the_rows_say(sqlite_url, engine, 
     from survey_classifier.db.models import AnomalyScoreRow
 
     files = mirabest_files[:6]
-    _classify(sqlite_url, files)
-    set_default(engine, "som-mirabest", "2")  # the shipped morphology map
-    assert "som 2 (som-mirabest:2)" in _classify(sqlite_url, files, "--stages", "measure,som")
-    assert _refs(engine, SOMPlacementRow, "som") == {"som-mirabest:1": 6, "som-mirabest:2": 6}
+    assert "som 2 (som-mirabest:3), anomaly 2 (anomaly-mirabest:4)" in _classify(sqlite_url, files)
+    set_default(engine, "som-mirabest", "1")  # the first map, as in a database made before version 3
+    assert "som 2 (som-mirabest:1)" in _classify(sqlite_url, files, "--stages", "measure,som")
+    assert _refs(engine, SOMPlacementRow, "som") == {"som-mirabest:3": 6, "som-mirabest:1": 6}
     refused = CliRunner().invoke(main, ["classify", *map(str, files), "--db", sqlite_url, "--quiet"])
     assert refused.exit_code == 1 and "fitted on som results" in refused.output  # the scorer knows its map
-    assert "this run's som results come from 2@som-mirabest:2" in refused.output
+    assert "this run's som results come from 2@som-mirabest:1" in refused.output
 
-    set_default(engine, "som-mirabest", "1")
-    register_model(engine, ANOMALY_MIRABEST.path(), stage="anomaly", name="anomaly-mirabest", version="4",
-                   make_default=True)
-    assert "anomaly 2 (anomaly-mirabest:4)" in _classify(sqlite_url, files)
-    assert _refs(engine, AnomalyScoreRow, "anomaly") == {"anomaly-mirabest:3": 6, "anomaly-mirabest:4": 6}
-    assert AnomalyStage().model_ref == "anomaly-mirabest:3"  # without a database: the shipped default
+    set_default(engine, "anomaly-mirabest", "3")  # the scorer fitted on version 1's distances
+    assert "anomaly 2 (anomaly-mirabest:3)" in _classify(sqlite_url, files)
+    assert _refs(engine, AnomalyScoreRow, "anomaly") == {"anomaly-mirabest:4": 6, "anomaly-mirabest:3": 6}
+    assert AnomalyStage().model_ref == "anomaly-mirabest:4"  # without a database: the shipped default
 
 
 def test_cli_register_list_show_default_retire(sqlite_url):
@@ -255,7 +276,8 @@ def test_cli_register_list_show_default_retire(sqlite_url):
         return cli.invoke(main, ["models", *args, "--db", sqlite_url])
 
     listing = invoke("list").output
-    assert "fr-cnn:1" in listing and "som-mirabest:3" in listing and "5 models" in listing
+    shipped = sum(len(stage.shipped_models) for stage in available_stages().values())  # with installed plugins'
+    assert "fr-cnn:1" in listing and "som-mirabest:3" in listing and f"{shipped} models" in listing
     card = FR_CNN.path().parent / "MODEL_CARD.md"
     done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "2", "--metrics",
                   '{"accuracy": 0.9}', "--card", str(card), str(FR_CNN.path()))

@@ -8,7 +8,7 @@ from survey_classifier.cli import main
 from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import ArtefactRow, RunRow
 from survey_classifier.registry import register_model
-from survey_classifier.stages.anomaly import ANOMALY_MIRABEST
+from survey_classifier.stages.anomaly import ANOMALY_MIRABEST_4
 
 pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.SurveyClassifierWarning")
 
@@ -17,7 +17,7 @@ def test_registry_default_is_used_and_a_changed_artefact_refused(tmp_path, monke
     monkeypatch.setenv("SURVEY_CLASSIFIER_CACHE", str(tmp_path / "cache"))
     upgrade(sqlite_url)
     engine = make_engine(sqlite_url)
-    row = register_model(engine, ANOMALY_MIRABEST.path(), stage="anomaly", name="anomaly-mine", version="1",
+    row = register_model(engine, ANOMALY_MIRABEST_4.path(), stage="anomaly", name="anomaly-mine", version="1",
                          make_default=True)
     files = [str(p) for p in mirabest_files[:6]]
     result = CliRunner().invoke(main, ["classify", *files, "--db", sqlite_url, "--quiet"])

@@ -6,7 +6,7 @@ are its history, and a wrong label is taken back by deleting its row. A
 source label says any of: a class (``label``, from a list or free text),
 ``interesting`` (True / False) and a ``note``; a neuron label gives the
 class of one neuron (``node_x``, ``node_y``) of one SOM map, named by the
-registry's ``model_ref`` of the map (``som-mirabest:1``).
+registry's ``model_ref`` of the map (``som-mirabest:3``).
 
 Every function takes an open connection; writers expect a transaction.
 """

@@ -20,7 +20,7 @@ from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.stages.base import CutoutFailure, Stage
 
-__all__ = ["AnomalyStage", "DEFAULT_SCORER", "ANOMALY_MIRABEST", "upstream_matches"]
+__all__ = ["AnomalyStage", "DEFAULT_SCORER", "ANOMALY_MIRABEST", "ANOMALY_MIRABEST_4", "upstream_matches"]
 
 #: What each component of the score measures (see :mod:`survey_classifier.anomaly.scorer`).
 _COMPONENTS = {
@@ -40,7 +40,8 @@ def _component_columns() -> tuple[Column, ...]:
                               ucd="stat.value", format=".4f"))
     return tuple(columns)
 
-#: Scorer shipped with survey-classifier, fitted on MiraBest with the shipped SOM and CNN.
+#: Scorer fitted on MiraBest with the distances of ``som-mirabest:1`` and ``fr-cnn:1``; the default of
+#: databases made before version 4 was shipped.
 ANOMALY_MIRABEST = ShippedModel(
     name="anomaly-mirabest",
     version="3",
@@ -50,8 +51,20 @@ ANOMALY_MIRABEST = ShippedModel(
     card="models/anomaly-mirabest/MODEL_CARD.md",
     metrics={"auroc_rare_mirabest": 0.699},
 )
-#: Its file in the installed package.
-DEFAULT_SCORER = ANOMALY_MIRABEST.path()
+#: The same components and weights fitted on the morphology map ``som-mirabest:3`` and ``fr-cnn:1`` (#20):
+#: the default of a new results database (with ``som-mirabest:3``); registered beside version 3 in older
+#: ones, where ``models set-default som-mirabest 3`` and ``models set-default anomaly-mirabest 4`` switch both.
+ANOMALY_MIRABEST_4 = ShippedModel(
+    name="anomaly-mirabest",
+    version="4",
+    package="survey_classifier",
+    resource="models/anomaly-mirabest-4/scorer.npz",
+    sha256="82de08faf2c689d68d5e1907c16b53fbd67a22e7df1d58b03979f9ee755a0345",
+    card="models/anomaly-mirabest-4/MODEL_CARD.md",
+    metrics={"auroc_rare_mirabest": 0.705},
+)
+#: The default scorer's file in the installed package.
+DEFAULT_SCORER = ANOMALY_MIRABEST_4.path()
 
 #: An upstream reference written before the registry named every model: ``STAGE:FOLDER/FILE@SHA256[:12]``.
 _FILE_DERIVED_REF = re.compile(r"^[A-Za-z0-9_]+:[^@]+@(?P<sha>[0-9a-f]{12})$")
@@ -87,7 +100,7 @@ class AnomalyStage(Stage):
     scorer : str or None
         ``NAME[:VERSION]`` of a registered scorer, or the path of one written
         by ``survey-classifier train anomaly``; None: the registry's default
-        (the shipped ``anomaly-mirabest:3``).
+        (``anomaly-mirabest:4`` in a new database).
     """
 
     name = "anomaly"
@@ -97,7 +110,7 @@ class AnomalyStage(Stage):
     uses = ("stage:measure", "stage:som", "stage:cnn")
     enabled_by_default = True
     model_param = "scorer"
-    shipped_models = (ANOMALY_MIRABEST,)
+    shipped_models = (ANOMALY_MIRABEST_4, ANOMALY_MIRABEST)  # the first is the default
     result_columns = _component_columns()
 
     def __init__(self, *, scorer=None):

@@ -96,8 +96,9 @@ class Stage(abc.ABC):
         :meth:`setup` and never derives its own identity.
     shipped_models : tuple of ShippedModel
         Models shipped inside the stage's package; the registry records them
-        when a database is created or upgraded, and the first is what the
-        stage runs when used without a database.
+        when a database is created or upgraded. The first is the stage's
+        default: that of a new database (an existing one keeps its own), and
+        what the stage runs when used without a database.
     result_columns : tuple of Column
         The fields a result carries beyond those of its kind (stored as
         ``extra``) that come back as columns (numbers, text, flags), and the

@@ -24,7 +24,8 @@ from survey_classifier.stages.base import Stage
 
 __all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST", "SOM_MIRABEST_2", "SOM_MIRABEST_3"]
 
-#: The SOM shipped with survey-classifier (10x10 map trained on MiraBest).
+#: The first SOM shipped with survey-classifier (10x10 map trained on MiraBest); the default of databases
+#: made before version 3 became the default.
 SOM_MIRABEST = ShippedModel(
     name="som-mirabest",
     version="1",
@@ -46,8 +47,9 @@ SOM_MIRABEST_2 = ShippedModel(
     metrics={"cv_neuron_label_accuracy_fri_frii": 0.773, "purity": 0.723, "quantization_error": 3.266,
              "topographic_error": 0.099},
 )
-#: The morphology map centred on the catalogue (host) position, the source's islands only (#20); registered
-#: beside versions 1 and 2, made the default with ``models set-default som-mirabest 3``.
+#: The morphology map centred on the catalogue (host) position, the source's islands only (#20): the default
+#: of a new results database (with ``anomaly-mirabest:4``, fitted on its distances); registered beside
+#: versions 1 and 2 in older ones, made their default with ``models set-default som-mirabest 3``.
 SOM_MIRABEST_3 = ShippedModel(
     name="som-mirabest",
     version="3",
@@ -59,7 +61,7 @@ SOM_MIRABEST_3 = ShippedModel(
              "topographic_error": 0.093},
 )
 #: The default map's file in the installed package.
-DEFAULT_SOM = SOM_MIRABEST.path()
+DEFAULT_SOM = SOM_MIRABEST_3.path()
 
 
 class SOMStage(Stage):
@@ -69,8 +71,8 @@ class SOMStage(Stage):
     ----------
     model : str or None
         ``NAME[:VERSION]`` of a registered map, or the path of a SOM saved by
-        :meth:`RotationInvariantSOM.save`; None: the registry's default (the
-        shipped ``som-mirabest:1``).
+        :meth:`RotationInvariantSOM.save`; None: the registry's default
+        (``som-mirabest:3`` in a new database).
     distance_map_dir : str or None
         When set, the distance of each cutout to every node is saved there as
         ``<sha256>.npy`` (float32, one value per node in map order) and the
@@ -94,7 +96,7 @@ class SOMStage(Stage):
     requires = ("pixels",)
     enabled_by_default = True
     model_param = "model"
-    shipped_models = (SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3)
+    shipped_models = (SOM_MIRABEST_3, SOM_MIRABEST, SOM_MIRABEST_2)  # the first is the default
     result_columns = (
         Column("node", "Index of the best-matching node (y * width + x)", unit="", ucd="meta.id"),
         Column("distance_map", "File of the distances to every node (with distance_map_dir)", ucd="meta.id;meta.file"),

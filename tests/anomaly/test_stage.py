@@ -81,7 +81,7 @@ def test_missing_upstream_is_partial_not_zero(reference):
          r"fitted on cnn results 1@fr-cnn:0 but this run's cnn results come from 1@fr-cnn:1"),
         ({"som_ref": "2@som:som-mirabest/som.npz@000000000000", "som_sha256": ""},
          r"fitted on som results 2@som:som-mirabest/som.npz@000000000000 but this run's som results come from "
-         r"2@som-mirabest:1"),
+         r"2@som-mirabest:3"),
         ({"measure_ref": "1@"}, r"fitted on measure results 1@ but this run's measure results come from 2@"),
     ],
 )
@@ -123,7 +123,7 @@ def test_train_anomaly_command_registers_a_versioned_scorer(reference, tmp_path,
     ref = resolve_model(engine, "anomaly", "anomaly-scorer", "7")
     row = get_model(engine, "anomaly-scorer", "7")
     facts = row["details"]["artefact"]
-    assert facts["som_ref"] == f"{SOMStage.version}@som-mirabest:1" and facts["cnn_ref"] == "1@fr-cnn:1"
+    assert facts["som_ref"] == f"{SOMStage.version}@som-mirabest:3" and facts["cnn_ref"] == "1@fr-cnn:1"
     assert facts["measure_ref"] == "2@" and row["details"]["weights"]["embedding_iforest"] == 0.5
     assert row["store"] == "database" and row["sha256"] == ref.sha256
     stored = fetch(ref, engine).path

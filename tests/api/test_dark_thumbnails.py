@@ -100,7 +100,7 @@ def test_reported_thumbnails_show_the_source(client, fresh_db, cutout_id):
 def test_reported_members_in_their_neurons_frame_show_the_lobes(client, fresh_db, cutout_id):
     """The faint emission of the prepared source is visible beside its core, not a dot on black."""
     path, som, placement = _placed(fresh_db, cutout_id)
-    assert placement.model_ref == "som-mirabest:1"  # the default map of a fresh database
+    assert placement.model_ref == "som-mirabest:3"  # the default map of a fresh database
     prepared = read_cutout(path).preprocessed(PreprocessConfig.from_dict(som.preprocess_dict_))
     turned = som.rotate_into_frame(prepared, placement.angle_deg, placement.flip)[::-1]  # north up, as the PNG
     peak = turned.max()

@@ -52,7 +52,7 @@ def test_labels_written_read_back_and_after_a_restart(db_url, client):
     occupied = client.get("/som").json()["nodes"][0]
     x, y = occupied["x"], occupied["y"]
     neuron = client.post(f"/som/nodes/{x}/{y}/labels", headers=AUTH, json={"label": "FRI", "author": "ann"})
-    assert neuron.status_code == 201 and neuron.json()["model_ref"] == "som-mirabest:1"
+    assert neuron.status_code == 201 and neuron.json()["model_ref"] == "som-mirabest:3"
 
     with TestClient(create_app(db_url)) as restarted:  # a new process would see the same: it is all in the database
         assert restarted.get("/cutouts/3/labels").json()["current"] == label
@@ -93,7 +93,7 @@ def test_labels_written_read_back_and_after_a_restart(db_url, client):
         ("/cutouts/3/labels", {"label": "FRI"}, 422, "author"),
         ("/cutouts/3/labels", {"label": "x" * 200, "author": "ann"}, 422, "label"),
         ("/cutouts/3/labels", {"interesting": "maybe", "author": "ann"}, 422, "interesting"),
-        ("/som/nodes/12/0/labels", {"label": "FRI", "author": "ann"}, 400, "outside the SOM map som-mirabest:1"),
+        ("/som/nodes/12/0/labels", {"label": "FRI", "author": "ann"}, 400, "outside the SOM map som-mirabest:3"),
         ("/anomalies/rerank", {}, 400, "labelled interesting or not interesting yet"),
     ],
 )

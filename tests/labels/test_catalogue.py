@@ -39,8 +39,8 @@ def _label_some(engine) -> None:
             {"cutout_id": 11, "interesting": True, "author": "cy"},
         ])
         add_neuron_labels(connection, [
-            {"model_ref": "som-mirabest:1", "node_x": 0, "node_y": 3, "label": "FRII", "author": "ann"},
-            {"model_ref": "som-mirabest:1", "node_x": 7, "node_y": 1, "label": "FRI", "note": "bent", "author": "bob"},
+            {"model_ref": "som-mirabest:3", "node_x": 0, "node_y": 3, "label": "FRII", "author": "ann"},
+            {"model_ref": "som-mirabest:3", "node_x": 7, "node_y": 1, "label": "FRI", "note": "bent", "author": "bob"},
         ])
 
 

@@ -16,7 +16,7 @@ def test_label_by_hand_list_and_rerank(cli, db_url, db_engine):
     assert missing.exit_code == 1 and "no cutout with id 99999" in missing.output
 
     neuron = cli("labels", "neuron", 4, 2, "--class", "FRII", "--author", "bob", "--db", db_url)
-    assert neuron.exit_code == 0 and "neuron (4, 2) of som-mirabest:1" in neuron.output
+    assert neuron.exit_code == 0 and "neuron (4, 2) of som-mirabest:3" in neuron.output
     outside = cli("labels", "neuron", 4, 20, "--class", "FRII", "--db", db_url)
     assert outside.exit_code == 1 and "outside the SOM map" in outside.output
     listed = cli("labels", "list", "--db", db_url)

@@ -23,7 +23,7 @@ def _label_every_neuron(engine, table, nodes) -> dict:
         classes = [c for c, n in zip(table["fr_class"], nodes) if n == node]
         labels[node] = max(sorted(set(classes)), key=classes.count)
     with engine.begin() as connection:
-        add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": x, "node_y": y, "label": label,
+        add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": x, "node_y": y, "label": label,
                                         "author": "ann"} for (x, y), label in labels.items()])
     return labels
 
@@ -67,9 +67,9 @@ def test_without_labelled_sources_the_reliability_is_unknown(db_engine):
     table, nodes = _placed(db_engine)
     x, y = max(set(nodes), key=nodes.count)
     with db_engine.begin() as connection:
-        add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": x, "node_y": y, "label": "FRII",
+        add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": x, "node_y": y, "label": "FRII",
                                         "author": "ann"}])
-        add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": x, "node_y": y, "label": "FRI",
+        add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": x, "node_y": y, "label": "FRI",
                                         "author": "bob"}])  # the newer label is the neuron's
     carried = query_results(db_engine)
     on_node = np.array([n == (x, y) for n in nodes])

@@ -64,7 +64,7 @@ def test_labels_never_touch_pipeline_results(db_engine):
     with db_engine.begin() as connection:
         add_source_labels(connection, [{"cutout_id": i, "label": "FRI", "interesting": i % 2 == 0, "author": "ann"}
                                        for i in range(1, 21)])
-        add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": 0, "node_y": 0, "label": "FRI",
+        add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": 0, "node_y": 0, "label": "FRI",
                                         "author": "ann"}])
     assert _results(db_engine) == before
     table = query_results(db_engine)
@@ -121,16 +121,16 @@ def test_bad_source_labels_are_refused(db_engine, label, match):
 
 def test_neuron_labels_are_checked_against_the_map(db_engine):
     with db_engine.begin() as connection:
-        with pytest.raises(LabelError, match=r"neuron \(10, 2\) is outside the SOM map som-mirabest:1 \(10 nodes"):
-            add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": 10, "node_y": 2,
+        with pytest.raises(LabelError, match=r"neuron \(10, 2\) is outside the SOM map som-mirabest:3 \(10 nodes"):
+            add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": 10, "node_y": 2,
                                             "label": "FRI", "author": "ann"}])
         with pytest.raises(LabelError, match="needs node_y"):
-            add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": 1, "label": "FRI",
+            add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": 1, "label": "FRI",
                                             "author": "ann"}])
         with pytest.raises(LabelError, match="the class label is required"):
-            add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": 1, "node_y": 1,
+            add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": 1, "node_y": 1,
                                             "author": "ann"}])
-        (label_id,) = add_neuron_labels(connection, [{"model_ref": "som-mirabest:1", "node_x": 9, "node_y": 9,
+        (label_id,) = add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": 9, "node_y": 9,
                                                       "label": "FRII", "author": "ann"}])
     assert label_id == 1
 

@@ -77,4 +77,4 @@ def test_shipped_som(som_cutouts):
     results = stage.process(som_cutouts[:20])
     assert all(isinstance(r, dict) for r in results)
     assert len({(r["node_x"], r["node_y"]) for r in results}) > 5  # spread over the map
-    assert stage.model_ref == "som-mirabest:1"
+    assert stage.model_ref == "som-mirabest:3"  # the default: the morphology map

@@ -48,7 +48,7 @@ def test_worker_warms_its_stages_and_status_waits_for_workers(postgres_url, brok
         time.sleep(0.5)
     found = WARMED.search(worker.log())
     assert found, worker.log()[-3000:]
-    assert found.group(3) == "cnn 1 (fr-cnn:1), measure 2, som 2 (som-mirabest:1), anomaly 2 (anomaly-mirabest:3)"
+    assert found.group(3) == "cnn 1 (fr-cnn:1), measure 2, som 2 (som-mirabest:3), anomaly 2 (anomaly-mirabest:4)"
 
     engine = make_engine(postgres_url)
     from survey_classifier.distributed import wait_for_run
