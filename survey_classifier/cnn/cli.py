@@ -255,12 +255,15 @@ def train_cnn(**options):
 def _cross_validate(dataset, preprocess_config, config, extra, options, output, command):
     from survey_classifier.cnn.crossval import cross_validate
 
-    summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
-                             progress=click.echo, cache_dir=options["cache_dir"])
     output.mkdir(parents=True, exist_ok=True)
-    record = {**summary, "training": config.to_dict(), "preprocess": preprocess_config.to_dict(),
-              "command": command}
-    (output / "crossval.json").write_text(json.dumps(record, indent=2) + "\n")
+    about = {"training": config.to_dict(), "preprocess": preprocess_config.to_dict(), "command": command}
+
+    def write(summary):
+        (output / "crossval.json").write_text(json.dumps({**summary, **about}, indent=2) + "\n")
+
+    summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
+                             progress=click.echo, cache_dir=options["cache_dir"], on_fold=write)
+    write(summary)
     click.echo(f"cross-validated accuracy {summary['mean']:.4f} +- {summary['sem']:.4f} "
                f"({summary['correct']}/{summary['n']}); wrote {output / 'crossval.json'}")
 

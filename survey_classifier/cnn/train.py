@@ -443,6 +443,7 @@ def train_cnn(
     images: np.ndarray | None = None,
     extra: LabelledSet | None = None,
     extra_images: np.ndarray | None = None,
+    score_test: bool = True,
 ) -> TrainingResult:
     """Train a classifier by the transfer recipe; see the module docstring.
 
@@ -464,6 +465,11 @@ def train_cnn(
         :func:`extra_training_rows`); never validated or tested on.
     extra_images : ndarray, optional
         Preprocessed images of all of ``extra`` (skips reading them).
+    score_test : bool
+        Evaluate the test part (default). False leaves it out of training
+        and unscored (``metrics["test"]`` is ``{"n": 0, "scored": False}``),
+        as cross-validation and a model trained on every development source
+        need.
     """
     config = config or TrainingConfig()
     if config.members < 1:
@@ -506,6 +512,8 @@ def train_cnn(
     )
     valid = (images[split["valid"]], targets[split["valid"]]) if len(split["valid"]) else None
     weights = _class_weights(train_y, len(classes), config.class_weight)
+    if not score_test:  # kept out of training by the split, and not looked at either
+        split = {**split, "test": np.array([], dtype=np.int64)}
     test_x, test_y = images[split["test"]], targets[split["test"]]
     members, histories, member_records = [], [], []
     for index in range(config.members):
@@ -538,7 +546,7 @@ def train_cnn(
         "classes": classes,
         "train": evaluate(model, train_x, train_y, classes),
         "valid": evaluate(model, *valid, classes) if valid else {"n": 0},
-        "test": evaluate(model, test_x, test_y, classes),
+        "test": evaluate(model, test_x, test_y, classes) if score_test else {"n": 0, "scored": False},
         "best_epoch": member_records[0]["best_epoch"],
         "extra_training_rows": extra_used,
         **({"calibration": calibration} if calibration else {}),
