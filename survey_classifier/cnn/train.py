@@ -686,10 +686,17 @@ def save_training(result: TrainingResult, output_dir, *, name: str | None = None
 
 
 def _save_calibration(result: TrainingResult, output_dir: Path, name: str) -> dict[str, Path]:
+    return save_calibration(result.metrics["calibration"], result.reliability, output_dir, name)
+
+
+def save_calibration(record: dict, shown: dict, output_dir, name: str) -> dict[str, Path]:
+    """``reliability.png`` and ``calibration.md`` of a calibration ``record`` (see :func:`_calibrate`).
+
+    ``shown``: ``{"part", "targets", "before", "after"}``, the probabilities drawn in the diagram.
+    """
     from survey_classifier.cnn.calibration import plot_reliability
 
-    record = result.metrics["calibration"]
-    shown = result.reliability
+    output_dir = Path(output_dir)
     temperature = record["temperature"]
     files = {"reliability": output_dir / "reliability.png", "calibration": output_dir / "calibration.md"}
     plot_reliability(
@@ -700,13 +707,14 @@ def _save_calibration(result: TrainingResult, output_dir: Path, name: str) -> di
     rows = [
         f"| {part} ({record[part]['n']}) | {record[part]['ece_before']:.3f} | {record[part]['ece_after']:.3f} "
         f"| {record[part]['nll_before']:.4f} | {record[part]['nll_after']:.4f} |"
-        for part in ("valid", "test") if part in record
+        for part in ("valid", "test", "out_of_fold") if part in record
     ]
+    fitted_on = record.get("fitted_on", "the validation part")
     files["calibration"].write_text("\n".join([
         "## Calibration",
         "",
-        f"Temperature scaling: the logits are divided by T = {temperature:.4f}, fitted on the validation "
-        "part (lowest negative log-likelihood), inside the network: the ONNX model's probabilities are "
+        f"Temperature scaling: the logits are divided by T = {temperature:.4f}, fitted on {fitted_on} "
+        "(lowest negative log-likelihood), inside the network: the ONNX model's probabilities are "
         "the calibrated ones. Expected calibration error (ECE) in "
         f"{record['bins']} equal-width bins of the top probability:",
         "",
