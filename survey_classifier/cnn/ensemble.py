@@ -49,7 +49,7 @@ def read_crossval(path) -> dict:
     return record
 
 
-def out_of_fold(runs) -> dict:
+def out_of_fold(runs, *, common_folds: bool = False) -> dict:
     """Out-of-fold logits of a candidate, paired over its member recipes.
 
     Parameters
@@ -58,6 +58,10 @@ def out_of_fold(runs) -> dict:
         One entry per training seed (or repetition); each entry lists one
         ``crossval.json`` per member recipe, in member order. The members'
         runs of one entry must hold the same folds of the same sources.
+    common_folds : bool
+        Use the folds that every member's run of an entry has done (of
+        runs stopped early, whose ``crossval.json`` is written after each
+        fold); otherwise a different number of folds is an error.
 
     Returns
     -------
@@ -71,8 +75,10 @@ def out_of_fold(runs) -> dict:
     for r, paths in enumerate(runs):
         records = [read_crossval(p) for p in paths]
         first = records[0]["fold_records"]
+        if common_folds:
+            first = first[:min(len(record["fold_records"]) for record in records)]
         for other, path in zip(records[1:], paths[1:], strict=False):
-            if len(other["fold_records"]) != len(first):
+            if not common_folds and len(other["fold_records"]) != len(first):
                 msg = f"{path} has {len(other['fold_records'])} folds, {paths[0]} has {len(first)}"
                 raise StageConfigError(msg)
         for f, fold in enumerate(first):
