@@ -238,7 +238,8 @@ def train_cnn(**options):
     files = save_training(result, output, name=name)
     click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
     if options["export"]:
-        check = result.images["test"] if len(result.images["test"]) else result.images["valid"]
+        check = result.images.get("test", [])
+        check = check if len(check) else result.images["valid"]
         if not len(check):
             check = result.images["train"]
         export_check = export_onnx(

@@ -512,9 +512,9 @@ def train_cnn(
     )
     valid = (images[split["valid"]], targets[split["valid"]]) if len(split["valid"]) else None
     weights = _class_weights(train_y, len(classes), config.class_weight)
-    if not score_test:  # kept out of training by the split, and not looked at either
-        split = {**split, "test": np.array([], dtype=np.int64)}
-    test_x, test_y = images[split["test"]], targets[split["test"]]
+    # unscored, the test part stays out of training (and in split.csv) but is not looked at
+    scored = split["test"] if score_test else np.array([], dtype=np.int64)
+    test_x, test_y = images[scored], targets[scored]
     members, histories, member_records = [], [], []
     for index in range(config.members):
         seed = config.seed + index
@@ -567,7 +567,7 @@ def train_cnn(
         split=split,
         dataset=dataset,
         seconds=time.perf_counter() - started,
-        images={name: images[index] for name, index in split.items()},
+        images={name: images[index] for name, index in split.items() if score_test or name != "test"},
         reliability=reliability,
     )
 
