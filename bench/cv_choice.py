@@ -1,12 +1,13 @@
 """Apply the pre-registered rule for fr-cnn:2 to the cross-validation runs (docs/cnn.md).
 
 Reads ``ROOT/cv-A-SEED/crossval.json`` and ``ROOT/cv-B-SEED/crossval.json``
+(or ``ROOT/cv-A-SEED.json``, as shipped in ``models/fr-cnn-2/crossval/``)
 (``train cnn --cross-validate 5``, which records every held-out source's
 probabilities), forms E, the average of A's and B's probabilities before
 the temperature for the same seed, fold and source, and prints the
 candidates' fold accuracies, the paired differences and the choice:
 
-    python bench/cv_choice.py --root /tmp/issue-16-ship --seeds 0,1,2
+    python bench/cv_choice.py --root survey_classifier/models/fr-cnn-2/crossval --seeds 0,1,2
 
 Only (seed, fold) runs that both A and B completed are used (a stopped run
 keeps the folds it finished); their number is printed.
@@ -48,7 +49,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = [[args.root / f"cv-{r}-{seed}" / "crossval.json" for r in "AB"] for seed in seeds]
+    def path(recipe, seed):  # a run's output directory, or its crossval.json copied as cv-A-0.json
+        folder = args.root / f"cv-{recipe}-{seed}" / "crossval.json"
+        return folder if folder.exists() else args.root / f"cv-{recipe}-{seed}.json"
+
+    runs = [[path(r, seed) for r in "AB"] for seed in seeds]
     runs = [pair for pair in runs if all(p.exists() for p in pair)]
     oof = out_of_fold(runs, common_folds=True)
     table = {name: fold_accuracies(oof, members) for name, members in CANDIDATES.items()}
