@@ -10,7 +10,7 @@ prints the cost per image and the ratio. The C8 model is a trained one
 exported through the same verified export (the cost does not depend on
 the weights).
 
-    python bench/bench_cnn.py [--repeats 30] [--threads N] [--c8-width 3] [--c8-model DIR]
+    python bench/bench_cnn.py [--repeats 30] [--threads N] [--c8-width 3] [--c8-model DIR] [--model DIR]
 
 Needs the [train] extra (TensorFlow).
 """
@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: default)")
     parser.add_argument("--c8-width", type=int, default=3, help="width of the untrained c8 model")
     parser.add_argument("--c8-model", type=Path, default=None, help="a trained c8 model folder instead")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="any trained model folder instead (e.g. fr-cnn:2, an ensemble)")
     parser.add_argument("--skip-keras", action="store_true", help="only the ONNX Runtime comparison")
     args = parser.parse_args()
 
@@ -130,7 +132,9 @@ def main() -> None:
             print(f"{name:<28}{1e3 * seconds:>10.2f}{n / seconds:>12.0f}{seconds / t_onnx:>13.1f}x")
 
     with tempfile.TemporaryDirectory() as folder:
-        if args.c8_model is not None:
+        if args.model is not None:
+            c8_path, c8_name = args.model / "model.onnx", str(args.model)
+        elif args.c8_model is not None:
             c8_path, c8_name = args.c8_model / "model.onnx", f"c8 ({args.c8_model})"
         else:
             c8_path = _untrained_c8(args.c8_width, images, stage.preprocess_config, Path(folder))

@@ -50,6 +50,7 @@ def main(verbose: int) -> None:
     lazy={
         "cnn": "survey_classifier.cnn.cli:train_cnn",
         "cnn-table": "survey_classifier.cnn.cli:cnn_table",
+        "cnn-ensemble": "survey_classifier.cnn.cli:cnn_ensemble",
         "encoder": "survey_classifier.cnn.cli:train_encoder",
         "som": "survey_classifier.som.cli:train_som",
         "anomaly": "survey_classifier.anomaly.cli:train_anomaly",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["train_cnn", "cnn_table", "train_encoder"]
+__all__ = ["train_cnn", "cnn_table", "cnn_ensemble", "train_encoder"]
 
 
 def _parse_where(values) -> dict:
@@ -188,6 +188,12 @@ def _training_config(options, **overrides):
 @click.option("--cross-validate", "folds", type=click.IntRange(min=2), default=None, metavar="K",
               help="Instead of training a model, cross-validate this recipe in K folds over the training "
                    "and validation parts (the test part is never used) and write crossval.json.")
+@click.option("--score-test/--no-score-test", default=True, show_default=True,
+              help="Evaluate the test part at the end. --no-score-test leaves it unscored (it is never "
+                   "trained on either way).")
+@click.option("--temperature-from", "temperature_from", multiple=True, metavar="CROSSVAL_JSON",
+              help="Fit the temperature on the out-of-fold predictions of this recipe's cross-validation "
+                   "(a crossval.json; repeatable, one per seed) instead of on the validation part.")
 def train_cnn(**options):
     """Train a CNN classifier by transfer learning from a labelled catalogue.
 
@@ -218,12 +224,22 @@ def train_cnn(**options):
     if options["folds"]:
         _cross_validate(dataset, preprocess_config, config, extra, options, output, command)
         return
+    oof = None
+    if options["temperature_from"]:
+        oof = _out_of_fold([[path] for path in options["temperature_from"]])
+        config = _training_config(
+            options, backbone=options["backbone"], weights=weights, calibrate=False,
+            freeze=_parse_freeze(options["freeze"]), seed=options["seed"], members=options["members"],
+        )
     result = run_training(dataset, preprocess_config, config, progress=click.echo,
-                          cache_dir=options["cache_dir"], extra=extra)
+                          cache_dir=options["cache_dir"], extra=extra, score_test=options["score_test"])
+    if oof is not None:
+        result = _calibrate_out_of_fold(result, oof, options["uncertain_below"], options["temperature_from"])
     files = save_training(result, output, name=name)
     click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
     if options["export"]:
-        check = result.images["test"] if len(result.images["test"]) else result.images["valid"]
+        check = result.images.get("test", [])
+        check = check if len(check) else result.images["valid"]
         if not len(check):
             check = result.images["train"]
         export_check = export_onnx(
@@ -252,15 +268,48 @@ def train_cnn(**options):
         )
 
 
+def _out_of_fold(runs):
+    from survey_classifier.cnn.ensemble import out_of_fold
+    from survey_classifier.errors import SurveyClassifierError
+
+    try:
+        return out_of_fold(runs)
+    except SurveyClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _calibrate_out_of_fold(result, oof, uncertain_below, sources):
+    """The trained (single) network with the temperature of its recipe's out-of-fold predictions."""
+    import dataclasses
+
+    from survey_classifier.cnn.calibration import calibrated_classifier
+    from survey_classifier.cnn.ensemble import out_of_fold_calibration
+
+    if result.config.members != 1:
+        raise click.UsageError("--temperature-from takes one network (--members 1); use train cnn-ensemble")
+    record, curves = out_of_fold_calibration(oof, uncertain_below=uncertain_below)
+    record["crossval"] = [str(path) for path in sources]
+    click.echo(f"temperature {record['temperature']:.3f} from {record['fitted_on']}: ECE "
+               f"{record['out_of_fold']['ece_before']:.3f} -> {record['out_of_fold']['ece_after']:.3f}, NLL "
+               f"{record['out_of_fold']['nll_before']:.4f} -> {record['out_of_fold']['nll_after']:.4f}")
+    return dataclasses.replace(
+        result, model=calibrated_classifier(result.model, record["temperature"]),
+        metrics={**result.metrics, "calibration": record}, reliability=curves,
+    )
+
+
 def _cross_validate(dataset, preprocess_config, config, extra, options, output, command):
     from survey_classifier.cnn.crossval import cross_validate
 
-    summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
-                             progress=click.echo, cache_dir=options["cache_dir"])
     output.mkdir(parents=True, exist_ok=True)
-    record = {**summary, "training": config.to_dict(), "preprocess": preprocess_config.to_dict(),
-              "command": command}
-    (output / "crossval.json").write_text(json.dumps(record, indent=2) + "\n")
+    about = {"training": config.to_dict(), "preprocess": preprocess_config.to_dict(), "command": command}
+
+    def write(summary):
+        (output / "crossval.json").write_text(json.dumps({**summary, **about}, indent=2) + "\n")
+
+    summary = cross_validate(dataset, preprocess_config, config, folds=options["folds"], extra=extra,
+                             progress=click.echo, cache_dir=options["cache_dir"], on_fold=write)
+    write(summary)
     click.echo(f"cross-validated accuracy {summary['mean']:.4f} +- {summary['sem']:.4f} "
                f"({summary['correct']}/{summary['n']}); wrote {output / 'crossval.json'}")
 
@@ -360,3 +409,162 @@ def train_encoder(**options):
     click.echo(f"{record['epochs_done']} epochs in {record['seconds'] / 60:.1f} min, loss "
                f"{record['loss'][0]:.4f} -> {record['loss'][-1]:.4f}; wrote "
                f"{', '.join(str(p) for p in files.values())}")
+
+
+@click.command("cnn-ensemble")
+@click.option("--member", "members", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output directory of a 'train cnn' run (model.keras, metrics.json, split.csv); repeatable. "
+                   "All members must have been trained on the same split.")
+@click.option("--catalogue", "catalogue", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The labelled table the members were trained from.")
+@click.option("--file-column", default="file", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--image-dir", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--classes", default=None, help="Comma-separated task classes, in output order.")
+@click.option("--where", multiple=True, metavar="COLUMN=VALUE", help="Row selection, as in train cnn.")
+@click.option("--temperature-from", "temperature_from", multiple=True, metavar="A.json,B.json",
+              help="One crossval.json per member, comma-separated in member order, for one seed (repeatable): "
+                   "the temperature is fitted on the averaged out-of-fold predictions instead of on the "
+                   "members' validation part.")
+@click.option("--uncertain-below", default=0.6, show_default=True, type=click.FloatRange(0.0, 1.0))
+@click.option("--score-test/--no-score-test", default=True, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False))
+@click.option("--name", default=None, help="Model name (default: the output directory name).")
+@click.option("--model-version", default="1", show_default=True)
+def cnn_ensemble(**options):
+    """One model averaging the class probabilities of trained classifiers (of any backbones).
+
+    Each member's logits are divided by one temperature (fitted on the
+    members' common validation part, or on their cross-validation's
+    out-of-fold predictions with --temperature-from), their probabilities
+    averaged and their embeddings joined; written and verified like
+    ``train cnn``'s output (model.keras, model.onnx, model.json,
+    metrics.json, reliability.png, calibration.md). Example (docs/cnn.md):
+
+    \b
+      survey-classifier train cnn-ensemble --member cv-A --member cv-B \\
+        --catalogue $DATA/mirabest/labels.csv --label-column fr_class \\
+        --where confidence=confident --where fr_class=FRI,FRII --classes FRI,FRII --output E
+    """
+    import numpy as np
+
+    from survey_classifier.cnn.backbones import load_keras_model
+    from survey_classifier.cnn.calibration import classifier_logits, fit_temperature
+    from survey_classifier.cnn.data import load_images, read_catalogue
+    from survey_classifier.cnn.ensemble import calibrated_ensemble, out_of_fold_calibration
+    from survey_classifier.cnn.export import export_onnx, write_model_record
+    from survey_classifier.cnn.train import evaluate, save_calibration
+    from survey_classifier.errors import SurveyClassifierError
+    from survey_classifier.preprocess import PreprocessConfig
+
+    output = Path(options["output"])
+    name = options["name"] or output.resolve().name
+    members = [Path(m) for m in options["members"]]
+    try:
+        records = [json.loads((m / "metrics.json").read_text()) for m in members]
+        splits = [_read_split(m / "split.csv") for m in members]
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read a member's metrics.json or split.csv: {exc}") from exc
+    for member, record, split in zip(members[1:], records[1:], splits[1:], strict=True):
+        if record["preprocess"] != records[0]["preprocess"]:
+            raise click.ClickException(f"{member} was trained with preprocessing {record['preprocess']}, "
+                                       f"{members[0]} with {records[0]['preprocess']}")
+        if split != splits[0]:
+            raise click.ClickException(f"{member / 'split.csv'} differs from {members[0] / 'split.csv'}: "
+                                       "the members must share one split")
+    try:
+        preprocess_config = PreprocessConfig.from_dict(records[0]["preprocess"])
+        dataset = read_catalogue(
+            options["catalogue"], file_column=options["file_column"], label_column=options["label_column"],
+            image_dir=options["image_dir"], classes=options["classes"].split(",") if options["classes"] else None,
+            where=_parse_where(options["where"]),
+        )
+        images = load_images(dataset.paths, preprocess_config, cache_dir=options["cache_dir"])
+    except (SurveyClassifierError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    names = [path.name for path in dataset.paths]
+    missing = sorted(set(splits[0]) - set(names))
+    if missing:
+        raise click.ClickException(f"{len(missing)} files of {members[0] / 'split.csv'} are not selected from "
+                                   f"{options['catalogue']}, e.g. {missing[0]}")
+    part_of = np.array([splits[0].get(n, "") for n in names])
+    if not options["score_test"]:
+        part_of[part_of == "test"] = ""
+    parts = {part: np.flatnonzero(part_of == part) for part in ("train", "valid", "test")}
+    models = [load_keras_model(m / "model.keras") for m in members]
+    targets = dataset.targets
+    if options["temperature_from"]:
+        oof = _out_of_fold([value.split(",") for value in options["temperature_from"]])
+        if oof["logits"].shape[0] != len(models):
+            raise click.UsageError(f"--temperature-from names {oof['logits'].shape[0]} crossval.json per seed "
+                                   f"for {len(models)} members")
+        calibration, curves = out_of_fold_calibration(oof, uncertain_below=options["uncertain_below"])
+        calibration["crossval"] = list(options["temperature_from"])
+    elif len(parts["valid"]):
+        valid = parts["valid"]
+        logits = np.stack([classifier_logits(model, images[valid]) for model in models])
+        temperature = fit_temperature(logits, targets[valid])
+        oof = {"logits": logits, "targets": targets[valid], "run": np.zeros(len(valid), int),
+               "fold": np.zeros(len(valid), int)}
+        calibration, curves = out_of_fold_calibration(oof, uncertain_below=options["uncertain_below"])
+        assert calibration["temperature"] == temperature
+        calibration["fitted_on"] = f"the members' validation part ({len(valid)} sources)"
+        calibration["valid"] = calibration.pop("out_of_fold")
+        curves["part"] = "valid"
+    else:
+        raise click.UsageError("no validation part to fit the temperature on: give --temperature-from")
+    ensemble = calibrated_ensemble(models, calibration["temperature"], name="ensemble")
+    classes = list(dataset.classes)
+    metrics = {"classes": classes, **{part: evaluate(ensemble, images[index], targets[index], classes)
+                                     for part, index in parts.items()}}
+    if not options["score_test"]:
+        metrics["test"] = {"n": 0, "scored": False}
+    metrics["calibration"] = calibration
+    metrics["members"] = [{"directory": str(m), "command": r.get("command") or _member_command(m),
+                           "training": r.get("training"), "best_epoch": r.get("best_epoch"),
+                           "valid_accuracy": r.get("valid", {}).get("accuracy")}
+                          for m, r in zip(members, records, strict=True)]
+    for part in ("valid", "test"):
+        if metrics[part].get("n"):
+            click.echo(f"{part} accuracy {metrics[part]['accuracy']:.4f} on {metrics[part]['n']} sources")
+    output.mkdir(parents=True, exist_ok=True)
+    ensemble.save(output / "model.keras")
+    (output / "metrics.json").write_text(json.dumps({**metrics, "preprocess": preprocess_config.to_dict(),
+                                                     "catalogue": dataset.catalogue,
+                                                     "selection": dataset.selection}, indent=2) + "\n")
+    (output / "split.csv").write_text((members[0] / "split.csv").read_text())
+    save_calibration(calibration, curves, output, name)
+    check = next(images[index] for index in (parts["test"], parts["valid"], parts["train"]) if len(index))
+    command = _command_line("cnn-ensemble")
+    try:
+        export_check = export_onnx(ensemble, output / "model.onnx", classes=classes,
+                                   preprocess_config=preprocess_config, name=name,
+                                   version=options["model_version"], check_images=check[:256],
+                                   calibration=calibration)
+    except SurveyClassifierError as exc:
+        raise click.ClickException(str(exc)) from exc
+    record = write_model_record(
+        output / "model.onnx", name=name, version=options["model_version"], classes=classes,
+        preprocess_config=preprocess_config,
+        metrics={k: metrics[k] for k in ("train", "valid", "test", "members", "calibration")},
+        training={"ensemble_of": metrics["members"], "catalogue": dataset.catalogue,
+                  "selection": dataset.selection},
+        export_check=export_check, command=command,
+    )
+    click.echo(f"wrote {output / 'model.onnx'} and {record} (ONNX vs Keras max |dp| "
+               f"{export_check['max_abs_diff_probabilities']:.2g} on {export_check['n_checked']} images)")
+
+
+def _read_split(path: Path) -> dict[str, str]:
+    """``file -> part`` from a split.csv."""
+    lines = path.read_text().splitlines()
+    if not lines or lines[0] != "file,label,split":
+        msg = f"{path} is not a split.csv (file,label,split)"
+        raise ValueError(msg)
+    return {file: part for file, _, part in (line.rsplit(",", 2) for line in lines[1:] if line)}
+
+
+def _member_command(member: Path) -> str:
+    record = member / "model.json"
+    return json.loads(record.read_text()).get("command", "") if record.exists() else ""

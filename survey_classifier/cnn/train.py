@@ -443,6 +443,7 @@ def train_cnn(
     images: np.ndarray | None = None,
     extra: LabelledSet | None = None,
     extra_images: np.ndarray | None = None,
+    score_test: bool = True,
 ) -> TrainingResult:
     """Train a classifier by the transfer recipe; see the module docstring.
 
@@ -464,6 +465,11 @@ def train_cnn(
         :func:`extra_training_rows`); never validated or tested on.
     extra_images : ndarray, optional
         Preprocessed images of all of ``extra`` (skips reading them).
+    score_test : bool
+        Evaluate the test part (default). False leaves it out of training
+        and unscored (``metrics["test"]`` is ``{"n": 0, "scored": False}``),
+        as cross-validation and a model trained on every development source
+        need.
     """
     config = config or TrainingConfig()
     if config.members < 1:
@@ -506,7 +512,9 @@ def train_cnn(
     )
     valid = (images[split["valid"]], targets[split["valid"]]) if len(split["valid"]) else None
     weights = _class_weights(train_y, len(classes), config.class_weight)
-    test_x, test_y = images[split["test"]], targets[split["test"]]
+    # unscored, the test part stays out of training (and in split.csv) but is not looked at
+    scored = split["test"] if score_test else np.array([], dtype=np.int64)
+    test_x, test_y = images[scored], targets[scored]
     members, histories, member_records = [], [], []
     for index in range(config.members):
         seed = config.seed + index
@@ -538,7 +546,7 @@ def train_cnn(
         "classes": classes,
         "train": evaluate(model, train_x, train_y, classes),
         "valid": evaluate(model, *valid, classes) if valid else {"n": 0},
-        "test": evaluate(model, test_x, test_y, classes),
+        "test": evaluate(model, test_x, test_y, classes) if score_test else {"n": 0, "scored": False},
         "best_epoch": member_records[0]["best_epoch"],
         "extra_training_rows": extra_used,
         **({"calibration": calibration} if calibration else {}),
@@ -559,7 +567,7 @@ def train_cnn(
         split=split,
         dataset=dataset,
         seconds=time.perf_counter() - started,
-        images={name: images[index] for name, index in split.items()},
+        images={name: images[index] for name, index in split.items() if score_test or name != "test"},
         reliability=reliability,
     )
 
@@ -678,10 +686,17 @@ def save_training(result: TrainingResult, output_dir, *, name: str | None = None
 
 
 def _save_calibration(result: TrainingResult, output_dir: Path, name: str) -> dict[str, Path]:
+    return save_calibration(result.metrics["calibration"], result.reliability, output_dir, name)
+
+
+def save_calibration(record: dict, shown: dict, output_dir, name: str) -> dict[str, Path]:
+    """``reliability.png`` and ``calibration.md`` of a calibration ``record`` (see :func:`_calibrate`).
+
+    ``shown``: ``{"part", "targets", "before", "after"}``, the probabilities drawn in the diagram.
+    """
     from survey_classifier.cnn.calibration import plot_reliability
 
-    record = result.metrics["calibration"]
-    shown = result.reliability
+    output_dir = Path(output_dir)
     temperature = record["temperature"]
     files = {"reliability": output_dir / "reliability.png", "calibration": output_dir / "calibration.md"}
     plot_reliability(
@@ -692,13 +707,14 @@ def _save_calibration(result: TrainingResult, output_dir: Path, name: str) -> di
     rows = [
         f"| {part} ({record[part]['n']}) | {record[part]['ece_before']:.3f} | {record[part]['ece_after']:.3f} "
         f"| {record[part]['nll_before']:.4f} | {record[part]['nll_after']:.4f} |"
-        for part in ("valid", "test") if part in record
+        for part in ("valid", "test", "out_of_fold") if part in record
     ]
+    fitted_on = record.get("fitted_on", "the validation part")
     files["calibration"].write_text("\n".join([
         "## Calibration",
         "",
-        f"Temperature scaling: the logits are divided by T = {temperature:.4f}, fitted on the validation "
-        "part (lowest negative log-likelihood), inside the network: the ONNX model's probabilities are "
+        f"Temperature scaling: the logits are divided by T = {temperature:.4f}, fitted on {fitted_on} "
+        "(lowest negative log-likelihood), inside the network: the ONNX model's probabilities are "
         "the calibrated ones. Expected calibration error (ECE) in "
         f"{record['bins']} equal-width bins of the top probability:",
         "",
