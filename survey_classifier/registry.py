@@ -260,12 +260,18 @@ def _find(connection: Connection, **where) -> dict | None:
     return None if row is None else _as_dict(row)
 
 
+def _version_order(shipped) -> tuple:
+    """Sort key of a shipped model: its name, then its version (numerically where it is a number)."""
+    return shipped.name, (0, int(shipped.version), "") if shipped.version.isdigit() else (1, 0, shipped.version)
+
+
 def seed_shipped_models(engine: Engine) -> list[str]:
     """Record every model shipped with an installed stage that is not yet registered.
 
-    A stage's first shipped model is its default in a new database: it is
-    recorded after the stage's others (so it is the newest entry of its
-    name) and becomes the default when the stage has none. A database that
+    A stage's first shipped model is its default in a new database: it
+    becomes the default when the stage has none. The models of one name are
+    recorded in the order of their versions, so a name without a version
+    means its highest shipped version (the newest entry). A database that
     already has a default keeps it; when this call records new models and
     some stage's default is an earlier shipped model, one line is logged
     naming the ``models set-default`` commands that switch to the new
@@ -278,7 +284,7 @@ def seed_shipped_models(engine: Engine) -> list[str]:
     seeded = []
     for stage_name, stage_class in stages:
         shipped_models = stage_class.shipped_models
-        for shipped in (*shipped_models[1:], shipped_models[0]):  # the default last: the newest of its name
+        for shipped in sorted(shipped_models, key=_version_order):  # each name's highest version is its newest
             with engine.connect() as connection:
                 if _find(connection, name=shipped.name, version=shipped.version) is not None:
                     continue
