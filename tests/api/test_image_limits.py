@@ -20,6 +20,7 @@ from PIL import Image
 from survey_classifier.api import create_app
 from survey_classifier.db import make_engine, upgrade
 from survey_classifier.db.models import CutoutRow
+from survey_classifier.stages.som import SOM_MIRABEST
 
 #: Pixels across the large cutout (8192 x 8192 float32: 256 MiB of pixels, one float64 copy 512 MiB).
 SIDE = 8192
@@ -127,6 +128,10 @@ def test_a_64_mpixel_cutout_in_its_neurons_frame_is_drawn_within_the_memory_boun
         copied = ", ".join({"cutout_id": "?", "angle_deg": "0.0", "flip": "0"}.get(name, name) for name in columns)
         connection.execute(f"INSERT INTO som_placements ({chosen}) SELECT {copied} FROM som_placements "
                            "WHERE cutout_id = ?", (large, small))
+        # the placements as made by the map whose preparation is the whole image to 64 pixels (version 1), so
+        # where the source lands is known; the default map frames each source about its islands
+        connection.execute("UPDATE som_placements SET model_ref = ?, model_sha256 = ?",
+                           (f"{SOM_MIRABEST.name}:{SOM_MIRABEST.version}", SOM_MIRABEST.sha256))
     out = tmp_path / "large-som.png"
     done = subprocess.run([sys.executable, "-c", _SERVE_ONE, f"sqlite:///{copy}", str(small), str(large), str(out),
                            "som.png", "64"], capture_output=True, text=True, timeout=300, env=os.environ)
