@@ -19,16 +19,20 @@ from pathlib import Path
 __all__ = ["PrivateRedis", "PrivatePostgres", "port_in_range"]
 
 _REDIS_FIRST, _POSTGRES_FIRST = (
-    int(p) for p in os.environ.get("SURVEY_CLASSIFIER_TEST_PORTS", "6420,55420").split(",")
+    int(p) for p in os.environ.get("SURVEY_CLASSIFIER_TEST_PORTS", "6420,25420").split(",")
 )
 
 
 def port_in_range(first: int, count: int = 10) -> int:
-    """The first port of ``first`` .. ``first + count - 1`` nothing listens on."""
+    """The first port of ``first`` .. ``first + count - 1`` nothing listens on and a server can bind.
+
+    Nothing listening is not enough: a client's connection may hold the port as its local end (ports
+    from 32768 up are the kernel's ephemeral ones, hence defaults below them), and a server's bind
+    then fails with "Address already in use".
+    """
     for port in range(first, first + count):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                return port
+        if not _listening(port) and _bindable(port):
+            return port
     msg = f"no free port in {first}-{first + count - 1}"
     raise RuntimeError(msg)
 
@@ -45,6 +49,16 @@ def _wait_for(ready, timeout_s: float, what: str) -> None:
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT does not block
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class PrivateRedis:

@@ -54,7 +54,7 @@ def test_submit_with_the_broker_down_says_so_and_registers_nothing(postgres_url,
 
 def test_status_and_retry_failed_fail_in_one_line(postgres_url, broker_url):
     upgrade(postgres_url)
-    port = port_in_range(55420)
+    port = port_in_range(25420)
     one_line_error(cli("status", "1", "--db", f"postgresql+psycopg://postgres@127.0.0.1:{port}/survey"),
                    f"cannot reach PostgreSQL at 127.0.0.1:{port}")
     one_line_error(cli("retry-failed", "999", "--db", postgres_url, "--broker", broker_url), "no run with id 999")
