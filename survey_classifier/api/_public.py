@@ -92,14 +92,8 @@ def public_table(table: Table) -> Table:
         table.replace_column("tile", shown, copy=False)
         annotate(table["tile"], TILE)
     if "path" in table.colnames:
-        at = table.colnames.index("path")
-        names = np.array([_file_name(p) for p in table["path"]], dtype=str)
-        urls = np.array([f"/cutouts/{int(i)}/fits" for i in table["cutout_id"]], dtype=str)
-        table.remove_column("path")
-        table.add_column(names, name=FILE_NAME.name, index=at)
-        table.add_column(urls, name=FITS_URL.name, index=at + 1)
-        annotate(table[FILE_NAME.name], FILE_NAME)
-        annotate(table[FITS_URL.name], FITS_URL)
+        _link_files(table, np.array([_file_name(p) for p in table["path"]], dtype=str),
+                    np.array([f"/cutouts/{int(i)}/fits" for i in table["cutout_id"]], dtype=str))
     return table
 
 
@@ -110,12 +104,16 @@ def _public_frame(table: Frame) -> Frame:
         table.replace_column("tile", frame_column(shown, text=True))
         annotate(table["tile"], TILE)
     if "path" in table.colnames:
-        at = table.colnames.index("path")
-        names = FrameColumn([_file_name(p) for p in table["path"].values], "U")
-        urls = FrameColumn([f"/cutouts/{int(i)}/fits" for i in table["cutout_id"].values], "U")
-        table.remove_column("path")
-        table.add_column(names, name=FILE_NAME.name, index=at)
-        table.add_column(urls, name=FITS_URL.name, index=at + 1)
-        annotate(table[FILE_NAME.name], FILE_NAME)
-        annotate(table[FITS_URL.name], FITS_URL)
+        _link_files(table, FrameColumn([_file_name(p) for p in table["path"].values], "U"),
+                    FrameColumn([f"/cutouts/{int(i)}/fits" for i in table["cutout_id"].values], "U"))
     return table
+
+
+def _link_files(table, names, urls) -> None:
+    """Put the file names and download links ``names``, ``urls`` where the ``path`` column of ``table`` was."""
+    at = table.colnames.index("path")
+    table.remove_column("path")
+    table.add_column(names, name=FILE_NAME.name, index=at)
+    table.add_column(urls, name=FITS_URL.name, index=at + 1)
+    annotate(table[FILE_NAME.name], FILE_NAME)
+    annotate(table[FITS_URL.name], FITS_URL)
