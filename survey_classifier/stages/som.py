@@ -18,9 +18,9 @@ import numpy as np
 from survey_classifier.columns import Column
 from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ShippedModel
-from survey_classifier.preprocess import PreprocessConfig
+from survey_classifier.preprocess import PreprocessConfig, empty_preparation_reason
 from survey_classifier.som.som import REFINE_LIMIT, REFINE_WITHIN
-from survey_classifier.stages.base import Stage
+from survey_classifier.stages.base import CutoutFailure, Stage
 
 __all__ = ["SOMStage", "DEFAULT_SOM", "SOM_MIRABEST", "SOM_MIRABEST_2", "SOM_MIRABEST_3"]
 
@@ -167,13 +167,19 @@ class SOMStage(Stage):
             return []
         self.setup()
         images = np.stack([cutout.preprocessed(self._config) for cutout in batch])
+        placed = images.reshape(len(images), -1).any(axis=1)  # an empty image has no place on the map
+        results: list = [
+            None if has_source else CutoutFailure(self._why_empty(cutout))
+            for cutout, has_source in zip(batch, placed, strict=True)
+        ]
+        if not placed.any():
+            return results
         keep_map = self.distance_map_dir is not None
         mapping = self._som.map(
-            images, return_distances=keep_map, refine_within=self.refine_within,
+            images[placed], return_distances=keep_map, refine_within=self.refine_within,
             refine_limit=self.refine_limit,
         )  # fmt: skip
-        results = []
-        for row, cutout in enumerate(batch):
+        for row, index in enumerate(np.flatnonzero(placed)):
             result = {
                 "node_x": int(mapping["node_x"][row]),
                 "node_y": int(mapping["node_y"][row]),
@@ -183,11 +189,14 @@ class SOMStage(Stage):
                 "node": int(mapping["node"][row]),
             }
             if keep_map:
-                target = Path(self.distance_map_dir) / f"{cutout.sha256}.npy"
+                target = Path(self.distance_map_dir) / f"{batch[index].sha256}.npy"
                 np.save(target, mapping["node_distances"][row])
                 result["distance_map"] = str(target)
-            results.append(result)
+            results[index] = result
         return results
+
+    def _why_empty(self, cutout) -> str:
+        return empty_preparation_reason(cutout.data, self._config, unit=cutout.bunit)
 
 
 _MAPS: dict[tuple[str, str], object] = {}
