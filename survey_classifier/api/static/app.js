@@ -771,7 +771,7 @@ function showOverlay(kind, wanted = kind) {
       const mark = neuron.class_from_neighbours ? " ·" : "";
       badge.textContent = neuron.purity === null ? `${neuron.neuron_class}${mark}` : `${neuron.neuron_class} ${Math.round(100 * neuron.purity)}%${mark}`;
       button.dataset.neuronClass = neuron.neuron_class;
-      if (neuron.purity !== null) button.dataset.purity = neuron.purity.toFixed(3);
+      if (neuron.purity !== null) button.dataset.purity = String(neuron.purity);
       title += `; ${classText(neuron)}`;
       if (node && node.label && node.label !== neuron.neuron_class) {
         button.classList.add("differs");
@@ -779,7 +779,7 @@ function showOverlay(kind, wanted = kind) {
       }
     } else if (kind === "umatrix" && neuron) {
       shade.style.background = uShade(high > low ? (neuron.u_distance - low) / (high - low) : 0);
-      button.dataset.uDistance = neuron.u_distance.toFixed(4);
+      button.dataset.uDistance = String(neuron.u_distance);
       title += `; U-matrix ${neuron.u_distance.toFixed(3)} (mean distance to its neighbours)`;
     }
     button.title = title;
