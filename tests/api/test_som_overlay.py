@@ -110,12 +110,38 @@ def test_neuron_labels_that_do_not_fit_the_map_are_refused(tmp_path):
         NeuronLabels.read(broken)
 
 
+#: Users' labels of two neurons of som-mirabest 3: (0, 0) the other class than the map's, (1, 0) the map's own.
+USER_LABELS = {(0, 0): "differs", (1, 0): "agrees"}
+
+
 @pytest.fixture(scope="module")
-def page(classified_db):
+def labelled_copy(classified_db, tmp_path_factory):
+    """A copy of the classified database where a user labelled two neurons (:data:`USER_LABELS`)."""
+    from survey_classifier.labels.store import add_neuron_labels
+
+    path = tmp_path_factory.mktemp("labelled") / "labelled.db"
+    shutil.copy(classified_db["path"], path)
+    labels = NeuronLabels.read(SOM_MIRABEST_3.path().with_name(NEURON_LABELS_FILE))
+    som = RotationInvariantSOM.load(SOM_MIRABEST_3.path())
+    given = {}
+    for (x, y), how in USER_LABELS.items():
+        node = int(np.flatnonzero((som.grid_.index_xy[:, 0] == x) & (som.grid_.index_xy[:, 1] == y))[0])
+        own = labels.classes[labels.labels[node]]
+        given[(x, y)] = own if how == "agrees" else ({"FRI": "FRII", "FRII": "FRI"}[own])
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        add_neuron_labels(connection, [{"model_ref": "som-mirabest:3", "node_x": x, "node_y": y, "label": label,
+                                        "author": "ann"} for (x, y), label in given.items()])
+    engine.dispose()
+    return {"url": f"sqlite:///{path}", "given": given}
+
+
+@pytest.fixture(scope="module")
+def page(labelled_copy):
     executable = chromium()
     from playwright.sync_api import sync_playwright
 
-    with serving(create_app(classified_db["url"])) as url, sync_playwright() as playwright:
+    with serving(create_app(labelled_copy["url"])) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         errors = []
@@ -132,7 +158,7 @@ def _cells(page) -> list[dict]:
         x: Number(c.dataset.x), y: Number(c.dataset.y), neuron_class: c.dataset.neuronClass || null,
         purity: c.dataset.purity === undefined ? null : Number(c.dataset.purity),
         u: c.dataset.uDistance === undefined ? null : Number(c.dataset.uDistance), title: c.title,
-        badge: c.querySelector('.class-badge').textContent,
+        badge: c.querySelector('.class-badge').textContent, differs: c.classList.contains('differs'),
         shade: getComputedStyle(c.querySelector('.overlay')).backgroundColor}))""")
 
 
@@ -141,7 +167,7 @@ def _brightness(css: str) -> float:
     return red + green + blue
 
 
-def test_the_page_lays_the_maps_classes_and_u_matrix_over_it(page, client, tmp_path):
+def test_the_page_lays_the_maps_classes_and_u_matrix_over_it(page, client, labelled_copy, tmp_path):
     answer = client.get("/som").json()
     neurons = _by_place(answer)
     colours = {c["name"]: c["colour"] for c in answer["neuron_classes"]["classes"]}
@@ -165,6 +191,12 @@ def test_the_page_lays_the_maps_classes_and_u_matrix_over_it(page, client, tmp_p
     faintest = min(cells, key=lambda c: c["purity"])
     alpha = {id(c): float(c["shade"].rsplit(",", 1)[1].rstrip(")")) for c in (purest, faintest)}
     assert alpha[id(purest)] > alpha[id(faintest)]  # the purer neuron in the stronger colour
+    # a user's label that is not the map's class is pointed out; one that is, is not
+    given = labelled_copy["given"]
+    for cell in cells:
+        place = (cell["x"], cell["y"])
+        assert cell["differs"] == (USER_LABELS.get(place) == "differs")
+        assert (f"your label {given.get(place)} differs" in cell["title"]) == cell["differs"]
     legend = page.inner_text("#som-legend")
     assert "FRI: 56 neurons" in legend and "FRII: 44 neurons" in legend
     shot = tmp_path / "som-overlay-class.png"
