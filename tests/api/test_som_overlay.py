@@ -7,6 +7,7 @@ som-mirabest 1, which was shipped without neuron labels.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -96,6 +97,51 @@ def test_a_map_without_neuron_labels_says_so_and_still_has_its_u_matrix(client, 
     # the same stage, version picked as everywhere else: the default map's classes are there
     assert labelled == client.get("/som").json()
     assert labelled["neuron_classes"]["labelled_sources"] == 1027
+
+
+def test_a_hexagonal_map_kept_in_a_folder_with_its_neuron_labels(classified_db, mirabest_dir, tmp_path):
+    """A small hexagonal map trained on real cutouts, registered into a shared folder (``--store file://``) where its
+    neurons.json was put beside it: /som answers its 19 neurons with their U-matrix and classes."""
+    from astropy.table import Table
+
+    from survey_classifier.artefacts import fetch
+    from survey_classifier.io.fits import read_cutout
+    from survey_classifier.preprocess import PreprocessConfig
+    from survey_classifier.registry import register_model, stored_ref
+    from survey_classifier.stages.plan import bind_models
+
+    catalogue = Table.read(mirabest_dir / "labels.csv")
+    rows = catalogue[::40]
+    config = PreprocessConfig(size=32, extent="islands", islands_only=True, circle_diameter=32, scaling="peak")
+    images = np.stack([read_cutout(mirabest_dir / "fits" / name).preprocessed(config) for name in rows["file"]])
+    som = RotationInvariantSOM(grid_shape=(5, 5), layout="hexagonal", neuron_size=32, n_rotations=16, n_epochs=2,
+                               random_state=0, preprocess_config=config).fit(images)
+    som.save(tmp_path / "som.npz")
+    labels = NeuronLabels.fit(som.grid_, som.map(images)["node"], list(rows["fr_class"]), ("FRI", "FRII", "hybrid"))
+    shutil.copy(classified_db["path"], tmp_path / "hex.db")
+    url = f"sqlite:///{tmp_path / 'hex.db'}"
+    engine = make_engine(url)
+    register_model(engine, tmp_path / "som.npz", stage="som", name="hex-test", version="1",
+                   store=f"file://{tmp_path / 'shared-models'}")
+    kept = fetch(stored_ref(engine, "hex-test:1"), engine).path
+    assert kept.parent.parent == tmp_path / "shared-models"
+    (kept.parent / NEURON_LABELS_FILE).write_text(json.dumps(labels.to_dict()))
+    paths = [str(p) for p in query_results(engine)["path"][:6]]
+    stage = load_stage("som", model="hex-test:1")
+    bind_models(engine, [stage])  # as classify resolves it, through the registry
+    run_pipeline([CutoutSource(p) for p in paths], [stage], engine)
+    engine.dispose()
+    with TestClient(create_app(url)) as hexagonal:
+        answer = hexagonal.get("/som", params={"version": "som=2@hex-test:1"}).json()
+    assert answer["layout"] == "hexagonal" and len(answer["neurons"]) == som.grid_.n_nodes == 19
+    neurons = _by_place(answer)
+    expected_u = u_matrix(som)
+    for node, (x, y) in enumerate(som.grid_.index_xy.tolist()):
+        assert neurons[(x, y)]["u_distance"] == pytest.approx(expected_u[node], rel=1e-12)
+        assert neurons[(x, y)]["class_counts"] == dict(zip(labels.classes, labels.counts[node].tolist(), strict=True))
+        given = labels.labels[node]
+        assert neurons[(x, y)]["neuron_class"] == (labels.classes[given] if given >= 0 else None)
+    assert answer["neuron_classes"]["labelled_sources"] == len(rows) == 26
 
 
 def test_neuron_labels_that_do_not_fit_the_map_are_refused(tmp_path):
