@@ -314,11 +314,20 @@ def create_app(
         with engine.connect() as connection:
             return {"stages": describe_variants(find_variants(connection))}
 
-    @app.get("/som", summary="The SOM grid: cutouts per node, the best-matching cutout of each, the map's layout",
-             responses=errors(400, 422))
+    from survey_classifier.api.inspect import SomMap
+
+    @app.get("/som", summary="The SOM grid: cutouts per node, the best-matching cutout of each, the map's layout, "
+                             "its U-matrix and its neurons' classes",
+             response_model=SomMap, responses=errors(400, 422))
     def som(stage: Stage = None, version: Picks = None):
+        """The nodes of the SOM results shown (`stage`, `version` pick them as elsewhere) with their hits and
+        users' labels. For a registered map also every neuron with its place on the page, its U-matrix value
+        (`u_distance`) and, where the map was labelled when it was trained (the shipped maps were, with the
+        MiraBest classes: `neurons.json` beside its file), the class each neuron gives, its purity and its
+        labelled sources per class (`neuron_classes` names the classes; null and `neuron_classes_note` says so
+        when the map has none)."""
         from survey_classifier.api._summaries import add_neuron_labels_to_grid, som_grid
-        from survey_classifier.api.inspect import load_map, map_layout
+        from survey_classifier.api.inspect import load_map, map_layout, map_overlay
         from survey_classifier.query import find_variants, stage_of_kind
 
         with engine.connect() as connection:
@@ -331,9 +340,17 @@ def create_app(
         grid["layout"], grid["neurons"], grid["has_neuron_images"] = None, None, False
         try:
             layout = map_layout(load_map(engine, grid["model_ref"]))
+            overlay = map_overlay(engine, grid["model_ref"])
         except ModelError:  # a map outside the registry: its hits only
+            grid["neuron_classes"] = None
+            grid["neuron_classes_note"] = f"the map {grid['model_ref']} is not in the registry: hits only"
             return grid
-        grid.update(layout, has_neuron_images=True)
+        for node, neuron in enumerate(layout["neurons"]):
+            neuron["u_distance"] = overlay["u_distance"][node]
+            if overlay["per_neuron"] is not None:
+                neuron.update(overlay["per_neuron"][node])
+        grid.update(layout, has_neuron_images=True, neuron_classes=overlay["neuron_classes"],
+                    neuron_classes_note=overlay["neuron_classes_note"])
         grid["width"] = max(grid["width"], 1 + max(n["x"] for n in layout["neurons"]))
         grid["height"] = max(grid["height"], 1 + max(n["y"] for n in layout["neurons"]))
         return grid

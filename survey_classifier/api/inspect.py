@@ -10,18 +10,28 @@ its placement says ``flip``) and rotated by its ``angle_deg``
 same turn ``show som`` draws). Neighbours in the CNN's embedding space
 are the sources whose stored embeddings (of the classification variant
 shown) are nearest in cosine distance.
+
+What the SOM view lays over the map (:func:`map_overlay`) is read from the
+map too, once per process: its U-matrix
+(:func:`survey_classifier.som.plots.u_matrix`), and, where ``train som
+--labels`` wrote the neurons' classes beside the map's file
+(``neurons.json``, as the shipped maps have them), each neuron's class,
+purity and class counts (:class:`~survey_classifier.som.labels.NeuronLabels`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from survey_classifier.api._params import NAME_PATTERN, ColourMap, CutoutId, ImageSize
@@ -29,8 +39,9 @@ from survey_classifier.api.contract import errors
 from survey_classifier.db.models import CutoutRow
 from survey_classifier.errors import CutoutError, ModelError
 
-__all__ = ["inspect_router", "load_map", "map_layout"]
+__all__ = ["inspect_router", "load_map", "map_layout", "map_overlay", "SomMap"]
 
+log = logging.getLogger(__name__)
 _NAME = NAME_PATTERN
 Stage = Annotated[str | None, Query(pattern=_NAME, description="A stage name (default: the one shown).")]
 Node = Annotated[int, PathParam(ge=0, le=10_000)]
@@ -40,6 +51,10 @@ _PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "
 _MAPS: dict[str, object] = {}
 #: (database, model_ref) -> sha256 of the map's bytes, once fetched and verified.
 _REFS: dict[tuple[str, str], str] = {}
+#: sha256 of a map -> the folder of its verified file (where ``train som`` wrote its neurons.json beside it).
+_FOLDERS: dict[str, Path] = {}
+#: sha256 of a map -> :func:`map_overlay`'s answer.
+_OVERLAYS: dict[str, dict] = {}
 _LOCK = threading.Lock()
 
 
@@ -56,7 +71,9 @@ def _map_sha(engine, model_ref: str) -> str:
     ref = stored_ref(engine, model_ref)
     with _LOCK:
         if ref.sha256 not in _MAPS:
-            _MAPS[ref.sha256] = RotationInvariantSOM.load(fetch(ref, engine).path)
+            path = fetch(ref, engine).path
+            _MAPS[ref.sha256] = RotationInvariantSOM.load(path)
+            _FOLDERS[ref.sha256] = path.parent
         _REFS[key] = ref.sha256
         return ref.sha256
 
@@ -81,6 +98,153 @@ def map_layout(som) -> dict:
         "neurons": [{"x": int(x), "y": int(y), "px": float(px), "py": float(py)}
                     for (x, y), (px, py) in zip(grid.index_xy.tolist(), positions.tolist(), strict=True)],
     }
+
+
+class NeuronClass(BaseModel):
+    """One class the map's neurons were labelled with."""
+
+    name: str
+    colour: str = Field(description="#rrggbb: the class's colour in the pictures of `show som` and on the page.")
+    sources: int = Field(description="Labelled sources of this class the map was labelled with.")
+    neurons: int = Field(description="Neurons that give this class.")
+
+
+class NeuronClasses(BaseModel):
+    """The classes of the map's neurons, as `train som --labels` wrote them beside its file (neurons.json)."""
+
+    classes: list[NeuronClass]
+    labelled_sources: int
+    mean_purity: float = Field(description="Fraction of the labelled sources that are in their neuron's class.")
+    smoothing: float = Field(description="Width (nodes) of the Gaussian the neurons' votes were summed with; 0: none.")
+
+
+class SomNeuron(BaseModel):
+    """One neuron of the map: its place, its U-matrix value and, when the map is labelled, its class."""
+
+    x: int
+    y: int
+    px: float = Field(description="Place on the page, in node spacings (hexagonal rows are offset).")
+    py: float
+    u_distance: float = Field(description="U-matrix: mean distance of its prototype to those of its neighbours "
+                                          "on the map (units of the quantization error).")
+    neuron_class: str | None = Field(None, description="The class the neuron gives: the majority of its "
+                                                       "labelled sources (of its neighbours when it has none or "
+                                                       "a tie); null without neuron classes.")
+    purity: float | None = Field(None, description="Fraction of its own labelled sources in their majority class "
+                                                   "(null when it has none).")
+    class_counts: dict[str, int] | None = Field(None, description="Its labelled sources per class.")
+    class_from_neighbours: bool | None = Field(None, description="Its class is its neighbours' majority.")
+
+
+class SomNode(BaseModel):
+    """A neuron with sources among the results shown."""
+
+    x: int
+    y: int
+    count: int
+    best_distance: float
+    best_cutout_id: int
+    label: str | None = Field(description="Its current label by a user (`/som/nodes/{x}/{y}/labels`).")
+
+
+class LabelledNeuron(BaseModel):
+    """A neuron's current label by a user."""
+
+    x: int
+    y: int
+    label: str
+    author: str
+    label_id: int
+
+
+class SomMap(BaseModel):
+    """The SOM of the results shown: hits per node, users' neuron labels, and what the map itself says."""
+
+    stage: str
+    stage_version: str
+    model_ref: str
+    width: int
+    height: int
+    nodes: list[SomNode]
+    labelled_nodes: list[LabelledNeuron]
+    prototype_image: str
+    has_prototypes: bool
+    layout: str | None = Field(description="cartesian or hexagonal; null for a map outside the registry.")
+    neurons: list[SomNeuron] | None = Field(description="Every neuron of the map; null outside the registry.")
+    has_neuron_images: bool
+    neuron_classes: NeuronClasses | None = Field(description="null: the map carries no neuron classes "
+                                                             "(`neuron_classes_note` says why).")
+    neuron_classes_note: str
+
+
+def map_overlay(engine, model_ref: str) -> dict:
+    """What the SOM view lays over the map registered as ``model_ref``, worked out once per process.
+
+    Returns ``{"u_distance": [...], "per_neuron": [...] or None, "neuron_classes": {...} or None,
+    "neuron_classes_note": str}``. Per neuron, in the map's order (that of :func:`map_layout`): its
+    U-matrix value (:func:`~survey_classifier.som.plots.u_matrix`) and, when the map's folder holds
+    :data:`~survey_classifier.som.labels.NEURON_LABELS_FILE`, the class it gives, the purity of its
+    own labelled sources and their counts per class (:class:`SomNeuron`); ``neuron_classes`` is
+    :class:`NeuronClasses`, None without labels, and the note says which.
+
+    Raises
+    ------
+    ModelError
+        As :func:`load_map`.
+    """
+    sha = _map_sha(engine, model_ref)
+    with _LOCK:
+        found = _OVERLAYS.get(sha)
+    if found is None:
+        found = _overlay_of(_MAPS[sha], _FOLDERS[sha], model_ref)
+        with _LOCK:
+            _OVERLAYS[sha] = found
+    return found
+
+
+def _overlay_of(som, folder: Path, model_ref: str) -> dict:
+    from survey_classifier.som.labels import NEURON_LABELS_FILE, NeuronLabels
+    from survey_classifier.som.plots import u_matrix
+
+    overlay = {"u_distance": [float(value) for value in u_matrix(som)], "per_neuron": None, "neuron_classes": None}
+    path = folder / NEURON_LABELS_FILE
+    if not path.is_file():
+        note = f"the map {model_ref} carries no neuron classes (no {NEURON_LABELS_FILE} beside its file)"
+        return {**overlay, "neuron_classes_note": note}
+    try:
+        labels = NeuronLabels.read(path, n_nodes=som.grid_.n_nodes)
+    except ValueError as exc:
+        log.warning("SOM view: %s", exc)
+        note = f"the neuron classes of the map {model_ref} ({NEURON_LABELS_FILE}) do not fit it; see the log"
+        return {**overlay, "neuron_classes_note": note}
+    return {**overlay, **_neuron_classes(labels),
+            "neuron_classes_note": f"classes of the {int(labels.hits.sum())} labelled sources the map {model_ref} "
+                                   f"was labelled with ({NEURON_LABELS_FILE}); {100 * labels.mean_purity:.1f} % are "
+                                   "in their neuron's class"}
+
+
+def _neuron_classes(labels) -> dict:
+    """``per_neuron`` and ``neuron_classes`` of :func:`map_overlay` from a map's :class:`NeuronLabels`."""
+    from survey_classifier.som.plots import class_colour
+
+    hits, purity = labels.hits, labels.purity
+    per_neuron = []
+    for node, counts in enumerate(labels.counts):
+        given = int(labels.labels[node])
+        tied = np.count_nonzero(counts == counts.max()) > 1
+        per_neuron.append({
+            "neuron_class": labels.classes[given] if given >= 0 else None,
+            "purity": float(purity[node]) if hits[node] else None,
+            "class_counts": dict(zip(labels.classes, counts.tolist(), strict=True)),
+            "class_from_neighbours": given >= 0 and (not hits[node] or tied),
+        })
+    totals = labels.counts.sum(axis=0).tolist()
+    classes = [{"name": name, "colour": class_colour(name, labels.classes), "sources": int(total),
+                "neurons": int(np.count_nonzero(labels.labels == index))}
+               for index, (name, total) in enumerate(zip(labels.classes, totals, strict=True))]
+    return {"per_neuron": per_neuron,
+            "neuron_classes": {"classes": classes, "labelled_sources": int(hits.sum()),
+                               "mean_purity": labels.mean_purity, "smoothing": labels.smoothing}}
 
 
 def _node_index(som, x: int, y: int) -> int:

@@ -198,7 +198,9 @@ def train_som(inputs, out_dir, grid, layout, periodic, neuron_size, region_diame
     mapping = som.map(images) if pictures or labels_csv else None
     labels = None
     if labels_csv:
-        labels = _label_neurons(som, mapping, used, read_labels(labels_csv, label_column), out / "neurons.json")
+        from survey_classifier.som.labels import NEURON_LABELS_FILE
+
+        labels = _label_neurons(som, mapping, used, read_labels(labels_csv, label_column), out / NEURON_LABELS_FILE)
     if pictures:
         from survey_classifier.som.plots import save_pictures
 

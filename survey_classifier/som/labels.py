@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NeuronLabels", "reliable_distance"]
+__all__ = ["NeuronLabels", "reliable_distance", "NEURON_LABELS_FILE"]
+
+#: The file ``train som --labels`` writes beside the map's ``som.npz`` (:meth:`NeuronLabels.to_dict`).
+NEURON_LABELS_FILE = "neurons.json"
 
 
 @dataclass
@@ -84,6 +87,52 @@ class NeuronLabels:
     def to_dict(self) -> dict:
         return {"classes": list(self.classes), "counts": self.counts.tolist(), "labels": self.labels.tolist(),
                 "smoothing": self.smoothing}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, record: dict, *, n_nodes: int | None = None) -> NeuronLabels:
+        """The labels :meth:`to_dict` wrote; ``n_nodes``, when given, is the size of the map they must fit.
+
+        Raises
+        ------
+        ValueError
+            A record without ``classes``, ``counts`` or ``labels``, whose
+            arrays disagree in shape, or that is not of a map of ``n_nodes`` neurons.
+        """
+        try:
+            classes = tuple(str(name) for name in record["classes"])
+            counts = np.asarray(record["counts"], dtype=np.int64).reshape(-1, len(classes))
+            labels = np.asarray(record["labels"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"neuron labels need classes, counts (neurons x classes) and labels: {exc}"
+            raise ValueError(msg) from exc
+        if labels.shape != (len(counts),) or labels.min(initial=0) < -1 or labels.max(initial=-1) >= len(classes):
+            msg = (f"neuron labels: {len(counts)} neurons of counts but labels of shape {labels.shape} "
+                   f"(each an index of {len(classes)} classes, or -1)")
+            raise ValueError(msg)
+        if n_nodes is not None and len(counts) != n_nodes:
+            msg = f"neuron labels of {len(counts)} neurons do not fit a map of {n_nodes}"
+            raise ValueError(msg)
+        return cls(classes, counts, labels, float(record.get("smoothing", 0.0)))
+
+    @classmethod
+    def read(cls, path, *, n_nodes: int | None = None) -> NeuronLabels:
+        """The labels in a ``neurons.json`` written by ``train som --labels`` (see :meth:`from_dict`)."""
+        import json
+        from pathlib import Path
+
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            msg = f"cannot read the neuron labels {path}: {exc}"
+            raise ValueError(msg) from exc
+        if not isinstance(record, dict):
+            msg = f"{path}: neuron labels are a JSON object, not {type(record).__name__}"
+            raise ValueError(msg)
+        try:
+            return cls.from_dict(record, n_nodes=n_nodes)
+        except ValueError as exc:
+            msg = f"{path}: {exc}"
+            raise ValueError(msg) from exc
 
 
 def _vote(counts, grid_distances) -> np.ndarray:

@@ -19,7 +19,7 @@ from matplotlib.patches import RegularPolygon
 
 __all__ = [
     "plot_prototypes", "plot_hits", "plot_best_matches", "plot_labels", "plot_umatrix",
-    "plot_members", "save_pictures", "save_tiles", "u_matrix", "CLASS_COLOURS",
+    "plot_members", "save_pictures", "save_tiles", "u_matrix", "class_colour", "CLASS_COLOURS",
 ]  # fmt: skip
 
 #: Colours of the MiraBest classes; other classes take the tab10 colours in turn.
@@ -104,14 +104,18 @@ def _notes(n_nodes, hits, labels):
             notes.append((count, "", None, 0.0))
             continue
         name = labels.classes[int(np.argmax(labels.counts[node]))]
-        notes.append((count, f"{name} {100 * purity[node]:.0f}%", _colour(name, labels.classes), float(purity[node])))
+        colour = class_colour(name, labels.classes)
+        notes.append((count, f"{name} {100 * purity[node]:.0f}%", colour, float(purity[node])))
     return notes
 
 
-def _colour(name, classes):
+def class_colour(name, classes) -> str:
+    """The colour of class ``name`` (one of ``classes``), ``#rrggbb``: in the map's pictures and on the results page."""
+    from matplotlib.colors import to_hex
+
     if name in CLASS_COLOURS:
-        return CLASS_COLOURS[name]
-    return mpl.colormaps["tab10"](list(classes).index(name) % 10)
+        return to_hex(CLASS_COLOURS[name])
+    return to_hex(mpl.colormaps["tab10"](list(classes).index(name) % 10))
 
 
 def _annotate(ax, x, y_top, y_bottom, note, *, fontsize, top="center"):
@@ -239,7 +243,7 @@ def plot_labels(som, labels, path) -> Path:
         counts = labels.counts[node]
         if counts.sum():
             name = labels.classes[int(np.argmax(counts))]
-            patch.set_facecolor(_colour(name, labels.classes))
+            patch.set_facecolor(class_colour(name, labels.classes))
             patch.set_alpha(0.15 + 0.85 * max(0.0, (purity[node] - 0.5) / 0.5))
             text = f"{name}\n{100 * purity[node]:.0f}% of {counts.sum()}"
         else:
@@ -252,7 +256,7 @@ def plot_labels(som, labels, path) -> Path:
     ax.set_xlim(x.min() - 0.7, x.max() + 0.7)
     ax.set_ylim(y.max() + 0.7, y.min() - 0.7)
     ax.axis("off")
-    handles = [mpl.patches.Patch(color=_colour(name, labels.classes), label=name) for name in labels.classes]
+    handles = [mpl.patches.Patch(color=class_colour(name, labels.classes), label=name) for name in labels.classes]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     total = labels.counts.sum()
     ax.set_title(f"majority class per neuron ({total} sources; {100 * labels.mean_purity:.1f} % in their "

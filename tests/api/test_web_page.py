@@ -68,6 +68,8 @@ def test_page_shows_labels_som_and_anomalies(page, server, service_db):
     width = 1 + max(p["node_x"] for p in placements.values())
     height = 1 + max(p["node_y"] for p in placements.values())
     assert page.locator("#som-map .som-cell").count() == width * height  # a map outside the registry: its hits
+    disabled = page.eval_on_selector_all("#som-overlay option", "os => os.filter(o => o.disabled).map(o => o.value)")
+    assert disabled == ["class", "umatrix"]  # nothing of the map itself to lay over it
     page.goto(server + "/#/anomalies?top=24")
     page.wait_for_function("document.querySelectorAll('#anomalies .card').length === 24")
     page.wait_for_function("[...document.querySelectorAll('#anomalies img')].every(i => i.complete)")

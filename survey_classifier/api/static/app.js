@@ -677,8 +677,9 @@ async function showSom(params) {
   map.style.height = `${(Math.max(...neurons.map((n) => n.py)) + 1) * (cell + gap)}px`;
   map.replaceChildren(...neurons.map((n) => {
     const node = byNode.get(`${n.x},${n.y}`);
+    const title = `neuron (${n.x}, ${n.y}): ${node ? node.count : 0} sources${node && node.label ? ", labelled " + node.label : ""}`;
     const button = el("button", { type: "button", class: "som-cell" + (node ? "" : " empty"), "data-x": n.x, "data-y": n.y,
-                                  title: `neuron (${n.x}, ${n.y}): ${node ? node.count : 0} sources${node && node.label ? ", labelled " + node.label : ""}` });
+                                  title, "data-title": title });
     button.style.left = `${n.px * (cell + gap)}px`;
     button.style.top = `${n.py * (cell + gap)}px`;
     if (som.has_neuron_images) {
@@ -686,15 +687,143 @@ async function showSom(params) {
     } else if (node) {
       button.appendChild(thumb(node.best_cutout_id, cell));
     }
+    button.appendChild(el("span", { class: "overlay", "aria-hidden": "true" }));
     button.appendChild(el("span", { class: "count" }, String(node ? node.count : 0)));
     if (node && node.label) button.appendChild(el("span", { class: "neuron-label" }, node.label));
+    button.appendChild(el("span", { class: "class-badge" }));
     button.addEventListener("click", () => {
       const next = new URLSearchParams({ x: n.x, y: n.y });
+      const overlay = document.getElementById("som-overlay").value;
+      if (overlay) next.set("overlay", overlay);
       go("som", next);
     });
     return button;
   }));
+  const select = document.getElementById("som-overlay");
+  select.querySelector('option[value="class"]').disabled = !som.neuron_classes;
+  select.querySelector('option[value="umatrix"]').disabled = !som.neurons;
+  const wanted = params.get("overlay") || "";
+  select.value = [...select.options].some((o) => o.value === wanted && !o.disabled) ? wanted : "";
+  showOverlay(select.value, wanted);
   if (params.get("x") !== null && params.get("y") !== null) showNode(Number(params.get("x")), Number(params.get("y")));
+}
+
+// ---- what the map itself says, laid over it: each neuron's class and purity, or the U-matrix
+const PURITY_FLOOR = 0.5;  // a neuron no purer than a coin toss between two classes is drawn faintest
+
+function neuronAt(x, y) {
+  return (som.neurons || []).find((n) => n.x === x && n.y === y) || null;
+}
+
+function percent(fraction) {
+  return `${Math.round(100 * fraction)} %`;
+}
+
+function classText(neuron) {
+  if (!neuron || !neuron.neuron_class) return "no class";
+  const counts = Object.entries(neuron.class_counts).map(([name, n]) => `${name} ${n}`).join(", ");
+  if (neuron.purity === null) return `the map's class ${neuron.neuron_class}, from its neighbours (no labelled sources of its own)`;
+  return `the map's class ${neuron.neuron_class}${neuron.class_from_neighbours ? " (a tie, broken by its neighbours)" : ""}, ` +
+    `purity ${percent(neuron.purity)} (${counts})`;
+}
+
+function classAlpha(neuron) {
+  const purity = neuron.purity === null ? PURITY_FLOOR : neuron.purity;
+  return 0.12 + 0.5 * Math.min(1, Math.max(0, (purity - PURITY_FLOOR) / (1 - PURITY_FLOOR)));
+}
+
+function rgba(hex, alpha) {
+  const value = parseInt(hex.slice(1), 16);
+  return `rgba(${value >> 16}, ${(value >> 8) & 255}, ${value & 255}, ${alpha.toFixed(3)})`;
+}
+
+// U-matrix shade: light where a neuron is like its neighbours, dark at the borders between groups of neurons
+function uShade(t) {
+  const level = Math.round(245 - 215 * t);
+  return `rgba(${level}, ${level}, ${Math.min(255, level + 12)}, 0.82)`;
+}
+
+function uRange() {
+  const values = som.neurons.map((n) => n.u_distance);
+  return [Math.min(...values), Math.max(...values)];
+}
+
+function showOverlay(kind, wanted = kind) {
+  const map = document.getElementById("som-map");
+  map.dataset.overlay = kind;
+  const [low, high] = kind === "umatrix" ? uRange() : [0, 1];
+  for (const button of map.querySelectorAll(".som-cell")) {
+    const x = Number(button.dataset.x), y = Number(button.dataset.y);
+    const neuron = neuronAt(x, y);
+    const node = som.nodes.find((n) => n.x === x && n.y === y);
+    const shade = button.querySelector(".overlay");
+    const badge = button.querySelector(".class-badge");
+    let title = button.dataset.title;
+    shade.style.background = "";
+    badge.textContent = "";
+    badge.style.background = "";
+    button.classList.remove("differs");
+    for (const key of ["neuronClass", "purity", "uDistance"]) delete button.dataset[key];
+    if (kind === "class" && neuron && neuron.neuron_class) {
+      const colour = som.neuron_classes.classes.find((c) => c.name === neuron.neuron_class).colour;
+      shade.style.background = rgba(colour, classAlpha(neuron));
+      badge.style.background = colour;
+      const mark = neuron.class_from_neighbours ? " ·" : "";
+      badge.textContent = neuron.purity === null ? `${neuron.neuron_class}${mark}` : `${neuron.neuron_class} ${Math.round(100 * neuron.purity)}%${mark}`;
+      button.dataset.neuronClass = neuron.neuron_class;
+      if (neuron.purity !== null) button.dataset.purity = String(neuron.purity);
+      title += `; ${classText(neuron)}`;
+      if (node && node.label && node.label !== neuron.neuron_class) {
+        button.classList.add("differs");
+        title += `; your label ${node.label} differs from the map's class`;
+      }
+    } else if (kind === "umatrix" && neuron) {
+      shade.style.background = uShade(high > low ? (neuron.u_distance - low) / (high - low) : 0);
+      button.dataset.uDistance = String(neuron.u_distance);
+      title += `; U-matrix ${neuron.u_distance.toFixed(3)} (mean distance to its neighbours)`;
+    }
+    button.title = title;
+  }
+  renderLegend(kind, wanted, low, high);
+}
+
+function renderLegend(kind, wanted, low, high) {
+  const legend = document.getElementById("som-legend");
+  legend.replaceChildren();
+  if (wanted === "class" && !som.neuron_classes) {
+    legend.appendChild(el("span", { class: "muted" }, som.neuron_classes_note));
+    return;
+  }
+  if (kind === "class") {
+    for (const c of som.neuron_classes.classes) {
+      const item = el("span", { class: "legend-item", "data-class": c.name });
+      const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
+      swatch.style.background = c.colour;
+      item.appendChild(swatch);
+      item.appendChild(document.createTextNode(`${c.name}: ${plural(c.neurons, "neuron")}`));
+      legend.appendChild(item);
+    }
+    legend.appendChild(el("span", { class: "muted" },
+      `stronger colour: purer neuron (${percent(PURITY_FLOOR)} faintest, 100 % strongest); ` +
+      `“·”: class from its neighbours · ${som.neuron_classes_note}`));
+  } else if (kind === "umatrix") {
+    legend.appendChild(el("span", { class: "muted" }, "mean distance to neighbouring neurons:"));
+    legend.appendChild(el("span", { class: "legend-value" }, low.toFixed(2)));
+    const bar = el("span", { class: "gradient", role: "img", "aria-label": `from ${low.toFixed(2)} (light, like its neighbours) to ${high.toFixed(2)} (dark, a border between groups)` });
+    bar.style.background = `linear-gradient(to right, ${uShade(0)}, ${uShade(0.5)}, ${uShade(1)})`;
+    legend.appendChild(bar);
+    legend.appendChild(el("span", { class: "legend-value" }, high.toFixed(2)));
+    legend.appendChild(el("span", { class: "muted" }, "light: like its neighbours; dark: a border between groups of neurons"));
+  }
+}
+
+function chooseOverlay() {
+  const kind = document.getElementById("som-overlay").value;
+  const { params } = route();
+  if (kind) params.set("overlay", kind); else params.delete("overlay");
+  const query = params.toString();
+  history.replaceState(null, "", `#/som${query ? "?" + query : ""}`);  // no hashchange: the map stays as drawn
+  showOverlay(kind);
 }
 
 async function showNode(x, y) {
@@ -715,7 +844,12 @@ async function showNode(x, y) {
   if (som.has_neuron_images) {
     head.appendChild(el("img", { src: `/som/nodes/${x}/${y}/prototype.png?size=160&stage=${som.stage}`, alt: `prototype of neuron (${x}, ${y})`, width: 160, height: 160, class: "prototype" }));
   }
-  head.appendChild(el("p", { id: "node-label" }, node && node.label ? `labelled ${node.label}` : "not labelled"));
+  const about = el("div", { class: "node-about" });
+  about.appendChild(el("p", { id: "node-label" }, node && node.label ? `labelled ${node.label}` : "not labelled"));
+  const neuron = neuronAt(x, y);
+  if (neuron && neuron.neuron_class) about.appendChild(el("p", { id: "node-class" }, classText(neuron)));
+  if (neuron) about.appendChild(el("p", { id: "node-u", class: "muted" }, `U-matrix ${neuron.u_distance.toFixed(3)} (mean distance to its neighbours)`));
+  head.appendChild(about);
   document.getElementById("neuron-class").value = node && node.label ? node.label : "";
   try {
     const sort = `${som.stage}_distance`;
@@ -750,7 +884,8 @@ async function saveNeuronLabel(event) {
     setStatus(status, `not saved: ${error.message}`, true);
     return;
   }
-  await showSom(new URLSearchParams({ x, y }));
+  const overlay = document.getElementById("som-overlay").value;
+  await showSom(new URLSearchParams({ x, y, ...(overlay ? { overlay } : {}) }));
   setStatus(status, `neuron (${x}, ${y}) labelled ${label}`);
 }
 
@@ -790,6 +925,8 @@ document.getElementById("img-softening").addEventListener("input", () => {
 });
 document.getElementById("label-form").addEventListener("submit", saveSourceLabel);
 document.getElementById("neuron-form").addEventListener("submit", saveNeuronLabel);
+document.getElementById("som-overlay").addEventListener("change", chooseOverlay);
+document.getElementById("som-overlay-form").addEventListener("submit", (event) => event.preventDefault());
 document.getElementById("anomaly-form").addEventListener("change", () => go("anomalies", anomalyParams()));
 document.getElementById("rerank").addEventListener("click", rerankNow);
 document.getElementById("token-form").addEventListener("submit", useToken);
