@@ -1,4 +1,4 @@
-"""Issue #20, item 4: no cutout thumbnail on the page is a black square after MiraBest is classified into a fresh database.
+"""Issue #20, item 4: no thumbnail on the page is a black square once MiraBest is classified into a fresh database.
 
 Those node members were drawn as black squares by the page's old peak-anchored stretch. Here
 the whole catalogue goes through ``classify`` (``measure`` and the default SOM) into a new
