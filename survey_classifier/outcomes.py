@@ -6,6 +6,7 @@ Made by :class:`~survey_classifier.pipeline.Pipeline`, written by
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -64,5 +65,38 @@ class RunSummary:
 
     @property
     def reasons(self) -> Counter:
-        """Failures counted by stage and reason."""
-        return Counter((stage, message) for _, stage, message in self.failures)
+        """Failures counted by stage and reason, reasons that differ only in their figures together.
+
+        The key's reason is the message itself when all its failures say the same, else the
+        message with its figures written ``…`` (:func:`reason_kind`).
+        """
+        messages: dict[tuple[str, str], set[str]] = {}
+        counts: Counter = Counter()
+        for _, stage, message in self.failures:
+            key = (stage, reason_kind(message))
+            messages.setdefault(key, set()).add(message)
+            counts[key] += 1
+        return Counter({
+            (stage, next(iter(shown)) if len(shown) == 1 else kind): counts[stage, kind]
+            for (stage, kind), shown in messages.items()
+        })
+
+    def failed_files(self, stage: str, reason: str) -> list[str]:
+        """Files of the failures that :attr:`reasons` counts under ``(stage, reason)``."""
+        kind = reason_kind(reason)
+        return [path for path, s, message in self.failures if s == stage and reason_kind(message) == kind]
+
+
+#: A figure in a message (``4.4``, ``0.172``, ``1e-05``), not a digit inside a word or a file name.
+_FIGURE = re.compile(r"(?<![\w.…+-])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def reason_kind(message: str) -> str:
+    """``message`` with its figures written ``…``, so failures that differ only in them count together.
+
+    >>> reason_kind("brightest pixel 4.4 sigma above the background, noise 0.172 mJy/beam")
+    'brightest pixel … sigma above the background, noise … mJy/beam'
+    >>> reason_kind("HDU 1 of 110_177.417+038.195.fits is empty")
+    'HDU … of 110_177.417+038.195.fits is empty'
+    """
+    return _FIGURE.sub("…", message)

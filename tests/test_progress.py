@@ -72,3 +72,24 @@ def test_a_clean_run_prints_no_failure_lines(folder, sqlite_url):
                                 catch_exceptions=False)
     assert "no failures" in result.stderr
     assert "failures by" not in result.stdout and "list them all" not in result.stdout
+
+
+def test_failures_that_differ_only_in_their_figures_are_summed_up_as_one_reason(mirabest_dir, sqlite_url):
+    """Three MiraBest sources too faint for the default map, each with its own peak and noise: one line."""
+    faint = ["110_177.417+038.195_0.1254_0066.80.fits", "110_181.597+042.580_0.0833_0110.47.fits",
+             "210_176.904+020.862_0.1313_0087.61.fits"]
+    bright = "110_131.314+059.480_0.2716_0059.82.fits"
+    files = [str(mirabest_dir / "fits" / name) for name in [*faint, bright]]
+    result = CliRunner().invoke(main, ["classify", *files, "--stages", "som", "--db", sqlite_url, "--quiet"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "4 cutouts, 1 processed, 3 failed" in out
+    lines = out.split("failures by reason:\n")[1].splitlines()
+    assert lines[0] == ("  3 x [som] no source to place: no island of emission reaches the … sigma seed level of the "
+                        "preparation (brightest pixel … sigma above the background, noise … mJy/beam), so the "
+                        f"prepared image is empty (e.g. {', '.join(faint)})")
+    assert lines[1].startswith("list them all")
+    listed = CliRunner().invoke(main, ["query", "--errors", "--run", "1", "--db", sqlite_url], catch_exceptions=False)
+    for peak in ("4.4 sigma", "4.3 sigma", "4.8 sigma"):  # each error keeps its own figures
+        assert f"brightest pixel {peak}" in listed.output

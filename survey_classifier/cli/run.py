@@ -142,7 +142,7 @@ def print_summary(summary, stages, *, db_url=None) -> None:
         click.echo("failures by stage: " + ", ".join(f"{stage} {n}" for stage, n in by_stage.most_common()))
         click.echo("failures by reason:")
         for (stage, reason), count in reasons.most_common(20):
-            examples = [Path(p).name for p, s, r in summary.failures if s == stage and r == reason][:3]
+            examples = [Path(p).name for p in summary.failed_files(stage, reason)[:3]]
             click.echo(f"  {count} x [{stage}] {reason} (e.g. {', '.join(examples)})")
         if len(reasons) > 20:
             click.echo(f"  ... and {len(reasons) - 20} more reasons")
