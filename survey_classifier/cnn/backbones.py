@@ -201,11 +201,11 @@ def _check_equivariant_size(family: str, size: int) -> None:
         raise StageConfigError(msg)
 
 
-def _c8_network(size: int, *, width: int):
+def _c8_network(size: int, *, width: int, blur: bool = False):
     from survey_classifier.cnn.equivariant import c8_network
 
     _check_equivariant_size("c8", size)
-    return c8_network(size, width=width)
+    return c8_network(size, width=width, blur=blur)
 
 
 def _d8_network(size: int, *, width: int, blur: bool = True):
@@ -219,6 +219,7 @@ def _d8_network(size: int, *, width: int, blur: bool = True):
 _OWN_NETWORKS = {
     "compact": (compact_network, 16),
     "c8": (_c8_network, 3),
+    "c8-blur": (functools.partial(_c8_network, blur=True), 3),  # c8 with d8's blur before pooling
     "d8": (_d8_network, 2),
     "d8-sharp": (functools.partial(_d8_network, blur=False), 2),  # d8 without the blur, for comparison
 }
