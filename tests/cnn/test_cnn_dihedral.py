@@ -138,8 +138,25 @@ def _median_change(turned, upright):
     return float(np.median(np.linalg.norm(turned - upright, axis=1) / np.linalg.norm(upright, axis=1)))
 
 
+def _exported_embeddings(backbone, seed, folder, config, batches):
+    """An untrained classifier (seeded) on ``backbone``, exported to ONNX; its embedding of each batch."""
+    import onnxruntime as ort
+
+    from survey_classifier.cnn.backbones import build_backbone
+    from survey_classifier.cnn.export import export_onnx
+    from survey_classifier.cnn.train import TrainingConfig, build_classifier
+
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(build_backbone(backbone, config.size), 2, TrainingConfig(head=(8,)))
+    path = folder / f"{backbone}-{seed}.onnx"
+    export_onnx(model, path, classes=["FRI", "FRII"], preprocess_config=config, name=backbone,
+                version="0", check_images=batches["upright"][:8])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {name: session.run(["embedding"], {"image": images})[0] for name, images in batches.items()}
+
+
 def test_exported_d8_embedding_changes_clearly_less_than_c8_at_45_and_22_degrees(tmp_path, catalogue):
-    """Untrained networks (3 seeds each) on 32 real cutouts turned on the sky, 64-pixel inputs.
+    """Untrained classifiers (3 seeds each) on 32 real cutouts turned on the sky, 64-pixel inputs.
 
     Quarter turns are exact for both; in between, ``c8`` turns its pixel
     filters bilinearly and ``d8`` samples its steerable filters turned
@@ -147,38 +164,25 @@ def test_exported_d8_embedding_changes_clearly_less_than_c8_at_45_and_22_degrees
     that neither can go below, so the assertion is on the ratio of the
     mean median changes, with room for seeds.
     """
-    import onnxruntime as ort
-
-    from survey_classifier.cnn.backbones import build_backbone
-    from survey_classifier.cnn.export import export_onnx
-    from survey_classifier.cnn.train import TrainingConfig, build_classifier
     from survey_classifier.preprocess import PreprocessConfig
 
     config = PreprocessConfig(size=64, crop=100)
     files = [str(f) for f in Table.read(catalogue)["path"]]
     upright = _images(files, config, 0.0)
-    turned = {angle: _images(files, config, angle) for angle in (45.0, 22.5)}
+    batches = {"upright": upright, "mirrored": _grid_transform(upright, True, 1),
+               45.0: _images(files, config, 45.0), 22.5: _images(files, config, 22.5)}
     changes = {"d8": {45.0: [], 22.5: []}, "c8": {45.0: [], 22.5: []}}
     for seed in (0, 1, 2):
-        keras.utils.set_random_seed(seed)
-        model = build_classifier(build_backbone("d8", 64), 2, TrainingConfig(head=(8,)))
-        path = tmp_path / f"d8-{seed}.onnx"
-        export_onnx(model, path, classes=["FRI", "FRII"], preprocess_config=config, name="d8",
-                    version="0", check_images=upright[:8])
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        d8 = {name: session.run(["embedding"], {"image": images})[0]
-              for name, images in (("upright", upright), ("flip", _grid_transform(upright, True, 1)), *turned.items())}
-        assert np.abs(d8["flip"] - d8["upright"]).max() <= 1e-4 * np.abs(d8["upright"]).max()
-        keras.utils.set_random_seed(seed)
-        c8_network = build_backbone("c8", 64)
-        c8 = {name: c8_network.predict(images, verbose=0) for name, images in (("upright", upright), *turned.items())}
-        for angle in turned:
-            changes["d8"][angle].append(_median_change(d8[angle], d8["upright"]))
-            changes["c8"][angle].append(_median_change(c8[angle], c8["upright"]))
+        for backbone in changes:
+            embedding = _exported_embeddings(backbone, seed, tmp_path, config, batches)
+            mirrored = np.abs(embedding["mirrored"] - embedding["upright"]).max() / np.abs(embedding["upright"]).max()
+            assert mirrored <= 1e-4 if backbone == "d8" else mirrored > 1e-3  # C8 has no mirror
+            for angle in (45.0, 22.5):
+                changes[backbone][angle].append(_median_change(embedding[angle], embedding["upright"]))
     for angle in (45.0, 22.5):
         d8, c8 = np.mean(changes["d8"][angle]), np.mean(changes["c8"][angle])
         print(f"{angle:g} deg: median relative embedding change d8 {d8:.3f}, c8 {c8:.3f}")
-        assert d8 < 0.75 * c8, (angle, changes)
+        assert d8 < 0.8 * c8, (angle, changes)
 
 
 def test_blur_before_pooling_keeps_c8_exact_for_quarter_turns(catalogue):
