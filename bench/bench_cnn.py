@@ -1,16 +1,18 @@
-"""CNN inference cost on CPU, batch 64: ONNX Runtime vs Keras, and fr-cnn:1 vs a C8 model.
+"""CNN inference cost on CPU, batch 64: ONNX Runtime vs Keras, and fr-cnn:1 vs an equivariant model.
 
 Part 1 runs the shipped model's weights in Keras and in ONNX Runtime on the
 same 64 real preprocessed MiraBest cutouts, side by side in one process.
 Part 2 times, in ONNX Runtime on the CPU, the shipped ``fr-cnn:1`` and a
-rotation-equivariant ``c8`` classifier (``--c8-width``, the same head) on
-the same batch, alternating between them so both see the same load, and
-prints the cost per image and the ratio. The C8 model is a trained one
+rotation-equivariant classifier (``--backbone``, by default ``c8`` of
+``--c8-width``; e.g. ``d8`` or ``d8-blur:2``; the same head) on the same
+batch, alternating between them so both see the same load, and prints the
+cost per image and the ratio. The equivariant model is a trained one
 (``--c8-model DIR``) or, by default, an untrained one of the same shape
 exported through the same verified export (the cost does not depend on
 the weights).
 
-    python bench/bench_cnn.py [--repeats 30] [--threads N] [--c8-width 3] [--c8-model DIR] [--model DIR]
+    python bench/bench_cnn.py [--repeats 30] [--threads N] [--c8-width 3 | --backbone d8:2]
+                              [--c8-model DIR] [--model DIR]
 
 Needs the [train] extra (TensorFlow).
 """
@@ -40,17 +42,17 @@ def _timed(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _untrained_c8(width: int, images: np.ndarray, preprocess_config, folder: Path) -> Path:
-    """An untrained c8 classifier (head as fr-cnn:1's: dense 64, softmax) exported to ``folder``."""
+def _untrained(backbone: str, images: np.ndarray, preprocess_config, folder: Path) -> Path:
+    """An untrained classifier on ``backbone`` (head as fr-cnn:1's: dense 64, softmax) exported to ``folder``."""
     from survey_classifier.cnn.backbones import build_backbone
     from survey_classifier.cnn.export import export_onnx
     from survey_classifier.cnn.train import TrainingConfig, build_classifier
 
-    base = build_backbone(f"c8:{width}", preprocess_config.size)
+    base = build_backbone(backbone, preprocess_config.size)
     model = build_classifier(base, 2, TrainingConfig(head=(64,)))
     path = folder / "model.onnx"
     export_onnx(model, path, classes=["FRI", "FRII"], preprocess_config=preprocess_config,
-                name=f"c8-{width}-untrained", version="0", check_images=images)
+                name=f"{backbone.replace(':', '-')}-untrained", version="0", check_images=images)
     return path
 
 
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: default)")
     parser.add_argument("--c8-width", type=int, default=3, help="width of the untrained c8 model")
+    parser.add_argument("--backbone", default=None,
+                        help="the untrained model's backbone instead of c8:WIDTH (e.g. d8, d8-blur:2)")
     parser.add_argument("--c8-model", type=Path, default=None, help="a trained c8 model folder instead")
     parser.add_argument("--model", type=Path, default=None,
                         help="any trained model folder instead (e.g. fr-cnn:2, an ensemble)")
@@ -137,8 +141,9 @@ def main() -> None:
         elif args.c8_model is not None:
             c8_path, c8_name = args.c8_model / "model.onnx", f"c8 ({args.c8_model})"
         else:
-            c8_path = _untrained_c8(args.c8_width, images, stage.preprocess_config, Path(folder))
-            c8_name = f"c8:{args.c8_width} (untrained, same shape)"
+            backbone = args.backbone or f"c8:{args.c8_width}"
+            c8_path = _untrained(backbone, images, stage.preprocess_config, Path(folder))
+            c8_name = f"{backbone} (untrained, same shape)"
         sessions = {stage.model_ref: _session(DEFAULT_MODEL / "model.onnx", args.threads),
                     c8_name: _session(c8_path, args.threads)}
         seconds = _side_by_side(sessions, images, args.repeats)

@@ -8,6 +8,10 @@ Three kinds are understood by :func:`build_backbone`:
 - ``"c8"`` (or ``"c8:WIDTH"``): its rotation-equivariant counterpart over
   the group of turns by 45° (:mod:`~survey_classifier.cnn.equivariant`),
   whose features are invariant to turns of the image;
+- ``"d8"`` (or ``"d8:WIDTH"``): the same over turns by 45° and mirror
+  flips, with steerable filters and a blur before each pooling
+  (:mod:`~survey_classifier.cnn.dihedral`); ``"d8-sharp"`` leaves the
+  blur out;
 - the name of any ``keras.applications`` model (``"MobileNetV2"``,
   ``"ResNet50"``, ...), fed the grey image as three identical channels,
   scaled to the range that family expects;
@@ -139,7 +143,8 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     ----------
     backbone : str
         ``"compact"`` (or ``"compact:WIDTH"``, default width 16), ``"c8"``
-        (or ``"c8:WIDTH"``, default 3), a ``keras.applications`` model
+        (or ``"c8:WIDTH"``, default 3), ``"d8"`` (or ``"d8:WIDTH"``, default
+        2), a ``keras.applications`` model
         name, the path of a saved Keras model, or ``"encoder:DIR"`` (a
         pre-trained encoder written by ``train encoder``).
     size : int
@@ -179,7 +184,7 @@ def build_backbone(backbone: str, size: int, *, weights=None):
         return _application_backbone(backbone, size, weights)
     else:
         msg = (
-            f"unknown backbone {backbone!r}: use 'compact', 'c8', a keras.applications name "
+            f"unknown backbone {backbone!r}: use 'compact', 'c8', 'd8', a keras.applications name "
             f"(e.g. {', '.join(list_applications()[:5])}, ...) or the path of a saved "
             ".keras model"
         )
@@ -189,18 +194,35 @@ def build_backbone(backbone: str, size: int, *, weights=None):
     return model
 
 
-def _c8_network(size: int, *, width: int):
-    from survey_classifier.cnn.equivariant import c8_network
-
+def _check_equivariant_size(family: str, size: int) -> None:
     if size % 16:
-        msg = (f"the c8 backbone needs an input size that is a multiple of 16 (for exact invariance to "
+        msg = (f"the {family} backbone needs an input size that is a multiple of 16 (for exact invariance to "
                f"quarter turns), got --size {size}")
         raise StageConfigError(msg)
-    return c8_network(size, width=width)
+
+
+def _c8_network(size: int, *, width: int, blur: bool = False):
+    from survey_classifier.cnn.equivariant import c8_network
+
+    _check_equivariant_size("c8", size)
+    return c8_network(size, width=width, blur=blur)
+
+
+def _d8_network(size: int, *, width: int, blur: bool = True):
+    from survey_classifier.cnn.dihedral import d8_network
+
+    _check_equivariant_size("d8", size)
+    return d8_network(size, width=width, blur=blur)
 
 
 #: The project's own networks: ``{name: (constructor, default width)}``; ``NAME:WIDTH`` picks the width.
-_OWN_NETWORKS = {"compact": (compact_network, 16), "c8": (_c8_network, 3)}
+_OWN_NETWORKS = {
+    "compact": (compact_network, 16),
+    "c8": (_c8_network, 3),
+    "c8-blur": (functools.partial(_c8_network, blur=True), 3),  # c8 with d8's blur before pooling
+    "d8": (_d8_network, 2),
+    "d8-sharp": (functools.partial(_d8_network, blur=False), 2),  # d8 without the blur, for comparison
+}
 
 
 def _width(backbone: str, default: int) -> int:
@@ -367,8 +389,10 @@ def load_keras_model(path):
     """``keras.models.load_model`` for the project's models (custom layers registered)."""
     import keras
 
+    from survey_classifier.cnn.dihedral import d8_layers
     from survey_classifier.cnn.equivariant import c8_layers
 
     _d4_transform_layer()
     c8_layers()
+    d8_layers()
     return keras.models.load_model(path, compile=False)

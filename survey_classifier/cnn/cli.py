@@ -170,7 +170,9 @@ def _training_config(options, **overrides):
 @click.command("cnn")
 @_catalogue_options
 @click.option("--backbone", default="compact", show_default=True,
-              help="'compact', 'c8' (rotation-equivariant, turns by 45 degrees; 'c8:WIDTH'), a "
+              help="'compact', 'c8' (rotation-equivariant, turns by 45 degrees; 'c8:WIDTH'; 'c8-blur' blurs "
+                   "before pooling), 'd8' (turns by 45 degrees and mirror flips, steerable filters, blur "
+                   "before pooling; 'd8:WIDTH'; 'd8-sharp' without the blur), a "
                    "keras.applications name (e.g. MobileNetV2), a saved .keras base network, "
                    "or encoder:DIR (written by 'train encoder').")
 @click.option("--weights", default="none", show_default=True,

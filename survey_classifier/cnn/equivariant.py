@@ -190,7 +190,7 @@ def c8_layers():
     return C8Lifting, C8GroupConv, C8GroupPool
 
 
-def c8_network(size: int, *, width: int = 3, name: str = "c8"):
+def c8_network(size: int, *, width: int = 3, blur: bool = False, name: str = "c8"):
     """The C8-equivariant counterpart of the ``compact`` network, invariant features.
 
     A 5×5 lifting layer with ``width`` filters, then C8 group convolutions
@@ -208,22 +208,34 @@ def c8_network(size: int, *, width: int = 3, name: str = "c8"):
     cutouts turned by 45° on the sky, at initialisation, the median
     relative change of the embedding is 0.085 with the mean and 0.17 with
     the maximum (0.24 for ``compact``; quarter turns: below 1e-6).
+
+    ``blur`` puts the fixed binomial blur of the ``d8`` network
+    (:class:`~survey_classifier.cnn.dihedral.Blur`, symmetric under quarter
+    turns) before each max pooling (``--backbone c8-blur``).
     """
     import keras
     from keras import layers
 
     from survey_classifier.cnn.backbones import EMBEDDING_LAYER
+    from survey_classifier.cnn.dihedral import d8_layers
 
     lifting, group_conv, group_pool = c8_layers()
+    blurring = d8_layers()[3]
+
+    def pool(x, name):
+        if blur:
+            x = blurring(name=f"{name}_blur")(x)
+        return layers.MaxPooling2D(2, name=name)(x)
+
     inputs = keras.Input((size, size, 1), name="image")
     x = layers.ReLU(name="lift_relu")(lifting(width, 5, name="lift")(inputs))
-    x = layers.MaxPooling2D(2, name="block0_pool")(x)
+    x = pool(x, "block0_pool")
     blocks = ((2 * width,), (4 * width,), (4 * width, 4 * width))
     for block, widths in enumerate(blocks, start=1):
         for conv, filters in enumerate(widths):
             x = group_conv(filters, 3, name=f"block{block}_gconv{conv}")(x)
             x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
-        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        x = pool(x, f"block{block}_pool")
     x = group_pool(name="orientation_pool")(x)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
     return keras.Model(inputs, x, name=name)
