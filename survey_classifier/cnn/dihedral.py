@@ -258,14 +258,29 @@ def d8_layers():
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class Blur(keras.layers.Layer):
-        """A fixed binomial [1, 2, 1]² / 16 blur of every channel (no weights; symmetric under D4)."""
+        """A fixed binomial [1, 2, 1]² / 16 blur of every channel (no weights; symmetric under D4).
+
+        ``strides=2`` keeps every other pixel of the blurred map (BlurPool's
+        subsampling); on a map of odd side ``n`` the kept pixels are
+        ``0, 2, ..., n - 1``, symmetric under the grid's turns and flips.
+        """
+
+        def __init__(self, strides: int = 1, **kwargs):
+            super().__init__(**kwargs)
+            self.strides = int(strides)
 
         def call(self, inputs):
             return ops.depthwise_conv(inputs, ops.convert_to_tensor(_blur_kernel(int(inputs.shape[-1]))),
-                                      strides=1, padding="same")
+                                      strides=self.strides, padding="same")
 
         def compute_output_shape(self, input_shape):
-            return input_shape
+            if self.strides == 1:
+                return input_shape
+            side = [None if n is None else -(-n // self.strides) for n in input_shape[1:3]]
+            return (input_shape[0], *side, input_shape[-1])
+
+        def get_config(self):
+            return {**super().get_config(), "strides": self.strides}
 
     return D8Lifting, D8GroupConv, D8GroupPool, Blur
 
@@ -306,22 +321,69 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     from survey_classifier.cnn.backbones import EMBEDDING_LAYER
 
     lift, *convs = d8_widths(width)
-    lifting, group_conv, group_pool, blurring = d8_layers()
+    lifting, group_conv, group_pool, _ = d8_layers()
 
     def pool(x, name):
-        if blur:
-            x = blurring(name=f"{name}_blur")(x)
-        return layers.MaxPooling2D(2, name=name)(x)
+        return pool_layers(x, name, blur=blur)
+
+    def norm(x, name):
+        return field_norm(x, ORDER, name) if blur else x
 
     inputs = keras.Input((size, size, 1), name="image")
-    x = layers.ReLU(name="lift_relu")(lifting(lift, 5, name="lift")(inputs))
+    x = layers.ReLU(name="lift_relu")(norm(lifting(lift, 5, name="lift")(inputs), "lift_norm"))
     x = pool(x, "block0_pool")
     blocks = ((convs[0],), (convs[1],), (convs[2], convs[3]))
     for block, widths in enumerate(blocks, start=1):
         for conv, filters in enumerate(widths):
             x = group_conv(filters, 3, name=f"block{block}_gconv{conv}")(x)
-            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(norm(x, f"block{block}_norm{conv}"))
         x = pool(x, f"block{block}_pool")
     x = group_pool(name="group_pool")(x)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
     return keras.Model(inputs, x, name=name)
+
+
+def pool_layers(x, name: str, *, blur: bool):
+    """2×2 max pooling; with ``blur``, Zhang's (2019) MaxBlurPool.
+
+    The maximum over each 2×2 window with stride 1 (``n - 1`` outputs on
+    an ``n``-pixel side), then :class:`Blur` with stride 2 (``n / 2``
+    outputs): the peak is found before the blur, which then removes the
+    aliasing of the subsampling (a blur *before* a plain 2×2 pooling
+    lowers a one-pixel peak to a quarter of its height). On even maps both
+    are exactly symmetric under the grid's quarter turns and flips, like
+    plain 2×2 pooling.
+    """
+    from keras import layers
+
+    if not blur:
+        return layers.MaxPooling2D(2, name=name)(x)
+    x = layers.MaxPooling2D(2, strides=1, name=f"{name}_max")(x)
+    return d8_layers()[3](strides=2, name=name)(x)
+
+
+
+
+#: Momentum of the fields' running statistics (Keras's 0.99 lagged the fast-changing weights of a
+#: 15-batch epoch: validation answers went constant while training learnt).
+NORM_MOMENTUM = 0.9
+
+
+def field_norm(x, order: int, name: str):
+    """Batch normalisation with one mean, variance, scale and offset per *field* (e2cnn's InnerBatchNorm).
+
+    Channel ``g · fields + i`` is element ``g`` of field ``i``. The
+    statistics are taken over the batch, the pixels *and* the ``order``
+    elements of a field, and its ``order`` channels share the learnt scale
+    and offset, so the layer commutes with the group (turning or flipping
+    the cutout permutes the elements) and the network stays exactly
+    invariant; after training it is a fixed scale and shift per channel.
+    Plain Keras layers (``Reshape``, ``BatchNormalization``), exported as
+    ``Reshape``, ``Mul``, ``Add``.
+    """
+    from keras import layers
+
+    height, width, channels = x.shape[1:]
+    x = layers.Reshape((height, width, order, channels // order), name=f"{name}_fields")(x)
+    x = layers.BatchNormalization(axis=-1, momentum=NORM_MOMENTUM, name=name)(x)
+    return layers.Reshape((height, width, channels), name=f"{name}_channels")(x)

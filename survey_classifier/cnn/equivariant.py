@@ -217,24 +217,24 @@ def c8_network(size: int, *, width: int = 3, blur: bool = False, name: str = "c8
     from keras import layers
 
     from survey_classifier.cnn.backbones import EMBEDDING_LAYER
-    from survey_classifier.cnn.dihedral import d8_layers
+    from survey_classifier.cnn.dihedral import field_norm, pool_layers
 
     lifting, group_conv, group_pool = c8_layers()
-    blurring = d8_layers()[3]
 
     def pool(x, name):
-        if blur:
-            x = blurring(name=f"{name}_blur")(x)
-        return layers.MaxPooling2D(2, name=name)(x)
+        return pool_layers(x, name, blur=blur)
+
+    def norm(x, name):
+        return field_norm(x, ORDER, name) if blur else x
 
     inputs = keras.Input((size, size, 1), name="image")
-    x = layers.ReLU(name="lift_relu")(lifting(width, 5, name="lift")(inputs))
+    x = layers.ReLU(name="lift_relu")(norm(lifting(width, 5, name="lift")(inputs), "lift_norm"))
     x = pool(x, "block0_pool")
     blocks = ((2 * width,), (4 * width,), (4 * width, 4 * width))
     for block, widths in enumerate(blocks, start=1):
         for conv, filters in enumerate(widths):
             x = group_conv(filters, 3, name=f"block{block}_gconv{conv}")(x)
-            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(norm(x, f"block{block}_norm{conv}"))
         x = pool(x, f"block{block}_pool")
     x = group_pool(name="orientation_pool")(x)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
