@@ -383,7 +383,38 @@ def field_norm(x, order: int, name: str):
     """
     from keras import layers
 
-    height, width, channels = x.shape[1:]
-    x = layers.Reshape((height, width, order, channels // order), name=f"{name}_fields")(x)
+    fields = _field_layer()
+    x = fields(order, name=f"{name}_fields")(x)
     x = layers.BatchNormalization(axis=-1, momentum=NORM_MOMENTUM, name=name)(x)
-    return layers.Reshape((height, width, channels), name=f"{name}_channels")(x)
+    return fields(0, name=f"{name}_channels")(x)
+
+
+@functools.lru_cache(maxsize=1)
+def _field_layer():
+    """A Keras layer ``(b, h, w, order · f)`` ↔ ``(b, h, w, order, f)`` (``order = 0``: back to channels).
+
+    Unlike ``keras.layers.Reshape`` it leaves the batch axis to ``-1``, so
+    the exported graph has a constant-shape ``Reshape`` and no ``Shape``
+    / ``Gather`` of the batch size.
+    """
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="survey_classifier")
+    class Fields(keras.layers.Layer):
+        def __init__(self, order: int, **kwargs):
+            super().__init__(**kwargs)
+            self.order = int(order)
+
+        def call(self, inputs):
+            return ops.reshape(inputs, (-1, *self.compute_output_shape(inputs.shape)[1:]))
+
+        def compute_output_shape(self, input_shape):
+            if self.order:
+                return (*input_shape[:-1], self.order, input_shape[-1] // self.order)
+            return (*input_shape[:-2], input_shape[-2] * input_shape[-1])
+
+        def get_config(self):
+            return {**super().get_config(), "order": self.order}
+
+    return Fields
