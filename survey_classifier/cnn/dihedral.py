@@ -43,8 +43,12 @@ export, so the ONNX graph is plain ``Conv``):
   from input element ``g'`` to output element ``g`` is the base filter's
   component ``g⁻¹ g'``, transformed by ``g``;
 - :class:`D8GroupPool`: the maximum over the 16 elements (invariant);
-- :class:`Blur`: a fixed binomial blur of every channel, before each max
-  pooling (anti-aliasing, Zhang 2019; symmetric under D4, so still exact).
+- :class:`Blur`: a fixed binomial blur of every channel; :func:`pool_layers`
+  makes each 2×2 pooling a MaxBlurPool (max with stride 1, then the blur
+  with stride 2; anti-aliasing, Zhang 2019; symmetric under D4, so still
+  exact);
+- :func:`field_norm`: batch normalisation whose statistics, scale and
+  offset are shared by the 16 channels of a field (so still exact).
 
 The weights are initialised so that a filter's sum, its gain on a smooth
 map, has He's variance ``2 / channels`` (as a pixel filter with He's
@@ -303,17 +307,22 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     A 5×5 lifting layer, then four 3×3 group convolutions, with the fields
     of :func:`d8_widths` (``2, 3, 6, 6, 8`` at width 2: ``32`` ... ``128``
     channels), ReLU after each and 2×2 max pooling after the lifting layer
-    and the first three blocks as in ``compact`` (after a :class:`Blur`
-    when ``blur``); then the maximum over the 16 elements and the mean
-    over the image: ``4 width`` invariant features, the layer named
-    ``embedding``. ``size`` must be a multiple of 16 (even maps at every
-    pooling, for exact invariance to quarter turns and flips).
+    and the first three blocks as in ``compact``; then the maximum over the
+    16 elements and the mean over the image: ``4 width`` invariant
+    features, the layer named ``embedding``. ``size`` must be a multiple
+    of 16 (even maps at every pooling, for exact invariance to quarter
+    turns and flips).
 
-    Trained 40 epochs on MiraBest (docs/cnn.md), the blur halves the
-    largest change of the answer when the sky turns by 45° (0.26 against
-    0.56 without it; ``c8:3`` 0.57), but it slows training, and 80-epoch
-    runs with it collapsed to a constant answer; without it (``blur=False``,
-    ``d8-sharp``) 80 epochs reached 90.7 % on validation.
+    With ``blur`` (``d8``) each pooling is a MaxBlurPool
+    (:func:`pool_layers`) and each convolution is followed by
+    :func:`field_norm` before its ReLU. The blur alone (first placed
+    before plain pooling, without the norms) halved the change of the
+    answer at 45° but made 80-epoch runs collapse to a constant answer:
+    the network sat ~15 epochs at chance with tiny gradients, and when it
+    began to learn its gradients grew 10-15× faster than Adam's running
+    second moment, so the steps overshot and killed the features. The
+    norms remove the plateau (docs/cnn.md: 80 epochs, 92.0 % on
+    validation, no collapse). ``blur=False`` (``d8-sharp``) has neither.
     """
     import keras
     from keras import layers

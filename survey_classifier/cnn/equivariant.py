@@ -209,9 +209,12 @@ def c8_network(size: int, *, width: int = 3, blur: bool = False, name: str = "c8
     relative change of the embedding is 0.085 with the mean and 0.17 with
     the maximum (0.24 for ``compact``; quarter turns: below 1e-6).
 
-    ``blur`` puts the fixed binomial blur of the ``d8`` network
-    (:class:`~survey_classifier.cnn.dihedral.Blur`, symmetric under quarter
-    turns) before each max pooling (``--backbone c8-blur``).
+    ``blur`` (``--backbone c8-blur``) gives it the ``d8`` network's
+    anti-aliased pooling and normalisation: each pooling a MaxBlurPool
+    (:func:`~survey_classifier.cnn.dihedral.pool_layers`) and each
+    convolution followed by a batch normalisation shared by the 8 turns of
+    a filter (:func:`~survey_classifier.cnn.dihedral.field_norm`); both
+    keep the quarter turns exact.
     """
     import keras
     from keras import layers
