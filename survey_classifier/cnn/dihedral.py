@@ -320,9 +320,9 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     answer at 45° but made 80-epoch runs collapse to a constant answer:
     the network sat ~15 epochs at chance with tiny gradients, and when it
     began to learn its gradients grew 10-15× faster than Adam's running
-    second moment, so the steps overshot and killed the features. The
-    norms remove the plateau (docs/cnn.md: 80 epochs, 92.0 % on
-    validation, no collapse). ``blur=False`` (``d8-sharp``) has neither.
+    second moment, so the steps overshot and killed the features. With
+    the norms it no longer collapses (docs/cnn.md: 80 epochs, 92.0 % on
+    validation). ``blur=False`` (``d8-sharp``) has neither.
     """
     import keras
     from keras import layers
