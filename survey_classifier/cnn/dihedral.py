@@ -386,44 +386,55 @@ def field_norm(x, order: int, name: str):
     elements of a field, and its ``order`` channels share the learnt scale
     and offset, so the layer commutes with the group (turning or flipping
     the cutout permutes the elements) and the network stays exactly
-    invariant; after training it is a fixed scale and shift per channel.
-    Plain Keras layers (``Reshape``, ``BatchNormalization``), exported as
-    ``Reshape``, ``Mul``, ``Add``.
+    invariant. After training it is a fixed scale and shift per channel,
+    exported as a ``Mul`` and an ``Add`` on the feature map (no reshape,
+    which would make tf2onnx wrap every one in transposes).
     """
-    from keras import layers
-
-    fields = _field_layer()
-    x = fields(order, name=f"{name}_fields")(x)
-    x = layers.BatchNormalization(axis=-1, momentum=NORM_MOMENTUM, name=name)(x)
-    return fields(0, name=f"{name}_channels")(x)
+    return _field_norm_layer()(order, momentum=NORM_MOMENTUM, name=name)(x)
 
 
 @functools.lru_cache(maxsize=1)
-def _field_layer():
-    """A Keras layer ``(b, h, w, order · f)`` ↔ ``(b, h, w, order, f)`` (``order = 0``: back to channels).
-
-    Unlike ``keras.layers.Reshape`` it leaves the batch axis to ``-1``, so
-    the exported graph has a constant-shape ``Reshape`` and no ``Shape``
-    / ``Gather`` of the batch size.
-    """
+def _field_norm_layer():
     import keras
     from keras import ops
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
-    class Fields(keras.layers.Layer):
-        def __init__(self, order: int, **kwargs):
-            super().__init__(**kwargs)
-            self.order = int(order)
+    class FieldBatchNorm(keras.layers.Layer):
+        """See :func:`field_norm`; running statistics as Keras's ``BatchNormalization``."""
 
-        def call(self, inputs):
-            return ops.reshape(inputs, (-1, *self.compute_output_shape(inputs.shape)[1:]))
+        def __init__(self, order: int, momentum: float = NORM_MOMENTUM, epsilon: float = 1e-3, **kwargs):
+            super().__init__(**kwargs)
+            self.order, self.momentum, self.epsilon = int(order), float(momentum), float(epsilon)
+
+        def build(self, input_shape):
+            fields = int(input_shape[-1]) // self.order
+            self.gamma = self.add_weight(name="gamma", shape=(fields,), initializer="ones")
+            self.beta = self.add_weight(name="beta", shape=(fields,), initializer="zeros")
+            self.moving_mean = self.add_weight(name="moving_mean", shape=(fields,), initializer="zeros",
+                                               trainable=False)
+            self.moving_variance = self.add_weight(name="moving_variance", shape=(fields,), initializer="ones",
+                                                   trainable=False)
+
+        def _per_field(self, per_channel):  # (order · fields,) → (fields,): the mean over a field's elements
+            return ops.mean(ops.reshape(per_channel, (self.order, -1)), axis=0)
+
+        def call(self, inputs, training=False):
+            if training:
+                mean = self._per_field(ops.mean(inputs, axis=(0, 1, 2)))
+                variance = self._per_field(ops.mean(ops.square(inputs), axis=(0, 1, 2))) - ops.square(mean)
+                self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+                self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance)
+            else:
+                mean, variance = self.moving_mean, self.moving_variance
+            scale = self.gamma / ops.sqrt(variance + self.epsilon)
+            shift = self.beta - mean * scale
+            return inputs * ops.tile(scale, [self.order]) + ops.tile(shift, [self.order])
 
         def compute_output_shape(self, input_shape):
-            if self.order:
-                return (*input_shape[:-1], self.order, input_shape[-1] // self.order)
-            return (*input_shape[:-2], input_shape[-2] * input_shape[-1])
+            return input_shape
 
         def get_config(self):
-            return {**super().get_config(), "order": self.order}
+            return {**super().get_config(), "order": self.order, "momentum": self.momentum,
+                    "epsilon": self.epsilon}
 
-    return Fields
+    return FieldBatchNorm

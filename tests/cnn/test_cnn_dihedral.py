@@ -193,7 +193,7 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
     keras.utils.set_random_seed(0)
     network = build_backbone("c8-blur:2", 32)
     kinds = [type(layer).__name__ for layer in network.layers]
-    assert kinds.count("Blur") == 4 and kinds.count("BatchNormalization") == 5
+    assert kinds.count("Blur") == 4 and kinds.count("FieldBatchNorm") == 5
     embedding = network.predict(images, verbose=0)
     for turns in (1, 2, 3):
         turned = network.predict(_grid_transform(images, False, turns), verbose=0)
