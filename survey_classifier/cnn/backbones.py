@@ -9,9 +9,9 @@ Three kinds are understood by :func:`build_backbone`:
   the group of turns by 45° (:mod:`~survey_classifier.cnn.equivariant`),
   whose features are invariant to turns of the image;
 - ``"d8"`` (or ``"d8:WIDTH"``): the same over turns by 45° and mirror
-  flips, with steerable filters and a blur before each pooling
-  (:mod:`~survey_classifier.cnn.dihedral`); ``"d8-sharp"`` leaves the
-  blur out;
+  flips, with steerable filters, anti-aliased pooling (MaxBlurPool) and
+  batch normalisation per field (:mod:`~survey_classifier.cnn.dihedral`);
+  ``"d8-sharp"`` leaves out both;
 - the name of any ``keras.applications`` model (``"MobileNetV2"``,
   ``"ResNet50"``, ...), fed the grey image as three identical channels,
   scaled to the range that family expects;
@@ -219,9 +219,9 @@ def _d8_network(size: int, *, width: int, blur: bool = True):
 _OWN_NETWORKS = {
     "compact": (compact_network, 16),
     "c8": (_c8_network, 3),
-    "c8-blur": (functools.partial(_c8_network, blur=True), 3),  # c8 with d8's blur before pooling
+    "c8-blur": (functools.partial(_c8_network, blur=True), 3),  # c8 with d8's MaxBlurPool and field norms
     "d8": (_d8_network, 2),
-    "d8-sharp": (functools.partial(_d8_network, blur=False), 2),  # d8 without the blur, for comparison
+    "d8-sharp": (functools.partial(_d8_network, blur=False), 2),  # d8 without blur nor norms, for comparison
 }
 
 

@@ -211,7 +211,7 @@ def train_cnn(**options):
         --fine-tune-epochs 120 --fine-tune-lr 3e-4 --output fr-cnn
     """
     from survey_classifier.cnn.export import export_onnx, write_model_record
-    from survey_classifier.cnn.train import save_training
+    from survey_classifier.cnn.train import collapse_warning, save_training
     from survey_classifier.cnn.train import train_cnn as run_training
 
     dataset, preprocess_config, extra = _load(options)
@@ -239,6 +239,8 @@ def train_cnn(**options):
         result = _calibrate_out_of_fold(result, oof, options["uncertain_below"], options["temperature_from"])
     files = save_training(result, output, name=name)
     click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+    if (warning := collapse_warning(result.metrics["collapse"])) is not None:
+        click.secho(f"{warning} (recorded under 'collapse' in metrics.json)", err=True, fg="red")
     if options["export"]:
         check = result.images.get("test", [])
         check = check if len(check) else result.images["valid"]
@@ -255,7 +257,7 @@ def train_cnn(**options):
             output / "model.onnx", name=name, version=options["model_version"],
             classes=result.classes, preprocess_config=preprocess_config,
             metrics={k: result.metrics[k] for k in ("train", "valid", "test", "best_epoch", "members",
-                                                    "calibration")
+                                                    "calibration", "collapse")
                      if k in result.metrics},
             training={**config.to_dict(), "catalogue": dataset.catalogue,
                       "selection": dataset.selection, "seconds": round(result.seconds, 1),

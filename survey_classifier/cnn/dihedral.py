@@ -43,8 +43,12 @@ export, so the ONNX graph is plain ``Conv``):
   from input element ``g'`` to output element ``g`` is the base filter's
   component ``g⁻¹ g'``, transformed by ``g``;
 - :class:`D8GroupPool`: the maximum over the 16 elements (invariant);
-- :class:`Blur`: a fixed binomial blur of every channel, before each max
-  pooling (anti-aliasing, Zhang 2019; symmetric under D4, so still exact).
+- :class:`Blur`: a fixed binomial blur of every channel; :func:`pool_layers`
+  makes each 2×2 pooling a MaxBlurPool (max with stride 1, then the blur
+  with stride 2; anti-aliasing, Zhang 2019; symmetric under D4, so still
+  exact);
+- :func:`field_norm`: batch normalisation whose statistics, scale and
+  offset are shared by the 16 channels of a field (so still exact).
 
 The weights are initialised so that a filter's sum, its gain on a smooth
 map, has He's variance ``2 / channels`` (as a pixel filter with He's
@@ -258,14 +262,29 @@ def d8_layers():
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class Blur(keras.layers.Layer):
-        """A fixed binomial [1, 2, 1]² / 16 blur of every channel (no weights; symmetric under D4)."""
+        """A fixed binomial [1, 2, 1]² / 16 blur of every channel (no weights; symmetric under D4).
+
+        ``strides=2`` keeps every other pixel of the blurred map (BlurPool's
+        subsampling); on a map of odd side ``n`` the kept pixels are
+        ``0, 2, ..., n - 1``, symmetric under the grid's turns and flips.
+        """
+
+        def __init__(self, strides: int = 1, **kwargs):
+            super().__init__(**kwargs)
+            self.strides = int(strides)
 
         def call(self, inputs):
             return ops.depthwise_conv(inputs, ops.convert_to_tensor(_blur_kernel(int(inputs.shape[-1]))),
-                                      strides=1, padding="same")
+                                      strides=self.strides, padding="same")
 
         def compute_output_shape(self, input_shape):
-            return input_shape
+            if self.strides == 1:
+                return input_shape
+            side = [None if n is None else -(-n // self.strides) for n in input_shape[1:3]]
+            return (input_shape[0], *side, input_shape[-1])
+
+        def get_config(self):
+            return {**super().get_config(), "strides": self.strides}
 
     return D8Lifting, D8GroupConv, D8GroupPool, Blur
 
@@ -288,17 +307,22 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     A 5×5 lifting layer, then four 3×3 group convolutions, with the fields
     of :func:`d8_widths` (``2, 3, 6, 6, 8`` at width 2: ``32`` ... ``128``
     channels), ReLU after each and 2×2 max pooling after the lifting layer
-    and the first three blocks as in ``compact`` (after a :class:`Blur`
-    when ``blur``); then the maximum over the 16 elements and the mean
-    over the image: ``4 width`` invariant features, the layer named
-    ``embedding``. ``size`` must be a multiple of 16 (even maps at every
-    pooling, for exact invariance to quarter turns and flips).
+    and the first three blocks as in ``compact``; then the maximum over the
+    16 elements and the mean over the image: ``4 width`` invariant
+    features, the layer named ``embedding``. ``size`` must be a multiple
+    of 16 (even maps at every pooling, for exact invariance to quarter
+    turns and flips).
 
-    Trained 40 epochs on MiraBest (docs/cnn.md), the blur halves the
-    largest change of the answer when the sky turns by 45° (0.26 against
-    0.56 without it; ``c8:3`` 0.57), but it slows training, and 80-epoch
-    runs with it collapsed to a constant answer; without it (``blur=False``,
-    ``d8-sharp``) 80 epochs reached 90.7 % on validation.
+    With ``blur`` (``d8``) each pooling is a MaxBlurPool
+    (:func:`pool_layers`) and each convolution is followed by
+    :func:`field_norm` before its ReLU. The blur alone (first placed
+    before plain pooling, without the norms) halved the change of the
+    answer at 45° but made 80-epoch runs collapse to a constant answer:
+    the network sat ~15 epochs at chance with tiny gradients, and when it
+    began to learn its gradients grew 10-15× faster than Adam's running
+    second moment, so the steps overshot and killed the features. With
+    the norms it no longer collapses (docs/cnn.md: 80 epochs, 92.0 % on
+    validation). ``blur=False`` (``d8-sharp``) has neither.
     """
     import keras
     from keras import layers
@@ -306,22 +330,111 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     from survey_classifier.cnn.backbones import EMBEDDING_LAYER
 
     lift, *convs = d8_widths(width)
-    lifting, group_conv, group_pool, blurring = d8_layers()
+    lifting, group_conv, group_pool, _ = d8_layers()
 
     def pool(x, name):
-        if blur:
-            x = blurring(name=f"{name}_blur")(x)
-        return layers.MaxPooling2D(2, name=name)(x)
+        return pool_layers(x, name, blur=blur)
+
+    def norm(x, name):
+        return field_norm(x, ORDER, name) if blur else x
 
     inputs = keras.Input((size, size, 1), name="image")
-    x = layers.ReLU(name="lift_relu")(lifting(lift, 5, name="lift")(inputs))
+    x = layers.ReLU(name="lift_relu")(norm(lifting(lift, 5, name="lift")(inputs), "lift_norm"))
     x = pool(x, "block0_pool")
     blocks = ((convs[0],), (convs[1],), (convs[2], convs[3]))
     for block, widths in enumerate(blocks, start=1):
         for conv, filters in enumerate(widths):
             x = group_conv(filters, 3, name=f"block{block}_gconv{conv}")(x)
-            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(norm(x, f"block{block}_norm{conv}"))
         x = pool(x, f"block{block}_pool")
     x = group_pool(name="group_pool")(x)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
     return keras.Model(inputs, x, name=name)
+
+
+def pool_layers(x, name: str, *, blur: bool):
+    """2×2 max pooling; with ``blur``, Zhang's (2019) MaxBlurPool.
+
+    The maximum over each 2×2 window with stride 1 (``n - 1`` outputs on
+    an ``n``-pixel side), then :class:`Blur` with stride 2 (``n / 2``
+    outputs): the peak is found before the blur, which then removes the
+    aliasing of the subsampling (a blur *before* a plain 2×2 pooling
+    lowers a one-pixel peak to a quarter of its height). On even maps both
+    are exactly symmetric under the grid's quarter turns and flips, like
+    plain 2×2 pooling.
+    """
+    from keras import layers
+
+    if not blur:
+        return layers.MaxPooling2D(2, name=name)(x)
+    x = layers.MaxPooling2D(2, strides=1, name=f"{name}_max")(x)
+    return d8_layers()[3](strides=2, name=name)(x)
+
+
+
+
+#: Momentum of the fields' running statistics (Keras's 0.99 lagged the fast-changing weights of a
+#: 15-batch epoch: validation answers went constant while training learnt).
+NORM_MOMENTUM = 0.9
+
+
+def field_norm(x, order: int, name: str):
+    """Batch normalisation with one mean, variance, scale and offset per *field* (e2cnn's InnerBatchNorm).
+
+    Channel ``g · fields + i`` is element ``g`` of field ``i``. The
+    statistics are taken over the batch, the pixels *and* the ``order``
+    elements of a field, and its ``order`` channels share the learnt scale
+    and offset, so the layer commutes with the group (turning or flipping
+    the cutout permutes the elements) and the network stays exactly
+    invariant. After training it is a fixed scale and shift per channel,
+    exported as a ``Mul`` and an ``Add`` on the feature map (no reshape,
+    which would make tf2onnx wrap every one in transposes).
+    """
+    return _field_norm_layer()(order, momentum=NORM_MOMENTUM, name=name)(x)
+
+
+@functools.lru_cache(maxsize=1)
+def _field_norm_layer():
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="survey_classifier")
+    class FieldBatchNorm(keras.layers.Layer):
+        """See :func:`field_norm`; running statistics as Keras's ``BatchNormalization``."""
+
+        def __init__(self, order: int, momentum: float = NORM_MOMENTUM, epsilon: float = 1e-3, **kwargs):
+            super().__init__(**kwargs)
+            self.order, self.momentum, self.epsilon = int(order), float(momentum), float(epsilon)
+
+        def build(self, input_shape):
+            fields = int(input_shape[-1]) // self.order
+            self.gamma = self.add_weight(name="gamma", shape=(fields,), initializer="ones")
+            self.beta = self.add_weight(name="beta", shape=(fields,), initializer="zeros")
+            self.moving_mean = self.add_weight(name="moving_mean", shape=(fields,), initializer="zeros",
+                                               trainable=False)
+            self.moving_variance = self.add_weight(name="moving_variance", shape=(fields,), initializer="ones",
+                                                   trainable=False)
+
+        def _per_field(self, per_channel):  # (order · fields,) → (fields,): the mean over a field's elements
+            return ops.mean(ops.reshape(per_channel, (self.order, -1)), axis=0)
+
+        def call(self, inputs, training=False):
+            if training:
+                mean = self._per_field(ops.mean(inputs, axis=(0, 1, 2)))
+                variance = self._per_field(ops.mean(ops.square(inputs), axis=(0, 1, 2))) - ops.square(mean)
+                self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+                self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance)
+            else:
+                mean, variance = self.moving_mean, self.moving_variance
+            scale = self.gamma / ops.sqrt(variance + self.epsilon)
+            shift = self.beta - mean * scale
+            return inputs * ops.tile(scale, [self.order]) + ops.tile(shift, [self.order])
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "order": self.order, "momentum": self.momentum,
+                    "epsilon": self.epsilon}
+
+    return FieldBatchNorm

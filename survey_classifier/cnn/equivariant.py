@@ -209,32 +209,35 @@ def c8_network(size: int, *, width: int = 3, blur: bool = False, name: str = "c8
     relative change of the embedding is 0.085 with the mean and 0.17 with
     the maximum (0.24 for ``compact``; quarter turns: below 1e-6).
 
-    ``blur`` puts the fixed binomial blur of the ``d8`` network
-    (:class:`~survey_classifier.cnn.dihedral.Blur`, symmetric under quarter
-    turns) before each max pooling (``--backbone c8-blur``).
+    ``blur`` (``--backbone c8-blur``) gives it the ``d8`` network's
+    anti-aliased pooling and normalisation: each pooling a MaxBlurPool
+    (:func:`~survey_classifier.cnn.dihedral.pool_layers`) and each
+    convolution followed by a batch normalisation shared by the 8 turns of
+    a filter (:func:`~survey_classifier.cnn.dihedral.field_norm`); both
+    keep the quarter turns exact.
     """
     import keras
     from keras import layers
 
     from survey_classifier.cnn.backbones import EMBEDDING_LAYER
-    from survey_classifier.cnn.dihedral import d8_layers
+    from survey_classifier.cnn.dihedral import field_norm, pool_layers
 
     lifting, group_conv, group_pool = c8_layers()
-    blurring = d8_layers()[3]
 
     def pool(x, name):
-        if blur:
-            x = blurring(name=f"{name}_blur")(x)
-        return layers.MaxPooling2D(2, name=name)(x)
+        return pool_layers(x, name, blur=blur)
+
+    def norm(x, name):
+        return field_norm(x, ORDER, name) if blur else x
 
     inputs = keras.Input((size, size, 1), name="image")
-    x = layers.ReLU(name="lift_relu")(lifting(width, 5, name="lift")(inputs))
+    x = layers.ReLU(name="lift_relu")(norm(lifting(width, 5, name="lift")(inputs), "lift_norm"))
     x = pool(x, "block0_pool")
     blocks = ((2 * width,), (4 * width,), (4 * width, 4 * width))
     for block, widths in enumerate(blocks, start=1):
         for conv, filters in enumerate(widths):
             x = group_conv(filters, 3, name=f"block{block}_gconv{conv}")(x)
-            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(norm(x, f"block{block}_norm{conv}"))
         x = pool(x, f"block{block}_pool")
     x = group_pool(name="orientation_pool")(x)
     x = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)

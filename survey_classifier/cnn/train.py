@@ -46,10 +46,16 @@ __all__ = [
     "ensemble_classifier",
     "predict_probabilities",
     "plot_curves",
+    "collapse_check",
 ]
 
 PROBABILITIES_LAYER = "probabilities"
 ENSEMBLE_EMBEDDING_LAYER = "embedding"
+
+#: A model is called collapsed when at least this share of the checked cutouts get the same class ...
+COLLAPSE_SHARE = 0.95
+#: ... or when no class's probability varies by more than this across them.
+COLLAPSE_SPREAD = 0.05
 
 
 @dataclass
@@ -334,6 +340,42 @@ def ensemble_classifier(members, *, name: str = "ensemble"):
     return keras.Model(inputs, [mean, joined], name=name)
 
 
+def collapse_check(probabilities, classes, *, part: str = "valid") -> dict:
+    """Whether a model gives (nearly) the same answer to every cutout.
+
+    ``probabilities`` is ``(n, classes)`` for the cutouts of ``part``.
+    The model is *collapsed* when at least :data:`COLLAPSE_SHARE` of them
+    get the same class, or when no class's probability spans more than
+    :data:`COLLAPSE_SPREAD` across them (a network whose features died
+    answers its bias, whatever the cutout). Returns the record stored in
+    ``metrics.json`` and ``model.json`` under ``"collapse"``.
+    """
+    probabilities = np.asarray(probabilities, dtype=float)
+    n = len(probabilities)
+    if n == 0:
+        return {"part": part, "n": 0, "collapsed": False}
+    counts = np.bincount(probabilities.argmax(axis=1), minlength=len(classes))
+    spread = float((probabilities.max(axis=0) - probabilities.min(axis=0)).max())
+    share = float(counts.max() / n)
+    return {
+        "part": part,
+        "n": int(n),
+        "collapsed": bool(share >= COLLAPSE_SHARE or spread < COLLAPSE_SPREAD),
+        "majority_class": classes[int(counts.argmax())],
+        "majority_share": round(share, 4),
+        "probability_spread": round(spread, 4),
+    }
+
+
+def collapse_warning(record: dict) -> str | None:
+    """The line to print when :func:`collapse_check` found a collapse, else None."""
+    if not record.get("collapsed"):
+        return None
+    return (f"WARNING: the model collapsed: {record['majority_share']:.0%} of the {record['n']} "
+            f"{record['part']} cutouts get {record['majority_class']} (probabilities vary by at most "
+            f"{record['probability_spread']:.3f}); it has not learnt to tell the classes apart")
+
+
 def evaluate(model, images, targets, classes) -> dict:
     """Accuracy, per-class precision and recall, confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -554,6 +596,10 @@ def train_cnn(
     }
     if config.members > 1:
         metrics["members"] = member_records
+    checked, part = (valid[0], "valid") if valid is not None else (train_x, "train")
+    metrics["collapse"] = collapse_check(predict_probabilities(model, checked), classes, part=part)
+    if (warning := collapse_warning(metrics["collapse"])) is not None:
+        progress(warning)
     test = metrics["test"]
     if test.get("n"):
         progress(f"test accuracy {test['accuracy']:.4f} on {test['n']} images")

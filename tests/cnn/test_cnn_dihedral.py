@@ -185,18 +185,24 @@ def test_exported_d8_embedding_changes_clearly_less_than_c8_at_45_and_22_degrees
         assert d8 < 0.8 * c8, (angle, changes)
 
 
-def test_blur_before_pooling_keeps_c8_exact_for_quarter_turns(catalogue):
+def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
     from survey_classifier.cnn.backbones import build_backbone
     from survey_classifier.preprocess import PreprocessConfig
 
     images = _images([str(f) for f in Table.read(catalogue)["path"]], PreprocessConfig(size=32, crop=100), 0.0)
     keras.utils.set_random_seed(0)
     network = build_backbone("c8-blur:2", 32)
-    assert sum(layer.name.endswith("_blur") for layer in network.layers) == 4
+    kinds = [type(layer).__name__ for layer in network.layers]
+    assert kinds.count("Blur") == 4 and kinds.count("FieldBatchNorm") == 5
     embedding = network.predict(images, verbose=0)
     for turns in (1, 2, 3):
         turned = network.predict(_grid_transform(images, False, turns), verbose=0)
         np.testing.assert_allclose(turned, embedding, atol=1e-5 * np.abs(embedding).max())
+    # in training, the batch's own statistics (which also move the running ones): shared by a field's 8 turns
+    batch = np.asarray(network(images, training=True))
+    for turns in (1, 2, 3):
+        turned = np.asarray(network(_grid_transform(images, False, turns), training=True))
+        np.testing.assert_allclose(turned, batch, atol=1e-5 * np.abs(batch).max())
     # not a mirror symmetry: C8 has no flips, so a flipped cutout gives other features
     assert np.abs(network.predict(_grid_transform(images, True, 0), verbose=0) - embedding).max() \
         > 1e-3 * np.abs(embedding).max()

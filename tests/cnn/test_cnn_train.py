@@ -497,3 +497,55 @@ def test_c8_backbone_exported_model_is_invariant_to_quarter_turns_and_near_it_at
           f"{np.median(change):.3f}, compact {np.median(plain_change):.3f}")
     assert np.median(change) < 0.6 * np.median(plain_change)
     assert np.abs(p45 - probabilities).max() < 0.2
+
+
+def test_collapsed_training_is_reported_in_the_output_and_the_records(trained, catalogue, tmp_path):
+    from survey_classifier.cnn.train import collapse_check
+
+    # a learning rate of 30 kills every ReLU in a step or two: the model answers its bias, whatever the cutout
+    log = _train(catalogue, tmp_path / "dead", "--backbone", "compact:4", "--freeze", "0",
+                 "--head-epochs", "2", "--head-lr", "30", "--no-score-test")
+    metrics = json.loads((tmp_path / "dead" / "metrics.json").read_text())
+    record = json.loads((tmp_path / "dead" / "model.json").read_text())
+    assert metrics["collapse"]["collapsed"] and metrics["collapse"]["part"] == "valid"
+    assert record["metrics"]["collapse"] == metrics["collapse"]
+    assert "WARNING: the model collapsed" in log and "recorded under 'collapse'" in log
+    # the record is what the saved model answers on its validation cutouts
+    model = keras.models.load_model(tmp_path / "dead" / "model.keras", compile=False)
+    split = (tmp_path / "dead" / "split.csv").read_text().splitlines()[1:]
+    valid = [row.split(",")[0] for row in split if row.endswith(",valid")]
+    from survey_classifier.cnn.data import load_images
+    from survey_classifier.preprocess import PreprocessConfig
+
+    files = {path.split("/")[-1]: path for path in Table.read(catalogue)["path"]}
+    config = PreprocessConfig(size=SIZE, crop=100)
+    probabilities = model.predict(load_images([files[name] for name in valid], config), verbose=0)
+    again = collapse_check(probabilities, metrics["classes"])
+    assert again["collapsed"] and again["majority_share"] == metrics["collapse"]["majority_share"]
+    # the base model of this module, trained at the usual rate, has its own record, consistent with its answers
+    base = json.loads((trained[0] / "base" / "metrics.json").read_text())["collapse"]
+    assert set(base) >= {"collapsed", "majority_share", "probability_spread", "n"}
+    assert base["collapsed"] == (base["majority_share"] >= 0.95 or base["probability_spread"] < 0.05)
+
+
+def test_collapse_check_passes_the_shipped_model_on_real_cutouts(data_dir):
+    from astropy.table import Table
+
+    from survey_classifier.cnn.train import collapse_check
+    from survey_classifier.io.fits import read_cutout
+    from survey_classifier.stages.cnn import CNNStage
+
+    labels = Table.read(data_dir / "mirabest" / "labels.csv", format="ascii.csv")
+    confident = labels[labels["confidence"] == "confident"]
+    chosen = [confident[confident["fr_class"] == name][:12] for name in ("FRI", "FRII")]
+    files = [data_dir / "mirabest" / "fits" / f for part in chosen for f in part["file"]]
+    stage = CNNStage(embedding=False)
+    stage.setup()
+    results = stage.process([read_cutout(path) for path in files])
+    probabilities = np.array([[r["probabilities"]["FRI"], r["probabilities"]["FRII"]] for r in results])
+    record = collapse_check(probabilities, ["FRI", "FRII"])
+    assert not record["collapsed"] and record["majority_share"] < 0.8 and record["probability_spread"] > 0.5
+    # the same answers, all but one made alike, are a collapse
+    flat = np.repeat(probabilities[:1], len(probabilities), axis=0)
+    flat[-1] = probabilities[-1]
+    assert collapse_check(flat[:-1], ["FRI", "FRII"])["collapsed"]
