@@ -64,27 +64,22 @@ class RunSummary:
     resumed: bool = False
 
     @property
-    def reasons(self) -> Counter:
-        """Failures counted by stage and reason, reasons that differ only in their figures together.
+    def reasons(self) -> dict[tuple[str, str], list[str]]:
+        """The failed files by stage and reason, reasons that differ only in their figures together.
 
         The key's reason is the message itself when all its failures say the same, else the
-        message with its figures written ``…`` (:func:`reason_kind`).
+        message with its figures written ``…`` (:func:`reason_kind`); most failures first.
         """
-        messages: dict[tuple[str, str], set[str]] = {}
-        counts: Counter = Counter()
-        for _, stage, message in self.failures:
-            key = (stage, reason_kind(message))
-            messages.setdefault(key, set()).add(message)
-            counts[key] += 1
-        return Counter({
-            (stage, next(iter(shown)) if len(shown) == 1 else kind): counts[stage, kind]
-            for (stage, kind), shown in messages.items()
-        })
-
-    def failed_files(self, stage: str, reason: str) -> list[str]:
-        """Files of the failures that :attr:`reasons` counts under ``(stage, reason)``."""
-        kind = reason_kind(reason)
-        return [path for path, s, message in self.failures if s == stage and reason_kind(message) == kind]
+        groups: dict[tuple[str, str], tuple[set[str], list[str]]] = {}
+        for path, stage, message in self.failures:
+            messages, files = groups.setdefault((stage, reason_kind(message)), (set(), []))
+            messages.add(message)
+            files.append(path)
+        shown = {
+            (stage, next(iter(messages)) if len(messages) == 1 else kind): files
+            for (stage, kind), (messages, files) in groups.items()
+        }
+        return dict(sorted(shown.items(), key=lambda item: -len(item[1])))
 
 
 #: A figure in a message (``4.4``, ``0.172``, ``1e-05``), not a digit inside a word or a file name.

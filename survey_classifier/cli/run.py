@@ -137,13 +137,13 @@ def print_summary(summary, stages, *, db_url=None) -> None:
     if summary.failures:
         reasons = summary.reasons
         by_stage = Counter()
-        for (stage, _), count in reasons.items():
-            by_stage[stage] += count
+        for (stage, _), files in reasons.items():
+            by_stage[stage] += len(files)
         click.echo("failures by stage: " + ", ".join(f"{stage} {n}" for stage, n in by_stage.most_common()))
         click.echo("failures by reason:")
-        for (stage, reason), count in reasons.most_common(20):
-            examples = [Path(p).name for p in summary.failed_files(stage, reason)[:3]]
-            click.echo(f"  {count} x [{stage}] {reason} (e.g. {', '.join(examples)})")
+        for (stage, reason), files in list(reasons.items())[:20]:
+            examples = ", ".join(Path(p).name for p in files[:3])
+            click.echo(f"  {len(files)} x [{stage}] {reason} (e.g. {examples})")
         if len(reasons) > 20:
             click.echo(f"  ... and {len(reasons) - 20} more reasons")
         echo_errors_hint(summary.run_id, db_url, summary.n_failed)
