@@ -54,21 +54,29 @@ def main() -> None:
         return folder if folder.exists() else args.root / f"cv-{recipe}-{seed}.json"
 
     runs = [[path(r, seed) for r in "AB"] for seed in seeds]
-    runs = [pair for pair in runs if all(p.exists() for p in pair)]
+    report([pair for pair in runs if all(p.exists() for p in pair)], CANDIDATES, "A and B")
+
+
+def report(runs: list[list[Path]], candidates: dict[str, list[int]], members: str) -> str:
+    """Print the candidates' table, fold accuracies and paired differences; return the rule's choice.
+
+    ``runs`` lists, per seed, one ``crossval.json`` per member recipe; ``candidates`` maps each
+    candidate, cheapest first, to the indices of the recipes whose probabilities it averages.
+    """
     oof = out_of_fold(runs, common_folds=True)
-    table = {name: fold_accuracies(oof, members) for name, members in CANDIDATES.items()}
-    done = ~np.isnan(table["A"])
+    table = {name: fold_accuracies(oof, members_of) for name, members_of in candidates.items()}
+    done = ~np.isnan(next(iter(table.values())))
     flat = {name: values[done] for name, values in table.items()}
     n = int(done.sum())
-    print(f"{len(runs)} seeds, {n} (seed, fold) runs done by both A and B "
+    print(f"{len(runs)} seeds, {n} (seed, fold) runs done by all of {members} "
           f"(folds per seed: {done.sum(axis=1).tolist()})")
     print()
     print("| candidate | runs | mean of fold accuracies ± s.e. | pooled, by seed |")
     print("|---|---|---|---|")
-    for name, members in CANDIDATES.items():
+    for name, members_of in candidates.items():
         values = flat[name]
         pooled = []
-        mean_p = softmax(oof["logits"][members]).mean(axis=0)
+        mean_p = softmax(oof["logits"][members_of]).mean(axis=0)
         correct = mean_p.argmax(axis=1) == oof["targets"]
         for r, paths in enumerate(runs):
             seed = json.loads(paths[0].read_text())["training"]["seed"]
@@ -77,13 +85,14 @@ def main() -> None:
         print(f"| {name} | {n} | {100 * values.mean():.1f} ± {100 * values.std(ddof=1) / np.sqrt(n):.1f} % "
               f"| {'; '.join(pooled)} |")
     print()
-    for name in CANDIDATES:
+    for name in candidates:
         print(f"{name} per fold: " + " | ".join(
             ", ".join(f"{100 * v:.1f}" for v in row[~np.isnan(row)]) for row in table[name]))
     print()
     chosen, lines = choose(flat)
     print("\n".join(lines))
     print(f"chosen: {chosen}")
+    return chosen
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""Ensembles of A with D2 (E2) and with B and D2 (E3), by the pre-registered rule (docs/cnn.md).
+
+No network is trained: the candidates average the committed out-of-fold
+probabilities (before the temperature) of A and B
+(``survey_classifier/models/fr-cnn-2/crossval/cv-{A,B}-SEED.json``) and of D2,
+the fixed ``d8`` (``bench/results/cv-d8-fixed/cv-D-SEED/crossval.json``), for
+the same seed, fold and source:
+
+    python bench/cv_ensembles.py --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cv_choice import report
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "survey_classifier" / "models" / "fr-cnn-2" / "crossval"
+D2 = REPO / "bench" / "results" / "cv-d8-fixed"
+CANDIDATES = {"A": [0], "E2": [0, 2], "E3": [0, 1, 2]}  # cost order; members among (A, B, D2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    runs = [[SHIPPED / f"cv-A-{seed}.json", SHIPPED / f"cv-B-{seed}.json", D2 / f"cv-D-{seed}" / "crossval.json"]
+            for seed in (int(s) for s in args.seeds.split(","))]
+    report(runs, CANDIDATES, "A, B and D2")
+
+
+if __name__ == "__main__":
+    main()
