@@ -7,6 +7,9 @@ the fixed ``d8`` (``bench/results/cv-d8-fixed/cv-D-SEED/crossval.json``), for
 the same seed, fold and source:
 
     python bench/cv_ensembles.py --seeds 0,1,2
+    python bench/cv_ensembles.py --d8 bench/results/cv-d8-narrow   # E2n: A with d8:1
+
+With ``--d8`` the runs of another ``d8`` member replace D2's; the rows keep their names.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ CANDIDATES = {"A": [0], "E2": [0, 2], "E3": [0, 1, 2]}  # cost order; members am
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--d8", type=Path, default=D2,
+                        help="folder of the d8 member's cv-D-SEED/ runs (bench/results/cv-d8-narrow for D2n)")
     args = parser.parse_args()
-    runs = [[SHIPPED / f"cv-A-{seed}.json", SHIPPED / f"cv-B-{seed}.json", D2 / f"cv-D-{seed}" / "crossval.json"]
+    runs = [[SHIPPED / f"cv-A-{seed}.json", SHIPPED / f"cv-B-{seed}.json", args.d8 / f"cv-D-{seed}" / "crossval.json"]
             for seed in (int(s) for s in args.seeds.split(","))]
     report(runs, CANDIDATES, "A, B and D2")
 
