@@ -128,10 +128,10 @@ def fetch(ref: ModelRef, engine: Engine | None = None) -> ModelRef:
             msg = f"model {ref.ref}: the results database holds no artefact with sha256 {ref.sha256}"
             raise ModelError(msg)
         _write_atomically(target, lambda handle: handle.write(content))
-        where = "the copy fetched from the results database"
+        where = f"the copy of {ref.filename} fetched from the results database"
     elif is_url(ref.store):
         _write_atomically(target, lambda handle: _download(ref.store, handle))
-        where = f"the copy fetched from {ref.store}"
+        where = f"the copy of {ref.filename} fetched from {ref.store}"
     else:
         msg = f"model {ref.ref}: unknown artefact store {ref.store!r}"
         raise ModelError(msg)

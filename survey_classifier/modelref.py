@@ -50,6 +50,12 @@ class ModelRef:
     registered : bool
         False for a file used directly, outside the registry: its ``ref`` is
         then ``file:FILENAME@SHA256[:12]``.
+    companions : tuple of (filename, sha256, store)
+        The files registered with the artefact (a map's ``neurons.json``:
+        the stage's ``model_companions``), each kept and verified as the
+        artefact is; :meth:`companion` gives the reference of one. Not part
+        of the model's identity, nor of a task message (workers run the
+        artefact alone).
     path : Path or None
         A local, verified copy (set by :func:`survey_classifier.artefacts.fetch`);
         belongs to this process, never sent anywhere.
@@ -62,6 +68,7 @@ class ModelRef:
     filename: str
     store: str
     registered: bool = True
+    companions: tuple[tuple[str, str, str], ...] = field(default=(), compare=False, repr=False)
     path: Path | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -74,6 +81,18 @@ class ModelRef:
     def at(self, path: str | Path) -> ModelRef:
         """The same reference with its local, verified copy at ``path``."""
         return replace(self, path=Path(path))
+
+    def companion(self, filename: str) -> ModelRef | None:
+        """The file ``filename`` registered with this model, as a reference of its own (None without one).
+
+        It keeps the model's stage, name and version, with the file's own
+        sha256, name and store, so :func:`survey_classifier.artefacts.fetch`
+        fetches and verifies it as it does the artefact.
+        """
+        for name, sha256, store in self.companions:
+            if name == filename:
+                return replace(self, sha256=sha256, filename=name, store=store, companions=(), path=None)
+        return None
 
     def to_message(self) -> dict[str, Any]:
         """JSON-ready form, as a task message carries it (no local path)."""

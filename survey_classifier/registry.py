@@ -59,8 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-_COLUMNS = ("id", "name", "version", "stage", "filename", "store", "sha256", "metrics", "details", "is_default",
-            "retired", "created_at")
+_COLUMNS = ("id", "name", "version", "stage", "filename", "store", "sha256", "metrics", "details", "companions",
+            "is_default", "retired", "created_at")
 
 
 def _check_name(what: str, value: str) -> str:
@@ -103,6 +103,7 @@ def _ref(record: Mapping[str, Any]) -> ModelRef:
         sha256=record["sha256"],
         filename=record["filename"],
         store=record["store"],
+        companions=tuple((c["filename"], c["sha256"], c["store"]) for c in record.get("companions") or ()),
     )
 
 
@@ -119,7 +120,14 @@ def register_model(
     store: str | None = None,
     make_default: bool | None = None,
 ) -> dict[str, Any]:
-    """Check ``artefact`` against its stage, keep its bytes and record it.
+    """Check ``artefact`` against its stage, keep its bytes (and its companion files') and record it.
+
+    The files the stage keeps beside its models (``Stage.model_companions``:
+    a SOM map's ``neurons.json``) that are found beside ``artefact`` are
+    checked against it (``Stage.validate_companion``) and kept where the
+    artefact is kept, each with its sha256, so that whoever resolves the
+    model gets them too (:meth:`ModelRef.companion
+    <survey_classifier.modelref.ModelRef.companion>`).
 
     Parameters
     ----------
@@ -144,15 +152,17 @@ def register_model(
     Returns
     -------
     dict
-        The ``models`` row, plus ``model_ref`` and ``same_bytes_as`` (the
-        refs already registered with identical bytes, if any).
+        The ``models`` row (its ``companions``: filename, sha256, store and
+        the facts the stage found in each), plus ``model_ref`` and
+        ``same_bytes_as`` (the refs already registered with identical
+        bytes, if any).
 
     Raises
     ------
     ModelError
-        An unknown stage, an artefact the stage cannot load, a
-        ``name:version`` already taken, an unreachable store. Nothing is
-        recorded or kept after a refusal.
+        An unknown stage, an artefact the stage cannot load, a companion
+        file that does not fit it, a ``name:version`` already taken, an
+        unreachable store. Nothing is recorded or kept after a refusal.
     """
     stage, name, version = _check_name("stage", stage), _check_name("name", name), _check_name("version", version)
     stage_class = _model_stage(stage)
@@ -173,6 +183,7 @@ def register_model(
             raise ModelError(msg) from exc
     info["artefact"] = stage_class.validate_artefact(source)
     info.setdefault("source_file", source.name)
+    companions = _companions_beside(stage_class, source)
     sha256 = sha256_file(source)
     with engine.connect() as connection:
         if _find(connection, name=name, version=version) is not None:
@@ -181,50 +192,84 @@ def register_model(
         twins = [f"{r.name}:{r.version}" for r in connection.execute(
             select(ModelRow.name, ModelRow.version).where(ModelRow.sha256 == sha256, ModelRow.stage == stage)
         )]
-    uploaded = None
-    if store is not None and artefacts.is_url(store):
-        where, created = artefacts.upload(store, source, sha256)
-        uploaded = where if created else None
-    elif store is not None and store != DATABASE_STORE:
-        msg = (
-            f"model store {store!r} is not a URL (s3://..., file:///...); "
-            "leave it out to keep the bytes in the database"
-        )
-        raise ModelError(msg)
-    else:
-        where = DATABASE_STORE
+    target = _target_store(store)
+    uploaded: list[str] = []
     try:
+        where = _keep_outside(target, source, sha256, uploaded)
+        for path, record in companions:
+            record["store"] = _keep_outside(target, path, record["sha256"], uploaded)
         with engine.begin() as connection:
-            if where == DATABASE_STORE:
+            if target == DATABASE_STORE:
                 artefacts.put_in_database(connection, source, sha256)
+                for path, record in companions:
+                    artefacts.put_in_database(connection, path, record["sha256"])
             row_id = _insert(connection, stage=stage, name=name, version=version, filename=source.name,
-                             store=where, sha256=sha256, metrics=metrics, details=info, make_default=make_default)
+                             store=where, sha256=sha256, metrics=metrics, details=info, make_default=make_default,
+                             companions=[record for _, record in companions] or None)
     except IntegrityError as exc:
-        _remove_upload(uploaded)
+        _remove_uploads(uploaded)
         msg = f"model {name}:{version} is already registered; register a new version instead"
         raise ModelError(msg) from exc
     except BaseException:
-        _remove_upload(uploaded)
+        _remove_uploads(uploaded)
         raise
     model = get_model(engine, id=row_id)
     model["same_bytes_as"] = twins
     return model
 
 
-def _remove_upload(url: str | None) -> None:
-    if url is None:
+def _companions_beside(stage_class, source: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The stage's companion files found beside ``source``, each checked against it: its path and its record."""
+    found = []
+    for filename in stage_class.model_companions:
+        path = source.with_name(filename)
+        if path == source or not path.is_file():
+            continue
+        details = stage_class.validate_companion(path, source)
+        found.append((path, {"filename": filename, "sha256": sha256_file(path), "details": details}))
+    return found
+
+
+def _target_store(store: str | None) -> str:
+    """Where ``store`` (``models register --store``) says to keep the bytes: the database or an fsspec URL."""
+    if store is None or store == DATABASE_STORE:
+        return DATABASE_STORE
+    if artefacts.is_url(store):
+        return store
+    msg = (
+        f"model store {store!r} is not a URL (s3://..., file:///...); "
+        "leave it out to keep the bytes in the database"
+    )
+    raise ModelError(msg)
+
+
+def _keep_outside(target: str, path: Path, sha256: str, uploaded: list[str]) -> str:
+    """The store of ``path``'s bytes: an object written under the URL ``target`` (its URL added to ``uploaded``
+    when this call created it), or the database, where they are put inside the registration's transaction."""
+    if target == DATABASE_STORE:
+        return DATABASE_STORE
+    where, created = artefacts.upload(target, path, sha256)
+    if created:
+        uploaded.append(where)
+    return where
+
+
+def _remove_uploads(urls: list[str]) -> None:
+    """Remove the objects a refused registration wrote."""
+    if not urls:
         return
     import fsspec
 
-    try:
-        filesystem, path = fsspec.core.url_to_fs(url)
-        filesystem.rm(path)
-    except (OSError, ValueError):
-        log.warning("could not remove %s after a refused registration", url)
+    for url in urls:
+        try:
+            filesystem, path = fsspec.core.url_to_fs(url)
+            filesystem.rm(path)
+        except (OSError, ValueError):
+            log.warning("could not remove %s after a refused registration", url)
 
 
 def _insert(connection: Connection, *, stage, name, version, filename, store, sha256, metrics, details,
-            make_default) -> int:
+            make_default, companions=None) -> int:
     has_default = connection.execute(
         select(ModelRow.id).where(ModelRow.stage == stage, ModelRow.is_default.is_(True))
     ).first()
@@ -241,6 +286,7 @@ def _insert(connection: Connection, *, stage, name, version, filename, store, sh
             sha256=sha256,
             metrics=dict(metrics) if metrics is not None else None,
             details=details,
+            companions=companions,
             is_default=default,
             retired=False,
             created_at=utcnow(),

@@ -41,7 +41,10 @@ def test_model_hooks_documented_exactly():
     assert "`validate_artefact(cls, path: Path) -> dict` (classmethod)" in GUIDE
     assert list(inspect.signature(Stage.artefact_file).parameters) == ["path"]
     assert "`artefact_file(cls, path: Path) -> Path` (classmethod)" in GUIDE
-    for name in ("model_param", "shipped_models", "bind_model(ref)", "self.model_.path", "plugins enable"):
+    assert list(inspect.signature(Stage.validate_companion).parameters) == ["path", "artefact"]
+    assert "`validate_companion(cls, path: Path, artefact: Path) -> dict` (classmethod" in GUIDE
+    for name in ("model_param", "shipped_models", "model_companions", "ref.companion(NAME)", "bind_model(ref)",
+                 "self.model_.path", "plugins enable"):
         assert name in GUIDE, f"{name} missing from docs/plugins.md"
 
 

@@ -13,10 +13,12 @@ shown) are nearest in cosine distance.
 
 What the SOM view lays over the map (:func:`map_overlay`) is read from the
 map too, once per process: its U-matrix
-(:func:`survey_classifier.som.plots.u_matrix`), and, where ``train som
---labels`` wrote the neurons' classes beside the map's file
-(``neurons.json``, as the shipped maps have them), each neuron's class,
-purity and class counts (:class:`~survey_classifier.som.labels.NeuronLabels`).
+(:func:`survey_classifier.som.plots.u_matrix`), and, where the map has the
+neurons' classes ``train som --labels`` wrote beside its file
+(``neurons.json``: registered with it, fetched and verified by its sha256
+as the map is, or beside a shipped map's file in its package), each
+neuron's class, purity and class counts
+(:class:`~survey_classifier.som.labels.NeuronLabels`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from survey_classifier.api._params import NAME_PATTERN, ColourMap, CutoutId, Ima
 from survey_classifier.api.contract import errors
 from survey_classifier.db.models import CutoutRow
 from survey_classifier.errors import CutoutError, ModelError
+from survey_classifier.modelref import PACKAGE_SCHEME, ModelRef
 
 __all__ = ["inspect_router", "load_map", "map_layout", "map_overlay", "SomMap"]
 
@@ -48,34 +51,36 @@ Node = Annotated[int, PathParam(ge=0, le=10_000)]
 _PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
               "description": "The picture."}}
 
+#: sha256 of a map -> the map.
 _MAPS: dict[str, object] = {}
-#: (database, model_ref) -> sha256 of the map's bytes, once fetched and verified.
-_REFS: dict[tuple[str, str], str] = {}
-#: sha256 of a map -> the folder of its verified file (where ``train som`` wrote its neurons.json beside it).
-_FOLDERS: dict[str, Path] = {}
-#: sha256 of a map -> :func:`map_overlay`'s answer.
-_OVERLAYS: dict[str, dict] = {}
+#: (database, model_ref) -> the registered map's reference, its bytes fetched, verified and loaded (``_MAPS``).
+_REFS: dict[tuple[str, str], ModelRef] = {}
+#: (database, model_ref) -> :func:`map_overlay`'s answer.
+_OVERLAYS: dict[tuple[str, str], dict] = {}
 _LOCK = threading.Lock()
 
 
-def _map_sha(engine, model_ref: str) -> str:
-    """The sha256 of the map registered as ``model_ref``, fetched, verified and loaded once per process."""
+def _key(engine, model_ref: str) -> tuple[str, str]:
+    return engine.url.render_as_string(hide_password=True), model_ref
+
+
+def _map_ref(engine, model_ref: str) -> ModelRef:
+    """The map registered as ``model_ref``, fetched, verified and loaded once per process."""
     from survey_classifier.artefacts import fetch
     from survey_classifier.registry import stored_ref
     from survey_classifier.som import RotationInvariantSOM
 
-    key = (engine.url.render_as_string(hide_password=True), model_ref)
+    key = _key(engine, model_ref)
     with _LOCK:
         if key in _REFS:
             return _REFS[key]
     ref = stored_ref(engine, model_ref)
     with _LOCK:
+        ref = fetch(ref, engine)
         if ref.sha256 not in _MAPS:
-            path = fetch(ref, engine).path
-            _MAPS[ref.sha256] = RotationInvariantSOM.load(path)
-            _FOLDERS[ref.sha256] = path.parent
-        _REFS[key] = ref.sha256
-        return ref.sha256
+            _MAPS[ref.sha256] = RotationInvariantSOM.load(ref.path)
+        _REFS[key] = ref
+        return ref
 
 
 def load_map(engine, model_ref: str):
@@ -86,7 +91,7 @@ def load_map(engine, model_ref: str):
     ModelError
         No registered map of that name, or its bytes cannot be fetched or verified.
     """
-    return _MAPS[_map_sha(engine, model_ref)]
+    return _MAPS[_map_ref(engine, model_ref).sha256]
 
 
 def map_layout(som) -> dict:
@@ -182,37 +187,65 @@ def map_overlay(engine, model_ref: str) -> dict:
 
     Returns ``{"u_distance": [...], "per_neuron": [...] or None, "neuron_classes": {...} or None,
     "neuron_classes_note": str}``. Per neuron, in the map's order (that of :func:`map_layout`): its
-    U-matrix value (:func:`~survey_classifier.som.plots.u_matrix`) and, when the map's folder holds
-    :data:`~survey_classifier.som.labels.NEURON_LABELS_FILE`, the class it gives, the purity of its
-    own labelled sources and their counts per class (:class:`SomNeuron`); ``neuron_classes`` is
-    :class:`NeuronClasses`, None without labels, and the note says which.
+    U-matrix value (:func:`~survey_classifier.som.plots.u_matrix`) and, when the map has its
+    :data:`~survey_classifier.som.labels.NEURON_LABELS_FILE` (registered with it, or beside a shipped
+    map's file), the class it gives, the purity of its own labelled sources and their counts per class
+    (:class:`SomNeuron`); ``neuron_classes`` is :class:`NeuronClasses`, None without labels, and the
+    note says which.
 
     Raises
     ------
     ModelError
         As :func:`load_map`.
     """
-    sha = _map_sha(engine, model_ref)
+    ref = _map_ref(engine, model_ref)
+    key = _key(engine, model_ref)
     with _LOCK:
-        found = _OVERLAYS.get(sha)
+        found = _OVERLAYS.get(key)
     if found is None:
-        found = _overlay_of(_MAPS[sha], _FOLDERS[sha], model_ref)
+        found = _overlay_of(_MAPS[ref.sha256], ref, engine)
         with _LOCK:
-            _OVERLAYS[sha] = found
+            _OVERLAYS[key] = found
     return found
 
 
-def _overlay_of(som, folder: Path, model_ref: str) -> dict:
+def _neuron_labels_file(ref: ModelRef, engine) -> tuple[Path | None, str]:
+    """The verified local copy of the map's neurons.json, or None and why there is none.
+
+    A registered map has the one registered with it (fetched and checked against its sha256); a map
+    shipped in a package, the one beside its file there.
+    """
+    from survey_classifier.artefacts import fetch
+    from survey_classifier.som.labels import NEURON_LABELS_FILE
+
+    companion = ref.companion(NEURON_LABELS_FILE)
+    if companion is not None:
+        try:
+            return fetch(companion, engine).path, ""
+        except ModelError as exc:
+            log.warning("SOM view: %s", exc)
+            return None, (f"the neuron classes registered with the map {ref.ref} ({NEURON_LABELS_FILE}) cannot be "
+                          "fetched or do not have their registered sha256; see the log")
+    if ref.store.startswith(PACKAGE_SCHEME):
+        beside = ref.path.with_name(NEURON_LABELS_FILE)
+        if beside.is_file():
+            return beside, ""
+        return None, f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} beside its file)"
+    return None, (f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} was beside its file "
+                  "when it was registered; `train som --labels` writes one)")
+
+
+def _overlay_of(som, ref: ModelRef, engine) -> dict:
     from survey_classifier.som.labels import NEURON_LABELS_FILE, NeuronLabels
     from survey_classifier.som.plots import u_matrix
 
+    model_ref = ref.ref
     overlay = {"u_distance": [float(value) for value in u_matrix(som)], "per_neuron": None, "neuron_classes": None}
-    path = folder / NEURON_LABELS_FILE
-    if not path.is_file():
-        note = f"the map {model_ref} carries no neuron classes (no {NEURON_LABELS_FILE} beside its file)"
+    path, note = _neuron_labels_file(ref, engine)
+    if path is None:
         return {**overlay, "neuron_classes_note": note}
     try:
-        labels = NeuronLabels.read(path, n_nodes=som.grid_.n_nodes)
+        labels = NeuronLabels.read(path, grid=som.grid_)
     except ValueError as exc:
         log.warning("SOM view: %s", exc)
         note = f"the neuron classes of the map {model_ref} ({NEURON_LABELS_FILE}) do not fit it; see the log"
@@ -359,7 +392,7 @@ def inspect_router(engine, *, slots=None, cache=None) -> APIRouter:
 
     def _map_of(variant):
         try:
-            sha = _map_sha(engine, variant.model)
+            sha = _map_ref(engine, variant.model).sha256
         except ModelError as exc:
             raise HTTPException(404, f"no map to draw for SOM results of {variant.model!r}: {exc}") from exc
         return _MAPS[sha], sha

@@ -42,7 +42,11 @@ def models():
 @click.option("--default/--no-default", "make_default", default=None, help="Make it the stage's default.")
 @click.argument("artefact", type=click.Path(exists=True, dir_okay=False))
 def register(db_url, stage, name, version, metrics, card, store, make_default, artefact):
-    """Check that STAGE can run ARTEFACT, keep its bytes and record it with its sha256."""
+    """Check that STAGE can run ARTEFACT, keep its bytes and record it with its sha256.
+
+    The files the stage keeps beside its models (a SOM map's neurons.json) that are beside ARTEFACT are
+    checked against it and kept with it, each with its own sha256.
+    """
     from survey_classifier.registry import register_model
 
     parsed = None
@@ -60,6 +64,8 @@ def register(db_url, stage, name, version, metrics, card, store, make_default, a
     click.echo(
         f"registered {_describe(model)}: {model['filename']} sha256 {model['sha256']}, stored in {model['store']}"
     )
+    for companion in model["companions"] or ():
+        click.echo(f"  with {companion['filename']} sha256 {companion['sha256']}, stored in {companion['store']}")
     if model["same_bytes_as"]:
         click.echo(f"note: the same bytes are registered as {', '.join(model['same_bytes_as'])}")
 
@@ -110,6 +116,11 @@ def render_model(model: dict) -> str:
         lines.append(f"  {'metric':<{width}}  value")
         lines.append(f"  {'-' * width}  {'-' * 5}")
         lines += [f"  {name:<{width}}  {_value(value)}" for name, value in sorted(metrics.items())]
+    companions = model.get("companions") or ()
+    if companions:
+        lines += ["", "kept with it:"]
+        lines += [f"  {c['filename']}  sha256 {c['sha256']}, stored in {c['store']}; {_value(c.get('details'))}"
+                  for c in companions]
     if details:
         lines += ["", "details:"]
         lines += [f"  {key}: {_value(value)}" for key, value in sorted(details.items())]

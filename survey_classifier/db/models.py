@@ -216,7 +216,9 @@ class ModelRow(Base):
 
     ``store`` says where its bytes are: ``database`` (the ``artefacts`` row
     of the same sha256), ``package:MODULE/RESOURCE`` (shipped with an
-    installed package) or an fsspec URL.
+    installed package) or an fsspec URL. ``companions`` lists the files
+    registered with the artefact (a map's ``neurons.json``), each
+    ``{"filename", "sha256", "store", "details"}`` and kept as the artefact is.
     """
 
     __tablename__ = "models"
@@ -231,6 +233,7 @@ class ModelRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     metrics: Mapped[dict | None] = mapped_column(JSON)
     details: Mapped[dict | None] = mapped_column(JSON)
+    companions: Mapped[list | None] = mapped_column(JSON)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     retired: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

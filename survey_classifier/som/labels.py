@@ -37,12 +37,18 @@ class NeuronLabels:
         of it on the map (the first ring that breaks the tie); -1 if none does.
     smoothing : float
         Width (in nodes) of the Gaussian the votes were summed with; 0: none.
+    layout, grid_shape : str and tuple of int, optional
+        The map the neurons are of (:class:`~survey_classifier.som.MapGrid`'s
+        ``layout`` and ``shape``), as :meth:`fit` records them; None in
+        labels written before they were recorded.
     """
 
     classes: tuple[str, ...]
     counts: np.ndarray
     labels: np.ndarray
     smoothing: float = 0.0
+    layout: str | None = None
+    grid_shape: tuple[int, int] | None = None
 
     @classmethod
     def fit(cls, grid, nodes, classes, class_names, *, smoothing=0.0) -> NeuronLabels:
@@ -61,7 +67,8 @@ class NeuronLabels:
             if name in lookup:
                 counts[node, lookup[name]] += 1
         votes = counts if not smoothing else np.exp(-0.5 * (grid.distances / smoothing) ** 2) @ counts
-        return cls(class_names, counts, _vote(votes, grid.distances), float(smoothing))
+        return cls(class_names, counts, _vote(votes, grid.distances), float(smoothing), grid.layout,
+                   tuple(grid.shape))
 
     def read_off(self, nodes) -> np.ndarray:
         """Class names for sources mapped to ``nodes`` ("" where no neuron has a label)."""
@@ -85,23 +92,32 @@ class NeuronLabels:
         return float(self.counts.max(axis=1).sum() / max(self.counts.sum(), 1))
 
     def to_dict(self) -> dict:
-        return {"classes": list(self.classes), "counts": self.counts.tolist(), "labels": self.labels.tolist(),
-                "smoothing": self.smoothing}  # fmt: skip
+        record = {"classes": list(self.classes), "counts": self.counts.tolist(), "labels": self.labels.tolist(),
+                  "smoothing": self.smoothing}  # fmt: skip
+        if self.layout is not None:
+            record.update(layout=self.layout, grid_shape=list(self.grid_shape))
+        return record
 
     @classmethod
-    def from_dict(cls, record: dict, *, n_nodes: int | None = None) -> NeuronLabels:
-        """The labels :meth:`to_dict` wrote; ``n_nodes``, when given, is the size of the map they must fit.
+    def from_dict(cls, record: dict, *, n_nodes: int | None = None, grid=None) -> NeuronLabels:
+        """The labels :meth:`to_dict` wrote; ``n_nodes`` or ``grid``, when given, is the map they must fit.
+
+        ``grid`` (a :class:`~survey_classifier.som.MapGrid`) checks the number
+        of neurons and, where the labels record them, the map's layout and shape.
 
         Raises
         ------
         ValueError
             A record without ``classes``, ``counts`` or ``labels``, whose
-            arrays disagree in shape, or that is not of a map of ``n_nodes`` neurons.
+            arrays disagree in shape, or that is not of a map of ``n_nodes``
+            neurons (of ``grid``).
         """
         try:
             classes = tuple(str(name) for name in record["classes"])
             counts = np.asarray(record["counts"], dtype=np.int64).reshape(-1, len(classes))
             labels = np.asarray(record["labels"], dtype=np.int64)
+            layout = None if record.get("layout") is None else str(record["layout"])
+            shape = None if record.get("grid_shape") is None else tuple(int(n) for n in record["grid_shape"])
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"neuron labels need classes, counts (neurons x classes) and labels: {exc}"
             raise ValueError(msg) from exc
@@ -109,13 +125,21 @@ class NeuronLabels:
             msg = (f"neuron labels: {len(counts)} neurons of counts but labels of shape {labels.shape} "
                    f"(each an index of {len(classes)} classes, or -1)")
             raise ValueError(msg)
+        if grid is not None and len(counts) != grid.n_nodes:
+            msg = (f"neuron labels of {len(counts)} neurons do not fit the {_grid_name(grid.layout, grid.shape)} "
+                   f"map of {grid.n_nodes}")
+            raise ValueError(msg)
         if n_nodes is not None and len(counts) != n_nodes:
             msg = f"neuron labels of {len(counts)} neurons do not fit a map of {n_nodes}"
             raise ValueError(msg)
-        return cls(classes, counts, labels, float(record.get("smoothing", 0.0)))
+        if grid is not None and layout is not None and (layout, shape) != (grid.layout, tuple(grid.shape)):
+            msg = (f"neuron labels of a {_grid_name(layout, shape)} map do not fit a "
+                   f"{_grid_name(grid.layout, grid.shape)} map")
+            raise ValueError(msg)
+        return cls(classes, counts, labels, float(record.get("smoothing", 0.0)), layout, shape)
 
     @classmethod
-    def read(cls, path, *, n_nodes: int | None = None) -> NeuronLabels:
+    def read(cls, path, *, n_nodes: int | None = None, grid=None) -> NeuronLabels:
         """The labels in a ``neurons.json`` written by ``train som --labels`` (see :meth:`from_dict`)."""
         import json
         from pathlib import Path
@@ -129,10 +153,15 @@ class NeuronLabels:
             msg = f"{path}: neuron labels are a JSON object, not {type(record).__name__}"
             raise ValueError(msg)
         try:
-            return cls.from_dict(record, n_nodes=n_nodes)
+            return cls.from_dict(record, n_nodes=n_nodes, grid=grid)
         except ValueError as exc:
             msg = f"{path}: {exc}"
             raise ValueError(msg) from exc
+
+
+def _grid_name(layout: str, shape) -> str:
+    """``hexagonal 5x5``: a map's layout and shape, as the CLI's ``--layout`` and ``--grid`` take them."""
+    return f"{layout} {'x'.join(str(n) for n in shape)}" if shape is not None else layout
 
 
 def _vote(counts, grid_distances) -> np.ndarray:

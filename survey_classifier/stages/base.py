@@ -99,6 +99,12 @@ class Stage(abc.ABC):
         when a database is created or upgraded. The first is the stage's
         default: that of a new database (an existing one keeps its own), and
         what the stage runs when used without a database.
+    model_companions : tuple of str
+        Names of the files a model of this stage keeps beside its artefact
+        (a SOM map's ``neurons.json``): ``models register`` takes those it
+        finds beside the artefact, checks each with
+        :meth:`validate_companion` and keeps it where the artefact is kept,
+        with its sha256 (:meth:`ModelRef.companion <survey_classifier.modelref.ModelRef.companion>`).
     result_columns : tuple of Column
         The fields a result carries beyond those of its kind (stored as
         ``extra``) that come back as columns (numbers, text, flags), and the
@@ -117,6 +123,7 @@ class Stage(abc.ABC):
     enabled_by_default: ClassVar[bool] = False
     model_param: ClassVar[str | None] = None
     shipped_models: ClassVar[tuple[ShippedModel, ...]] = ()
+    model_companions: ClassVar[tuple[str, ...]] = ()
     result_columns: ClassVar[tuple[Column, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
@@ -209,6 +216,21 @@ class Stage(abc.ABC):
             With one line saying what is wrong with the file.
         """
         msg = f"stage {cls.name!r} takes no model"
+        raise ModelError(msg)
+
+    @classmethod
+    def validate_companion(cls, path: Path, artefact: Path) -> dict[str, Any]:  # noqa: ARG003 (the hook's signature)
+        """Check that the file ``path`` (one of :attr:`model_companions`) belongs with the model ``artefact``.
+
+        Called by ``models register`` after :meth:`validate_artefact`, before
+        anything is kept. Returns JSON-ready facts recorded with the file.
+
+        Raises
+        ------
+        ModelError
+            With one line saying why the file does not fit the model.
+        """
+        msg = f"stage {cls.name!r} keeps no files beside its model (model_companions is empty)"
         raise ModelError(msg)
 
     @classmethod

@@ -19,6 +19,7 @@ from survey_classifier.columns import Column
 from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.preprocess import PreprocessConfig, empty_preparation_reason
+from survey_classifier.som.labels import NEURON_LABELS_FILE, NeuronLabels
 from survey_classifier.som.som import REFINE_LIMIT, REFINE_WITHIN
 from survey_classifier.stages.base import CutoutFailure, Stage
 
@@ -97,6 +98,7 @@ class SOMStage(Stage):
     enabled_by_default = True
     model_param = "model"
     shipped_models = (SOM_MIRABEST_3, SOM_MIRABEST, SOM_MIRABEST_2)  # the first is the default
+    model_companions = (NEURON_LABELS_FILE,)  # the neurons' classes `train som --labels` writes beside the map
     result_columns = (
         Column("node", "Index of the best-matching node (y * width + x)", unit="", ucd="meta.id"),
         Column("distance_map", "File of the distances to every node (with distance_map_dir)", ucd="meta.id;meta.file"),
@@ -132,6 +134,22 @@ class SOMStage(Stage):
             "grid_shape": list(som.grid_shape), "layout": som.layout, "neuron_size": int(som.neuron_size),
             "n_rotations": int(som.n_rotations), "flip": bool(som.flip), "preprocess": som.preprocess_dict_,
         }
+
+    @classmethod
+    def validate_companion(cls, path: Path, artefact: Path) -> dict:
+        """The neurons' classes (``neurons.json``, :class:`~survey_classifier.som.labels.NeuronLabels`) of the map
+        ``artefact``: one per neuron of that map."""
+        som = _load_map(artefact)
+        try:
+            labels = NeuronLabels.read(path, grid=som.grid_)
+        except ValueError as exc:
+            msg = (
+                f"{exc} ({Path(artefact).name} beside it); label this map again (`train som --labels`), or move "
+                f"{Path(path).name} away to register the map without neuron classes"
+            )
+            raise ModelError(msg) from exc
+        return {"classes": list(labels.classes), "labelled_sources": int(labels.hits.sum()),
+                "mean_purity": round(labels.mean_purity, 4), "smoothing": labels.smoothing}
 
     @property
     def preprocess_config(self) -> PreprocessConfig:

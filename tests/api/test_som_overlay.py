@@ -100,8 +100,8 @@ def test_a_map_without_neuron_labels_says_so_and_still_has_its_u_matrix(client, 
 
 
 def test_a_hexagonal_map_kept_in_a_folder_with_its_neuron_labels(classified_db, mirabest_dir, tmp_path):
-    """A small hexagonal map trained on real cutouts, registered into a shared folder (``--store file://``) where its
-    neurons.json was put beside it: /som answers its 19 neurons with their U-matrix and classes."""
+    """A small hexagonal map trained on real cutouts, registered into a shared folder (``--store file://``) with the
+    neurons.json beside it: /som answers its 19 neurons with their U-matrix and classes."""
     from astropy.table import Table
 
     from survey_classifier.artefacts import fetch
@@ -118,14 +118,15 @@ def test_a_hexagonal_map_kept_in_a_folder_with_its_neuron_labels(classified_db, 
                                random_state=0, preprocess_config=config).fit(images)
     som.save(tmp_path / "som.npz")
     labels = NeuronLabels.fit(som.grid_, som.map(images)["node"], list(rows["fr_class"]), ("FRI", "FRII", "hybrid"))
+    (tmp_path / NEURON_LABELS_FILE).write_text(json.dumps(labels.to_dict()))
     shutil.copy(classified_db["path"], tmp_path / "hex.db")
     url = f"sqlite:///{tmp_path / 'hex.db'}"
     engine = make_engine(url)
     register_model(engine, tmp_path / "som.npz", stage="som", name="hex-test", version="1",
                    store=f"file://{tmp_path / 'shared-models'}")
-    kept = fetch(stored_ref(engine, "hex-test:1"), engine).path
-    assert kept.parent.parent == tmp_path / "shared-models"
-    (kept.parent / NEURON_LABELS_FILE).write_text(json.dumps(labels.to_dict()))
+    ref = stored_ref(engine, "hex-test:1")
+    kept = [fetch(ref, engine).path, fetch(ref.companion(NEURON_LABELS_FILE), engine).path]
+    assert [path.parent.parent for path in kept] == [tmp_path / "shared-models"] * 2  # each under its own sha256
     paths = [str(p) for p in query_results(engine)["path"][:6]]
     stage = load_stage("som", model="hex-test:1")
     bind_models(engine, [stage])  # as classify resolves it, through the registry
