@@ -23,6 +23,7 @@ onnx = pytest.importorskip("onnx")
 
 from survey_classifier.cnn import dihedral  # noqa: E402
 from survey_classifier.cnn.cli import train_cnn  # noqa: E402
+from survey_classifier.cnn.data import load_turned_images  # noqa: E402
 
 #: The quarter turns and flips of the pixel grid (D4), as (mirror, quarter turns) applied to an image batch.
 GRID_ELEMENTS = [(flip, turns) for flip in (False, True) for turns in range(4)]
@@ -103,7 +104,7 @@ def test_exported_d8_classifier_is_invariant_to_quarter_turns_and_flips(tmp_path
     stage = CNNStage(model=tmp_path / "d8", embedding=True)
     stage.setup()
     files = [str(f) for f in Table.read(catalogue)["path"]]
-    images = _images(files, stage.preprocess_config, 0.0)
+    images = load_turned_images(files, stage.preprocess_config, 0.0)
     probabilities, embedding = stage.predict(images)
     assert np.ptp(probabilities[:, 0]) > 1e-3, probabilities[:, 0]  # the network tells the cutouts apart
     scale = np.abs(embedding).max()
@@ -114,23 +115,6 @@ def test_exported_d8_classifier_is_invariant_to_quarter_turns_and_flips(tmp_path
         np.testing.assert_allclose(e, embedding, atol=1e-4 * scale)
     keras_model = load_keras_model(tmp_path / "d8" / "model.keras")  # the custom layers load again
     assert np.max(np.abs(keras_model.predict(images, verbose=0) - probabilities)) <= 1e-4
-
-
-def _images(files, config, degrees):
-    """Cutouts turned by ``degrees`` on the sky (the FITS pixels, before preprocessing)."""
-    from scipy.ndimage import rotate
-
-    from survey_classifier.io.fits import read_cutout
-    from survey_classifier.preprocess import preprocess
-
-    images = []
-    for path in files:
-        cutout = read_cutout(path)
-        pixels = np.nan_to_num(cutout.data)
-        if degrees:
-            pixels = rotate(pixels, degrees, reshape=False, order=1, mode="constant")
-        images.append(preprocess(pixels, config, pixel_scale_arcsec=cutout.pixel_scale_arcsec))
-    return np.stack(images)[..., None].astype(np.float32)
 
 
 def _median_change(turned, upright):
@@ -168,9 +152,9 @@ def test_exported_d8_embedding_changes_clearly_less_than_c8_at_45_and_22_degrees
 
     config = PreprocessConfig(size=64, crop=100)
     files = [str(f) for f in Table.read(catalogue)["path"]]
-    upright = _images(files, config, 0.0)
-    batches = {"upright": upright, "mirrored": _grid_transform(upright, True, 1),
-               45.0: _images(files, config, 45.0), 22.5: _images(files, config, 22.5)}
+    upright = load_turned_images(files, config, 0.0)
+    batches = {"upright": upright, "mirrored": _grid_transform(upright, True, 1)}
+    batches.update({angle: load_turned_images(files, config, angle) for angle in (45.0, 22.5)})
     changes = {"d8": {45.0: [], 22.5: []}, "c8": {45.0: [], 22.5: []}}
     for seed in (0, 1, 2):
         for backbone in changes:
@@ -189,7 +173,8 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
     from survey_classifier.cnn.backbones import build_backbone
     from survey_classifier.preprocess import PreprocessConfig
 
-    images = _images([str(f) for f in Table.read(catalogue)["path"]], PreprocessConfig(size=32, crop=100), 0.0)
+    files = [str(f) for f in Table.read(catalogue)["path"]]
+    images = load_turned_images(files, PreprocessConfig(size=32, crop=100), 0.0)
     keras.utils.set_random_seed(0)
     network = build_backbone("c8-blur:2", 32)
     kinds = [type(layer).__name__ for layer in network.layers]
