@@ -191,3 +191,36 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
     # not a mirror symmetry: C8 has no flips, so a flipped cutout gives other features
     assert np.abs(network.predict(_grid_transform(images, True, 0), verbose=0) - embedding).max() \
         > 1e-3 * np.abs(embedding).max()
+
+
+def test_a_saved_d8_network_loads_in_a_fresh_process(tmp_path, catalogue):
+    """:func:`load_keras_model` registers every custom layer of the d8 backbone itself, its field norms included.
+
+    A fresh Python process, which has built no network, reads the saved
+    file (as ``train cnn --backbone saved.keras`` or an ensemble does).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import survey_classifier
+    from survey_classifier.cnn.backbones import build_backbone
+    from survey_classifier.preprocess import PreprocessConfig
+
+    files = [str(f) for f in Table.read(catalogue)["path"]]
+    np.save(tmp_path / "images.npy", load_turned_images(files[::4], PreprocessConfig(size=32, crop=100), 0.0))
+    keras.utils.set_random_seed(0)
+    network = build_backbone("d8:1", 32)
+    assert {"D8Lifting", "D8GroupConv", "D8GroupPool", "Blur", "FieldBatchNorm"} <= {
+        type(layer).__name__ for layer in network.layers}
+    network.save(tmp_path / "d8.keras")
+    script = ("import sys, numpy as np; from survey_classifier.cnn.backbones import load_keras_model; "
+              "np.save(sys.argv[3], load_keras_model(sys.argv[1]).predict(np.load(sys.argv[2]), verbose=0))")
+    package_root = str(Path(survey_classifier.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "d8.keras"), str(tmp_path / "images.npy"),
+                          str(tmp_path / "loaded.npy")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = network.predict(np.load(tmp_path / "images.npy"), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
