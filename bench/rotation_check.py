@@ -23,23 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SURVEY_CLASSIFIER_DATA", REPO.parent / "shared" / "data"))
 
 
-def turned_images(files, config, degrees: float) -> np.ndarray:
-    """Preprocessed cutouts after turning their FITS pixels by ``degrees`` (bilinear)."""
-    from scipy.ndimage import rotate
-
-    from survey_classifier.io.fits import read_cutout
-    from survey_classifier.preprocess import preprocess
-
-    images = []
-    for path in files:
-        cutout = read_cutout(path)
-        pixels = np.nan_to_num(cutout.data)
-        if degrees:
-            pixels = rotate(pixels, degrees, reshape=False, order=1, mode="constant")
-        images.append(preprocess(pixels, config, pixel_scale_arcsec=cutout.pixel_scale_arcsec))
-    return np.stack(images)[..., None].astype(np.float32)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="a trained model's folder (model.onnx, split.csv)")
@@ -48,13 +31,14 @@ def main() -> None:
 
     from astropy.table import Table
 
+    from survey_classifier.cnn.data import load_turned_images
     from survey_classifier.stages.cnn import CNNStage
 
     stage = CNNStage(model=args.model, embedding=False)
     stage.setup()
     split = Table.read(args.model / "split.csv", format="ascii.csv")
     files = [DATA / "mirabest" / "fits" / name for name in split[split["split"] == "valid"]["file"]]
-    base = turned_images(files, stage.preprocess_config, 0.0)
+    base = load_turned_images(files, stage.preprocess_config, 0.0)
     p0 = stage.predict(base)[0]
     print(f"model {args.model}  validation cutouts {len(files)}")
     print(f"{'turn':<30}{'max |dp|':>10}{'95th pct':>10}{'median':>10}{'answers flipped':>17}")
@@ -69,7 +53,7 @@ def main() -> None:
     for turns in (1, 2, 3):
         row(f"{90 * turns} deg (pixel permutation)", np.rot90(base, turns, axes=(1, 2)))
     for angle in (float(a) for a in args.angles.split(",") if a.strip()):
-        row(f"{angle:g} deg (FITS turned)", turned_images(files, stage.preprocess_config, angle))
+        row(f"{angle:g} deg (FITS turned)", load_turned_images(files, stage.preprocess_config, angle))
 
 
 if __name__ == "__main__":

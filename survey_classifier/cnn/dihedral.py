@@ -172,63 +172,23 @@ def d8_layers():
     import keras
     from keras import ops
 
-    class _D8Conv(keras.layers.Layer):
-        """Shared parts of the lifting and group convolutions: weights are basis coefficients."""
+    from survey_classifier.cnn._group_conv import group_conv_layer, group_pool_layer
 
-        group_input = False
+    class _D8Conv(group_conv_layer()):
+        """D8's action on a filter: the steerable basis (:func:`filter_basis`) transformed; weights: coefficients."""
 
-        def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
-            super().__init__(**kwargs)
-            self.filters = int(filters)
-            self.kernel_size = int(kernel_size)
+        order = ORDER
+        elements = "elements of D8"
 
-        def build(self, input_shape):
-            channels = int(input_shape[-1])
-            n_basis = filter_basis(self.kernel_size).shape[-1]
-            if self.group_input:
-                if channels % ORDER:
-                    msg = f"{self.name}: input has {channels} channels, not a multiple of the {ORDER} elements of D8"
-                    raise ValueError(msg)
-                shape = (n_basis, ORDER, channels // ORDER, self.filters)
-            else:
-                shape = (n_basis, channels, self.filters)
-            # He initialisation for smooth inputs: the filters' sums (their gain on a smooth map) have
-            # variance 2 / channels, as for pixel filters with He's variance 2 / (channels k²)
-            dc_gain = float(np.sum(filter_basis(self.kernel_size)[0].sum(axis=0) ** 2))
-            self.kernel = self.add_weight(
-                name="kernel", shape=shape,
-                initializer=keras.initializers.RandomNormal(stddev=float(np.sqrt(2.0 / (channels * dc_gain)))),
-            )
-            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-            self.in_channels = channels
+        def _transforms(self):
+            return filter_basis(self.kernel_size)
 
-        def _basis(self):
-            return ops.convert_to_tensor(filter_basis(self.kernel_size))
-
-        def _bank(self):
-            raise NotImplementedError
-
-        def call(self, inputs):
-            outputs = ops.conv(inputs, self._bank(), strides=1, padding="same")
-            return outputs + ops.tile(self.bias, [ORDER])
-
-        def compute_output_shape(self, input_shape):
-            return (*input_shape[:-1], ORDER * self.filters)
-
-        def get_config(self):
-            return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+        def _relative_indices(self):
+            return _relative_indices()
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class D8Lifting(_D8Conv):
         """Image → the 16 transforms of each filter (channel ``g * filters + i``)."""
-
-        def _bank(self):
-            k, c, f = self.kernel_size, self.in_channels, self.filters
-            basis = self._basis()  # (16, k², n)
-            flat = ops.reshape(self.kernel, (-1, c * f))
-            filters = ops.matmul(ops.reshape(basis, (ORDER * k * k, -1)), flat)  # (16 k², c f)
-            filters = ops.reshape(filters, (ORDER, k, k, c, f))
-            return ops.reshape(ops.transpose(filters, (1, 2, 3, 0, 4)), (k, k, c, ORDER * f))
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class D8GroupConv(_D8Conv):
@@ -236,29 +196,11 @@ def d8_layers():
 
         group_input = True
 
-        def _bank(self):
-            k, f = self.kernel_size, self.filters
-            c = self.in_channels // ORDER
-            n = int(self.kernel.shape[0])
-            relative = ops.convert_to_tensor(_relative_indices().ravel())
-            shifted = ops.take(self.kernel, relative, axis=1)  # (n, g g', c, f): component g^-1 g'
-            shifted = ops.reshape(shifted, (n, ORDER, ORDER * c * f))
-            shifted = ops.transpose(shifted, (1, 0, 2))  # (g, n, g' c f)
-            filters = ops.matmul(self._basis(), shifted)  # (g, k², g' c f): a batched MatMul
-            filters = ops.reshape(filters, (ORDER, k, k, ORDER * c, f))
-            return ops.reshape(ops.transpose(filters, (1, 2, 3, 0, 4)), (k, k, ORDER * c, ORDER * f))
-
     @keras.saving.register_keras_serializable(package="survey_classifier")
-    class D8GroupPool(keras.layers.Layer):
+    class D8GroupPool(group_pool_layer()):
         """The maximum over the 16 elements: ``(..., 16 f)`` → ``(..., f)``."""
 
-        def call(self, inputs):
-            shape = ops.shape(inputs)
-            grouped = ops.reshape(inputs, (-1, *shape[1:-1], ORDER, shape[-1] // ORDER))
-            return ops.max(grouped, axis=-2)
-
-        def compute_output_shape(self, input_shape):
-            return (*input_shape[:-1], input_shape[-1] // ORDER)
+        order = ORDER
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class Blur(keras.layers.Layer):

@@ -100,62 +100,27 @@ def rotation_matrices(size: int) -> np.ndarray:
 def c8_layers():
     """The Keras layer classes, defined and registered on first use (importing this module needs no Keras)."""
     import keras
-    from keras import ops
 
-    class _C8Conv(keras.layers.Layer):
-        """Shared parts of the lifting and group convolutions."""
+    from survey_classifier.cnn._group_conv import group_conv_layer, group_pool_layer
 
-        group_input = False
+    class _C8Conv(group_conv_layer()):
+        """C8's action on a filter: its pixels turned (:func:`rotation_matrices`); the weights are pixel filters."""
 
-        def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
-            super().__init__(**kwargs)
-            self.filters = int(filters)
-            self.kernel_size = int(kernel_size)
+        order = ORDER
+        elements = "orientations"
 
-        def build(self, input_shape):
-            channels = int(input_shape[-1])
-            if self.group_input:
-                if channels % ORDER:
-                    msg = f"{self.name}: input has {channels} channels, not a multiple of the {ORDER} orientations"
-                    raise ValueError(msg)
-                shape = (self.kernel_size, self.kernel_size, ORDER, channels // ORDER, self.filters)
-                fan_in = channels * self.kernel_size**2
-            else:
-                shape = (self.kernel_size, self.kernel_size, channels, self.filters)
-                fan_in = channels * self.kernel_size**2
-            self.kernel = self.add_weight(
-                name="kernel", shape=shape,
-                initializer=keras.initializers.RandomNormal(stddev=float(np.sqrt(2.0 / fan_in))),
-            )
-            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-            self.in_channels = channels
+        def _transforms(self):
+            return rotation_matrices(self.kernel_size)
 
-        def _turns(self):
-            return ops.convert_to_tensor(rotation_matrices(self.kernel_size))
+        def _relative_indices(self):  # r^-1 s: the orientation axis follows the turn
+            return (np.arange(ORDER)[None, :] - np.arange(ORDER)[:, None]) % ORDER
 
-        def _bank(self):
-            raise NotImplementedError
-
-        def call(self, inputs):
-            outputs = ops.conv(inputs, self._bank(), strides=1, padding="same")
-            return outputs + ops.tile(self.bias, [ORDER])
-
-        def compute_output_shape(self, input_shape):
-            return (*input_shape[:-1], ORDER * self.filters)
-
-        def get_config(self):
-            return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+        def _coefficient_shape(self):
+            return (self.kernel_size, self.kernel_size)
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class C8Lifting(_C8Conv):
         """Image → 8 orientations of each filter (channel ``r * filters + i``)."""
-
-        def _bank(self):
-            k, c, f = self.kernel_size, self.in_channels, self.filters
-            flat = ops.reshape(self.kernel, (k * k, c * f))
-            turned = ops.matmul(ops.reshape(self._turns(), (ORDER * k * k, k * k)), flat)  # (8 k², c f)
-            turned = ops.reshape(turned, (ORDER, k, k, c, f))
-            return ops.reshape(ops.transpose(turned, (1, 2, 3, 0, 4)), (k, k, c, ORDER * f))
 
     @keras.saving.register_keras_serializable(package="survey_classifier")
     class C8GroupConv(_C8Conv):
@@ -163,29 +128,11 @@ def c8_layers():
 
         group_input = True
 
-        def _bank(self):
-            k, f = self.kernel_size, self.filters
-            c = self.in_channels // ORDER
-            # shifted[r, s] = kernel[:, :, (s - r) mod 8]: the orientation axis follows the turn
-            shift = (np.arange(ORDER)[None, :] - np.arange(ORDER)[:, None]) % ORDER
-            shifted = ops.take(self.kernel, ops.convert_to_tensor(shift.ravel().astype(np.int32)), axis=2)
-            shifted = ops.reshape(shifted, (k * k, ORDER, ORDER * c * f))  # (k², r, s c f)
-            shifted = ops.transpose(shifted, (1, 0, 2))  # (r, k², s c f)
-            turned = ops.matmul(self._turns(), shifted)  # (r, k², s c f): a batched MatMul
-            turned = ops.reshape(turned, (ORDER, k, k, ORDER * c, f))
-            return ops.reshape(ops.transpose(turned, (1, 2, 3, 0, 4)), (k, k, ORDER * c, ORDER * f))
-
     @keras.saving.register_keras_serializable(package="survey_classifier")
-    class C8GroupPool(keras.layers.Layer):
+    class C8GroupPool(group_pool_layer()):
         """The maximum over the 8 orientations: ``(..., 8 f)`` → ``(..., f)``."""
 
-        def call(self, inputs):
-            shape = ops.shape(inputs)
-            grouped = ops.reshape(inputs, (-1, *shape[1:-1], ORDER, shape[-1] // ORDER))
-            return ops.max(grouped, axis=-2)
-
-        def compute_output_shape(self, input_shape):
-            return (*input_shape[:-1], input_shape[-1] // ORDER)
+        order = ORDER
 
     return C8Lifting, C8GroupConv, C8GroupPool
 

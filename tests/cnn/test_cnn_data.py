@@ -10,6 +10,7 @@ from survey_classifier.cnn.data import (
     read_image,
     source_groups,
     split_indices,
+    turn_on_sky,
 )
 from survey_classifier.errors import CatalogueError
 from survey_classifier.io.fits import read_cutout
@@ -75,6 +76,35 @@ def test_missing_column_names_what_exists(tmp_path, mirabest_labels):
 def test_fits_pixels_come_from_the_shared_reader(mirabest_files):
     path = mirabest_files[0]
     np.testing.assert_array_equal(read_image(path), read_cutout(path).data)
+
+
+def test_turn_on_sky_turns_a_real_cutout_as_the_sky_turns_and_keeps_its_flux(mirabest_files):
+    cutout = read_cutout(mirabest_files[0])  # an FR I whose brightest pixel lies 43 pixels from the centre
+    pixels = cutout.data
+    centre = (np.array(pixels.shape) - 1) / 2
+    sky_centre = cutout.wcs.pixel_to_world(*centre[::-1])
+
+    def peak_angle(image):
+        """Position angle (east of north, degrees) of the brightest pixel about the cutout's centre."""
+        row, column = np.unravel_index(np.argmax(image), image.shape)
+        assert np.hypot(*(np.array([row, column]) - centre)) > 40
+        return sky_centre.position_angle(cutout.wcs.pixel_to_world(column, row)).deg
+
+    # quarter turns are np.rot90's pixel permutations; on the sky the position angles drop by the turn
+    quarter = turn_on_sky(pixels, 90.0)
+    np.testing.assert_allclose(quarter, np.rot90(pixels), rtol=0, atol=1e-6 * pixels.max())
+    np.testing.assert_allclose(turn_on_sky(pixels, -90.0), np.rot90(pixels, -1), rtol=0, atol=1e-6 * pixels.max())
+    assert (peak_angle(pixels) - peak_angle(quarter)) % 360 == pytest.approx(90.0, abs=0.1)
+    assert (peak_angle(pixels) - peak_angle(turn_on_sky(pixels, 45.0))) % 360 == pytest.approx(45.0, abs=3.0)
+    # any angle: bilinear resampling keeps the flux inside the circle that stays in the frame
+    rows, columns = np.indices(pixels.shape)
+    inside = np.hypot(rows - centre[0], columns - centre[1]) <= pixels.shape[0] / 2 - 2
+    for degrees in (22.5, 30.0, 45.0, 137.0):
+        assert turn_on_sky(pixels, degrees)[inside].sum() == pytest.approx(pixels[inside].sum(), rel=0.01)
+    # blank pixels count as 0, turned or not
+    blank = pixels.copy()
+    blank[:10] = np.nan
+    assert np.all(turn_on_sky(blank, 0.0)[:10] == 0) and np.isfinite(turn_on_sky(blank, 30.0)).all()
 
 
 def test_png_goes_through_the_same_preprocess(data_dir):

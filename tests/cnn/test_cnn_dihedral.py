@@ -23,6 +23,7 @@ onnx = pytest.importorskip("onnx")
 
 from survey_classifier.cnn import dihedral  # noqa: E402
 from survey_classifier.cnn.cli import train_cnn  # noqa: E402
+from survey_classifier.cnn.data import load_turned_images  # noqa: E402
 
 #: The quarter turns and flips of the pixel grid (D4), as (mirror, quarter turns) applied to an image batch.
 GRID_ELEMENTS = [(flip, turns) for flip in (False, True) for turns in range(4)]
@@ -103,7 +104,7 @@ def test_exported_d8_classifier_is_invariant_to_quarter_turns_and_flips(tmp_path
     stage = CNNStage(model=tmp_path / "d8", embedding=True)
     stage.setup()
     files = [str(f) for f in Table.read(catalogue)["path"]]
-    images = _images(files, stage.preprocess_config, 0.0)
+    images = load_turned_images(files, stage.preprocess_config, 0.0)
     probabilities, embedding = stage.predict(images)
     assert np.ptp(probabilities[:, 0]) > 1e-3, probabilities[:, 0]  # the network tells the cutouts apart
     scale = np.abs(embedding).max()
@@ -114,23 +115,6 @@ def test_exported_d8_classifier_is_invariant_to_quarter_turns_and_flips(tmp_path
         np.testing.assert_allclose(e, embedding, atol=1e-4 * scale)
     keras_model = load_keras_model(tmp_path / "d8" / "model.keras")  # the custom layers load again
     assert np.max(np.abs(keras_model.predict(images, verbose=0) - probabilities)) <= 1e-4
-
-
-def _images(files, config, degrees):
-    """Cutouts turned by ``degrees`` on the sky (the FITS pixels, before preprocessing)."""
-    from scipy.ndimage import rotate
-
-    from survey_classifier.io.fits import read_cutout
-    from survey_classifier.preprocess import preprocess
-
-    images = []
-    for path in files:
-        cutout = read_cutout(path)
-        pixels = np.nan_to_num(cutout.data)
-        if degrees:
-            pixels = rotate(pixels, degrees, reshape=False, order=1, mode="constant")
-        images.append(preprocess(pixels, config, pixel_scale_arcsec=cutout.pixel_scale_arcsec))
-    return np.stack(images)[..., None].astype(np.float32)
 
 
 def _median_change(turned, upright):
@@ -168,9 +152,9 @@ def test_exported_d8_embedding_changes_clearly_less_than_c8_at_45_and_22_degrees
 
     config = PreprocessConfig(size=64, crop=100)
     files = [str(f) for f in Table.read(catalogue)["path"]]
-    upright = _images(files, config, 0.0)
-    batches = {"upright": upright, "mirrored": _grid_transform(upright, True, 1),
-               45.0: _images(files, config, 45.0), 22.5: _images(files, config, 22.5)}
+    upright = load_turned_images(files, config, 0.0)
+    batches = {"upright": upright, "mirrored": _grid_transform(upright, True, 1)}
+    batches.update({angle: load_turned_images(files, config, angle) for angle in (45.0, 22.5)})
     changes = {"d8": {45.0: [], 22.5: []}, "c8": {45.0: [], 22.5: []}}
     for seed in (0, 1, 2):
         for backbone in changes:
@@ -189,7 +173,8 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
     from survey_classifier.cnn.backbones import build_backbone
     from survey_classifier.preprocess import PreprocessConfig
 
-    images = _images([str(f) for f in Table.read(catalogue)["path"]], PreprocessConfig(size=32, crop=100), 0.0)
+    files = [str(f) for f in Table.read(catalogue)["path"]]
+    images = load_turned_images(files, PreprocessConfig(size=32, crop=100), 0.0)
     keras.utils.set_random_seed(0)
     network = build_backbone("c8-blur:2", 32)
     kinds = [type(layer).__name__ for layer in network.layers]
@@ -206,3 +191,36 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
     # not a mirror symmetry: C8 has no flips, so a flipped cutout gives other features
     assert np.abs(network.predict(_grid_transform(images, True, 0), verbose=0) - embedding).max() \
         > 1e-3 * np.abs(embedding).max()
+
+
+def test_a_saved_d8_network_loads_in_a_fresh_process(tmp_path, catalogue):
+    """:func:`load_keras_model` registers every custom layer of the d8 backbone itself, its field norms included.
+
+    A fresh Python process, which has built no network, reads the saved
+    file (as ``train cnn --backbone saved.keras`` or an ensemble does).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import survey_classifier
+    from survey_classifier.cnn.backbones import build_backbone
+    from survey_classifier.preprocess import PreprocessConfig
+
+    files = [str(f) for f in Table.read(catalogue)["path"]]
+    np.save(tmp_path / "images.npy", load_turned_images(files[::4], PreprocessConfig(size=32, crop=100), 0.0))
+    keras.utils.set_random_seed(0)
+    network = build_backbone("d8:1", 32)
+    assert {"D8Lifting", "D8GroupConv", "D8GroupPool", "Blur", "FieldBatchNorm"} <= {
+        type(layer).__name__ for layer in network.layers}
+    network.save(tmp_path / "d8.keras")
+    script = ("import sys, numpy as np; from survey_classifier.cnn.backbones import load_keras_model; "
+              "np.save(sys.argv[3], load_keras_model(sys.argv[1]).predict(np.load(sys.argv[2]), verbose=0))")
+    package_root = str(Path(survey_classifier.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "d8.keras"), str(tmp_path / "images.npy"),
+                          str(tmp_path / "loaded.npy")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = network.predict(np.load(tmp_path / "images.npy"), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), expected, rtol=0, atol=1e-6 * np.abs(expected).max())

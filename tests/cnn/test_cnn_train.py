@@ -23,6 +23,7 @@ keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 
 from survey_classifier.cnn.cli import train_cnn  # noqa: E402
+from survey_classifier.cnn.data import load_turned_images  # noqa: E402
 from survey_classifier.errors import ModelError  # noqa: E402
 
 SIZE = 32
@@ -452,21 +453,6 @@ def test_uncertain_flag_is_stored_and_queryable(trained, tmp_path, engine):
     assert "uncertain_below" in table["cnn_uncertain"].info.description
 
 
-def _turned_images(files, config, degrees):
-    """Cutouts turned by ``degrees`` on the sky (the FITS pixels, before preprocessing)."""
-    from scipy.ndimage import rotate
-
-    from survey_classifier.io.fits import read_cutout
-    from survey_classifier.preprocess import preprocess
-
-    images = []
-    for path in files:
-        cutout = read_cutout(path)
-        turned = rotate(np.nan_to_num(cutout.data), degrees, reshape=False, order=1, mode="constant")
-        images.append(preprocess(turned, config, pixel_scale_arcsec=cutout.pixel_scale_arcsec))
-    return np.stack(images)[..., None].astype(np.float32)
-
-
 def test_c8_backbone_exported_model_is_invariant_to_quarter_turns_and_near_it_at_45_degrees(trained, catalogue):
     from survey_classifier.cnn.backbones import load_keras_model
     from survey_classifier.stages.cnn import CNNStage
@@ -476,7 +462,7 @@ def test_c8_backbone_exported_model_is_invariant_to_quarter_turns_and_near_it_at
     stage = CNNStage(model=output, embedding=True)
     stage.setup()
     files = [str(f) for f in Table.read(catalogue)["path"][::4]]
-    images = _turned_images(files, stage.preprocess_config, 0.0)
+    images = load_turned_images(files, stage.preprocess_config, 0.0)
     probabilities, embedding = stage.predict(images)
     scale = np.abs(embedding).max()
     for turns in (1, 2, 3):
@@ -486,12 +472,12 @@ def test_c8_backbone_exported_model_is_invariant_to_quarter_turns_and_near_it_at
     keras_model = load_keras_model(output / "model.keras")
     assert np.max(np.abs(keras_model.predict(images, verbose=0) - probabilities)) <= 1e-4
     # 45 degrees: not exact (bilinear filter turns, pixel grid), but close; a plain CNN moves more
-    p45, e45 = stage.predict(_turned_images(files, stage.preprocess_config, 45.0))
+    p45, e45 = stage.predict(load_turned_images(files, stage.preprocess_config, 45.0))
     change = np.linalg.norm(e45 - embedding, axis=1) / np.linalg.norm(embedding, axis=1)
     plain = CNNStage(model=trained[0] / "base", embedding=True)
     plain.setup()
-    plain_e = plain.predict(_turned_images(files, plain.preprocess_config, 0.0))[1]
-    plain_e45 = plain.predict(_turned_images(files, plain.preprocess_config, 45.0))[1]
+    plain_e = plain.predict(load_turned_images(files, plain.preprocess_config, 0.0))[1]
+    plain_e45 = plain.predict(load_turned_images(files, plain.preprocess_config, 45.0))[1]
     plain_change = np.linalg.norm(plain_e45 - plain_e, axis=1) / np.linalg.norm(plain_e, axis=1)
     print(f"45 deg: max |dp| {np.abs(p45 - probabilities).max():.3g}, embedding change c8 "
           f"{np.median(change):.3f}, compact {np.median(plain_change):.3f}")
