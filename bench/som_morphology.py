@@ -77,6 +77,9 @@ PREPARATIONS = {
                              "circle_diameter": 64, "scaling": "peak"},
     "islands_host_only": {"size": 64, "centre": "image", "extent": "islands", "islands_only": True,
                           "circle_diameter": 64, "scaling": "peak"},
+    "islands_host_extent": {"size": 64, "centre": "image", "extent": "islands", "islands_only": True,
+                            "island_reach": 40.0, "source_flux_fraction": 1.0, "circle_diameter": 64,
+                            "scaling": "peak"},
     "islands_host_only_80": {"size": 80, "centre": "image", "extent": "islands", "islands_only": True,
                              "circle_diameter": 80, "scaling": "peak"},
     "islands_square": {"size": 64, "centre": "emission", "extent": "islands", "circle_diameter": 64,
@@ -117,17 +120,25 @@ def prepared(cutouts, name):
     return np.stack([cutout.preprocessed(config) for cutout in cutouts]), config
 
 
-def make_som(config, layout, grid, epochs, seed=0):
+def make_som(config, layout, grid, epochs, seed=0, sigma_end=None):
+    """The candidate's map; ``sigma_end`` (nodes) replaces the default final neighbourhood width 0.5."""
     from survey_classifier.som import RotationInvariantSOM
 
+    sigma = None if sigma_end is None else (max(grid) / 2.0, float(sigma_end))
     return RotationInvariantSOM(
         grid_shape=grid, layout=layout, neuron_size=config.size, region_diameter=config.size,
-        n_epochs=epochs, random_state=seed, preprocess_config=config, track_errors=False,
+        n_epochs=epochs, random_state=seed, preprocess_config=config, track_errors=False, sigma=sigma,
     )  # fmt: skip
 
 
-def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None, seed=0):
-    """Cross-validated figures of one candidate (see the module docstring)."""
+def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None, seed=0, smoothing=0.0, sigma_end=None):
+    """Cross-validated figures of one candidate (see the module docstring).
+
+    ``smoothing`` (nodes) labels the neurons with Gaussian-smoothed votes
+    (``NeuronLabels.fit(..., smoothing=...)``, what ``neurons.json`` would
+    ship); ``accuracy`` is then theirs and ``accuracy_majority`` the plain
+    majority's.
+    """
     from survey_classifier.som.labels import NeuronLabels, reliable_distance
 
     fr_class = np.array([row["fr_class"] for row in rows])
@@ -136,17 +147,19 @@ def evaluate(images, config, rows, fold_of, layout, grid, epochs, keep=None, see
     per_fold, distance, correct, others = [], [], [], {}
     for fold in range(FOLDS):
         train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        som = make_som(config, layout, grid, epochs, seed)
+        som = make_som(config, layout, grid, epochs, seed, sigma_end)
         start = time.perf_counter()
         som.fit(images[train])
         train_s = time.perf_counter() - start
         seen = som.map(images[train])
         unseen = som.map(images[test])
-        labels = NeuronLabels.fit(som.grid_, seen["node"], fr_class[train], FR)
+        labels = NeuronLabels.fit(som.grid_, seen["node"], fr_class[train], FR, smoothing=smoothing)
+        majority = NeuronLabels.fit(som.grid_, seen["node"], fr_class[train], FR)
         purity = NeuronLabels.fit(som.grid_, seen["node"], fr_class[train], ("FRI", "FRII", "hybrid"))
         scored = target[test]
         said = labels.read_off(unseen["node"][scored])
         correct.append(said == fr_class[test][scored])
+        others.setdefault("majority", []).append(majority.read_off(unseen["node"][scored]) == fr_class[test][scored])
         near = som.map(images[test][scored], refine_within=None, return_distances=True)["node_distances"]
         if keep is not None:
             keep.update({f"train_nodes_{fold}": seen["node"], f"test_nodes_{fold}": unseen["node"],
@@ -197,25 +210,26 @@ def run(candidates, out, seed=0):
     cutouts, rows = read_catalogue()
     fold_of = folds(rows)
     images = {}
-    for prep, layout, grid, epochs in candidates:
+    for prep, layout, grid, epochs, options in candidates:
         if prep not in images:
             images[prep] = prepared(cutouts, prep)
         data, config = images[prep]
         start = time.perf_counter()
         keep = {"fold_of": fold_of}
-        result = evaluate(data, config, rows, fold_of, layout, grid, epochs, keep, seed)
+        result = evaluate(data, config, rows, fold_of, layout, grid, epochs, keep, seed, **options)
+        suffix = "".join(f"-{name}{value:g}" for name, value in sorted(options.items()))
         if os.environ.get("SOM_MORPHOLOGY_KEEP"):
             folder = Path(os.environ["SOM_MORPHOLOGY_KEEP"])
             folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / f"{prep}-{layout}-{grid[0]}x{grid[1]}-{epochs}-seed{seed}.npz", **keep)
+            np.savez(folder / f"{prep}-{layout}-{grid[0]}x{grid[1]}-{epochs}{suffix}-seed{seed}.npz", **keep)
         record = {"prep": prep, "layout": layout, "grid": f"{grid[0]}x{grid[1]}", "epochs": epochs, "seed": seed,
-                  **result, "wall_s": time.perf_counter() - start}  # fmt: skip
+                  **options, **result, "wall_s": time.perf_counter() - start}  # fmt: skip
         print(f"{prep:14s} {layout:9s} {record['grid']:6s} {epochs:3d} ep: accuracy {record['accuracy']:.3f} "
               f"(folds {min(record['accuracy_folds']):.3f}-{max(record['accuracy_folds']):.3f}) "
               f"purity {record['purity']:.3f} QE {record['qe']:.3f} TE {record['te']:.3f} "
-              f"reliable {record['reliable']:.2f} train {record['train_s']:.1f} s "
+              f"reliable {record['reliable']:.2f} train {record['train_s']:.1f} s {suffix} "
               f"[smooth {record['accuracy_smooth']:.3f}, top3 {record['accuracy_top3']:.3f}, "
-              f"dw {record['accuracy_dw']:.3f}]", flush=True)  # fmt: skip
+              f"dw {record['accuracy_dw']:.3f}, majority {record['accuracy_majority']:.3f}]", flush=True)  # fmt: skip
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -229,7 +243,8 @@ def table(path):
         for line in handle:
             r = json.loads(line)
             limit = "-" if r["reliable_distance"] is None else f"{r['reliable_distance']:.2f}"
-            print(f"| {r['prep']} | {r['layout']} {r['grid']} | {r['epochs']} | {r['accuracy']:.3f} "
+            options = "".join(f", {name} {r[name]:g}" for name in ("smoothing", "sigma_end") if name in r)
+            print(f"| {r['prep']}{options} | {r['layout']} {r['grid']} | {r['epochs']} | {r['accuracy']:.3f} "
                   f"({min(r['accuracy_folds']):.2f}-{max(r['accuracy_folds']):.2f}) | "
                   f"{r.get('accuracy_smooth', float('nan')):.3f} | {r['purity']:.3f} | {r['qe']:.3f} | "
                   f"{r['te']:.3f} | {r['reliable']:.2f} ({limit}) | {r['train_s']:.1f} |")  # fmt: skip
@@ -240,12 +255,24 @@ def _grid(text):
     return ny, nx
 
 
+def _options(fields, parser):
+    """``smoothing=1.5`` (neuron labels) and ``sigma_end=1.0`` (final neighbourhood width), in nodes."""
+    options = {}
+    for field in fields:
+        name, _, value = field.partition("=")
+        if name not in ("smoothing", "sigma_end") or not value:
+            parser.error(f"unknown candidate option {field!r}: give smoothing=NODES or sigma_end=NODES")
+        options[name] = float(value)
+    return options
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["preparations", "maps", "epochs"])
     parser.add_argument("--preps", nargs="*", default=list(PREPARATIONS))
     parser.add_argument("--candidate", nargs="*", default=[],
-                        help="PREP:LAYOUT:GRID:EPOCHS, e.g. islands:hexagonal:9x9:10")
+                        help="PREP:LAYOUT:GRID:EPOCHS[:smoothing=NODES][:sigma_end=NODES], "
+                             "e.g. islands:hexagonal:9x9:10 or islands_host_only:cartesian:20x20:10:smoothing=1.5")
     parser.add_argument("--seed", type=int, default=0, help="seed of the maps (the folds keep seed 0)")
     parser.add_argument("--out", default=str(REPO / "bench" / "som_morphology.jsonl"))
     parser.add_argument("--table", default=None, help="print the results in this JSON-lines file as markdown")
@@ -255,13 +282,13 @@ def main(argv=None):
         return 0
     candidates = []
     if args.stage == "preparations":
-        candidates = [(prep, "cartesian", (10, 10), 10) for prep in args.preps]
+        candidates = [(prep, "cartesian", (10, 10), 10, {}) for prep in args.preps]
     elif args.stage == "maps":
         maps = [("cartesian", (n, n)) for n in (6, 8, 10, 12)] + [("hexagonal", (d, d)) for d in (7, 9, 11, 13)]
-        candidates = [(prep, layout, grid, 10) for prep in args.preps for layout, grid in maps]
+        candidates = [(prep, layout, grid, 10, {}) for prep in args.preps for layout, grid in maps]
     for text in args.candidate:
-        prep, layout, grid, epochs = text.split(":")
-        candidates.append((prep, layout, _grid(grid), int(epochs)))
+        prep, layout, grid, epochs, *extra = text.split(":")
+        candidates.append((prep, layout, _grid(grid), int(epochs), _options(extra, parser)))
     if not candidates:
         parser.error("give --stage or --candidate")
     run(candidates, args.out, args.seed)
