@@ -332,11 +332,12 @@ def field_norm(x, order: int, name: str):
     exported as a ``Mul`` and an ``Add`` on the feature map (no reshape,
     which would make tf2onnx wrap every one in transposes).
     """
-    return _field_norm_layer()(order, momentum=NORM_MOMENTUM, name=name)(x)
+    return field_norm_class()(order, momentum=NORM_MOMENTUM, name=name)(x)
 
 
 @functools.lru_cache(maxsize=1)
-def _field_norm_layer():
+def field_norm_class():
+    """The ``FieldBatchNorm`` Keras layer class of :func:`field_norm`, defined and registered on first use."""
     import keras
     from keras import ops
 
