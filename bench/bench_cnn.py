@@ -11,7 +11,7 @@ cost per image and the ratio. The equivariant model is a trained one
 exported through the same verified export (the cost does not depend on
 the weights).
 
-    python bench/bench_cnn.py [--repeats 30] [--threads N] [--c8-width 3 | --backbone d8:2]
+    python bench/bench_cnn.py [--repeats 30] [--threads N] [--c8-width 3 | --backbone d8:2] [--ensemble]
                               [--c8-model DIR] [--model DIR]
 
 Needs the [train] extra (TensorFlow).
@@ -42,14 +42,22 @@ def _timed(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _untrained(backbone: str, images: np.ndarray, preprocess_config, folder: Path) -> Path:
-    """An untrained classifier on ``backbone`` (head as fr-cnn:1's: dense 64, softmax) exported to ``folder``."""
-    from survey_classifier.cnn.backbones import build_backbone
+def _untrained(backbone: str, images: np.ndarray, preprocess_config, folder: Path, *, ensemble: bool = False) -> Path:
+    """An untrained classifier on ``backbone`` (head as fr-cnn:1's: dense 64, softmax) exported to ``folder``.
+
+    With ``ensemble``, the classifier averaged with fr-cnn:1's network in one model, as ``train
+    cnn-ensemble`` joins its members (temperature 1), so the cost is that of the whole ensemble.
+    """
+    from survey_classifier.cnn.backbones import build_backbone, load_keras_model
+    from survey_classifier.cnn.ensemble import calibrated_ensemble
     from survey_classifier.cnn.export import export_onnx
     from survey_classifier.cnn.train import TrainingConfig, build_classifier
+    from survey_classifier.stages.cnn import DEFAULT_MODEL
 
     base = build_backbone(backbone, preprocess_config.size)
     model = build_classifier(base, 2, TrainingConfig(head=(64,)))
+    if ensemble:
+        model = calibrated_ensemble([load_keras_model(DEFAULT_MODEL / "model.keras"), model], 1.0)
     path = folder / "model.onnx"
     export_onnx(model, path, classes=["FRI", "FRII"], preprocess_config=preprocess_config,
                 name=f"{backbone.replace(':', '-')}-untrained", version="0", check_images=images)
@@ -91,6 +99,8 @@ def main() -> None:
     parser.add_argument("--c8-width", type=int, default=3, help="width of the untrained c8 model")
     parser.add_argument("--backbone", default=None,
                         help="the untrained model's backbone instead of c8:WIDTH (e.g. d8, d8-blur:2)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="time the untrained model averaged with fr-cnn:1 in one ONNX model (an ensemble's cost)")
     parser.add_argument("--c8-model", type=Path, default=None, help="a trained c8 model folder instead")
     parser.add_argument("--model", type=Path, default=None,
                         help="any trained model folder instead (e.g. fr-cnn:2, an ensemble)")
@@ -142,8 +152,8 @@ def main() -> None:
             c8_path, c8_name = args.c8_model / "model.onnx", f"c8 ({args.c8_model})"
         else:
             backbone = args.backbone or f"c8:{args.c8_width}"
-            c8_path = _untrained(backbone, images, stage.preprocess_config, Path(folder))
-            c8_name = f"{backbone} (untrained, same shape)"
+            c8_path = _untrained(backbone, images, stage.preprocess_config, Path(folder), ensemble=args.ensemble)
+            c8_name = f"{'fr-cnn:1 + ' if args.ensemble else ''}{backbone} (untrained, same shape)"
         sessions = {stage.model_ref: _session(DEFAULT_MODEL / "model.onnx", args.threads),
                     c8_name: _session(c8_path, args.threads)}
         seconds = _side_by_side(sessions, images, args.repeats)
