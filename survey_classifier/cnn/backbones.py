@@ -389,10 +389,11 @@ def load_keras_model(path):
     """``keras.models.load_model`` for the project's models (custom layers registered)."""
     import keras
 
-    from survey_classifier.cnn.dihedral import d8_layers
+    from survey_classifier.cnn.dihedral import d8_layers, field_norm_class
     from survey_classifier.cnn.equivariant import c8_layers
 
     _d4_transform_layer()
     c8_layers()
     d8_layers()
+    field_norm_class()
     return keras.models.load_model(path, compile=False)
