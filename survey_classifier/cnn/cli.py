@@ -97,6 +97,11 @@ def _catalogue_options(function):
                           "probability is below this."),
         click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced",
                      show_default=True),
+        click.option("--norm-statistics", type=click.Choice(["precise", "running"]), default="precise",
+                     show_default=True,
+                     help="Moving statistics of the batch-normalisation layers (d8, c8-blur): 'precise' "
+                          "recomputes them from the training images after every epoch, before validation; "
+                          "'running' keeps the layers' moving averages."),
         click.option("--augment/--no-augment", default=True, show_default=True,
                      help="Random rotations and flips of the training images."),
         click.option("--test-fraction", default=0.2, show_default=True, type=float),
@@ -157,6 +162,7 @@ def _training_config(options, **overrides):
         invariance=options["invariance"],
         calibrate=options["calibrate"],
         uncertain_below=options["uncertain_below"],
+        norm_statistics=options["norm_statistics"],
         class_weight=options["class_weight"],
         augment=options["augment"],
         test_fraction=options["test_fraction"],

@@ -67,7 +67,7 @@ import functools
 import numpy as np
 
 __all__ = ["ORDER", "ELEMENTS", "compose", "inverse", "basis_functions", "filter_basis", "d8_layers",
-           "d8_widths", "d8_network"]
+           "d8_widths", "d8_network", "field_norm_class"]
 
 #: Elements of D8 (8 turns × mirror).
 ORDER = 16
@@ -390,11 +390,12 @@ def field_norm(x, order: int, name: str):
     exported as a ``Mul`` and an ``Add`` on the feature map (no reshape,
     which would make tf2onnx wrap every one in transposes).
     """
-    return _field_norm_layer()(order, momentum=NORM_MOMENTUM, name=name)(x)
+    return field_norm_class()(order, momentum=NORM_MOMENTUM, name=name)(x)
 
 
 @functools.lru_cache(maxsize=1)
-def _field_norm_layer():
+def field_norm_class():
+    """The ``FieldBatchNorm`` Keras layer class of :func:`field_norm`, defined and registered on first use."""
     import keras
     from keras import ops
 
@@ -419,7 +420,7 @@ def _field_norm_layer():
             return ops.mean(ops.reshape(per_channel, (self.order, -1)), axis=0)
 
         def call(self, inputs, training=False):
-            if training:
+            if training and self.trainable:  # as Keras's: a frozen layer normalises by its moving statistics
                 mean = self._per_field(ops.mean(inputs, axis=(0, 1, 2)))
                 variance = self._per_field(ops.mean(ops.square(inputs), axis=(0, 1, 2))) - ops.square(mean)
                 self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
