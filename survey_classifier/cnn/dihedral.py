@@ -374,7 +374,8 @@ def pool_layers(x, name: str, *, blur: bool):
 
 
 #: Momentum of the fields' running statistics (Keras's 0.99 lagged the fast-changing weights of a
-#: 15-batch epoch: validation answers went constant while training learnt).
+#: 15-batch epoch: validation answers went constant while training learnt). ``train cnn`` replaces them
+#: after every epoch by the precise ones (:mod:`~survey_classifier.cnn.norm_statistics`).
 NORM_MOMENTUM = 0.9
 
 

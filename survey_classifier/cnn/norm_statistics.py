@@ -31,7 +31,11 @@ validation answers and the epoch kept, differ.
 
 Applies to :class:`~survey_classifier.cnn.dihedral` ``FieldBatchNorm``
 layers and Keras ``BatchNormalization`` layers (without renorm) that are
-trainable; frozen ones (a transferred base) keep their statistics.
+trainable; frozen ones (a transferred base) keep their statistics. A
+layer called more than once in a forward pass (``--invariance d4`` calls
+the base network on 8 turned copies) gets the statistics of its last
+call; for ``d8``'s field norms all 8 give the same statistics (its fields
+pool over the turns and flips), for other networks it is an approximation.
 """
 
 from __future__ import annotations
