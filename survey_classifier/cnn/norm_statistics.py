@@ -20,10 +20,13 @@ variance ``v_b``, as the layer computes them over ``n_b`` images::
 the mean and variance of every value the layer saw (the population's,
 not a mean of batch variances).
 
-The images are the training part *without* augmentation: inference sees
-upright cutouts without the zero corners of a turned one, and population
-statistics taken on data like the inference data are the better estimate
-(Wu & Johnson, section 4). The forward passes use no random numbers: the
+With ``precise`` the images are the training part *without*
+augmentation: inference sees upright cutouts without the zero corners of
+a turned one, and population statistics taken on data like the inference
+data are the better estimate (Wu & Johnson, section 4). With
+``precise-augmented`` they are a fresh augmented copy each epoch (turns
+and flips as in training, drawn by an augmenter of their own), the data
+the layers' scales and offsets were fitted on. The forward passes use no random numbers: the
 layers' random-seed states (dropout) are put back afterwards, so the
 training itself (its batches, masks and weight updates) is the same as
 without the recompute, and only the moving statistics, hence the
@@ -42,8 +45,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PRECISE_NORM_BATCHES", "flat_layers", "norm_layers", "statistics_images", "recompute_norm_statistics",
-           "precise_norm_callback"]
+__all__ = ["NORM_STATISTICS", "PRECISE_NORM_BATCHES", "flat_layers", "norm_layers", "statistics_images",
+           "recompute_norm_statistics", "precise_norm_callback"]
+
+#: ``train cnn --norm-statistics``: how the trainable norm layers' moving statistics are set.
+NORM_STATISTICS = {
+    "precise": "recomputed from the un-augmented training images after every epoch, before validation",
+    "precise-augmented": "the same from an augmented copy of them (turns and flips as in training)",
+    "running": "the layers' own moving averages (momentum)",
+}
 
 #: At most this many batches of training images are used for the statistics (a seeded subset beyond).
 PRECISE_NORM_BATCHES = 32
@@ -85,7 +95,7 @@ def statistics_images(images: np.ndarray, batch_size: int, *, seed: int) -> np.n
     return images[chosen]
 
 
-def recompute_norm_statistics(model, images: np.ndarray, *, batch_size: int, forward=None) -> int:
+def recompute_norm_statistics(model, images: np.ndarray, *, batch_size: int, forward=None, augment=None) -> int:
     """Set the moving mean and variance of ``model``'s norm layers to the population statistics of ``images``.
 
     See the module docstring. Every other state of the model (its
@@ -93,6 +103,7 @@ def recompute_norm_statistics(model, images: np.ndarray, *, batch_size: int, for
     layers) is as before. ``forward(batch)`` runs the model in training
     mode (default: an eager call; :func:`precise_norm_callback` passes a
     compiled one, traced while the momenta are 0, about twice as fast).
+    ``augment(batch)``, if given, transforms each batch first.
     Returns the number of layers set (0 when the model has none, and
     nothing is run).
     """
@@ -107,7 +118,8 @@ def recompute_norm_statistics(model, images: np.ndarray, *, batch_size: int, for
             layer.momentum = 0.0
         for start in range(0, len(images), int(batch_size)):
             batch = images[start:start + int(batch_size)]
-            forward(batch) if forward is not None else model(batch, training=True)
+            seen = batch if augment is None else augment(batch)
+            forward(seen) if forward is not None else model(seen, training=True)
             for layer, total in zip(layers, sums):
                 mean = np.asarray(layer.moving_mean.numpy(), dtype=np.float64)
                 variance = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
@@ -125,7 +137,7 @@ def recompute_norm_statistics(model, images: np.ndarray, *, batch_size: int, for
     return len(layers)
 
 
-def precise_norm_callback(images: np.ndarray, *, batch_size: int):
+def precise_norm_callback(images: np.ndarray, *, batch_size: int, augment=None):
     """A Keras callback: :func:`recompute_norm_statistics` at the end of every epoch, before validation.
 
     Keras validates inside ``fit`` before the callbacks' ``on_epoch_end``;
@@ -150,7 +162,8 @@ def precise_norm_callback(images: np.ndarray, *, batch_size: int):
                 return
             if self.forward is None:  # traced on its first call, inside the recompute (momenta at 0)
                 self.forward = tf.function(lambda batch: self.model(batch, training=True), reduce_retracing=True)
-            recompute_norm_statistics(self.model, images, batch_size=batch_size, forward=self.forward)
+            recompute_norm_statistics(self.model, images, batch_size=batch_size, forward=self.forward,
+                                      augment=augment)
             self.fresh = True
 
         def on_test_begin(self, logs=None):

@@ -25,6 +25,7 @@ choice.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -35,7 +36,12 @@ import numpy as np
 
 from survey_classifier.cnn.data import LabelledSet, load_images, source_groups, split_indices
 from survey_classifier.cnn.encoder import check_encoder, encoder_path
-from survey_classifier.cnn.norm_statistics import flat_layers, precise_norm_callback, statistics_images
+from survey_classifier.cnn.norm_statistics import (
+    NORM_STATISTICS,
+    flat_layers,
+    precise_norm_callback,
+    statistics_images,
+)
 from survey_classifier.errors import StageConfigError
 from survey_classifier.preprocess import PreprocessConfig
 
@@ -102,12 +108,13 @@ class TrainingConfig:
     uncertain_below : float
         Top probability under which the ``cnn`` stage flags a result
         ``uncertain`` (recorded in the exported model).
-    norm_statistics : {"precise", "running"}
+    norm_statistics : {"precise", "precise-augmented", "running"}
         Moving statistics of the trainable batch-normalisation layers
         (``d8``, ``c8-blur``, Keras's): ``"precise"`` recomputes them from
         the training images at the end of every epoch, before validation
-        (:mod:`~survey_classifier.cnn.norm_statistics`); ``"running"``
-        keeps the layers' own moving averages.
+        (:mod:`~survey_classifier.cnn.norm_statistics`),
+        ``"precise-augmented"`` from an augmented copy of them;
+        ``"running"`` keeps the layers' own moving averages.
     """
 
     backbone: str = "compact"
@@ -286,7 +293,7 @@ def _class_weights(targets, n_classes, mode):
 
 
 def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, class_weight, progress,
-               norm_images=None, batch_size=32):
+               norm_images=None, norm_augment=None, batch_size=32):
     """Compile and fit one phase; with ``norm_images``, precise norm statistics from them every epoch."""
     import keras
 
@@ -299,7 +306,8 @@ def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, clas
     )
     callback = _epoch_callback(phase, epochs, progress)
     # the statistics are recomputed before the epoch's validation and before its weights may be kept
-    norms = [] if norm_images is None else [precise_norm_callback(norm_images, batch_size=batch_size)]
+    norms = [] if norm_images is None else [precise_norm_callback(norm_images, batch_size=batch_size,
+                                                                  augment=norm_augment)]
     history = model.fit(
         train_data,
         validation_data=valid_data,
@@ -460,9 +468,12 @@ def _train_member(config, seed, size, n_classes, train_x, train_y, valid, weight
     )
     history: dict[str, list] = {}
     best_epochs = {}
-    norm_images = None
-    if config.norm_statistics == "precise":
+    norm_images, norm_augment = None, None
+    if config.norm_statistics != "running":
         norm_images = statistics_images(train_x, config.batch_size, seed=seed)
+    if config.norm_statistics == "precise-augmented":  # an augmenter of its own: the training's draws are kept
+        augmenter = _augmenter(seed)
+        norm_augment = functools.partial(augmenter, training=True)
     phases = [("head", config.head_epochs, config.head_learning_rate)]
     if config.fine_tune_epochs > 0:
         phases.append(("fine-tune", config.fine_tune_epochs, config.fine_tune_learning_rate))
@@ -473,7 +484,7 @@ def _train_member(config, seed, size, n_classes, train_x, train_y, valid, weight
             _set_trainable(base, 0, keep_batchnorm_frozen=True)
         phase_history, best_epochs[phase] = _fit_phase(
             model, phase, epochs, learning_rate, train_data, valid, weights, progress,
-            norm_images=norm_images, batch_size=config.batch_size,
+            norm_images=norm_images, norm_augment=norm_augment, batch_size=config.batch_size,
         )
         for key, values in phase_history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
@@ -526,8 +537,8 @@ def train_cnn(
     if not 0.0 <= config.uncertain_below <= 1.0:
         msg = f"uncertain_below must be a probability between 0 and 1, got {config.uncertain_below}"
         raise StageConfigError(msg)
-    if config.norm_statistics not in ("precise", "running"):
-        msg = f"norm_statistics must be 'precise' or 'running', got {config.norm_statistics!r}"
+    if config.norm_statistics not in NORM_STATISTICS:
+        msg = f"norm_statistics must be one of {', '.join(NORM_STATISTICS)}, got {config.norm_statistics!r}"
         raise StageConfigError(msg)
     if encoder_path(config.backbone) is not None:  # its pixels must be the encoder's
         check_encoder(encoder_path(config.backbone), preprocess_config)
