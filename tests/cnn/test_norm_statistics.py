@@ -109,15 +109,17 @@ def test_recompute_leaves_the_training_unchanged_and_the_same_seed_gives_the_sam
     settings = {"head_epochs": 2, "valid_fraction": 0.0}
     first, second = _train(dataset, images, **settings), _train(dataset, images, **settings)
     running = _train(dataset, images, norm_statistics="running", **settings)
+    augmented = _train(dataset, images, norm_statistics="precise-augmented", **settings)
     for a, b in zip(first.model.weights, second.model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    assert first.history["loss"] == running.history["loss"]
-    for a, b in zip(first.model.weights, running.model.weights):
-        if a.trainable:
-            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    moving = [(a.numpy(), b.numpy()) for a, b in zip(first.model.weights, running.model.weights)
-              if "moving" in a.path]
-    assert len(moving) == 10 and all(np.abs(a - b).max() > 1e-6 for a, b in moving)
+    for other in (running, augmented):
+        assert first.history["loss"] == other.history["loss"]
+        for a, b in zip(first.model.weights, other.model.weights):
+            if a.trainable:
+                np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+        moving = [(a.numpy(), b.numpy()) for a, b in zip(first.model.weights, other.model.weights)
+                  if "moving" in a.path]
+        assert len(moving) == 10 and all(np.abs(a - b).max() > 1e-6 for a, b in moving)
 
 
 def test_keras_batchnorm_is_recomputed_frozen_norms_and_random_states_are_kept(images):
