@@ -18,7 +18,10 @@ source are dropped so the split stays source-disjoint.
 Each phase decays its learning rate along a cosine to 5 % of its start.
 Training sees rotated and flipped copies of the images (radio sources have
 no preferred orientation), class weights balance the classes, and the
-weights of the epoch with the lowest validation loss are kept. The test
+weights of the epoch with the lowest validation loss are kept. Trainable
+batch-normalisation layers get their moving statistics recomputed from
+the training images at the end of every epoch, before validation
+(:mod:`~survey_classifier.cnn.norm_statistics`). The test
 part of the split is evaluated once, at the end, and never used for any
 choice.
 """
