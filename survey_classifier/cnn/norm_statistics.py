@@ -26,9 +26,9 @@ a turned one, and population statistics taken on data like the inference
 data are the better estimate (Wu & Johnson, section 4). With
 ``precise-augmented`` they are a fresh augmented copy each epoch (turns
 and flips as in training, drawn by an augmenter of their own), the data
-the layers' scales and offsets were fitted on. The forward passes use no random numbers: the
-layers' random-seed states (dropout) are put back afterwards, so the
-training itself (its batches, masks and weight updates) is the same as
+the layers' scales and offsets were fitted on. The model's random-seed
+states (dropout) are put back after the forward passes, and the
+augmenter is not the training's, so the training itself (its batches, masks and weight updates) is the same as
 without the recompute, and only the moving statistics, hence the
 validation answers and the epoch kept, differ.
 
