@@ -28,9 +28,10 @@ data are the better estimate (Wu & Johnson, section 4). With
 and flips as in training, drawn by an augmenter of their own), the data
 the layers' scales and offsets were fitted on. The model's random-seed
 states (dropout) are put back after the forward passes, and the
-augmenter is not the training's, so the training itself (its batches, masks and weight updates) is the same as
-without the recompute, and only the moving statistics, hence the
-validation answers and the epoch kept, differ.
+augmenter is not the training's, so the training itself (its batches,
+masks and weight updates) is the same as without the recompute, and
+only the moving statistics, hence the validation answers and the epoch
+kept, differ.
 
 Applies to :class:`~survey_classifier.cnn.dihedral` ``FieldBatchNorm``
 layers and Keras ``BatchNormalization`` layers (without renorm) that are
