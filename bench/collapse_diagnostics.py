@@ -23,6 +23,7 @@ import numpy as np
 
 from survey_classifier.cnn import train as training
 from survey_classifier.cnn.data import load_images, read_catalogue
+from survey_classifier.cnn.norm_statistics import flat_layers
 from survey_classifier.preprocess import PreprocessConfig
 
 PROBED = ("relu", "embedding", "head_dense0", "pool")
@@ -35,7 +36,7 @@ def main(backbone: str, epochs: int, out: str) -> None:
                              classes=["FRI", "FRII"])
     preprocess_config = PreprocessConfig(size=64, crop=100, clip_sigma=3.0)
     images = load_images(dataset.paths, preprocess_config)
-    config = training.TrainingConfig(backbone=backbone, freeze=0, head_epochs=epochs)
+    config = training.TrainingConfig(backbone=backbone, freeze=0, head_epochs=epochs, norm_statistics="running")
     split = training.make_split(dataset, config)
     valid_x = images[split["valid"]]
     batch_x, batch_y = images[split["train"]][:64], dataset.targets[split["train"]][:64]
@@ -52,7 +53,7 @@ def main(backbone: str, epochs: int, out: str) -> None:
         def on_epoch_end(epoch, logs=None):
             end_of_epoch(epoch, logs)
             model = callback.model
-            probed = [layer for layer in training._flat_layers(model) if any(s in layer.name for s in PROBED)]
+            probed = [layer for layer in flat_layers(model) if any(s in layer.name for s in PROBED)]
             outputs = keras.Model(model.inputs, [layer.output for layer in probed])(valid_x, training=False)
             record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}, "layers": {}}
             for layer, output in zip(probed, outputs, strict=True):

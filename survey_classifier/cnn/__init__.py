@@ -5,6 +5,7 @@
 - :mod:`~survey_classifier.cnn.equivariant`: the C8 rotation-equivariant layers and network;
 - :mod:`~survey_classifier.cnn.dihedral`: the D8 (turns and flips) layers with steerable filters, and network;
 - :mod:`~survey_classifier.cnn.calibration`: temperature scaling, calibration error, reliability diagrams;
+- :mod:`~survey_classifier.cnn.norm_statistics`: precise batch-normalisation statistics, recomputed each epoch;
 - :mod:`~survey_classifier.cnn.train`: the transfer-learning recipe;
 - :mod:`~survey_classifier.cnn.export`: verified ONNX export and the model record;
 - :mod:`~survey_classifier.cnn.table`: the transfer-learning table;

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from survey_classifier.cnn.norm_statistics import NORM_STATISTICS
+
 __all__ = ["train_cnn", "cnn_table", "cnn_ensemble", "train_encoder"]
 
 
@@ -97,6 +99,10 @@ def _catalogue_options(function):
                           "probability is below this."),
         click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced",
                      show_default=True),
+        click.option("--norm-statistics", type=click.Choice(list(NORM_STATISTICS)), default="precise",
+                     show_default=True,
+                     help="Moving statistics of the batch-normalisation layers (d8, c8-blur): "
+                          + "; ".join(f"'{name}': {what}" for name, what in NORM_STATISTICS.items()) + "."),
         click.option("--augment/--no-augment", default=True, show_default=True,
                      help="Random rotations and flips of the training images."),
         click.option("--test-fraction", default=0.2, show_default=True, type=float),
@@ -157,6 +163,7 @@ def _training_config(options, **overrides):
         invariance=options["invariance"],
         calibrate=options["calibrate"],
         uncertain_below=options["uncertain_below"],
+        norm_statistics=options["norm_statistics"],
         class_weight=options["class_weight"],
         augment=options["augment"],
         test_fraction=options["test_fraction"],

@@ -67,7 +67,7 @@ import functools
 import numpy as np
 
 __all__ = ["ORDER", "ELEMENTS", "compose", "inverse", "basis_functions", "filter_basis", "d8_layers",
-           "d8_widths", "d8_network"]
+           "d8_widths", "d8_network", "field_norm_class"]
 
 #: Elements of D8 (8 turns × mirror).
 ORDER = 16
@@ -316,7 +316,8 @@ def pool_layers(x, name: str, *, blur: bool):
 
 
 #: Momentum of the fields' running statistics (Keras's 0.99 lagged the fast-changing weights of a
-#: 15-batch epoch: validation answers went constant while training learnt).
+#: 15-batch epoch: validation answers went constant while training learnt). ``train cnn`` replaces them
+#: after every epoch by the precise ones (:mod:`~survey_classifier.cnn.norm_statistics`).
 NORM_MOMENTUM = 0.9
 
 
@@ -362,7 +363,7 @@ def field_norm_class():
             return ops.mean(ops.reshape(per_channel, (self.order, -1)), axis=0)
 
         def call(self, inputs, training=False):
-            if training:
+            if training and self.trainable:  # as Keras's: a frozen layer normalises by its moving statistics
                 mean = self._per_field(ops.mean(inputs, axis=(0, 1, 2)))
                 variance = self._per_field(ops.mean(ops.square(inputs), axis=(0, 1, 2))) - ops.square(mean)
                 self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)

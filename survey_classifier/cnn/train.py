@@ -18,13 +18,17 @@ source are dropped so the split stays source-disjoint.
 Each phase decays its learning rate along a cosine to 5 % of its start.
 Training sees rotated and flipped copies of the images (radio sources have
 no preferred orientation), class weights balance the classes, and the
-weights of the epoch with the lowest validation loss are kept. The test
+weights of the epoch with the lowest validation loss are kept. Trainable
+batch-normalisation layers get their moving statistics recomputed from
+the training images at the end of every epoch, before validation
+(:mod:`~survey_classifier.cnn.norm_statistics`). The test
 part of the split is evaluated once, at the end, and never used for any
 choice.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -35,6 +39,12 @@ import numpy as np
 
 from survey_classifier.cnn.data import LabelledSet, load_images, source_groups, split_indices
 from survey_classifier.cnn.encoder import check_encoder, encoder_path
+from survey_classifier.cnn.norm_statistics import (
+    NORM_STATISTICS,
+    flat_layers,
+    precise_norm_callback,
+    statistics_images,
+)
 from survey_classifier.errors import StageConfigError
 from survey_classifier.preprocess import PreprocessConfig
 
@@ -101,6 +111,13 @@ class TrainingConfig:
     uncertain_below : float
         Top probability under which the ``cnn`` stage flags a result
         ``uncertain`` (recorded in the exported model).
+    norm_statistics : {"precise", "precise-augmented", "running"}
+        Moving statistics of the trainable batch-normalisation layers
+        (``d8``, ``c8-blur``, Keras's): ``"precise"`` recomputes them from
+        the training images at the end of every epoch, before validation
+        (:mod:`~survey_classifier.cnn.norm_statistics`),
+        ``"precise-augmented"`` from an augmented copy of them;
+        ``"running"`` keeps the layers' own moving averages.
     """
 
     backbone: str = "compact"
@@ -124,6 +141,7 @@ class TrainingConfig:
     invariance: str = "none"
     calibrate: bool = True
     uncertain_below: float = 0.6
+    norm_statistics: str = "precise"
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -164,18 +182,8 @@ def _set_seed(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _flat_layers(model):
-    layers = []
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            layers.extend(_flat_layers(layer))
-        elif layer.__class__.__name__ != "InputLayer":
-            layers.append(layer)
-    return layers
-
-
 def _set_trainable(base, freeze, *, keep_batchnorm_frozen: bool) -> None:
-    layers = _flat_layers(base)
+    layers = flat_layers(base)
     if freeze == "all":
         n_frozen = len(layers)
     else:
@@ -287,7 +295,9 @@ def _class_weights(targets, n_classes, mode):
     return {k: float(len(targets) / (n_classes * max(c, 1.0))) for k, c in enumerate(counts)}
 
 
-def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, class_weight, progress):
+def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, class_weight, progress,
+               norm_images=None, norm_augment=None, batch_size=32):
+    """Compile and fit one phase; with ``norm_images``, precise norm statistics from them every epoch."""
     import keras
 
     steps = epochs * max(1, int(train_data.cardinality()))
@@ -298,12 +308,15 @@ def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, clas
         metrics=["accuracy"],
     )
     callback = _epoch_callback(phase, epochs, progress)
+    # the statistics are recomputed before the epoch's validation and before its weights may be kept
+    norms = [] if norm_images is None else [precise_norm_callback(norm_images, batch_size=batch_size,
+                                                                  augment=norm_augment)]
     history = model.fit(
         train_data,
         validation_data=valid_data,
         epochs=epochs,
         class_weight=class_weight,
-        callbacks=[callback],
+        callbacks=[*norms, callback],
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=0,
     )
@@ -458,6 +471,12 @@ def _train_member(config, seed, size, n_classes, train_x, train_y, valid, weight
     )
     history: dict[str, list] = {}
     best_epochs = {}
+    norm_images, norm_augment = None, None
+    if config.norm_statistics != "running":
+        norm_images = statistics_images(train_x, config.batch_size, seed=seed)
+    if config.norm_statistics == "precise-augmented":  # an augmenter of its own: the training's draws are kept
+        augmenter = _augmenter(seed)
+        norm_augment = functools.partial(augmenter, training=True)
     phases = [("head", config.head_epochs, config.head_learning_rate)]
     if config.fine_tune_epochs > 0:
         phases.append(("fine-tune", config.fine_tune_epochs, config.fine_tune_learning_rate))
@@ -467,7 +486,8 @@ def _train_member(config, seed, size, n_classes, train_x, train_y, valid, weight
         if phase == "fine-tune":
             _set_trainable(base, 0, keep_batchnorm_frozen=True)
         phase_history, best_epochs[phase] = _fit_phase(
-            model, phase, epochs, learning_rate, train_data, valid, weights, progress
+            model, phase, epochs, learning_rate, train_data, valid, weights, progress,
+            norm_images=norm_images, norm_augment=norm_augment, batch_size=config.batch_size,
         )
         for key, values in phase_history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
@@ -519,6 +539,9 @@ def train_cnn(
         raise StageConfigError(msg)
     if not 0.0 <= config.uncertain_below <= 1.0:
         msg = f"uncertain_below must be a probability between 0 and 1, got {config.uncertain_below}"
+        raise StageConfigError(msg)
+    if config.norm_statistics not in NORM_STATISTICS:
+        msg = f"norm_statistics must be one of {', '.join(NORM_STATISTICS)}, got {config.norm_statistics!r}"
         raise StageConfigError(msg)
     if encoder_path(config.backbone) is not None:  # its pixels must be the encoder's
         check_encoder(encoder_path(config.backbone), preprocess_config)
