@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = ["ModelRef", "ShippedModel", "DATABASE_STORE", "PACKAGE_SCHEME"]
@@ -129,6 +129,11 @@ class ShippedModel:
         Path of its model card inside the package.
     metrics : mapping, optional
         Headline figures from the card, stored in the registry.
+    companions : mapping, optional
+        ``filename -> sha256`` of the files shipped beside the artefact that
+        its stage keeps with its models (``Stage.model_companions``: a map's
+        ``neurons.json``); recorded with it when it is registered, and
+        verified like it when fetched.
     """
 
     name: str
@@ -138,6 +143,7 @@ class ShippedModel:
     sha256: str
     card: str | None = None
     metrics: Mapping[str, float] | None = None
+    companions: Mapping[str, str] | None = None
 
     def path(self) -> Path:
         """The artefact in the installed package."""
@@ -157,4 +163,8 @@ class ShippedModel:
             sha256=self.sha256,
             filename=Path(self.resource).name,
             store=f"{PACKAGE_SCHEME}{self.package}/{self.resource}",
+            companions=tuple(
+                (filename, sha256, f"{PACKAGE_SCHEME}{self.package}/{PurePosixPath(self.resource).with_name(filename)}")
+                for filename, sha256 in (self.companions or {}).items()
+            ),
         )

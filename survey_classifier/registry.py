@@ -340,7 +340,9 @@ def seed_shipped_models(engine: Engine) -> list[str]:
                 with engine.begin() as connection:
                     _insert(connection, stage=stage_name, name=ref.name, version=ref.version, filename=ref.filename,
                             store=ref.store, sha256=ref.sha256, metrics=shipped.metrics, details=details,
-                            make_default=None if shipped is shipped_models[0] else False)
+                            make_default=None if shipped is shipped_models[0] else False,
+                            companions=[{"filename": name, "sha256": sha256, "store": store}
+                                        for name, sha256, store in ref.companions] or None)
             except IntegrityError:  # another process seeded it first
                 continue
             seeded.append(ref.ref)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -264,3 +265,30 @@ def test_models_register_and_show_name_the_files_kept_with_the_map(labelled_map,
     engine = make_engine(sqlite_url)
     assert get_model(engine, "hex", "2")["companions"][0]["sha256"] == neurons_sha
     engine.dispose()
+
+
+def test_shipped_maps_are_seeded_with_their_neurons_json_and_verified(tmp_path, monkeypatch, mirabest_files):
+    """A new database records a shipped map's neurons.json with its sha256; /som reads it through the registry."""
+    monkeypatch.setenv("SURVEY_CLASSIFIER_CACHE", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    shipped_file = SOM_MIRABEST_3.path().with_name(NEURON_LABELS_FILE)
+    row = get_model(engine, "som-mirabest", "3")
+    [companion] = row["companions"]
+    assert (companion["filename"], companion["sha256"]) == (NEURON_LABELS_FILE, sha256_file(shipped_file))
+    ref = resolve_model(engine, "som", "som-mirabest", "3")
+    assert fetch(ref.companion(NEURON_LABELS_FILE), engine).path == shipped_file
+    assert get_model(engine, "som-mirabest", "1")["companions"] is None  # version 1 has no neuron classes
+
+    _mapped(SimpleNamespace(url=url, engine=engine), "som-mirabest:3", [str(p) for p in mirabest_files[:3]])
+    expected = NeuronLabels.read(shipped_file)
+    classes = _som_view(url, "som-mirabest:3")["neuron_classes"]
+    assert [c["sources"] for c in classes["classes"]] == expected.counts.sum(axis=0).tolist()
+    assert classes["mean_purity"] == pytest.approx(expected.mean_purity)
+
+    # a file that is not the released one is refused, as the map itself would be
+    altered = tmp_path / NEURON_LABELS_FILE
+    altered.write_text(shipped_file.read_text().replace('"FRII"', '"FRI"', 1))
+    with pytest.raises(ModelError, match="sha256"):
+        fetch(replace(ref.companion(NEURON_LABELS_FILE), store=f"file://{altered}"))

@@ -212,8 +212,9 @@ def map_overlay(engine, model_ref: str) -> dict:
 def _neuron_labels_file(ref: ModelRef, engine) -> tuple[Path | None, str]:
     """The verified local copy of the map's neurons.json, or None and why there is none.
 
-    A registered map has the one registered with it (fetched and checked against its sha256); a map
-    shipped in a package, the one beside its file there.
+    A registered map has the one registered with it (fetched and checked against its sha256), as a
+    shipped map has in a database seeded with it (``ShippedModel.companions``); a shipped map recorded
+    before shipped maps carried theirs, the one beside its file in the package.
     """
     from survey_classifier.artefacts import fetch
     from survey_classifier.som.labels import NEURON_LABELS_FILE

@@ -47,6 +47,7 @@ SOM_MIRABEST_2 = ShippedModel(
     card="models/som-mirabest-2/MODEL_CARD.md",
     metrics={"cv_neuron_label_accuracy_fri_frii": 0.773, "purity": 0.723, "quantization_error": 3.266,
              "topographic_error": 0.099},
+    companions={NEURON_LABELS_FILE: "1bb23c876e801c808312322cb0234f6608c856865756153526456908c4b15cc1"},
 )
 #: The morphology map centred on the catalogue (host) position, the source's islands only (#20): the default
 #: of a new results database (with ``anomaly-mirabest:4``, fitted on its distances); registered beside
@@ -60,6 +61,7 @@ SOM_MIRABEST_3 = ShippedModel(
     card="models/som-mirabest-3/MODEL_CARD.md",
     metrics={"cv_neuron_label_accuracy_fri_frii": 0.806, "purity": 0.750, "quantization_error": 3.248,
              "topographic_error": 0.093},
+    companions={NEURON_LABELS_FILE: "6ee78277613286f0d44de0604796f4229d50d5cff30a0312720ba1a4e8eb356e"},
 )
 #: The default map's file in the installed package.
 DEFAULT_SOM = SOM_MIRABEST_3.path()
