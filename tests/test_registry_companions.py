@@ -194,6 +194,10 @@ def test_a_changed_neurons_json_in_the_store_is_refused(labelled_map, tmp_path, 
                for r in caplog.records)
     assert len(answer["neurons"]) == 19  # the map itself is still shown, with its U-matrix
     assert all(n["u_distance"] > 0 for n in answer["neurons"])
+    # the registered bytes put back in the store: the page shows the classes, without a restart
+    stored.write_bytes(labelled_map.neurons.read_bytes())
+    mended = _som_view(url, "hex-changed:1")
+    assert mended["neuron_classes"]["labelled_sources"] == labelled_map.n
 
 
 @pytest.mark.parametrize("registry", ["sqlite", "file"], indirect=True)

@@ -191,7 +191,8 @@ def map_overlay(engine, model_ref: str) -> dict:
     :data:`~survey_classifier.som.labels.NEURON_LABELS_FILE` (registered with it, or beside a shipped
     map's file), the class it gives, the purity of its own labelled sources and their counts per class
     (:class:`SomNeuron`); ``neuron_classes`` is :class:`NeuronClasses`, None without labels, and the
-    note says which.
+    note says which. An answer whose registered neurons.json was refused (not found, another sha256,
+    not fitting the map) is not kept, so the page shows the classes once the file is mended.
 
     Raises
     ------
@@ -204,8 +205,12 @@ def map_overlay(engine, model_ref: str) -> dict:
         found = _OVERLAYS.get(key)
     if found is None:
         found = _overlay_of(_MAPS[ref.sha256], ref, engine)
-        with _LOCK:
-            _OVERLAYS[key] = found
+        from survey_classifier.som.labels import NEURON_LABELS_FILE
+
+        refused = found["neuron_classes"] is None and ref.companion(NEURON_LABELS_FILE) is not None
+        if not refused:  # a registered file that was refused is tried again, once mended in its store
+            with _LOCK:
+                _OVERLAYS[key] = found
     return found
 
 
