@@ -42,6 +42,7 @@ from survey_classifier.cnn.encoder import check_encoder, encoder_path
 from survey_classifier.cnn.norm_statistics import (
     NORM_STATISTICS,
     flat_layers,
+    norm_layers,
     precise_norm_callback,
     statistics_images,
 )
@@ -309,8 +310,9 @@ def _fit_phase(model, phase, epochs, learning_rate, train_data, valid_data, clas
     )
     callback = _epoch_callback(phase, epochs, progress)
     # the statistics are recomputed before the epoch's validation and before its weights may be kept
-    norms = [] if norm_images is None else [precise_norm_callback(norm_images, batch_size=batch_size,
-                                                                  augment=norm_augment)]
+    # (only where the phase trains norm layers: none in compact, c8 or d8-sharp, nor in a frozen base)
+    norms = [] if norm_images is None or not norm_layers(model) else [
+        precise_norm_callback(norm_images, batch_size=batch_size, augment=norm_augment)]
     history = model.fit(
         train_data,
         validation_data=valid_data,
