@@ -11,7 +11,7 @@ Three kinds are understood by :func:`build_backbone`:
 - ``"d8"`` (or ``"d8:WIDTH"``): the same over turns by 45° and mirror
   flips, with steerable filters, anti-aliased pooling (MaxBlurPool) and
   batch normalisation per field (:mod:`~survey_classifier.cnn.dihedral`);
-  ``"d8-sharp"`` leaves out both;
+  ``"d8-sharp"`` leaves out both, ``"d8-max"`` only the blur;
 - the name of any ``keras.applications`` model (``"MobileNetV2"``,
   ``"ResNet50"``, ...), fed the grey image as three identical channels,
   scaled to the range that family expects;
@@ -208,11 +208,11 @@ def _c8_network(size: int, *, width: int, blur: bool = False):
     return c8_network(size, width=width, blur=blur)
 
 
-def _d8_network(size: int, *, width: int, blur: bool = True):
+def _d8_network(size: int, *, width: int, blur: bool = True, norms: bool | None = None):
     from survey_classifier.cnn.dihedral import d8_network
 
     _check_equivariant_size("d8", size)
-    return d8_network(size, width=width, blur=blur)
+    return d8_network(size, width=width, blur=blur, norms=norms)
 
 
 #: The project's own networks: ``{name: (constructor, default width)}``; ``NAME:WIDTH`` picks the width.
@@ -222,6 +222,7 @@ _OWN_NETWORKS = {
     "c8-blur": (functools.partial(_c8_network, blur=True), 3),  # c8 with d8's MaxBlurPool and field norms
     "d8": (_d8_network, 2),
     "d8-sharp": (functools.partial(_d8_network, blur=False), 2),  # d8 without blur nor norms, for comparison
+    "d8-max": (functools.partial(_d8_network, blur=False, norms=True), 2),  # d8's norms, plain 2x2 max pooling
 }
 
 

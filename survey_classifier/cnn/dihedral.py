@@ -243,7 +243,7 @@ def _blur_kernel(channels: int) -> np.ndarray:
     return np.repeat(kernel[:, :, None, None], channels, axis=2).astype(np.float32)
 
 
-def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"):
+def d8_network(size: int, *, width: int = 2, blur: bool = True, norms: bool | None = None, name: str = "d8"):
     """The D8-equivariant counterpart of the ``compact`` network, invariant features.
 
     A 5×5 lifting layer, then four 3×3 group convolutions, with the fields
@@ -264,7 +264,10 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     began to learn its gradients grew 10-15× faster than Adam's running
     second moment, so the steps overshot and killed the features. With
     the norms it no longer collapses (docs/cnn.md: 80 epochs, 92.0 % on
-    validation). ``blur=False`` (``d8-sharp``) has neither.
+    validation). ``blur=False`` (``d8-sharp``) has neither; ``norms``
+    (default: as ``blur``) sets the norms alone: ``blur=False, norms=True``
+    (``d8-max``) is ``d8`` with plain 2×2 max pooling, the cheaper network
+    with the norms' stability.
     """
     import keras
     from keras import layers
@@ -277,8 +280,10 @@ def d8_network(size: int, *, width: int = 2, blur: bool = True, name: str = "d8"
     def pool(x, name):
         return pool_layers(x, name, blur=blur)
 
+    norms = blur if norms is None else norms
+
     def norm(x, name):
-        return field_norm(x, ORDER, name) if blur else x
+        return field_norm(x, ORDER, name) if norms else x
 
     inputs = keras.Input((size, size, 1), name="image")
     x = layers.ReLU(name="lift_relu")(norm(lifting(lift, 5, name="lift")(inputs), "lift_norm"))
