@@ -331,10 +331,12 @@ def seed_shipped_models(engine: Engine) -> list[str]:
     for stage_name, stage_class in stages:
         shipped_models = stage_class.shipped_models
         for shipped in sorted(shipped_models, key=_version_order):  # each name's highest version is its newest
-            with engine.connect() as connection:
-                if _find(connection, name=shipped.name, version=shipped.version) is not None:
-                    continue
             ref = shipped.ref(stage_name)
+            with engine.connect() as connection:
+                found = _find(connection, name=shipped.name, version=shipped.version)
+            if found is not None:
+                _add_released_companions(engine, found, ref)
+                continue
             details = {"shipped_with": shipped.package, "card": shipped.card_text()}
             try:
                 with engine.begin() as connection:
@@ -350,6 +352,22 @@ def seed_shipped_models(engine: Engine) -> list[str]:
         log.info("registered the shipped models %s", ", ".join(seeded))
         _log_earlier_defaults(engine, stages)
     return seeded
+
+
+def _add_released_companions(engine: Engine, found: dict, ref: ModelRef) -> None:
+    """Record the released companion files of a shipped model seeded before shipped models carried them.
+
+    Only where the row is that shipped model (same sha256 and store) and has
+    none: from then on they are fetched and verified by their released sha256
+    like the model, instead of read unchecked from beside it.
+    """
+    if found["companions"] or not ref.companions or (found["sha256"], found["store"]) != (ref.sha256, ref.store):
+        return
+    companions = [{"filename": name, "sha256": sha256, "store": store} for name, sha256, store in ref.companions]
+    with engine.begin() as connection:
+        connection.execute(update(ModelRow).where(ModelRow.id == found["id"]).values(companions=companions))
+    log.info("recorded the released %s of the shipped model %s",
+             ", ".join(name for name, _, _ in ref.companions), ref.ref)
 
 
 def _log_earlier_defaults(engine: Engine, stages) -> None:

@@ -296,3 +296,31 @@ def test_shipped_maps_are_seeded_with_their_neurons_json_and_verified(tmp_path, 
     altered.write_text(shipped_file.read_text().replace('"FRII"', '"FRI"', 1))
     with pytest.raises(ModelError, match="sha256"):
         fetch(replace(ref.companion(NEURON_LABELS_FILE), store=f"file://{altered}"))
+
+
+def test_a_database_seeded_before_shipped_maps_carried_neurons_json_gets_the_released_record(tmp_path, monkeypatch,
+                                                                                            mirabest_files):
+    """Upgrading a database whose shipped map rows have no companions records the released ones (sha256 checked)."""
+    monkeypatch.setenv("SURVEY_CLASSIFIER_CACHE", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    released = get_model(engine, "som-mirabest", "3")["companions"]
+    _mapped(SimpleNamespace(url=url, engine=engine), "som-mirabest:3", [str(p) for p in mirabest_files[:3]])
+    with engine.begin() as connection:  # as the rows were before shipped maps carried their neurons.json
+        connection.execute(ModelRow.__table__.update().where(ModelRow.name == "som-mirabest").values(companions=None))
+    assert resolve_model(engine, "som", "som-mirabest", "3").companion(NEURON_LABELS_FILE) is None
+
+    upgrade(url)
+    assert get_model(engine, "som-mirabest", "3")["companions"] == released
+    assert get_model(engine, "som-mirabest", "1")["companions"] is None  # released without neuron classes
+    ref = resolve_model(engine, "som", "som-mirabest", "3")
+    assert fetch(ref.companion(NEURON_LABELS_FILE), engine).path == SOM_MIRABEST_3.path().with_name(NEURON_LABELS_FILE)
+    assert _som_view(url, "som-mirabest:3")["neuron_classes"]["mean_purity"] > 0.5
+
+    # a row that is not the released map (other bytes under the same name) is left as it is
+    with engine.begin() as connection:
+        connection.execute(ModelRow.__table__.update().where(ModelRow.name == "som-mirabest", ModelRow.version == "2")
+                           .values(companions=None, sha256="0" * 64))
+    upgrade(url)
+    assert get_model(engine, "som-mirabest", "2")["companions"] is None

@@ -218,8 +218,7 @@ def _neuron_labels_file(ref: ModelRef, engine) -> tuple[Path | None, str]:
     """The verified local copy of the map's neurons.json, or None and why there is none.
 
     A registered map has the one registered with it (fetched and checked against its sha256), as a
-    shipped map has in a database seeded with it (``ShippedModel.companions``); a shipped map recorded
-    before shipped maps carried theirs, the one beside its file in the package.
+    shipped map has (``ShippedModel.companions``, recorded when a database is seeded or upgraded).
     """
     from survey_classifier.artefacts import fetch
     from survey_classifier.som.labels import NEURON_LABELS_FILE
@@ -233,10 +232,7 @@ def _neuron_labels_file(ref: ModelRef, engine) -> tuple[Path | None, str]:
             return None, (f"the neuron classes registered with the map {ref.ref} ({NEURON_LABELS_FILE}) cannot be "
                           "fetched or do not have their registered sha256; see the log")
     if ref.store.startswith(PACKAGE_SCHEME):
-        beside = ref.path.with_name(NEURON_LABELS_FILE)
-        if beside.is_file():
-            return beside, ""
-        return None, f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} beside its file)"
+        return None, f"the shipped map {ref.ref} carries no neuron classes (it was released without them)"
     return None, (f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} was beside its file "
                   "when it was registered; `train som --labels` writes one)")
 
