@@ -424,8 +424,9 @@ def train_encoder(**options):
 
 @click.command("cnn-ensemble")
 @click.option("--member", "members", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
-              help="Output directory of a 'train cnn' run (model.keras, metrics.json, split.csv); repeatable. "
-                   "All members must have been trained on the same split.")
+              help="Output directory of a 'train cnn' run (model.keras, metrics.json, split.csv), or a shipped "
+                   "model's folder (its model.json for metrics.json); repeatable. All members must have been "
+                   "trained on the same split.")
 @click.option("--catalogue", "catalogue", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The labelled table the members were trained from.")
 @click.option("--file-column", default="file", show_default=True)
@@ -473,12 +474,13 @@ def cnn_ensemble(**options):
     name = options["name"] or output.resolve().name
     members = [Path(m) for m in options["members"]]
     try:
-        records = [json.loads((m / "metrics.json").read_text()) for m in members]
+        records = [_member_record(m) for m in members]
         splits = [_read_split(m / "split.csv") for m in members]
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot read a member's metrics.json or split.csv: {exc}") from exc
     for member, record, split in zip(members[1:], records[1:], splits[1:], strict=True):
-        if record["preprocess"] != records[0]["preprocess"]:
+        # compared as configurations: an older record leaves out the options added since at their defaults
+        if PreprocessConfig.from_dict(record["preprocess"]) != PreprocessConfig.from_dict(records[0]["preprocess"]):
             raise click.ClickException(f"{member} was trained with preprocessing {record['preprocess']}, "
                                        f"{members[0]} with {records[0]['preprocess']}")
         if split != splits[0]:
@@ -574,6 +576,16 @@ def _read_split(path: Path) -> dict[str, str]:
         msg = f"{path} is not a split.csv (file,label,split)"
         raise ValueError(msg)
     return {file: part for file, _, part in (line.rsplit(",", 2) for line in lines[1:] if line)}
+
+
+def _member_record(member: Path) -> dict:
+    """A member's ``metrics.json``; for a shipped model's folder, which has none, its ``model.json`` in that form."""
+    metrics = member / "metrics.json"
+    if metrics.exists() or not (member / "model.json").exists():
+        return json.loads(metrics.read_text())
+    record = json.loads((member / "model.json").read_text())
+    return {**record["metrics"], "preprocess": record["preprocess"], "command": record.get("command", ""),
+            "training": record.get("training")}
 
 
 def _member_command(member: Path) -> str:
