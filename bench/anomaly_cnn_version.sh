@@ -1,5 +1,5 @@
 #!/bin/bash
-# usage: bench/anomaly_cnn_version.sh VERSION (1 or 2): the anomaly components with a scorer refitted on fr-cnn:VERSION (about 40 s)
+# usage: bench/anomaly_cnn_version.sh VERSION (1, 2 or 3): the anomaly components with a scorer refitted on fr-cnn:VERSION (about 40 s)
 # run from the repository root; writes /tmp/anomaly-cnnV.db and /tmp/scorer-cnnV.npz
 set -e
 DATA=${SURVEY_CLASSIFIER_DATA:-../shared/data}

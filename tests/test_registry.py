@@ -26,7 +26,7 @@ from survey_classifier.registry import (
     set_default,
 )
 from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, ANOMALY_MIRABEST_4, AnomalyStage
-from survey_classifier.stages.cnn import FR_CNN, FR_CNN_2, CNNStage
+from survey_classifier.stages.cnn import FR_CNN, FR_CNN_2, FR_CNN_3, CNNStage
 from survey_classifier.stages.registry import available_stages
 from survey_classifier.stages.som import SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.Survey
 
 SHIPPED = {
     f"{m.name}:{m.version}": m
-    for m in (FR_CNN, FR_CNN_2, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3, ANOMALY_MIRABEST, ANOMALY_MIRABEST_4)
+    for m in (FR_CNN, FR_CNN_2, FR_CNN_3, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3, ANOMALY_MIRABEST, ANOMALY_MIRABEST_4)
 }
 
 
@@ -100,11 +100,11 @@ def test_a_database_made_before_new_shipped_defaults_gets_them_on_upgrade_and_ke
 
 
 def test_register_keeps_the_bytes_in_the_database_and_fetch_verifies_them(engine, cache):
-    model = register_model(engine, FR_CNN.path(), stage="cnn", name="fr-cnn", version="3", metrics={"accuracy": 0.9})
+    model = register_model(engine, FR_CNN.path(), stage="cnn", name="fr-cnn", version="9", metrics={"accuracy": 0.9})
     assert model["store"] == "database" and model["sha256"] == FR_CNN.sha256
     assert model["same_bytes_as"] == ["fr-cnn:1"] and not model["is_default"]
     assert model["details"]["artefact"]["classes"] == ["FRI", "FRII"]
-    ref = resolve_model(engine, "cnn", "fr-cnn", "3")
+    ref = resolve_model(engine, "cnn", "fr-cnn", "9")
     local = fetch(ref, engine)
     assert local.path == cache / FR_CNN.sha256 / "model.onnx" and sha256_file(local.path) == FR_CNN.sha256
     local.path.write_bytes(b"damaged in the cache")  # a damaged copy is fetched again
@@ -118,23 +118,23 @@ def test_register_keeps_the_bytes_in_the_database_and_fetch_verifies_them(engine
 
 
 def test_one_default_per_stage_and_retire(engine):
-    register_model(engine, FR_CNN.path(), stage="cnn", name="fr-cnn", version="3")
-    set_default(engine, "fr-cnn", "3")
+    register_model(engine, FR_CNN.path(), stage="cnn", name="fr-cnn", version="9")
+    set_default(engine, "fr-cnn", "9")
     defaults = {(r["stage"], r["model_ref"]) for r in list_models(engine) if r["is_default"]}
-    assert ("cnn", "fr-cnn:3") in defaults and ("cnn", "fr-cnn:1") not in defaults
-    assert resolve_model(engine, "cnn").ref == "fr-cnn:3"
-    assert resolve_model(engine, "cnn", "fr-cnn").ref == "fr-cnn:3"  # newest not retired
-    retire_model(engine, "fr-cnn", "3")
-    assert get_model(engine, "fr-cnn", "3")["retired"] and not get_model(engine, "fr-cnn", "3")["is_default"]
+    assert ("cnn", "fr-cnn:9") in defaults and ("cnn", "fr-cnn:1") not in defaults
+    assert resolve_model(engine, "cnn").ref == "fr-cnn:9"
+    assert resolve_model(engine, "cnn", "fr-cnn").ref == "fr-cnn:9"  # newest not retired
+    retire_model(engine, "fr-cnn", "9")
+    assert get_model(engine, "fr-cnn", "9")["retired"] and not get_model(engine, "fr-cnn", "9")["is_default"]
     with pytest.raises(ModelError, match="no default model for stage 'cnn'"):
         resolve_model(engine, "cnn")
-    assert resolve_model(engine, "cnn", "fr-cnn").ref == "fr-cnn:2"  # the shipped version 2
+    assert resolve_model(engine, "cnn", "fr-cnn").ref == "fr-cnn:3"  # the newest shipped version
     with pytest.raises(ModelError, match="retired"):
-        resolve_model(engine, "cnn", "fr-cnn", "3")
+        resolve_model(engine, "cnn", "fr-cnn", "9")
     with pytest.raises(ModelError, match="retired"):
-        set_default(engine, "fr-cnn", "3")
+        set_default(engine, "fr-cnn", "9")
     assert sorted(r["model_ref"] for r in list_models(engine, stage="cnn", include_retired=False)) == [
-        "fr-cnn:1", "fr-cnn:2"]
+        "fr-cnn:1", "fr-cnn:2", "fr-cnn:3"]
 
 
 def test_the_same_bytes_give_the_same_ref(engine, tmp_path):
@@ -237,17 +237,17 @@ def test_a_new_default_cnn_version_is_what_the_rows_say(sqlite_url, engine, mira
     _classify(sqlite_url, files, "--stages", "measure,cnn")
     cli = CliRunner()
     done = cli.invoke(main, ["models", "register", "--db", sqlite_url, "--stage", "cnn", "--name", "fr-cnn",
-                             "--version", "3", str(FR_CNN.path())])
+                             "--version", "9", str(FR_CNN.path())])
     assert done.exit_code == 0 and "note: the same bytes are registered as fr-cnn:1" in done.output, done.output
-    assert "default of stage cnn: fr-cnn:3" in cli.invoke(main, ["models", "set-default", "--db", sqlite_url,
-                                                                 "fr-cnn", "3"]).output
+    assert "default of stage cnn: fr-cnn:9" in cli.invoke(main, ["models", "set-default", "--db", sqlite_url,
+                                                                 "fr-cnn", "9"]).output
     output = _classify(sqlite_url, files, "--stages", "measure,cnn")
-    assert "cnn 1 (fr-cnn:3)" in output
-    assert _refs(engine, ClassificationRow, "cnn") == {"fr-cnn:1": 8, "fr-cnn:3": 8}  # version 1's rows intact
+    assert "cnn 1 (fr-cnn:9)" in output
+    assert _refs(engine, ClassificationRow, "cnn") == {"fr-cnn:1": 8, "fr-cnn:9": 8}  # version 1's rows intact
     with engine.connect() as connection:
         shas = set(connection.execute(select(ClassificationRow.model_sha256)).scalars())
     assert shas == {FR_CNN.sha256}
-    compared = cli.invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1", "1@fr-cnn:3"])
+    compared = cli.invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1", "1@fr-cnn:9"])
     assert compared.exit_code == 0, compared.output
     assert "8 cutouts classified by both" in compared.output and "agreement 1.000" in compared.output
 
@@ -281,13 +281,13 @@ def test_cli_register_list_show_default_retire(sqlite_url):
     assert "fr-cnn:1" in listing and "fr-cnn:2" in listing and "som-mirabest:3" in listing
     assert f"{shipped} models" in listing
     card = FR_CNN.path().parent / "MODEL_CARD.md"
-    done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "3", "--metrics",
+    done = invoke("register", "--stage", "cnn", "--name", "fr-cnn", "--version", "9", "--metrics",
                   '{"accuracy": 0.9}', "--card", str(card), str(FR_CNN.path()))
     assert done.exit_code == 0 and FR_CNN.sha256 in done.output, done.output
-    shown = json.loads(invoke("show", "fr-cnn", "3", "--json").output)
+    shown = json.loads(invoke("show", "fr-cnn", "9", "--json").output)
     assert shown["metrics"] == {"accuracy": 0.9} and shown["details"]["card"] == card.read_text()
     assert "artefact_path" not in shown and shown["store"] == "database"
-    assert "default of stage cnn: fr-cnn:3" in invoke("set-default", "fr-cnn", "3").output
+    assert "default of stage cnn: fr-cnn:9" in invoke("set-default", "fr-cnn", "9").output
     assert "retired fr-cnn:1" in invoke("retire", "fr-cnn", "1").output
     bad = invoke("register", "--stage", "cnn", "--name", "x", "--version", "1", "--metrics", "{oops",
                  str(FR_CNN.path()))
@@ -299,20 +299,24 @@ def test_cli_register_list_show_default_retire(sqlite_url):
     assert missing.exit_code == 1 and "no registered model named 'nope'" in missing.output
 
 
-def test_shipped_fr_cnn_2_runs_beside_version_1_and_compares(sqlite_url, engine, mirabest_files):
-    """fr-cnn:2 is registered, not the default (the shipped scorer is pinned to fr-cnn:1), and comparable."""
+def test_shipped_fr_cnn_2_and_3_run_beside_version_1_and_compare(sqlite_url, engine, mirabest_files):
+    """fr-cnn:2 and :3 are registered, not the default (the shipped scorer is pinned to fr-cnn:1), and comparable."""
     files = mirabest_files[:8]
     table = list_models(engine, stage="cnn")
-    assert {row["model_ref"]: row["is_default"] for row in table} == {"fr-cnn:1": True, "fr-cnn:2": False}
+    assert {row["model_ref"]: row["is_default"] for row in table} == {"fr-cnn:1": True, "fr-cnn:2": False,
+                                                                     "fr-cnn:3": False}
     assert "calibrated" in get_model(engine, "fr-cnn", "2")["details"]["card"]
+    assert "d8" in get_model(engine, "fr-cnn", "3")["details"]["card"]
     assert "cnn 1 (fr-cnn:1)" in _classify(sqlite_url, files, "--stages", "measure,cnn")
-    second = _classify(sqlite_url, files, "--stages", "measure,cnn", "--param", "cnn.model=fr-cnn:2")
-    assert "cnn 1 (fr-cnn:2)" in second
-    assert _refs(engine, ClassificationRow, "cnn") == {"fr-cnn:1": 8, "fr-cnn:2": 8}
+    for version in ("2", "3"):
+        answer = _classify(sqlite_url, files, "--stages", "measure,cnn", "--param", f"cnn.model=fr-cnn:{version}")
+        assert f"cnn 1 (fr-cnn:{version})" in answer
+    assert _refs(engine, ClassificationRow, "cnn") == {"fr-cnn:1": 8, "fr-cnn:2": 8, "fr-cnn:3": 8}
     with engine.connect() as connection:
         shas = set(connection.execute(select(ClassificationRow.model_sha256)).scalars())
-    assert shas == {FR_CNN.sha256, FR_CNN_2.sha256}
-    compared = CliRunner().invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1", "1@fr-cnn:2"])
-    assert compared.exit_code == 0, compared.output
-    assert "8 cutouts classified by both" in compared.output
+    assert shas == {FR_CNN.sha256, FR_CNN_2.sha256, FR_CNN_3.sha256}
+    for other in ("fr-cnn:2", "fr-cnn:3"):
+        compared = CliRunner().invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1", f"1@{other}"])
+        assert compared.exit_code == 0, compared.output
+        assert "8 cutouts classified by both" in compared.output
     assert CNNStage().model_ref == "fr-cnn:1"  # without a database: the shipped default

@@ -35,7 +35,7 @@ from survey_classifier.modelref import ShippedModel
 from survey_classifier.preprocess import PreprocessConfig
 from survey_classifier.stages.base import Stage
 
-__all__ = ["CNNStage", "DEFAULT_MODEL", "FR_CNN", "FR_CNN_2", "load_model_record", "read_onnx_record"]
+__all__ = ["CNNStage", "DEFAULT_MODEL", "FR_CNN", "FR_CNN_2", "FR_CNN_3", "load_model_record", "read_onnx_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,19 @@ FR_CNN_2 = ShippedModel(
     card="models/fr-cnn-2/MODEL_CARD.md",
     metrics={"cv_accuracy": 0.930, "cv_runs": 15, "recipe_test_accuracy": 0.893, "test_sources": 131,
              "temperature": 0.908, "ece_out_of_fold": 0.016},
+)
+#: fr-cnn:2's network averaged with the D8-equivariant ``d8`` network trained from scratch on the same 524 sources
+#: (ensemble E2, chosen by cross-validation and within the 4x cost budget: #16, docs/cnn.md "Ensembles with D2"),
+#: one temperature; registered beside versions 1 and 2, not the default (the anomaly scorer is fitted on fr-cnn:1).
+FR_CNN_3 = ShippedModel(
+    name="fr-cnn",
+    version="3",
+    package="survey_classifier",
+    resource="models/fr-cnn-3/model.onnx",
+    sha256="a7344e7cff19179dacef535d3fb9eaa32f07292f8bc442d7f8ff29802b40acbb",
+    card="models/fr-cnn-3/MODEL_CARD.md",
+    metrics={"cv_accuracy": 0.947, "cv_runs": 15, "recipe_test_accuracy": 0.924, "test_sources": 131,
+             "temperature": 0.587, "ece_out_of_fold": 0.014},
 )
 #: Folder of the shipped model (the ONNX file, its JSON record, the Keras model, card and split).
 DEFAULT_MODEL = FR_CNN.path().parent
@@ -167,7 +180,7 @@ class CNNStage(Stage):
     requires = ("pixels",)
     enabled_by_default = True
     model_param = "model"
-    shipped_models = (FR_CNN, FR_CNN_2)
+    shipped_models = (FR_CNN, FR_CNN_2, FR_CNN_3)
     result_columns = (
         Column("uncertain", "Set when the top class probability is below the model's uncertain_below threshold "
                "(models trained with one): an answer to check by eye", ucd="meta.code.qual"),
