@@ -34,7 +34,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.Survey
 
 SHIPPED = {
     f"{m.name}:{m.version}": m
-    for m in (FR_CNN, FR_CNN_2, FR_CNN_3, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3, ANOMALY_MIRABEST, ANOMALY_MIRABEST_4)
+    for m in (FR_CNN, FR_CNN_2, FR_CNN_3, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3,
+              ANOMALY_MIRABEST, ANOMALY_MIRABEST_4)
 }
 
 
@@ -316,7 +317,8 @@ def test_shipped_fr_cnn_2_and_3_run_beside_version_1_and_compare(sqlite_url, eng
         shas = set(connection.execute(select(ClassificationRow.model_sha256)).scalars())
     assert shas == {FR_CNN.sha256, FR_CNN_2.sha256, FR_CNN_3.sha256}
     for other in ("fr-cnn:2", "fr-cnn:3"):
-        compared = CliRunner().invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1", f"1@{other}"])
+        compared = CliRunner().invoke(main, ["models", "compare", "--db", sqlite_url, "cnn", "1@fr-cnn:1",
+                                             f"1@{other}"])
         assert compared.exit_code == 0, compared.output
         assert "8 cutouts classified by both" in compared.output
     assert CNNStage().model_ref == "fr-cnn:1"  # without a database: the shipped default

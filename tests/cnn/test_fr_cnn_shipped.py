@@ -17,7 +17,8 @@ from survey_classifier.stages.cnn import FR_CNN, FR_CNN_2, FR_CNN_3, CNNStage, l
 #: Per shipped version: the card's own figures (test look, cross-validation, cost) and the embedding's width.
 SHIPPED = {
     "2": (FR_CNN_2, ("89.3 %", "82.9-93.5 %", "93.0 ± 0.8 %", "## Transfer table"), 64),
-    "3": (FR_CNN_3, ("92.4 %", "86.5-95.8 %", "94.7 ± 0.5 %", "+1.65 ± 0.58", "3.89×", "--norm-statistics running"), 128),
+    "3": (FR_CNN_3, ("92.4 %", "86.5-95.8 %", "94.7 ± 0.5 %", "+1.65 ± 0.58", "3.89×", "--norm-statistics running"),
+          128),
 }
 VERSIONS = pytest.mark.parametrize("version", sorted(SHIPPED))
 
