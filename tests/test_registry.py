@@ -25,7 +25,7 @@ from survey_classifier.registry import (
     seed_shipped_models,
     set_default,
 )
-from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, ANOMALY_MIRABEST_4, AnomalyStage
+from survey_classifier.stages.anomaly import ANOMALY_MIRABEST, ANOMALY_MIRABEST_4, ANOMALY_MIRABEST_5, AnomalyStage
 from survey_classifier.stages.cnn import FR_CNN, FR_CNN_2, FR_CNN_3, CNNStage
 from survey_classifier.stages.registry import available_stages
 from survey_classifier.stages.som import SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.Survey
 SHIPPED = {
     f"{m.name}:{m.version}": m
     for m in (FR_CNN, FR_CNN_2, FR_CNN_3, SOM_MIRABEST, SOM_MIRABEST_2, SOM_MIRABEST_3,
-              ANOMALY_MIRABEST, ANOMALY_MIRABEST_4)
+              ANOMALY_MIRABEST, ANOMALY_MIRABEST_4, ANOMALY_MIRABEST_5)
 }
 
 
@@ -95,7 +95,7 @@ def test_a_database_made_before_new_shipped_defaults_gets_them_on_upgrade_and_ke
     table = list_models(engine)
     assert {row["model_ref"]: row["is_default"] for row in table if row["stage"] in ("som", "anomaly")} == {
         "som-mirabest:1": True, "som-mirabest:2": False, "som-mirabest:3": False,
-        "anomaly-mirabest:3": True, "anomaly-mirabest:4": False,
+        "anomaly-mirabest:3": True, "anomaly-mirabest:4": False, "anomaly-mirabest:5": False,
     }  # fmt: skip
     assert resolve_model(engine, "som", "som-mirabest").ref == "som-mirabest:3"  # still the newest version
 
@@ -269,6 +269,22 @@ def test_a_new_default_som_and_scorer_are_what_the_rows_say(sqlite_url, engine, 
     assert "anomaly 2 (anomaly-mirabest:3)" in _classify(sqlite_url, files)
     assert _refs(engine, AnomalyScoreRow, "anomaly") == {"anomaly-mirabest:4": 6, "anomaly-mirabest:3": 6}
     assert AnomalyStage().model_ref == "anomaly-mirabest:4"  # without a database: the shipped default
+
+
+def test_fr_cnn_3_runs_with_its_own_scorer_and_each_scorer_refuses_the_other_cnn(sqlite_url, engine, mirabest_files):
+    from survey_classifier.db.models import AnomalyScoreRow
+
+    files = mirabest_files[:6]
+    set_default(engine, "fr-cnn", "3")
+    refused = CliRunner().invoke(main, ["classify", *map(str, files), "--db", sqlite_url, "--quiet"])
+    assert refused.exit_code == 1 and "fitted on cnn results" in refused.output  # version 4 knows fr-cnn:1
+    set_default(engine, "anomaly-mirabest", "5")
+    output = _classify(sqlite_url, files)
+    assert "cnn 1 (fr-cnn:3)" in output and "anomaly 2 (anomaly-mirabest:5)" in output
+    assert _refs(engine, AnomalyScoreRow, "anomaly") == {"anomaly-mirabest:5": 6}
+    set_default(engine, "fr-cnn", "1")  # and version 5 knows fr-cnn:3
+    refused = CliRunner().invoke(main, ["classify", *map(str, files), "--db", sqlite_url, "--quiet"])
+    assert refused.exit_code == 1 and "this run's cnn results come from 1@fr-cnn:1" in refused.output
 
 
 def test_cli_register_list_show_default_retire(sqlite_url):

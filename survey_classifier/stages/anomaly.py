@@ -20,7 +20,8 @@ from survey_classifier.errors import ModelError, StageConfigError
 from survey_classifier.modelref import ShippedModel
 from survey_classifier.stages.base import CutoutFailure, Stage
 
-__all__ = ["AnomalyStage", "DEFAULT_SCORER", "ANOMALY_MIRABEST", "ANOMALY_MIRABEST_4", "upstream_matches"]
+__all__ = ["AnomalyStage", "DEFAULT_SCORER", "ANOMALY_MIRABEST", "ANOMALY_MIRABEST_4", "ANOMALY_MIRABEST_5",
+           "upstream_matches"]
 
 #: What each component of the score measures (see :mod:`survey_classifier.anomaly.scorer`).
 _COMPONENTS = {
@@ -62,6 +63,17 @@ ANOMALY_MIRABEST_4 = ShippedModel(
     sha256="82de08faf2c689d68d5e1907c16b53fbd67a22e7df1d58b03979f9ee755a0345",
     card="models/anomaly-mirabest-4/MODEL_CARD.md",
     metrics={"auroc_rare_mirabest": 0.705},
+)
+#: Version 4 refitted on ``fr-cnn:3``'s results (#16): the scorer to run with that CNN, which version 4 refuses
+#: (it is pinned to fr-cnn:1's bytes); registered in every database, not the default, as fr-cnn:3 is not.
+ANOMALY_MIRABEST_5 = ShippedModel(
+    name="anomaly-mirabest",
+    version="5",
+    package="survey_classifier",
+    resource="models/anomaly-mirabest-5/scorer.npz",
+    sha256="95e3d32bb0883ae25802592b645f43b13f8e925f5f425d7c1baf4a99e8a72dc2",
+    card="models/anomaly-mirabest-5/MODEL_CARD.md",
+    metrics={"auroc_rare_mirabest": 0.717},
 )
 #: The default scorer's file in the installed package.
 DEFAULT_SCORER = ANOMALY_MIRABEST_4.path()
@@ -110,7 +122,7 @@ class AnomalyStage(Stage):
     uses = ("stage:measure", "stage:som", "stage:cnn")
     enabled_by_default = True
     model_param = "scorer"
-    shipped_models = (ANOMALY_MIRABEST_4, ANOMALY_MIRABEST)  # the first is the default
+    shipped_models = (ANOMALY_MIRABEST_4, ANOMALY_MIRABEST, ANOMALY_MIRABEST_5)  # the first is the default
     result_columns = _component_columns()
 
     def __init__(self, *, scorer=None):
