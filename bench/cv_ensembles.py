@@ -8,8 +8,12 @@ the same seed, fold and source:
 
     python bench/cv_ensembles.py --seeds 0,1,2
     python bench/cv_ensembles.py --d8 bench/results/cv-d8-narrow   # E2n: A with d8:1
+    python bench/cv_ensembles.py --challenger bench/results/cv-d8-precise   # E2p against E2
 
 With ``--d8`` the runs of another ``d8`` member replace D2's; the rows keep their names.
+With ``--challenger`` the candidates are E2 (the shipped fr-cnn:3's recipe) and E2c, A with
+the challenger's ``d8`` member instead of D2, of the same cost: E2c replaces E2 only if better
+by the rule.
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--d8", type=Path, default=D2,
                         help="folder of the d8 member's cv-D-SEED/ runs (bench/results/cv-d8-narrow for D2n)")
+    parser.add_argument("--challenger", type=Path, default=None,
+                        help="folder of another d8 member's cv-D-SEED/ runs, compared in E2's place")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     runs = [[SHIPPED / f"cv-A-{seed}.json", SHIPPED / f"cv-B-{seed}.json", args.d8 / f"cv-D-{seed}" / "crossval.json"]
-            for seed in (int(s) for s in args.seeds.split(","))]
-    report(runs, CANDIDATES, "A, B and D2")
+            for seed in seeds]
+    if args.challenger is None:
+        report(runs, CANDIDATES, "A, B and D2")
+        return
+    for run, seed in zip(runs, seeds, strict=True):
+        run.append(args.challenger / f"cv-D-{seed}" / "crossval.json")
+    report(runs, {"E2": [0, 2], "E2c": [0, 3]}, "A, B, D2 and the challenger")
 
 
 if __name__ == "__main__":
