@@ -193,6 +193,23 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
         > 1e-3 * np.abs(embedding).max()
 
 
+def test_d8_max_has_the_norms_without_the_blur_and_stays_exact_for_the_grid_elements(catalogue):
+    from survey_classifier.cnn.backbones import build_backbone
+    from survey_classifier.preprocess import PreprocessConfig
+
+    files = [str(f) for f in Table.read(catalogue)["path"]]
+    images = load_turned_images(files, PreprocessConfig(size=32, crop=100), 0.0)
+    keras.utils.set_random_seed(0)
+    network = build_backbone("d8-max:1", 32)
+    kinds = [type(layer).__name__ for layer in network.layers]
+    assert kinds.count("Blur") == 0 and kinds.count("FieldBatchNorm") == 5 and kinds.count("MaxPooling2D") == 4
+    embedding = network.predict(images, verbose=0)
+    for flip in (False, True):
+        for turns in (0, 1, 2, 3):
+            turned = network.predict(_grid_transform(images, flip, turns), verbose=0)
+            np.testing.assert_allclose(turned, embedding, atol=1e-5 * np.abs(embedding).max())
+
+
 def test_a_saved_d8_network_loads_in_a_fresh_process(tmp_path, catalogue):
     """:func:`load_keras_model` registers every custom layer of the d8 backbone itself, its field norms included.
 
