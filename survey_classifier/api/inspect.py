@@ -232,7 +232,8 @@ def _neuron_labels_file(ref: ModelRef, engine) -> tuple[Path | None, str]:
             return None, (f"the neuron classes registered with the map {ref.ref} ({NEURON_LABELS_FILE}) cannot be "
                           "fetched or do not have their registered sha256; see the log")
     if ref.store.startswith(PACKAGE_SCHEME):
-        return None, f"the shipped map {ref.ref} carries no neuron classes (it was released without them)"
+        return None, (f"the shipped map {ref.ref} carries no neuron classes (it was released without a "
+                      f"{NEURON_LABELS_FILE})")
     return None, (f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} was beside its file "
                   "when it was registered; `train som --labels` writes one)")
 

@@ -88,7 +88,7 @@ def test_a_map_without_neuron_labels_says_so_and_still_has_its_u_matrix(client, 
     bare = bare.json()
     assert bare["model_ref"] == "som-mirabest:1" and sum(n["count"] for n in bare["nodes"]) == 8
     assert not SOM_MIRABEST.path().with_name(NEURON_LABELS_FILE).exists()
-    assert bare["neuron_classes"] is None and "no neurons.json" in bare["neuron_classes_note"]
+    assert bare["neuron_classes"] is None and "released without a neurons.json" in bare["neuron_classes_note"]
     assert all(n["neuron_class"] is None and n["purity"] is None for n in bare["neurons"])
     som = RotationInvariantSOM.load(SOM_MIRABEST.path())
     neurons = _by_place(bare)
