@@ -91,7 +91,8 @@ def draw_map(som_file, out_dir, *, db_url=None, label_column=None, nodes=(), neu
         raise ValueError(msg)
     if db_url is not None:  # before drawing anything: a wrong column fails first
         images, mapping, classes, _ = map_database(som, db_url, label_column=label_column)
-    labels = _map_labels(som, neuron_labels_file)
+    from_database = db_url is not None and label_column is not None
+    labels = None if from_database else _map_labels(som, neuron_labels_file)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hits = None

@@ -143,3 +143,10 @@ def test_references_that_draw_no_map_are_refused_and_an_existing_path_wins(resul
     by_path = _show("map:1", "--out", "folder")
     assert by_path.exit_code == 0, by_path.output
     assert _drawn(tmp_path / "folder") == sorted([*ALWAYS, "labels.png"])
+
+    # neurons.json of another map beside a file: the map is drawn without classes, and says so
+    shutil.copy(SOM_MIRABEST_3.path().with_name(NEURON_LABELS_FILE), tmp_path / "map:1" / NEURON_LABELS_FILE)
+    misfit = _show("map:1", "--out", "misfit")
+    assert misfit.exit_code == 0, misfit.output
+    assert "the map is drawn without its neuron classes:" in misfit.output and "do not fit" in misfit.output
+    assert _drawn(tmp_path / "misfit") == ALWAYS
