@@ -98,3 +98,28 @@ def s3_server(tmp_path, monkeypatch):
     yield server
     s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def labelled_map(tmp_path_factory, mirabest_dir):
+    """``train som --labels`` on every 40th MiraBest cutout: a hexagonal 5x5 map and its neurons.json."""
+    from types import SimpleNamespace
+
+    from astropy.table import Table
+    from click.testing import CliRunner
+
+    from survey_classifier.cli import main
+    from survey_classifier.som.labels import NEURON_LABELS_FILE
+
+    folder = tmp_path_factory.mktemp("labelled-map")
+    catalogue = Table.read(mirabest_dir / "labels.csv")
+    files = [str(mirabest_dir / "fits" / name) for name in catalogue["file"][::40]]
+    result = CliRunner().invoke(main, [
+        "train", "som", *files, "--out", str(folder), "--grid", "5x5", "--layout", "hexagonal", "--neuron-size", "32",
+        "--size", "32", "--extent", "islands", "--islands-only", "--scaling", "peak", "--rotations", "16",
+        "--epochs", "2", "--labels", str(mirabest_dir / "labels.csv"), "--no-pictures", "--no-progress",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == [NEURON_LABELS_FILE, "som.npz"]
+    return SimpleNamespace(folder=folder, map=folder / "som.npz", neurons=folder / NEURON_LABELS_FILE,
+                           files=files, n=len(files))

@@ -15,7 +15,6 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
-from astropy.table import Table
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -46,23 +45,6 @@ STORES = [
     "file",
     pytest.param("s3", marks=pytest.mark.slow),
 ]
-
-
-@pytest.fixture(scope="module")
-def labelled_map(tmp_path_factory, mirabest_dir):
-    """``train som --labels`` on every 40th MiraBest cutout: a hexagonal 5x5 map and its neurons.json."""
-    folder = tmp_path_factory.mktemp("labelled-map")
-    catalogue = Table.read(mirabest_dir / "labels.csv")
-    files = [str(mirabest_dir / "fits" / name) for name in catalogue["file"][::40]]
-    result = CliRunner().invoke(main, [
-        "train", "som", *files, "--out", str(folder), "--grid", "5x5", "--layout", "hexagonal", "--neuron-size", "32",
-        "--size", "32", "--extent", "islands", "--islands-only", "--scaling", "peak", "--rotations", "16",
-        "--epochs", "2", "--labels", str(mirabest_dir / "labels.csv"), "--no-pictures", "--no-progress",
-    ], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in folder.iterdir()) == [NEURON_LABELS_FILE, "som.npz"]
-    return SimpleNamespace(folder=folder, map=folder / "som.npz", neurons=folder / NEURON_LABELS_FILE,
-                           files=files, n=len(files))
 
 
 @pytest.fixture(params=STORES)

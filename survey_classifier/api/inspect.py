@@ -40,7 +40,7 @@ from survey_classifier.api._params import NAME_PATTERN, ColourMap, CutoutId, Ima
 from survey_classifier.api.contract import errors
 from survey_classifier.db.models import CutoutRow
 from survey_classifier.errors import CutoutError, ModelError
-from survey_classifier.modelref import PACKAGE_SCHEME, ModelRef
+from survey_classifier.modelref import ModelRef
 
 __all__ = ["inspect_router", "load_map", "map_layout", "map_overlay", "SomMap"]
 
@@ -217,25 +217,17 @@ def map_overlay(engine, model_ref: str) -> dict:
 def _neuron_labels_file(ref: ModelRef, engine) -> tuple[Path | None, str]:
     """The verified local copy of the map's neurons.json, or None and why there is none.
 
-    A registered map has the one registered with it (fetched and checked against its sha256), as a
-    shipped map has (``ShippedModel.companions``, recorded when a database is seeded or upgraded).
+    :func:`~survey_classifier.som.labels.registered_labels_file`; a registered file that is refused
+    is logged, and the page's note points to the log.
     """
-    from survey_classifier.artefacts import fetch
-    from survey_classifier.som.labels import NEURON_LABELS_FILE
+    from survey_classifier.som.labels import NEURON_LABELS_FILE, registered_labels_file
 
-    companion = ref.companion(NEURON_LABELS_FILE)
-    if companion is not None:
-        try:
-            return fetch(companion, engine).path, ""
-        except ModelError as exc:
-            log.warning("SOM view: %s", exc)
-            return None, (f"the neuron classes registered with the map {ref.ref} ({NEURON_LABELS_FILE}) cannot be "
-                          "fetched or do not have their registered sha256; see the log")
-    if ref.store.startswith(PACKAGE_SCHEME):
-        return None, (f"the shipped map {ref.ref} carries no neuron classes (it was released without a "
-                      f"{NEURON_LABELS_FILE})")
-    return None, (f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} was beside its file "
-                  "when it was registered; `train som --labels` writes one)")
+    try:
+        return registered_labels_file(ref, engine)
+    except ModelError as exc:
+        log.warning("SOM view: %s", exc)
+        return None, (f"the neuron classes registered with the map {ref.ref} ({NEURON_LABELS_FILE}) cannot be "
+                      "fetched or do not have their registered sha256; see the log")
 
 
 def _overlay_of(som, ref: ModelRef, engine) -> dict:

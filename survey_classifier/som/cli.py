@@ -3,13 +3,16 @@
 Mounted by the main command line as ``train som`` and ``show som``.
 Training writes ``som.npz`` plus the PNG pictures into ``--out`` (and, with
 ``--labels``, ``neurons.json``: each neuron's class counts and label).
-``show som`` draws a map from its ``som.npz``, with hit counts, classes and
-a neuron's members when given a results database.
+``show som`` draws a map from its ``som.npz``, or a map registered in a
+results database (``NAME:VERSION``, with the ``neurons.json`` registered
+with it), with hit counts, classes and a neuron's members when given a
+results database.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
@@ -241,35 +244,141 @@ def _node(text):
 
 
 @click.command("som")
-@click.argument("som_path", type=click.Path(exists=True))
+@click.argument("som", metavar="SOM_PATH|NAME:VERSION")
 @click.option("--db", "db_url", default=None,
-              help="Results database: its cutouts are mapped for hit counts, classes and --node members.")
+              help="Results database: its cutouts are mapped for hit counts, classes and --node members; "
+                   "the registry a NAME:VERSION map is read from.")
 @click.option("--label-column", default=None,
               help="Column of the results table holding each cutout's class (a catalogue column such as "
                    "fr_class, or cnn_label).")  # fmt: skip
 @click.option("--node", "nodes", multiple=True, help="X,Y of a neuron whose members to draw (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="som-pictures", show_default=True)
 @click.option("--open", "open_", is_flag=True, help="Open the pictures with the system viewer.")
-def show_som(som_path, db_url, label_column, nodes, out_dir, open_):
-    """Draw the SOM in SOM_PATH (som.npz, or its folder): prototypes, U-matrix, classes, members.
+def show_som(som, db_url, label_column, nodes, out_dir, open_):
+    """Draw the SOM in SOM_PATH (som.npz, or its folder) or registered as NAME:VERSION (with --db).
 
-    A folder without som.npz but with pictures written by ``train som``
-    lists those pictures instead.
+    Pictures: prototypes, U-matrix, the neurons' classes, a neuron's members.
+    A path that exists is always read as a path. A folder without som.npz
+    but with pictures written by ``train som`` lists those pictures instead.
+    The classes are those of --label-column when given, otherwise the map's
+    own neurons.json (beside a file; for a registered map, the one
+    registered with it, fetched and verified by its sha256).
     """
-    path = Path(som_path)
-    if path.is_dir() and not (path / "som.npz").is_file():
-        found = [path / name for name in _PICTURES if (path / name).is_file()]
-        if not found:
-            msg = f"no som.npz and no SOM pictures ({', '.join(_PICTURES)}) in {som_path}"
-            raise click.ClickException(msg)
-        _report(found, open_)
-        return
-    from survey_classifier.errors import SurveyClassifierError
+    from survey_classifier.errors import SurveyClassifierError, SurveyClassifierWarning
     from survey_classifier.som.drawing import draw_map
+    from survey_classifier.som.labels import NEURON_LABELS_FILE
 
+    path = Path(som)
+    if path.exists():
+        som_file = path / "som.npz" if path.is_dir() else path
+        if not som_file.is_file():
+            _list_pictures(path, open_)
+            return
+        labels_file = som_file.with_name(NEURON_LABELS_FILE)
+        labels_file = labels_file if labels_file.is_file() else None
+        mapped_db = db_url
+    else:
+        som_file, labels_file, mapped_db = _registered_map(som, db_url, needs_cutouts=bool(label_column or nodes))
     try:
-        written = draw_map(path / "som.npz" if path.is_dir() else path, out_dir, db_url=db_url,
-                           label_column=label_column, nodes=[_node(text) for text in nodes])  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SurveyClassifierWarning)
+            written = draw_map(som_file, out_dir, db_url=mapped_db, label_column=label_column,
+                               nodes=[_node(text) for text in nodes], neuron_labels_file=labels_file)  # fmt: skip
     except (SurveyClassifierError, ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from exc
+    for warning in caught:
+        if issubclass(warning.category, SurveyClassifierWarning):
+            click.echo(str(warning.message), err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     _report(written, open_)
+
+
+def _list_pictures(folder, open_):
+    found = [folder / name for name in _PICTURES if (folder / name).is_file()]
+    if not found:
+        msg = f"no som.npz and no SOM pictures ({', '.join(_PICTURES)}) in {folder}"
+        raise click.ClickException(msg)
+    _report(found, open_)
+
+
+def _registered_map(model_ref, db_url, *, needs_cutouts):
+    """The registered map's verified local file, its registered neurons.json (or None), and the database to map.
+
+    Each condition that leaves something out of the pictures is said in one line on stderr. The
+    database's cutouts are mapped for hit counts when it has any (always with --label-column or --node).
+    """
+    from survey_classifier.db import make_engine
+    from survey_classifier.errors import ModelError
+    from survey_classifier.stages.som import SOMStage
+
+    if not _looks_like_ref(model_ref):
+        msg = f"{model_ref!r} is neither an existing file or folder nor a registered map NAME:VERSION"
+        raise click.BadParameter(msg, param_hint="'SOM_PATH|NAME:VERSION'")
+    if db_url is None:
+        msg = (f"{model_ref} names a registered map: give the results database it is registered in with "
+               "--db URL (see `survey-classifier models list --db URL`)")
+        raise click.UsageError(msg)
+    engine = make_engine(db_url)
+    try:
+        ref = _stored_map(engine, model_ref, SOMStage.name)
+        labels_file, note = _registered_labels(ref, engine)
+        if note:
+            click.echo(note, err=True)
+        mapped_db = db_url
+        if not needs_cutouts and not _has_cutouts(engine):
+            click.echo(f"the results database {_shown_url(engine)} has no cutouts: the map is drawn without hit "
+                       "counts", err=True)
+            mapped_db = None
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    return ref.path, labels_file, mapped_db
+
+
+def _looks_like_ref(text) -> bool:
+    name, colon, version = text.partition(":")
+    return bool(colon and name and version) and not any(sep in text for sep in ("/", "\\"))
+
+
+def _stored_map(engine, model_ref, stage):
+    """``model_ref``'s reference, of a map of ``stage``, fetched and verified."""
+    from survey_classifier.artefacts import fetch
+    from survey_classifier.errors import ModelError
+    from survey_classifier.registry import stored_ref
+
+    try:
+        ref = stored_ref(engine, model_ref)
+    except ModelError as exc:
+        msg = (f"no registered model {model_ref} in {_shown_url(engine)}; see its models with "
+               f"`survey-classifier models list --db {_shown_url(engine)}`")
+        raise ModelError(msg) from exc
+    if ref.stage != stage:
+        msg = f"{ref.ref} is a model of the {ref.stage!r} stage, not a map of the {stage!r} stage: show som draws maps"
+        raise ModelError(msg)
+    return fetch(ref, engine)
+
+
+def _registered_labels(ref, engine):
+    """The neurons.json registered with the map, or None and a note (a refused file: the map is drawn without it)."""
+    from survey_classifier.errors import ModelError
+    from survey_classifier.som.labels import registered_labels_file
+
+    try:
+        return registered_labels_file(ref, engine)
+    except ModelError as exc:
+        return None, f"{exc}; the map is drawn without its neuron classes"
+
+
+def _has_cutouts(engine) -> bool:
+    from sqlalchemy import select
+
+    from survey_classifier.db.models import CutoutRow
+
+    with engine.connect() as connection:
+        return connection.execute(select(CutoutRow.id).limit(1)).first() is not None
+
+
+def _shown_url(engine) -> str:
+    return engine.url.render_as_string(hide_password=True)

@@ -59,15 +59,19 @@ def map_database(som, db_url, *, label_column=None):
     return images, som.map(images), (np.array(classes) if label_column else None), skipped
 
 
-def draw_map(som_file, out_dir, *, db_url=None, label_column=None, nodes=()) -> list[Path]:
+def draw_map(som_file, out_dir, *, db_url=None, label_column=None, nodes=(), neuron_labels_file=None) -> list[Path]:
     """Write the pictures of the map in ``som_file`` into ``out_dir``; returns their paths.
 
     Always ``prototypes.png`` (readable size; with hit counts, and the
     majority class and purity of each neuron when labelled), ``umatrix.png``
     and ``prototypes_tiles.png`` (for ``serve --som-image``). With
-    ``db_url``: ``hits.png``, with ``label_column`` also ``labels.png``, and
-    for each ``(x, y)`` in ``nodes`` ``node_X_Y.png``, its members turned
-    into its frame.
+    ``db_url``: ``hits.png``, and for each ``(x, y)`` in ``nodes``
+    ``node_X_Y.png``, its members turned into its frame. ``labels.png``
+    (and the classes on ``prototypes.png``) with ``label_column``: the
+    classes of the database's cutouts; otherwise with ``neuron_labels_file``:
+    the map's own neuron classes (``neurons.json``). A ``neuron_labels_file``
+    that does not fit the map is left out with a
+    :class:`~survey_classifier.errors.SurveyClassifierWarning`.
     """
     from survey_classifier.som import RotationInvariantSOM
     from survey_classifier.som.labels import NeuronLabels
@@ -87,9 +91,11 @@ def draw_map(som_file, out_dir, *, db_url=None, label_column=None, nodes=()) -> 
         raise ValueError(msg)
     if db_url is not None:  # before drawing anything: a wrong column fails first
         images, mapping, classes, _ = map_database(som, db_url, label_column=label_column)
+    from_database = db_url is not None and label_column is not None
+    labels = None if from_database else _map_labels(som, neuron_labels_file)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hits = labels = None
+    hits = None
     written = [plot_umatrix(som, out / "umatrix.png"), save_tiles(som, out / "prototypes_tiles.png")]
     if db_url is not None:
         hits = np.bincount(mapping["node"], minlength=som.grid_.n_nodes)
@@ -97,11 +103,27 @@ def draw_map(som_file, out_dir, *, db_url=None, label_column=None, nodes=()) -> 
         if classes is not None:
             names = sorted({name for name in classes if name})
             labels = NeuronLabels.fit(som.grid_, mapping["node"], classes, names)
-            written.append(plot_labels(som, labels, out / "labels.png"))
+    if labels is not None:
+        written.append(plot_labels(som, labels, out / "labels.png"))
+    if db_url is not None:
         for (x, y), node in zip(nodes, indices, strict=True):
             written.append(plot_members(som, images, mapping, node, out / f"node_{x}_{y}.png", classes=classes))
     written.insert(0, plot_prototypes(som, out / "prototypes.png", hits=hits, labels=labels, cell=1.3))
     return written
+
+
+def _map_labels(som, neuron_labels_file):
+    """The map's own neuron classes from ``neuron_labels_file``; None (with a warning) when they do not fit it."""
+    from survey_classifier.errors import SurveyClassifierWarning
+    from survey_classifier.som.labels import NeuronLabels
+
+    if neuron_labels_file is None:
+        return None
+    try:
+        return NeuronLabels.read(neuron_labels_file, grid=som.grid_)
+    except ValueError as exc:
+        warnings.warn(f"the map is drawn without its neuron classes: {exc}", SurveyClassifierWarning, stacklevel=3)
+        return None
 
 
 def _node_index(grid, x, y) -> int:

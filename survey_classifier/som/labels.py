@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NeuronLabels", "reliable_distance", "NEURON_LABELS_FILE"]
+__all__ = ["NeuronLabels", "reliable_distance", "registered_labels_file", "NEURON_LABELS_FILE"]
 
 #: The file ``train som --labels`` writes beside the map's ``som.npz`` (:meth:`NeuronLabels.to_dict`).
 NEURON_LABELS_FILE = "neurons.json"
@@ -157,6 +157,40 @@ class NeuronLabels:
         except ValueError as exc:
             msg = f"{path}: {exc}"
             raise ValueError(msg) from exc
+
+
+def registered_labels_file(ref, engine=None):
+    """The verified local copy of the ``neurons.json`` registered with the map ``ref``, or None and why not.
+
+    Returns ``(path, "")``, or ``(None, note)`` when the map carries no
+    neuron classes. A registered map has the file registered with it (a
+    :meth:`~survey_classifier.modelref.ModelRef.companion`), fetched and
+    checked against its own sha256 by :func:`survey_classifier.artefacts.fetch`,
+    as a shipped map has (recorded when a database is seeded or upgraded);
+    never a file that happens to lie beside the map's local copy.
+
+    Raises
+    ------
+    ModelError
+        A neurons.json is registered with the map but cannot be fetched, or
+        its bytes are not the registered ones; the message names the map.
+    """
+    from survey_classifier.artefacts import fetch
+    from survey_classifier.errors import ModelError
+    from survey_classifier.modelref import PACKAGE_SCHEME
+
+    companion = ref.companion(NEURON_LABELS_FILE)
+    if companion is not None:
+        try:
+            return fetch(companion, engine).path, ""
+        except ModelError as exc:
+            msg = f"the neuron classes registered with the map {ref.ref} ({NEURON_LABELS_FILE}) are refused: {exc}"
+            raise ModelError(msg) from exc
+    if ref.store.startswith(PACKAGE_SCHEME):
+        return None, (f"the shipped map {ref.ref} carries no neuron classes (it was released without a "
+                      f"{NEURON_LABELS_FILE})")
+    return None, (f"the map {ref.ref} carries no neuron classes (no {NEURON_LABELS_FILE} was beside its file "
+                  "when it was registered; `train som --labels` writes one)")
 
 
 def _grid_name(layout: str, shape) -> str:
