@@ -30,11 +30,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::survey_classifier.errors.Survey
 ALWAYS = ["prototypes.png", "prototypes_tiles.png", "umatrix.png"]
 
 
-@pytest.fixture
-def results_db(tmp_path, monkeypatch):
-    """A fresh SQLite results database (the shipped maps seeded) and a private artefact cache."""
+@pytest.fixture(params=["sqlite"])
+def results_db(request, tmp_path, monkeypatch):
+    """A fresh results database (SQLite, or PostgreSQL where a test asks; shipped maps seeded), a private cache."""
     monkeypatch.setenv("SURVEY_CLASSIFIER_CACHE", str(tmp_path / "cache"))
-    url = f"sqlite:///{tmp_path / 'results.db'}"
+    sqlite = f"sqlite:///{tmp_path / 'results.db'}"
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else sqlite
     upgrade(url)
     engine = make_engine(url)
     yield url, engine
@@ -74,6 +75,8 @@ def test_a_shipped_map_by_reference_draws_what_its_file_draws(results_db, tmp_pa
         assert _same_pixels(tmp_path / "by-ref" / name, tmp_path / "by-path" / name), name
 
 
+@pytest.mark.parametrize("results_db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
 def test_a_registered_map_is_drawn_with_the_neurons_json_registered_with_it(results_db, tmp_path, labelled_map):
     url, engine = results_db
     register_model(engine, labelled_map.map, stage="som", name="my-map", version="1")  # kept in the database
