@@ -169,14 +169,19 @@ def test_exported_d8_embedding_changes_clearly_less_than_c8_at_45_and_22_degrees
         assert d8 < 0.8 * c8, (angle, changes)
 
 
-def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
+def _seeded_network(backbone: str, catalogue):
+    """The catalogue's cutouts at 32 px and ``backbone`` built with seed 0."""
     from survey_classifier.cnn.backbones import build_backbone
     from survey_classifier.preprocess import PreprocessConfig
 
     files = [str(f) for f in Table.read(catalogue)["path"]]
     images = load_turned_images(files, PreprocessConfig(size=32, crop=100), 0.0)
     keras.utils.set_random_seed(0)
-    network = build_backbone("c8-blur:2", 32)
+    return images, build_backbone(backbone, 32)
+
+
+def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
+    images, network = _seeded_network("c8-blur:2", catalogue)
     kinds = [type(layer).__name__ for layer in network.layers]
     assert kinds.count("Blur") == 4 and kinds.count("FieldBatchNorm") == 5
     embedding = network.predict(images, verbose=0)
@@ -194,13 +199,7 @@ def test_maxblurpool_and_field_norm_keep_c8_exact_for_quarter_turns(catalogue):
 
 
 def test_d8_max_has_the_norms_without_the_blur_and_stays_exact_for_the_grid_elements(catalogue):
-    from survey_classifier.cnn.backbones import build_backbone
-    from survey_classifier.preprocess import PreprocessConfig
-
-    files = [str(f) for f in Table.read(catalogue)["path"]]
-    images = load_turned_images(files, PreprocessConfig(size=32, crop=100), 0.0)
-    keras.utils.set_random_seed(0)
-    network = build_backbone("d8-max:1", 32)
+    images, network = _seeded_network("d8-max:1", catalogue)
     kinds = [type(layer).__name__ for layer in network.layers]
     assert kinds.count("Blur") == 0 and kinds.count("FieldBatchNorm") == 5 and kinds.count("MaxPooling2D") == 4
     embedding = network.predict(images, verbose=0)
